@@ -1,0 +1,2 @@
+"""Enrolment of normal sound into a machine's memory bank, threshold fitting, reports and plots,
+and DCASE-style evaluation."""

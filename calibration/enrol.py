@@ -1,0 +1,182 @@
+"""Enrolment: embeddings of normal sound -> a machine's memory bank with its alarm threshold.
+
+Source domain: k-means centres of the embeddings (16 by default, the published choice), plus all
+samples if asked. Target domain: every sample (few-shot). Thresholds come from leave-one-clip-out
+scores: every enrolled window is scored against a bank built without the clip it came from (the
+k-means centres are refitted per fold), so the threshold reflects sound the bank has not seen.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from edge_agent import __version__
+from edge_agent.bank import MemoryBank, combine_domains, knn_distance
+
+from .threshold import GammaFit, alarm_rate_per_day, fit_gamma, threshold_from_alarm_rate, threshold_from_percentile
+
+MAX_FOLDS = 10
+
+
+@dataclass
+class Enrolment:
+    """Embeddings of one domain with the clip (or recording chunk) each window came from."""
+
+    embeddings: np.ndarray  # (n, D)
+    groups: np.ndarray  # (n,) clip ids
+    domain: str
+
+
+@dataclass
+class ThresholdPolicy:
+    percentile: Optional[float] = 0.90
+    false_alarms_per_day: Optional[float] = None
+    hop_seconds: float = 1.0
+    raise_after: int = 3
+    of_last: int = 5
+
+
+@dataclass
+class EnrolResult:
+    bank: MemoryBank
+    loo_scores: np.ndarray
+    loo_domains: np.ndarray
+    fit: GammaFit
+    expected_alarms_per_day: float
+    notes: list[str] = field(default_factory=list)
+
+
+def kmeans_centres(emb: np.ndarray, n_centres: int, seed: int = 0) -> np.ndarray:
+    """L2-normalised k-means centres (fewer when there are fewer distinct embeddings)."""
+    from sklearn.cluster import KMeans
+
+    n = min(n_centres, len(np.unique(np.round(emb, 6), axis=0)))
+    if n >= len(emb):
+        return emb.copy()
+    c = KMeans(n, n_init=10, random_state=seed).fit(emb).cluster_centers_
+    return (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _entries(source: Optional[np.ndarray], target: Optional[np.ndarray], n_centres: int, keep_source_samples: bool, seed: int):
+    emb, dom, kind = [], [], []
+    if source is not None and len(source):
+        c = kmeans_centres(source, n_centres, seed)
+        emb += [c]; dom += ["source"] * len(c); kind += ["centre"] * len(c)
+        if keep_source_samples:
+            emb += [source]; dom += ["source"] * len(source); kind += ["sample"] * len(source)
+    if target is not None and len(target):
+        emb += [target]; dom += ["target"] * len(target); kind += ["sample"] * len(target)
+    d = emb[0].shape[1] if emb else 0
+    return (np.concatenate(emb).astype(np.float32) if emb else np.zeros((0, d), np.float32)), np.array(dom), np.array(kind)
+
+
+def _loo_distances(source: Optional[Enrolment], target: Optional[Enrolment], n_centres: int, keep_source_samples: bool, k: int, seed: int):
+    """Leave-one-clip-out k-NN distances of every enrolled window, to each domain's entries."""
+    rows = [e for e in (source, target) if e is not None and len(e.embeddings)]
+    all_emb = np.concatenate([e.embeddings for e in rows])
+    all_dom = np.concatenate([[e.domain] * len(e.embeddings) for e in rows])
+    all_grp = np.concatenate([[f"{e.domain}:{g}" for g in e.groups] for e in rows])
+    uniq = np.unique(all_grp)
+    n_folds = min(MAX_FOLDS, len(uniq))
+    if n_folds < 2:
+        raise ValueError("need enrolment audio from at least 2 clips (or 2 recording chunks) to fit a threshold")
+    rng = np.random.default_rng(seed)
+    fold_of_group = dict(zip(rng.permutation(uniq), np.arange(len(uniq)) % n_folds))
+    fold = np.array([fold_of_group[g] for g in all_grp])
+    dists = {d: np.full(len(all_emb), np.nan, np.float32) for d in ("source", "target")}
+    for f in range(n_folds):
+        held, kept = fold == f, fold != f
+        s = all_emb[kept & (all_dom == "source")]
+        t = all_emb[kept & (all_dom == "target")]
+        emb, dom, _ = _entries(s, t, n_centres, keep_source_samples, seed)
+        for d in ("source", "target"):
+            m = dom == d
+            if m.any():
+                dists[d][held] = knn_distance(all_emb[held], emb[m], k)
+    return all_emb, all_dom, dists
+
+
+def enrol(
+    model_sha256: str,
+    source: Optional[Enrolment] = None,
+    target: Optional[Enrolment] = None,
+    existing: Optional[MemoryBank] = None,
+    replace: bool = False,
+    n_centres: int = 16,
+    keep_source_samples: bool = False,
+    k: int = 1,
+    normalise_domains: bool = False,
+    policy: ThresholdPolicy = ThresholdPolicy(),
+    model_name: str = "",
+    model_version: str = "",
+    seed: int = 0,
+) -> EnrolResult:
+    """Build (or extend) a bank and fit its threshold.
+
+    Enrolment embeddings of earlier calibrations are kept in the bank's ``enrolled_*`` arrays so
+    that a later target enrolment can refit the threshold on everything the bank knows."""
+    notes = []
+    if existing is not None and not replace:
+        existing.check_model(model_sha256)
+        prev_src = Enrolment(*existing.enrolled["source"], "source") if "source" in existing.enrolled else None
+        prev_tgt = Enrolment(*existing.enrolled["target"], "target") if "target" in existing.enrolled else None
+        if source is None and prev_src is not None:
+            source = prev_src
+        elif source is not None and prev_src is not None:
+            source = Enrolment(np.concatenate([prev_src.embeddings, source.embeddings]),
+                               np.concatenate([prev_src.groups, np.char.add(f"v{existing.version + 1}:", source.groups.astype(str))]), "source")
+        if target is None and prev_tgt is not None:
+            target = prev_tgt
+        elif target is not None and prev_tgt is not None:
+            target = Enrolment(np.concatenate([prev_tgt.embeddings, target.embeddings]),
+                               np.concatenate([prev_tgt.groups, np.char.add(f"v{existing.version + 1}:", target.groups.astype(str))]), "target")
+        notes.append("added to the existing bank (use --replace to start over)")
+    if source is None and target is None:
+        raise ValueError("nothing to enrol")
+    emb, dom, kind = _entries(source.embeddings if source else None, target.embeddings if target else None,
+                              n_centres, keep_source_samples, seed)
+    all_emb, all_dom, dists = _loo_distances(source, target, n_centres, keep_source_samples, k, seed)
+    stats: dict[str, tuple[float, float]] = {}
+    for d in ("source", "target"):
+        own = dists[d][all_dom == d]
+        own = own[np.isfinite(own)]
+        if len(own) >= 2:
+            stats[d] = (float(own.mean()), float(own.std() + 1e-6))
+    if normalise_domains and len(stats) < 2:
+        notes.append("per-domain normalisation needs enrolment in both domains; using plain distances")
+        normalise_domains = False
+    if normalise_domains:
+        loo = combine_domains({d: np.where(np.isnan(v), np.inf, v) for d, v in dists.items() if d in stats}, stats)
+    else:
+        loo = np.nanmin(np.stack([dists["source"], dists["target"]]), axis=0)
+    loo = loo[np.isfinite(loo)]
+    fit = fit_gamma(loo)
+    if policy.false_alarms_per_day is not None:
+        thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
+        rule = {"rule": "false_alarms_per_day", "value": policy.false_alarms_per_day}
+    else:
+        thr = threshold_from_percentile(fit, policy.percentile if policy.percentile is not None else 0.90)
+        rule = {"rule": "percentile", "value": policy.percentile}
+    rate = alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
+    version = (existing.version if existing is not None else 0) + 1
+    bank = MemoryBank(
+        embeddings=emb, domains=dom, kinds=kind, model_sha256=model_sha256, model_name=model_name,
+        model_version=model_version, threshold=float(thr), k=k, normalise_domains=normalise_domains, domain_stats=stats,
+        meta={
+            "version": version,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "agent_version": __version__,
+            "fit": fit.to_dict(),
+            "threshold_rule": {**rule, "hop_seconds": policy.hop_seconds, "raise_after": policy.raise_after, "of_last": policy.of_last},
+            "expected_alarms_per_day": rate,
+            "enrolled_windows": {d: int(np.sum(all_dom == d)) for d in ("source", "target")},
+            "enrolled_clips": {e.domain: int(len(np.unique(e.groups))) for e in (source, target) if e is not None},
+            "n_centres": n_centres,
+            "keep_source_samples": keep_source_samples,
+        },
+        enrolled={e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None},
+    )
+    return EnrolResult(bank, loo, all_dom[: len(loo)], fit, rate, notes)

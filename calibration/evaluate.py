@@ -1,0 +1,172 @@
+"""``edge-agent evaluate``: DCASE-style scores of a model on a dataset in the DCASE layout.
+
+For every machine folder: the bank is built from ``train/`` exactly as ``calibrate`` builds it
+(source centres, target samples, threshold), every ``test/`` clip is scored through the same front
+end, engine and k-NN as the runtime. Clip rule: a clip is cut into windows with the runtime's hop;
+its score is the mean of its window scores (one window when the clip fits the window; a clip
+shorter than a window is repeated to fill it). A clip is decided anomalous when that score exceeds
+the bank's threshold.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_agent.bank import MemoryBank
+from edge_agent.dataset import ClipLabel, index_dataset
+from edge_agent.embedding import embed_signal
+from edge_agent.frontend import prepare
+from edge_agent.wavio import read_wav
+
+from .enrol import Enrolment, EnrolResult, ThresholdPolicy, enrol
+from .metrics import harmonic_mean, section_scores
+
+log = logging.getLogger("edge_agent.evaluate")
+
+
+@dataclass
+class MachineResult:
+    machine: str
+    sections: dict[str, dict]
+    hmean: float
+    clips: list[ClipLabel] = field(default_factory=list)
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    threshold: float = float("nan")
+    enrol: Optional[EnrolResult] = None
+
+
+class ClipEmbedder:
+    """Reads clips and embeds their windows (hop ``hop_seconds``), bringing any rate/channels to the model's."""
+
+    def __init__(self, engine, frontend, hop_seconds: float = 1.0, channel="mix"):
+        self.engine, self.frontend, self.channel = engine, frontend, channel
+        self.hop = max(1, int(round(hop_seconds * frontend.sample_rate)))
+
+    def __call__(self, path: Path) -> np.ndarray:
+        x, sr = read_wav(path)
+        return embed_signal(self.engine, self.frontend, prepare(x, sr, self.frontend.sample_rate, self.channel), self.hop)
+
+
+def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
+                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None) -> EnrolResult:
+    per_domain: dict[str, tuple[list, list]] = {}
+    for c in clips:
+        e = embedder(c.path)
+        dom = "target" if c.domain == "target" else "source"
+        per_domain.setdefault(dom, ([], []))
+        per_domain[dom][0].append(e)
+        per_domain[dom][1].extend([c.path.name] * len(e))
+        if progress:
+            progress()
+    enr = {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
+    return enrol(model.sha256, enr.get("source"), enr.get("target"), n_centres=n_centres, k=k,
+                 normalise_domains=normalise_domains, policy=policy, model_name=model.name, model_version=model.version)
+
+
+def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
+    return float(np.mean(bank.score(embedder(path))))
+
+
+def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
+                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(),
+                     progress: Optional[Callable[[], None]] = None, name: Optional[str] = None) -> MachineResult:
+    idx = index_dataset(machine_dir)
+    for p, why in idx.skipped:
+        log.warning("skipped %s: %s", p, why)
+    train = [c for c in idx.clips if c.split == "train" and c.condition == "normal"]
+    test = [c for c in idx.clips if c.split == "test" and c.condition != "unknown"]
+    if len(train) < 2:
+        raise ValueError(f"{machine_dir}: needs at least 2 normal clips in train/ to build a bank, found {len(train)}")
+    if not test:
+        raise ValueError(f"{machine_dir}: no labelled clips in test/")
+    result = enrol_from_clips(embedder, train, model, n_centres, k, normalise_domains, policy, progress)
+    bank = result.bank
+    scores = []
+    for c in test:
+        scores.append(score_clip(embedder, bank, c.path))
+        if progress:
+            progress()
+    scores = np.array(scores)
+    sections = {}
+    for sec in sorted({c.section for c in test}):
+        m = np.array([c.section == sec for c in test])
+        y = np.array([c.condition == "anomaly" for c in test])[m]
+        if y.all() or not y.any():
+            log.warning("%s section %s: test clips of one class only; no AUC", machine_dir, sec)
+            continue
+        sections[sec] = section_scores(y, scores[m], np.array([c.domain for c in test])[m], scores[m] > bank.threshold)
+    values = [v for s in sections.values() for k_, v in s.items() if k_.startswith(("auc", "pauc"))]
+    return MachineResult(name or machine_dir.name, sections, harmonic_mean(values), test, scores, float(bank.threshold), result)
+
+
+def find_machine_dirs(data_dir: Path) -> list[Path]:
+    """Machine folders (those with a train/ and a test/ folder) at or below ``data_dir``."""
+    data_dir = Path(data_dir)
+    if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
+        return [data_dir]
+    return sorted(p.parent for p in data_dir.rglob("train") if p.is_dir() and (p.parent / "test").is_dir())
+
+
+def count_clips(machine_dirs: Sequence[Path]) -> int:
+    return sum(1 for d in machine_dirs for p in d.rglob("*.wav") if p.parent.name in ("train", "test"))
+
+
+def evaluate(data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Path] = None, progress: bool = True,
+             **kwargs) -> dict:
+    data_dir = Path(data_dir)
+    dirs = find_machine_dirs(data_dir)
+    if not dirs:
+        raise ValueError(f"{data_dir}: no machine folders with train/ and test/ (the DCASE layout <machine>/train, <machine>/test)")
+    bar = tqdm(total=count_clips(dirs), desc="evaluating", unit="clip", disable=not progress)
+    results = []
+    for d in dirs:
+        name = str(d.relative_to(data_dir)) if d != data_dir else d.name
+        bar.set_postfix_str(name)
+        try:
+            results.append(evaluate_machine(d, embedder, model, progress=bar.update, name=name, **kwargs))
+        except ValueError as e:
+            log.warning("skipping %s: %s", d, e)
+    bar.close()
+    values = [v for r in results for s in r.sections.values() for k_, v in s.items() if k_.startswith(("auc", "pauc"))]
+    summary = {
+        "data_dir": str(data_dir),
+        "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
+        "clip_rule": "mean of window scores (hop as configured); decision: clip score > bank threshold",
+        "hop_seconds": embedder.hop / embedder.frontend.sample_rate,
+        "machines": {r.machine: {"hmean": r.hmean, "threshold": r.threshold, "sections": r.sections} for r in results},
+        "hmean": harmonic_mean(values) if values else float("nan"),
+    }
+    if out_dir is not None:
+        from .report import write_reports
+
+        write_reports(Path(out_dir), results, summary)
+    return {"summary": summary, "results": results}
+
+
+def write_submission_csvs(out_dir: Path, r: MachineResult) -> list[Path]:
+    """DCASE submission files per section: anomaly scores and 0/1 decisions."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    machine = r.machine.replace("/", "_")
+    for sec in sorted({c.section for c in r.clips}):
+        rows = [(c.path.name, s) for c, s in zip(r.clips, r.scores) if c.section == sec]
+        tag = sec if not sec.startswith("id_") else sec[3:]
+        a = out_dir / f"anomaly_score_{machine}_section_{tag}_test.csv"
+        d = out_dir / f"decision_result_{machine}_section_{tag}_test.csv"
+        with open(a, "w", newline="") as f:
+            csv.writer(f).writerows((n, f"{s:.6f}") for n, s in rows)
+        with open(d, "w", newline="") as f:
+            csv.writer(f).writerows((n, int(s > r.threshold)) for n, s in rows)
+        written += [a, d]
+    return written
+
+
+def dump_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

@@ -1,0 +1,54 @@
+"""DCASE Task 2 scores, computed as the official evaluator does.
+
+- AUC over source-domain normals + all anomalies, and over target-domain normals + all anomalies;
+- pAUC at FPR 0.1 over all clips: scikit-learn's ``roc_auc_score(max_fpr=0.1)`` (standardised
+  partial AUC, McClish correction);
+- the harmonic mean of those; for data without domains, of AUC and pAUC;
+- precision, recall and F1 of thresholded decisions (anomaly = positive class).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy.stats import hmean
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+MAX_FPR = 0.1
+
+
+def auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    return float(roc_auc_score(y_true, scores))
+
+
+def pauc(y_true: np.ndarray, scores: np.ndarray, max_fpr: float = MAX_FPR) -> float:
+    return float(roc_auc_score(y_true, scores, max_fpr=max_fpr))
+
+
+def harmonic_mean(values) -> float:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    # sklearn AUC is > 0 for any non-degenerate ranking; guard the degenerate case anyway
+    return float(hmean(np.maximum(v, np.finfo(float).eps))) if v.size else float("nan")
+
+
+def section_scores(y_true: np.ndarray, scores: np.ndarray, domains: np.ndarray, decisions: Optional[np.ndarray] = None) -> dict:
+    """Scores of one section (machine id). ``domains``: "source"/"target" per clip."""
+    y_true = np.asarray(y_true).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    domains = np.asarray(domains)
+    out: dict = {"n_clips": int(len(y_true)), "n_anomalies": int(y_true.sum())}
+    has_domains = (domains == "target").any() and ((domains == "source") & (y_true == 0)).any()
+    if has_domains:
+        for d in ("source", "target"):
+            m = (domains == d) & (y_true == 0) | (y_true == 1)
+            out[f"auc_{d}"] = auc(y_true[m], scores[m])
+        out["pauc"] = pauc(y_true, scores)
+        out["hmean"] = harmonic_mean([out["auc_source"], out["auc_target"], out["pauc"]])
+    else:
+        out["auc"] = auc(y_true, scores)
+        out["pauc"] = pauc(y_true, scores)
+        out["hmean"] = harmonic_mean([out["auc"], out["pauc"]])
+    if decisions is not None:
+        p, r, f, _ = precision_recall_fscore_support(y_true, np.asarray(decisions).astype(int), average="binary", zero_division=0)
+        out.update(precision=float(p), recall=float(r), f1=float(f))
+    return out

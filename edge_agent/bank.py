@@ -1,0 +1,159 @@
+"""Memory bank of one machine and k-NN scoring.
+
+The bank holds L2-normalised embeddings of normal sound with their domain: k-means centres of the
+source domain (optionally all source samples too) and every target-domain sample (few-shot). A
+window's score is its cosine distance to the nearest entries (mean of the k smallest). Optional
+per-domain normalisation z-scores each domain's distance with statistics from enrolment, so that
+a domain with few clips does not dominate.
+
+Stored as one ``.npz`` (arrays, plus a JSON metadata string; never pickle), written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+BANK_FORMAT = 1
+DOMAINS = ("source", "target")
+
+
+class BankError(Exception):
+    """A bank that cannot be used; the message says what to do (usually: recalibrate)."""
+
+
+def knn_distance(queries: np.ndarray, entries: np.ndarray, k: int = 1) -> np.ndarray:
+    """Mean of the k smallest cosine distances from each query to the entries: (B, D), (N, D) -> (B,).
+
+    Both sides are L2-normalised, so the cosine similarity is one matrix product."""
+    if entries.shape[0] == 0:
+        return np.full(queries.shape[0], np.inf, dtype=np.float32)
+    sim = queries @ entries.T
+    k = min(k, entries.shape[0])
+    if k == 1:
+        best = sim.max(axis=1)
+    else:
+        best = np.partition(sim, sim.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+    return (1.0 - best).astype(np.float32)
+
+
+@dataclass
+class MemoryBank:
+    embeddings: np.ndarray  # (N, D) float32, L2-normalised
+    domains: np.ndarray  # (N,) "source" | "target"
+    kinds: np.ndarray  # (N,) "centre" | "sample"
+    model_sha256: str
+    model_name: str = ""
+    model_version: str = ""
+    threshold: Optional[float] = None
+    k: int = 1
+    normalise_domains: bool = False
+    domain_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # domain -> (mean, std)
+    meta: dict[str, Any] = field(default_factory=dict)  # fit, counts, time, version, ...
+    # Enrolment embeddings and their clip ids per domain, kept so that a later enrolment can
+    # extend the bank and refit the threshold on everything the machine has been taught.
+    enrolled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int:
+        return int(self.meta.get("version", 0))
+
+    def counts(self) -> dict[str, int]:
+        return {f"{d}_{k}": int(np.sum((self.domains == d) & (self.kinds == k))) for d in DOMAINS for k in ("centre", "sample")}
+
+    def domain_distances(self, emb: np.ndarray, exclude: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+        """k-NN distance to each domain's entries; ``exclude`` (bool mask over entries) leaves entries out."""
+        out = {}
+        for d in DOMAINS:
+            m = self.domains == d
+            if exclude is not None:
+                m &= ~exclude
+            if m.any():
+                out[d] = knn_distance(emb, self.embeddings[m], self.k)
+        return out
+
+    def score(self, emb: np.ndarray) -> np.ndarray:
+        """Anomaly score per embedding row (higher = more anomalous)."""
+        if self.embeddings.shape[0] == 0:
+            raise BankError("the bank is empty; enrol normal sound with 'edge-agent calibrate'")
+        if not self.normalise_domains:
+            return knn_distance(emb, self.embeddings, self.k)
+        return combine_domains(self.domain_distances(emb), self.domain_stats)
+
+    def check_model(self, sha256: str, where: str = "") -> None:
+        if self.model_sha256 != sha256:
+            raise BankError(
+                f"bank{(' ' + where) if where else ''} was made with model {self.model_name or '?'} "
+                f"(sha256 {self.model_sha256[:12]}...), but the agent runs sha256 {sha256[:12]}...; "
+                f"recalibrate: edge-agent calibrate --machine ID ..."
+            )
+        if self.embeddings.ndim != 2:
+            raise BankError("bank embeddings are not a matrix; recalibrate")
+
+    # -- storage ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": BANK_FORMAT, "model_sha256": self.model_sha256, "model_name": self.model_name,
+            "model_version": self.model_version, "threshold": self.threshold, "k": self.k,
+            "normalise_domains": self.normalise_domains, "domain_stats": self.domain_stats, **self.meta,
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".bank-", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, embeddings=self.embeddings.astype(np.float32), domains=self.domains.astype("U6"),
+                         kinds=self.kinds.astype("U6"), meta=np.array(json.dumps(meta)),
+                         **{f"enrolled_{d}_{part}": arr for d, pair in self.enrolled.items()
+                            for part, arr in zip(("emb", "groups"), (pair[0].astype(np.float32), pair[1].astype(str)))})
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MemoryBank":
+        path = Path(path)
+        if not path.is_file():
+            raise BankError(f"no bank at {path}; enrol the machine with 'edge-agent calibrate'")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                emb, dom, kinds, meta = z["embeddings"], z["domains"], z["kinds"], json.loads(str(z["meta"]))
+                enrolled = {d: (z[f"enrolled_{d}_emb"], z[f"enrolled_{d}_groups"]) for d in DOMAINS if f"enrolled_{d}_emb" in z.files}
+        except Exception as e:  # noqa: BLE001 - numpy/zipfile raise many kinds for a corrupt file
+            raise BankError(f"bank {path} is unreadable ({e}); recalibrate the machine") from None
+        if meta.get("format") != BANK_FORMAT:
+            raise BankError(f"bank {path} has format {meta.get('format')}, this version reads {BANK_FORMAT}; recalibrate")
+        known = {"format", "model_sha256", "model_name", "model_version", "threshold", "k", "normalise_domains", "domain_stats"}
+        return cls(
+            embeddings=emb.astype(np.float32), domains=dom, kinds=kinds, model_sha256=meta["model_sha256"],
+            model_name=meta.get("model_name", ""), model_version=meta.get("model_version", ""), threshold=meta.get("threshold"),
+            k=int(meta.get("k", 1)), normalise_domains=bool(meta.get("normalise_domains", False)),
+            domain_stats={d: tuple(v) for d, v in meta.get("domain_stats", {}).items()},
+            meta={k: v for k, v in meta.items() if k not in known}, enrolled=enrolled,
+        )
+
+
+def combine_domains(dists: dict[str, np.ndarray], stats: dict[str, tuple[float, float]]) -> np.ndarray:
+    """Per-domain z-scores, then the smallest: a window close to either domain is normal."""
+    zs = []
+    for d, v in dists.items():
+        mu, sd = stats.get(d, (0.0, 1.0))
+        zs.append((v - mu) / max(sd, 1e-6))
+    return np.min(np.stack(zs), axis=0).astype(np.float32)
+
+
+def bank_path(state_dir: Path, machine: str) -> Path:
+    return Path(state_dir) / "machines" / machine / "bank.npz"

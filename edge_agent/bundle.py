@@ -1,0 +1,124 @@
+"""Model bundles: a directory with ``manifest.json`` and ``model.onnx`` (plus TensorRT engine caches).
+
+The manifest carries everything the runtime needs to feed the model exactly as it was trained:
+sample rate, window length, the front end's feature list, input/output names and shapes, the
+embedding size and the scoring rule, next to the sha256 of every file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .frontend import Frontend
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+BUILTIN_DIR = Path(__file__).parent / "models"
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used; the message says which file and what to do."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def builtin_bundles() -> list[str]:
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / MANIFEST).is_file()) if BUILTIN_DIR.is_dir() else []
+
+
+def resolve_bundle_path(model: str | Path) -> Path:
+    """A built-in bundle name (``default``) or a bundle directory."""
+    p = Path(model)
+    if (p / MANIFEST).is_file():
+        return p
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", str(model)) and (BUILTIN_DIR / str(model) / MANIFEST).is_file():
+        return BUILTIN_DIR / str(model)
+    names = ", ".join(builtin_bundles()) or "none"
+    raise BundleError(
+        f"model {str(model)!r} is neither a bundle directory (with {MANIFEST}) nor a built-in bundle "
+        f"(built-in: {names}); make one with 'edge-agent export CHECKPOINT --out DIR'"
+    )
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, model: str | Path, verify: bool = True) -> "Bundle":
+        path = resolve_bundle_path(model)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path / MANIFEST}: unreadable manifest ({e}); re-export the bundle") from None
+        for key in ("name", "version", "frontend", "files", "inputs", "outputs", "embedding_dim"):
+            if key not in manifest:
+                raise BundleError(f"{path / MANIFEST}: missing key {key!r}; re-export the bundle with this version")
+        b = cls(path, manifest)
+        if verify:
+            b.verify()
+        return b
+
+    def verify(self) -> None:
+        for fname, digest in self.manifest["files"].items():
+            f = self.path / fname
+            if not f.is_file():
+                raise BundleError(f"{f}: listed in the manifest but missing; re-export or re-copy the bundle")
+            if sha256_file(f) != digest:
+                raise BundleError(f"{f}: sha256 does not match the manifest (corrupt or modified); re-export or re-copy the bundle")
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.manifest.get("model_file", "model.onnx")
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the model: banks record it, so a bank made with another model is refused."""
+        return self.manifest["files"][self.model_path.name]
+
+    @property
+    def frontend(self) -> Frontend:
+        return Frontend.from_dict(self.manifest["frontend"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.manifest["embedding_dim"])
+
+    @property
+    def score(self) -> dict[str, Any]:
+        return self.manifest.get("score", {"kind": "knn", "aggregate": "mean"})
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the sha256 of every file in the bundle and write the manifest."""
+    files = {}
+    for f in sorted(bundle_dir.iterdir()):
+        if f.is_file() and f.name != MANIFEST:
+            files[f.name] = sha256_file(f)
+    manifest = {"schema": MANIFEST_SCHEMA, **manifest, "files": files}
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest

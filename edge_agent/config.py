@@ -1,0 +1,210 @@
+"""Typed configuration shared by every command.
+
+One YAML file, validated on load with pydantic; unknown keys are errors that name their key path
+(``machines.fan01.input.devcie``) so a typo never silently becomes a default. Secrets are never
+inline: the MQTT password comes from a file or from systemd credentials.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key and says what to do."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class InputConfig(_Strict):
+    device: Optional[Union[int, str]] = None  # name substring or PortAudio index
+    file: Optional[Path] = None  # a WAV file or a directory of WAVs, replayed through the same path
+    realtime: bool = True
+    loop: bool = False
+    channel: Union[int, Literal["mix"]] = "mix"
+    sample_rate: Optional[int] = Field(default=None, gt=0)  # ask the device for this rate
+    silence_seconds: float = Field(default=10.0, gt=0)  # digital silence this long -> no_audio
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InputConfig":
+        if self.device is not None and self.file is not None:
+            raise ValueError("give either 'device' or 'file', not both")
+        return self
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError("channel index must be >= 0, or 'mix'")
+        return v
+
+
+class AlarmConfig(_Strict):
+    raise_after: int = Field(default=3, ge=1)
+    of_last: int = Field(default=5, ge=1)
+    clear_after: int = Field(default=5, ge=1)
+    update_seconds: float = Field(default=30.0, gt=0)  # re-send 'update' while an alarm lasts
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> "AlarmConfig":
+        if self.raise_after > self.of_last:
+            raise ValueError(f"raise_after ({self.raise_after}) cannot exceed of_last ({self.of_last})")
+        return self
+
+
+class MachineConfig(_Strict):
+    input: InputConfig = Field(default_factory=InputConfig)
+    hop_seconds: float = Field(default=1.0, gt=0)
+    alarm: AlarmConfig = Field(default_factory=AlarmConfig)
+    k: int = Field(default=1, ge=1)  # k-NN: mean of the k smallest distances
+
+
+class TLSConfig(_Strict):
+    ca_file: Optional[Path] = None
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+    insecure: bool = False  # skip host-name verification (self-signed lab brokers only)
+
+
+class HomeAssistantConfig(_Strict):
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class MQTTConfig(_Strict):
+    host: str = "localhost"
+    port: int = Field(default=1883, gt=0, lt=65536)
+    username: Optional[str] = None
+    password_file: Optional[Path] = None
+    tls: Optional[TLSConfig] = None
+    topic_prefix: str = "edge-agent"
+    qos: Literal[0, 1, 2] = 1
+    keepalive: int = Field(default=30, ge=5)
+    score_interval_seconds: float = Field(default=10.0, ge=0)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+
+class OutboxConfig(_Strict):
+    max_rows: int = Field(default=100_000, ge=10)
+    max_age_days: float = Field(default=7.0, gt=0)
+
+
+class MetricsConfig(_Strict):
+    listen: str = "127.0.0.1:9108"
+
+
+class Config(_Strict):
+    node_id: str = Field(default_factory=socket.gethostname)
+    model: str = "default"
+    engine: Literal["auto", "cpu", "cuda", "tensorrt", "trt"] = "auto"
+    state_dir: Optional[Path] = None
+    machines: dict[str, MachineConfig] = Field(default_factory=dict)
+    mqtt: Optional[MQTTConfig] = None
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    metrics: Optional[MetricsConfig] = None
+    status_interval_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("machines")
+    @classmethod
+    def _machine_ids(cls, v: dict) -> dict:
+        for name in v:
+            check_machine_id(name)
+        return v
+
+    def resolved_state_dir(self) -> Path:
+        return default_state_dir(self.state_dir)
+
+
+def check_machine_id(name: str) -> str:
+    """Machine ids become MQTT topic levels and file names: keep them to a safe alphabet."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+        raise ValueError(
+            f"machine id {name!r} must be 1-64 characters of letters, digits, '_', '.', '-' "
+            "and start with a letter or digit"
+        )
+    return name
+
+
+def default_state_dir(explicit: Optional[Path] = None) -> Path:
+    """The state directory rule of the architecture doc."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    if os.environ.get("STATE_DIRECTORY"):
+        # systemd may pass several, colon-separated; the first is ours.
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if os.environ.get("XDG_STATE_HOME"):
+        return Path(os.environ["XDG_STATE_HOME"]) / "edge-agent"
+    return Path.home() / ".local" / "state" / "edge-agent"
+
+
+def default_config_path() -> Optional[Path]:
+    candidates = [Path(p) for p in DEFAULT_CONFIG_PATHS]
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    candidates.append(Path(xdg) / "edge-agent" / "config.yaml" if xdg else Path.home() / ".config" / "edge-agent" / "config.yaml")
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def _format_errors(err: ValidationError, path: Path | str) -> str:
+    lines = [f"invalid config {path}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key (check the spelling; see docs/config.md for the keys)")
+        else:
+            lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: Optional[Path | str] = None, required: bool = True) -> Config:
+    """Load and validate a config file; with no path, use the default locations.
+
+    ``required=False`` returns an all-defaults config when no file exists (commands that need no
+    config), but a path that was given explicitly must exist.
+    """
+    if path is None:
+        path = default_config_path()
+        if path is None:
+            if required:
+                raise ConfigError(
+                    "no config file: pass --config PATH, or create /etc/edge-agent/config.yaml "
+                    "or $XDG_CONFIG_HOME/edge-agent/config.yaml (see docs/config.md)"
+                )
+            return Config()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (pass an existing file with --config)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    cfg = parse_config(data, str(path))
+    # Relative input files are relative to the config file, as users expect.
+    for m in cfg.machines.values():
+        if m.input.file is not None and not m.input.file.is_absolute():
+            m.input.file = (path.parent / m.input.file).resolve()
+    return cfg

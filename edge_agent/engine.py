@@ -1,0 +1,118 @@
+"""Inference engines: ONNX Runtime (CPU, CUDA or TensorRT execution providers) and, in
+``trt_engine``, native TensorRT.
+
+Both take the front end's named features for a batch of windows and return L2-normalised
+embeddings (batch, dim). The providers actually in use are logged and checked against what was
+asked for: a silent fallback from GPU to CPU would make a Jetson miss real time unnoticed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+
+from .bundle import Bundle
+
+log = logging.getLogger("edge_agent.engine")
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class EngineError(Exception):
+    """The engine cannot run as configured; the message says what to install or change."""
+
+
+class Engine(Protocol):
+    providers: list[str]
+
+    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+def choose_providers(kind: str, available: list[str]) -> list[str]:
+    """Execution providers for an ``engine:`` setting, in priority order.
+
+    ``auto`` takes TensorRT, CUDA, CPU in that order of what this onnxruntime build has; a named
+    GPU provider that is not available is an error (never a quiet CPU fallback)."""
+    if kind == "auto":
+        order = [PROVIDERS[k] for k in ("tensorrt", "cuda", "cpu")]
+        chosen = [p for p in order if p in available]
+        return chosen or ["CPUExecutionProvider"]
+    if kind not in PROVIDERS:
+        raise EngineError(f"engine {kind!r} is not an ONNX Runtime provider; use auto, cpu, cuda, tensorrt or trt")
+    want = PROVIDERS[kind]
+    if want not in available:
+        hint = {
+            "cuda": "install onnxruntime-gpu (on a Jetson: the JetPack build of onnxruntime-gpu)",
+            "tensorrt": "install onnxruntime-gpu built with TensorRT and TensorRT 10",
+        }.get(kind, "")
+        raise EngineError(f"engine {kind!r} needs {want}, which this onnxruntime does not have (has: {', '.join(available)}); {hint}")
+    # Keep CPU last so that nodes the GPU provider cannot run still run.
+    return [want] + (["CUDAExecutionProvider"] if kind == "tensorrt" and "CUDAExecutionProvider" in available else []) + (
+        ["CPUExecutionProvider"] if want != "CPUExecutionProvider" else [])
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+class OnnxEngine:
+    def __init__(self, bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None):
+        import onnxruntime as ort
+
+        self.bundle = bundle
+        self.kind = kind
+        providers = choose_providers(kind, ort.get_available_providers())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        provider_opts = []
+        for p in providers:
+            if p == "TensorrtExecutionProvider":
+                cache = Path(cache_dir or bundle.path / "engines")
+                provider_opts.append({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
+            else:
+                provider_opts.append({})
+        try:
+            self.session = ort.InferenceSession(str(bundle.model_path), sess_options=opts, providers=providers, provider_options=provider_opts)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise EngineError(f"cannot load {bundle.model_path} in ONNX Runtime ({e}); re-export the bundle") from None
+        self.providers = self.session.get_providers()
+        if self.providers[0] != providers[0]:
+            raise EngineError(f"asked for {providers[0]} but ONNX Runtime runs {self.providers[0]}; check the GPU drivers and onnxruntime-gpu")
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        declared = [i["name"] for i in bundle.manifest["inputs"]]
+        if sorted(self.input_names) != sorted(declared):
+            raise EngineError(f"{bundle.model_path}: model inputs {self.input_names} differ from the manifest's {declared}; re-export the bundle")
+        self._lock = threading.Lock()  # one run at a time keeps the thread pool from oversubscribing
+        log.info("engine: ONNX Runtime %s with %s (%s)", ort.__version__, ", ".join(self.providers), bundle.name)
+
+    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {n: np.ascontiguousarray(features[n], dtype=np.float32) for n in self.input_names}
+        with self._lock:
+            out = self.session.run(None, feed)[0]
+        return l2_normalise(out.reshape(out.shape[0], -1, self.bundle.embedding_dim)).reshape(out.shape[0], -1)
+
+    def warm_up(self) -> float:
+        """One inference on silence so that the first real window is not slow (and a broken
+        provider fails before the agent says it is ready). Returns seconds taken."""
+        fe = self.bundle.frontend
+        t = time.perf_counter()
+        self.embed(fe(np.zeros((1, fe.window_samples), dtype=np.float32)))
+        return time.perf_counter() - t
+
+
+def open_engine(bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None) -> Engine:
+    """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime."""
+    if kind == "trt":
+        from .trt_engine import TensorRTEngine
+
+        return TensorRTEngine(bundle, cache_dir=cache_dir)
+    return OnnxEngine(bundle, kind, threads, cache_dir)

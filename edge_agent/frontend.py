@@ -1,0 +1,205 @@
+"""Signal front end: the same numpy/scipy code turns audio into model inputs in training and at run time.
+
+Pure functions for the math, and a ``Frontend`` that applies the feature list a model bundle's
+manifest declares, so training and the runtime cannot drift apart. Every function takes a batch
+(..., samples) and works on the last axis.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from math import gcd
+from typing import Any, Literal, Union
+
+import numpy as np
+from scipy.signal import resample_poly
+
+EPS = 1e-8
+
+
+class ChannelError(ValueError):
+    """A channel that the input does not have."""
+
+
+def to_mono(x: np.ndarray, channel: Union[int, str] = "mix") -> np.ndarray:
+    """(frames, channels) or (frames,) -> (frames,), picking one channel or averaging all ('mix')."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        if channel not in ("mix", 0):
+            raise ChannelError(f"channel {channel} requested but the audio has 1 channel")
+        return x
+    if channel == "mix":
+        return x.mean(axis=1, dtype=np.float32)
+    if not isinstance(channel, int) or not 0 <= channel < x.shape[1]:
+        raise ChannelError(
+            f"channel {channel} requested but the audio has {x.shape[1]} channels (use 0..{x.shape[1] - 1} or 'mix')"
+        )
+    return np.ascontiguousarray(x[:, channel])
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Polyphase resampling along the last axis (scipy's resample_poly, anti-aliased)."""
+    if sr_in == sr_out:
+        return np.asarray(x, dtype=np.float32)
+    g = gcd(int(sr_in), int(sr_out))
+    return resample_poly(x, sr_out // g, sr_in // g, axis=-1).astype(np.float32)
+
+
+def prepare(x: np.ndarray, sr_in: int, sr_out: int, channel: Union[int, str] = "mix") -> np.ndarray:
+    """Any rate and channel count -> mono float32 at the model's rate."""
+    return resample(to_mono(x, channel), sr_in, sr_out)
+
+
+def magnitude_spectrum(x: np.ndarray) -> np.ndarray:
+    """|FFT| of the whole window: (..., N) -> (..., N // 2) (DC kept, Nyquist dropped)."""
+    n = x.shape[-1]
+    return np.abs(np.fft.rfft(x, axis=-1))[..., : n // 2].astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _hann(n_fft: int) -> np.ndarray:
+    # periodic Hann, as scipy.signal.get_window('hann', n) and torch.hann_window give
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def n_frames(n_samples: int, n_fft: int, hop: int) -> int:
+    return 1 + (n_samples - n_fft) // hop
+
+
+def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """Hann-windowed STFT magnitude without padding: (..., N) -> (..., frames, n_fft // 2 + 1)."""
+    if x.shape[-1] < n_fft:
+        raise ValueError(f"window of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]
+    return np.abs(np.fft.rfft(frames * _hann(n_fft), axis=-1)).astype(np.float32)
+
+
+def remove_temporal_mean(s: np.ndarray) -> np.ndarray:
+    """Subtract each frequency bin's mean over time: (..., frames, bins)."""
+    return s - s.mean(axis=-2, keepdims=True)
+
+
+def hz_to_mel(f):
+    """Slaney's mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_hz / f_sp + np.log(np.maximum(f, EPS) / min_log_hz) / logstep, f / f_sp)
+
+
+def mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, logstep = 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+@lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Triangular, area-normalised (Slaney) mel filters: (n_fft // 2 + 1, n_mels)."""
+    fmax = sample_rate / 2 if fmax is None else fmax
+    bins_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (bins_hz[None, :] - lower) / (centre - lower)
+    down = (upper - bins_hz[None, :]) / (upper - centre)
+    w = np.maximum(0.0, np.minimum(up, down)) * (2.0 / (upper - lower))
+    return w.T.astype(np.float32)
+
+
+def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """Log power mel spectrogram: (..., N) -> (..., frames, n_mels)."""
+    power = stft_magnitude(x, n_fft, hop) ** 2
+    return np.log(power @ mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) + EPS)
+
+
+def _compress(s: np.ndarray, how: str) -> np.ndarray:
+    if how == "log":
+        return np.log(s + 1e-5)
+    return s
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input, as a bundle manifest declares it."""
+
+    name: str
+    kind: Literal["spectrum", "stft", "logmel", "waveform"]
+    n_fft: int = 1024
+    hop: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float | None = None
+    compress: Literal["none", "log"] = "none"
+    mean_removed: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def shape(self, window_samples: int) -> list[int]:
+        """Per-window shape (without the batch axis)."""
+        if self.kind == "waveform":
+            return [window_samples]
+        if self.kind == "spectrum":
+            return [window_samples // 2]
+        t = n_frames(window_samples, self.n_fft, self.hop)
+        return [t, self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1]
+
+    def compute(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
+        if self.kind == "waveform":
+            out = x
+        elif self.kind == "spectrum":
+            out = _compress(magnitude_spectrum(x), self.compress)
+        elif self.kind == "stft":
+            out = _compress(stft_magnitude(x, self.n_fft, self.hop), self.compress)
+        elif self.kind == "logmel":
+            out = log_mel(x, sample_rate, self.n_fft, self.hop, self.n_mels, self.fmin, self.fmax)
+        else:  # pragma: no cover - guarded by the Literal
+            raise ValueError(f"unknown feature kind {self.kind}")
+        if self.mean_removed and self.kind in ("stft", "logmel"):
+            out = remove_temporal_mean(out)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The feature list of one model: windows of audio at ``sample_rate`` -> named model inputs."""
+
+    sample_rate: int
+    window_samples: int
+    features: tuple[FeatureSpec, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Frontend":
+        return cls(int(d["sample_rate"]), int(d["window_samples"]), tuple(FeatureSpec.from_dict(f) for f in d["features"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "window_samples": self.window_samples, "features": [f.to_dict() for f in self.features]}
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    def __call__(self, windows: np.ndarray) -> dict[str, np.ndarray]:
+        """(batch, window_samples) float32 at ``sample_rate`` -> {input name: (batch, ...)}."""
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim == 1:
+            windows = windows[None]
+        if windows.shape[-1] != self.window_samples:
+            raise ValueError(f"window has {windows.shape[-1]} samples, the model expects {self.window_samples}")
+        return {f.name: f.compute(windows, self.sample_rate) for f in self.features}
+
+
+def frame_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """Cut a mono signal into (n, window) windows with the given hop; a signal shorter than one
+    window is padded by repeating it (a short clip still gets one score)."""
+    if x.shape[-1] < window:
+        reps = int(np.ceil(window / max(1, x.shape[-1])))
+        x = np.tile(x, reps)[:window]
+    starts = np.arange(0, x.shape[-1] - window + 1, hop)
+    return np.stack([x[s : s + window] for s in starts]).astype(np.float32)

@@ -1,0 +1,130 @@
+"""``edge-agent export``: a training checkpoint -> a model bundle (ONNX + manifest).
+
+The ONNX graph takes the front end's features (the manifest lists them) with a dynamic batch axis
+and returns the L2-normalised embedding. Parity is checked on real clips: the same windows through
+PyTorch and through ONNX Runtime must agree to ``tolerance`` (max absolute difference).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from edge_agent.bundle import write_manifest
+from edge_agent.dataset import iter_wavs
+from edge_agent.frontend import frame_windows, prepare
+from edge_agent.wavio import read_wav
+
+from .recipes import build_model
+from .train import load_checkpoint
+
+OPSET = 17
+DEFAULT_PARITY_CLIPS = Path(__file__).resolve().parent.parent / "edge_agent" / "demo"
+
+
+class ParityError(Exception):
+    pass
+
+
+def load_model(checkpoint: str | Path):
+    ck = load_checkpoint(checkpoint)
+    model, cfg = build_model(ck["recipe"], ck["config"])
+    model.load_state_dict(ck["state_dict"])
+    model.eval()
+    return model, cfg, ck
+
+
+def parity_windows(frontend, clips: Sequence[str | Path], max_windows: int = 8) -> np.ndarray:
+    wins = []
+    for p in iter_wavs(clips):
+        x, sr = read_wav(p)
+        x = prepare(x, sr, frontend.sample_rate)
+        wins.extend(frame_windows(x, frontend.window_samples, frontend.window_samples))
+        if len(wins) >= max_windows:
+            break
+    if not wins:
+        raise ParityError(f"no readable clips for the parity check in {', '.join(map(str, clips))}")
+    return np.stack(wins[:max_windows])
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    name: Optional[str] = None,
+    version: Optional[str] = None,
+    parity_clips: Sequence[str | Path] = (),
+    tolerance: float = 1e-4,
+    log=print,
+) -> dict:
+    model, cfg, ck = load_model(checkpoint)
+    frontend = cfg.frontend()
+    out_dir = Path(out_dir)
+    clips = list(parity_clips) or [DEFAULT_PARITY_CLIPS]
+    windows = parity_windows(frontend, clips)
+    feats = frontend(windows)
+    names = list(model.input_names)
+    example = tuple(torch.from_numpy(feats[n][:2]) for n in names)
+
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    try:
+        onnx_path = tmp / "model.onnx"
+        torch.onnx.export(
+            model, example, str(onnx_path), input_names=names, output_names=["embedding"],
+            opset_version=OPSET, dynamo=False,
+            dynamic_axes={**{n: {0: "batch"} for n in names}, "embedding": {0: "batch"}},
+        )
+        import onnx
+
+        onnx.checker.check_model(str(onnx_path))
+        parity = check_parity(model, onnx_path, feats, names)
+        log(f"parity on {len(windows)} real windows: max |torch - onnxruntime| = {parity:.2e} (tolerance {tolerance:.0e})")
+        if not parity <= tolerance:
+            raise ParityError(f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written")
+        shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
+        manifest = write_manifest(tmp, {
+            "name": name or Path(out_dir).name,
+            "version": version or _dt.date.today().isoformat(),
+            "recipe": ck["recipe"],
+            "recipe_config": ck["config"],
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model_file": "model.onnx",
+            "opset": OPSET,
+            "sample_rate": frontend.sample_rate,
+            "window_seconds": frontend.window_seconds,
+            "frontend": frontend.to_dict(),
+            "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
+            "outputs": [{"name": "embedding", "shape": [-1, model.embedding_dim], "dtype": "float32"}],
+            "embedding_dim": model.embedding_dim,
+            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": 1},
+            "training": {
+                "data": ck.get("data_summary", {}),
+                "args": ck.get("train_args", {}),
+                "epochs": ck.get("epoch"),
+                "final_loss": (ck.get("loss_history") or [None])[-1],
+                "joint_classes": ck.get("joint_classes", []),
+            },
+            "parity_max_abs_diff": parity,
+        })
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log(f"wrote bundle {out_dir} (model sha256 {manifest['files']['model.onnx'][:12]}...)")
+    return {"bundle": str(out_dir), "parity": parity, "manifest": manifest}
+
+
+def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Sequence[str]) -> float:
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        ref = model(*(torch.from_numpy(feats[n]) for n in names)).numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: feats[n] for n in names})[0]
+    return float(np.abs(ref - got).max())
