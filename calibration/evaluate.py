@@ -22,10 +22,11 @@ from tqdm import tqdm
 from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset
 from edge_agent.embedding import embed_signal
+from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
 from edge_agent.wavio import read_wav
 
-from .enrol import Enrolment, EnrolResult, ThresholdPolicy, enrol
+from .enrol import EnrolResult, ThresholdPolicy, enrol
 from .metrics import harmonic_mean, section_scores
 
 log = logging.getLogger("edge_agent.evaluate")
@@ -56,16 +57,18 @@ class ClipEmbedder:
 
 def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
                      normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None) -> EnrolResult:
-    per_domain: dict[str, tuple[list, list]] = {}
-    for c in clips:
-        e = embedder(c.path)
-        dom = "target" if c.domain == "target" else "source"
-        per_domain.setdefault(dom, ([], []))
-        per_domain[dom][0].append(e)
-        per_domain[dom][1].extend([c.path.name] * len(e))
-        if progress:
-            progress()
-    enr = {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
+    """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
+    from .calibrate import CalibrationError, embed_files, to_enrolments
+
+    per_domain, skipped = embed_files([c.path for c in clips], embedder.engine, embedder.frontend, embedder.hop,
+                                      embedder.channel, progress=False)
+    for p, why in skipped:
+        log.warning("not enrolled %s: %s", p, why)
+    if progress:
+        progress(len(clips))
+    if not per_domain:
+        raise CalibrationError("no usable normal clips to enrol")
+    enr = to_enrolments(per_domain)
     return enrol(model.sha256, enr.get("source"), enr.get("target"), n_centres=n_centres, k=k,
                  normalise_domains=normalise_domains, policy=policy, model_name=model.name, model_version=model.version)
 
@@ -76,7 +79,7 @@ def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
 
 def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
                      normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(),
-                     progress: Optional[Callable[[], None]] = None, name: Optional[str] = None) -> MachineResult:
+                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None) -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:
         log.warning("skipped %s: %s", p, why)
@@ -92,7 +95,7 @@ def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres
     for c in test:
         scores.append(score_clip(embedder, bank, c.path))
         if progress:
-            progress()
+            progress(1)
     scores = np.array(scores)
     sections = {}
     for sec in sorted({c.section for c in test}):
@@ -131,7 +134,7 @@ def evaluate(data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Pa
         bar.set_postfix_str(name)
         try:
             results.append(evaluate_machine(d, embedder, model, progress=bar.update, name=name, **kwargs))
-        except ValueError as e:
+        except (ValueError, UserError) as e:
             log.warning("skipping %s: %s", d, e)
     bar.close()
     values = [v for r in results for s in r.sections.values() for k_, v in s.items() if k_.startswith(("auc", "pauc"))]

@@ -19,11 +19,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .errors import UserError
+
 BANK_FORMAT = 1
 DOMAINS = ("source", "target")
 
 
-class BankError(Exception):
+class BankError(UserError):
     """A bank that cannot be used; the message says what to do (usually: recalibrate)."""
 
 

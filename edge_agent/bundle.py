@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
 from .frontend import Frontend
 
 MANIFEST = "manifest.json"
@@ -20,7 +21,7 @@ MANIFEST_SCHEMA = 1
 BUILTIN_DIR = Path(__file__).parent / "models"
 
 
-class BundleError(Exception):
+class BundleError(UserError):
     """A bundle that cannot be used; the message says which file and what to do."""
 
 

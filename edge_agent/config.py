@@ -14,10 +14,12 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import UserError
+
 DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A configuration problem; the message names the key and says what to do."""
 
 

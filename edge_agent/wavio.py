@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
+from .errors import UserError
 
-class AudioFileError(Exception):
+
+class AudioFileError(UserError):
     """A WAV file that cannot be used; the message names the file and why."""
 
 

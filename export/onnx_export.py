@@ -24,7 +24,7 @@ from .recipes import build_model
 from .train import load_checkpoint
 
 OPSET = 17
-DEFAULT_PARITY_CLIPS = Path(__file__).resolve().parent.parent / "edge_agent" / "demo"
+DEFAULT_PARITY_CLIPS = Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips"
 
 
 class ParityError(Exception):

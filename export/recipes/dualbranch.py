@@ -35,6 +35,7 @@ class DualBranchConfig:
     res_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
     stem_channels: int = 16
     cbam: bool = True
+    stft_compress: str = "none"  # "log" compresses the STFT magnitude before the temporal mean is removed
 
     @property
     def window_samples(self) -> int:
@@ -46,7 +47,7 @@ class DualBranchConfig:
             self.window_samples,
             (
                 FeatureSpec("spectrum", "spectrum"),
-                FeatureSpec("spectrogram", "stft", n_fft=self.n_fft, hop=self.hop, mean_removed=True),
+                FeatureSpec("spectrogram", "stft", n_fft=self.n_fft, hop=self.hop, compress=self.stft_compress, mean_removed=True),
             ),
         )
 

@@ -1,0 +1,274 @@
+"""``edge-agent calibrate`` and ``edge-agent bank show``.
+
+Audio comes from files (``--from``: WAV files or folders, DCASE layout or plain) or is recorded
+live from the machine's configured input (``--seconds``). Clips that cannot be used are listed with
+the reason and skipped; the command fails (exit 2) only when too few usable windows remain.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_agent.bank import MemoryBank, bank_path
+from edge_agent.bundle import Bundle
+from edge_agent.config import Config, check_machine_id, load_config
+from edge_agent.dataset import LabelError, iter_wavs, parse_path
+from edge_agent.embedding import embed_signal
+from edge_agent.engine import open_engine
+from edge_agent.errors import UserError
+from edge_agent.frontend import prepare
+from edge_agent.wavio import AudioFileError, read_wav
+
+from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol
+
+MIN_WINDOWS = 5
+SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input
+CLIPPED_FRACTION = 0.01  # more than 1 % of samples at full scale
+LIVE_CHUNK_SECONDS = 5.0  # live recordings are split into chunks that act as clips for leave-one-out
+
+
+class CalibrationError(UserError):
+    """Not enough usable audio; exit code 2."""
+
+
+@dataclass
+class ClipCheck:
+    path: Path
+    ok: bool
+    reason: str = ""
+    domain: str = "source"
+    audio: Optional[np.ndarray] = None  # mono at the model's rate
+
+
+def check_clip(path: Path, model_rate: int, window_seconds: float, channel="mix", domain: Optional[str] = None) -> ClipCheck:
+    """Read and vet one clip: unreadable, silent, clipped or too short clips are refused with the reason."""
+    try:
+        x, sr = read_wav(path)
+    except AudioFileError as e:
+        return ClipCheck(path, False, str(e).split(": ", 1)[-1])
+    seconds = x.shape[0] / sr
+    if seconds + 1e-6 < window_seconds:
+        return ClipCheck(path, False, f"too short: {seconds:.2f} s, the model needs windows of {window_seconds:g} s")
+    peak = float(np.abs(x).max())
+    if peak < SILENT_PEAK:
+        return ClipCheck(path, False, "silent (digital silence or a muted input)")
+    clipped = float(np.mean(np.abs(x) >= 0.999))
+    if clipped > CLIPPED_FRACTION:
+        return ClipCheck(path, False, f"clipped: {100 * clipped:.1f} % of samples at full scale (lower the input gain)")
+    if domain is None:
+        try:
+            domain = "target" if parse_path(path).domain == "target" else "source"
+        except LabelError:
+            domain = "source"
+    try:
+        mono = prepare(x, sr, model_rate, channel)
+    except ValueError as e:
+        return ClipCheck(path, False, str(e))
+    return ClipCheck(path, True, domain=domain, audio=mono)
+
+
+def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Optional[str] = None, desc: str = "enrolling",
+                progress: bool = True) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
+    """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason)."""
+    from tqdm import tqdm
+
+    files = list(iter_wavs(paths))
+    if not files:
+        raise CalibrationError(f"no WAV files in {', '.join(map(str, paths))}")
+    per_domain: dict[str, tuple[list, list]] = {}
+    skipped: list[tuple[Path, str]] = []
+    for f in tqdm(files, desc=desc, unit="clip", file=sys.stderr, disable=not progress):
+        try:
+            if parse_path(f).condition == "anomaly":
+                skipped.append((f, "labelled anomalous in its file name; only normal sound is enrolled"))
+                continue
+        except LabelError:
+            pass
+        c = check_clip(f, fe.sample_rate, fe.window_seconds, channel, domain)
+        if not c.ok:
+            skipped.append((f, c.reason))
+            continue
+        e = embed_signal(engine, fe, c.audio, hop_samples)
+        per_domain.setdefault(c.domain, ([], []))
+        per_domain[c.domain][0].append(e)
+        per_domain[c.domain][1].extend([str(f)] * len(e))
+    return per_domain, skipped
+
+
+def to_enrolments(per_domain: dict[str, tuple[list, list]]) -> dict[str, Enrolment]:
+    return {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
+
+
+def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
+    cfg = None
+    if a.config is not None or a.seconds is not None:
+        cfg = load_config(a.config)
+    model = a.model or (cfg.model if cfg else "default")
+    bundle = Bundle.load(model)
+    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else None)
+    if state_dir is None:
+        from edge_agent.config import default_state_dir
+
+        state_dir = default_state_dir()
+    return cfg, bundle, Path(state_dir)
+
+
+def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=sys.stderr) -> np.ndarray:
+    """Record from the machine's configured input with a progress bar and a level meter."""
+    from tqdm import tqdm
+
+    from edge_agent.agent import make_source
+
+    if machine not in cfg.machines:
+        raise CalibrationError(f"machine {machine!r} is not in the config (machines: {', '.join(cfg.machines) or 'none'}); "
+                               "add it with its input, or use --from with WAV files")
+    mc = cfg.machines[machine]
+    src = make_source(machine, mc, model_rate)
+    src.start()
+    chunks, got, rate = [], 0, None
+    bar = tqdm(total=round(seconds, 1), desc=f"recording {machine}", unit="s", file=out, bar_format="{l_bar}{bar}| {n:.1f}/{total} s {postfix}")
+    t_end = time.monotonic() + seconds + 30.0  # a dead input must not hang calibration
+    try:
+        while got < seconds and time.monotonic() < t_end:
+            src.ring.wait(0.2)
+            frames = src.ring.read()
+            if not len(frames):
+                if src.error:
+                    bar.set_postfix_str(f"input problem: {src.error}")
+                continue
+            rate = src.sample_rate
+            chunks.append(prepare(frames, rate, model_rate, mc.input.channel))
+            got += len(frames) / rate
+            rms = float(np.sqrt(np.mean(frames.astype(np.float64) ** 2)))
+            db = 20 * np.log10(max(rms, 1e-10))
+            meter = "#" * int(max(0, min(30, (db + 90) / 3)))
+            bar.set_postfix_str(f"level {db:6.1f} dBFS {meter:<30}" + ("  SILENT - is the microphone muted?" if db < -80 else ""))
+            bar.update(min(len(frames) / rate, seconds - bar.n))
+            if src.finished:
+                break
+    finally:
+        bar.close()
+        src.stop()
+    if not chunks:
+        raise CalibrationError(f"no audio arrived from the input of {machine} ({src.error or 'nothing delivered'}); check 'edge-agent devices'")
+    return np.concatenate(chunks)
+
+
+def calibrate_command(a) -> int:
+    check_machine_id(a.machine)
+    if a.seconds is None and not a.from_paths:
+        raise CalibrationError("say where the normal sound comes from: --seconds N (record from the configured input) or --from PATH...")
+    cfg, bundle, state_dir = resolve_setup(a)
+    mc = cfg.machines.get(a.machine) if cfg else None
+    hop = a.hop or (mc.hop_seconds if mc else 1.0)
+    fe = bundle.frontend
+    engine = open_engine(bundle, cfg.engine if cfg else "auto")
+    hop_samples = max(1, int(round(hop * fe.sample_rate)))
+    per_domain: dict[str, tuple[list, list]] = {}
+    skipped: list[tuple[Path, str]] = []
+    if a.from_paths:
+        for p in a.from_paths:
+            if not p.exists():
+                raise CalibrationError(f"--from {p}: no such file or folder")
+        channel = mc.input.channel if mc else "mix"
+        per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}")
+    else:
+        x = record_live(cfg, a.machine, a.seconds, fe.sample_rate)
+        domain = a.domain or "source"
+        chunk = int(LIVE_CHUNK_SECONDS * fe.sample_rate)
+        embs, groups = [], []
+        for i, s in enumerate(range(0, len(x), chunk)):
+            piece = x[s : s + chunk]
+            if len(piece) < fe.window_samples:
+                if embs:
+                    break
+                piece = x  # a recording shorter than one chunk is one group
+            if float(np.abs(piece).max()) < SILENT_PEAK:
+                skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
+                continue
+            e = embed_signal(engine, fe, piece, hop_samples)
+            embs.append(e)
+            groups.extend([f"chunk{i}"] * len(e))
+        if embs:
+            per_domain[domain] = (embs, groups)
+    for p, why in skipped:
+        print(f"skipped {p}: {why}", file=sys.stderr)
+    n_windows = sum(len(g) for _, g in per_domain.values())
+    if n_windows < MIN_WINDOWS:
+        raise CalibrationError(
+            f"only {n_windows} usable windows of {fe.window_seconds:g} s (need at least {MIN_WINDOWS}); "
+            f"give more normal audio (e.g. --seconds {int(MIN_WINDOWS * hop + fe.window_seconds) + 1}) or fix the clips listed above"
+        )
+    enr = to_enrolments(per_domain)
+    path = bank_path(state_dir, a.machine)
+    existing = None
+    if path.exists() and not a.replace:
+        existing = MemoryBank.load(path)
+        existing.check_model(bundle.sha256, f"of machine {a.machine}")
+    alarm = mc.alarm if mc else None
+    policy = ThresholdPolicy(
+        percentile=a.percentile if a.percentile is not None else (None if a.false_alarms_per_day else 0.90),
+        false_alarms_per_day=a.false_alarms_per_day, hop_seconds=hop,
+        raise_after=alarm.raise_after if alarm else 3, of_last=alarm.of_last if alarm else 5,
+    )
+    try:
+        res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), existing=existing, replace=a.replace,
+                    n_centres=a.centres, keep_source_samples=a.keep_source_samples, k=mc.k if mc else 1,
+                    normalise_domains=a.normalise_domains, policy=policy, model_name=bundle.name, model_version=bundle.version)
+    except ValueError as e:
+        raise CalibrationError(str(e)) from None
+    res.bank.meta["skipped_clips"] = len(skipped)
+    res.bank.save(path)
+    plot = None
+    if a.plot:
+        from .report import plot_enrolment
+
+        plot = plot_enrolment(res, path.with_name("calibration.png"), a.machine)
+    for n in res.notes:
+        print(f"note: {n}")
+    print(summary_table(a.machine, res.bank, path, plot))
+    return 0
+
+
+def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Path] = None) -> str:
+    m = bank.meta
+    fit = m.get("fit", {})
+    rule = m.get("threshold_rule", {})
+    c = bank.counts()
+    rows = [
+        ("machine", machine),
+        ("bank", str(path)),
+        ("bank version", str(bank.version)),
+        ("model", f"{bank.model_name} {bank.model_version} (sha256 {bank.model_sha256[:12]}...)"),
+        ("entries", f"source centres {c['source_centre']}, source samples {c['source_sample']}, target samples {c['target_sample']}"),
+        ("enrolled windows", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_windows", {}).items())),
+        ("enrolled clips", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_clips", {}).items())),
+        ("threshold", f"{bank.threshold:.5f} ({rule.get('rule')} {rule.get('value')})"),
+        ("gamma fit", f"shape {fit.get('shape', float('nan')):.3f} loc {fit.get('loc', float('nan')):.4f} scale {fit.get('scale', float('nan')):.4f}"),
+        ("domain normalisation", "on" if bank.normalise_domains else "off"),
+        ("expected false alarms", f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day (hop {rule.get('hop_seconds')} s, "
+                                  f"raise after {rule.get('raise_after')} of {rule.get('of_last')} windows)"),
+        ("calibrated", m.get("created", "?")),
+    ]
+    if plot:
+        rows.append(("plot", str(plot)))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def show_bank(a) -> int:
+    check_machine_id(a.machine)
+    cfg = load_config(a.config) if a.config else None
+    from edge_agent.config import default_state_dir
+
+    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
+    path = bank_path(Path(state_dir), a.machine)
+    bank = MemoryBank.load(path)
+    plot = path.with_name("calibration.png")
+    print(summary_table(a.machine, bank, path, plot if plot.exists() else None))
+    return 0

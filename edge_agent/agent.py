@@ -1,0 +1,250 @@
+"""The agent: every machine's stream through one shared engine, decisions out to the sinks.
+
+One processing thread pumps all streams, batches the windows that are ready together (from any
+machine) through the front end and the engine, scores each against its machine's bank and feeds
+the detector. Audio arrives on the sources' own threads. Sinks (console, MQTT outbox) receive
+alarm, state and score payloads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from . import events
+from .bank import BankError, MemoryBank, bank_path
+from .bundle import Bundle
+from .config import Config, MachineConfig
+from .engine import Engine, open_engine
+from .sources import AudioSource, CaptureSource, ReplaySource
+from .stream import MachineStream, Window
+
+log = logging.getLogger("edge_agent.agent")
+
+MAX_BATCH = 32
+
+
+class Sink(Protocol):
+    def handle(self, kind: str, machine: str, payload: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleSink:
+    """Alarm events and state changes as one line each on stdout (scores too when ``scores``)."""
+
+    def __init__(self, scores: bool = False, out=None):
+        import sys
+
+        self.scores = scores
+        self.out = out or sys.stdout
+
+    def handle(self, kind: str, machine: str, p: dict) -> None:
+        if kind == "alarm":
+            if p["event"] == "end":
+                detail = f"duration {p['duration_seconds']:.1f} s, peak {p['peak_score']:.4f} ({p['reason']})"
+            else:
+                detail = f"score {p['score']:.4f} > threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
+            line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {detail}"
+        elif kind == "state":
+            line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
+        elif kind == "score" and self.scores:
+            line = f"{p['ts']} {machine}: score {p['score']:.4f} threshold {p['threshold']}"
+        else:
+            return
+        print(line, file=self.out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def make_source(machine: str, mc: MachineConfig, model_rate: int) -> AudioSource:
+    inp = mc.input
+    if inp.file is not None:
+        return ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
+    return CaptureSource(machine, inp.device, inp.sample_rate or model_rate, inp.channel)
+
+
+def load_bank(state_dir: Path, machine: str, bundle: Bundle) -> Optional[MemoryBank]:
+    p = bank_path(state_dir, machine)
+    if not p.is_file():
+        return None
+    bank = MemoryBank.load(p)
+    bank.check_model(bundle.sha256, f"of machine {machine}")
+    if bank.embeddings.shape[1] % bundle.embedding_dim:
+        raise BankError(f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes {bundle.embedding_dim}; recalibrate")
+    return bank
+
+
+@dataclass
+class Stats:
+    windows: int = 0
+    batches: int = 0
+    inference_seconds: list = field(default_factory=list)  # recent batch latencies
+
+    def record(self, n: int, seconds: float) -> None:
+        self.windows += n
+        self.batches += 1
+        self.inference_seconds.append(seconds)
+        del self.inference_seconds[:-1000]
+
+
+class Agent:
+    def __init__(self, cfg: Config, bundle: Bundle, engine: Engine, streams: dict[str, MachineStream], sinks: list,
+                 status_interval: Optional[float] = None):
+        self.cfg, self.bundle, self.engine, self.streams, self.sinks = cfg, bundle, engine, streams, sinks
+        self.frontend = bundle.frontend
+        self.model_info = bundle.describe()
+        self.status_interval = status_interval if status_interval is not None else cfg.status_interval_seconds
+        self.stats = Stats()
+        self.stop_event = threading.Event()
+        self.on_ready: list[Callable[["Agent"], None]] = []
+        self.on_tick: list[Callable[["Agent"], None]] = []
+        self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
+        self._last_status = time.monotonic()
+        self._last_score_pub: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Config, sinks: list, source_factory=make_source, bundle: Optional[Bundle] = None,
+                    engine: Optional[Engine] = None) -> "Agent":
+        if not cfg.machines:
+            raise ValueError("the config has no machines: add one under 'machines:' (see docs/config.md)")
+        bundle = bundle or Bundle.load(cfg.model)
+        engine = engine or open_engine(bundle, cfg.engine)
+        state_dir = cfg.resolved_state_dir()
+        streams = {}
+        for name, mc in cfg.machines.items():
+            bank = load_bank(state_dir, name, bundle)
+            streams[name] = MachineStream(name, mc, source_factory(name, mc, bundle.frontend.sample_rate), bundle.frontend, bank)
+        return cls(cfg, bundle, engine, streams, sinks)
+
+    # -- output ----------------------------------------------------------------------------
+    def _emit(self, kind: str, machine: str, payload: dict) -> None:
+        for s in self.sinks:
+            try:
+                s.handle(kind, machine, payload)
+            except Exception:  # noqa: BLE001 - one broken sink must not stop detection
+                log.exception("sink %s failed on a %s event", type(s).__name__, kind)
+
+    def publish_state(self, s: MachineStream, reason: str = "") -> None:
+        b = s.bank
+        self._emit("state", s.machine, events.state_payload(
+            s.machine, s.state, time.time(), s.last_score, b.threshold if b else None, self.model_info,
+            b.version if b else None, reason))
+
+    # -- main loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        for s in self.streams.values():
+            if not s.calibrated:
+                log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. "
+                            "Enrol it: edge-agent calibrate --machine %s", s.machine, self.cfg.resolved_state_dir(), s.machine)
+            s.source.start()
+            s.wall_start = time.time()
+            self.publish_state(s, "" if s.calibrated else "no bank: run edge-agent calibrate")
+        for cb in self.on_ready:
+            cb(self)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def done(self) -> bool:
+        """Every input is a finished replay and nothing is left to score."""
+        return all(s.source.finished and s.source.ring.available() == 0 for s in self.streams.values())
+
+    def step(self) -> int:
+        """Pump every stream once and score what is ready. Returns the number of windows scored."""
+        now = time.monotonic()
+        ready: list[Window] = []
+        for s in self.streams.values():
+            ready += s.pump(now)
+            self._liveness(s, now)
+        scored = 0
+        calibrated = [w for w in ready if w.stream.calibrated]
+        for w in ready:
+            if not w.stream.calibrated:
+                w.stream.windows_processed += 1
+        for i in range(0, len(calibrated), MAX_BATCH):
+            batch = calibrated[i : i + MAX_BATCH]
+            t = time.perf_counter()
+            emb = self.engine.embed(self.frontend(np.stack([w.samples for w in batch])))
+            self.stats.record(len(batch), time.perf_counter() - t)
+            for w, e in zip(batch, emb):
+                self._decide(w, e)
+            scored += len(batch)
+        if time.monotonic() - self._last_status >= self.status_interval:
+            self._last_status = time.monotonic()
+            for line in self.status_lines():
+                log.info("%s", line)
+        for cb in self.on_tick:
+            cb(self)
+        return scored
+
+    def _liveness(self, s: MachineStream, now: float) -> None:
+        reason = s.check_liveness(now)
+        if reason and not s.no_audio:
+            s.no_audio, s.no_audio_reason = True, reason
+            log.warning("%s: no_audio: %s", s.machine, reason)
+            self.publish_state(s, reason)
+        elif not reason and s.no_audio and now - s.last_frames_at < 1.0 and s.silent_since is None:
+            s.no_audio, s.no_audio_reason = False, ""
+            log.info("%s: audio is back", s.machine)
+            self.publish_state(s, "audio is back")
+
+    def _decide(self, w: Window, emb: np.ndarray) -> None:
+        s = w.stream
+        score = s.score(emb)
+        before = s.state
+        d = s.decide(score, w.ts)
+        b = s.bank
+        if d is not None:
+            self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, b.threshold, self.model_info, b.version))
+        for cb in self.on_window:
+            cb(s, w, score, d)
+        if s.state != before:
+            self.publish_state(s)
+        interval = self.cfg.mqtt.score_interval_seconds if self.cfg.mqtt else 10.0
+        last = self._last_score_pub.get(s.machine, 0.0)
+        if w.ts - last >= interval:
+            self._last_score_pub[s.machine] = w.ts
+            self._emit("score", s.machine, events.score_payload(s.machine, w.ts, score, b.threshold, self.model_info, b.version, w.level_dbfs))
+
+    def status_lines(self) -> list[str]:
+        out = []
+        for s in self.streams.values():
+            score = f"{s.last_score:.4f}" if s.last_score is not None else "-"
+            thr = f"{s.bank.threshold:.4f}" if s.bank and s.bank.threshold is not None else "-"
+            level = f"{s.last_level_dbfs:.0f} dBFS" if s.last_level_dbfs is not None else "-"
+            out.append(f"{s.machine}: {s.state} score {score} threshold {thr} windows {s.windows_processed} "
+                       f"level {level} overruns {s.source.ring.overruns}")
+        return out
+
+    def run(self) -> int:
+        self.start()
+        try:
+            while not self.stop_event.is_set():
+                if self.step() == 0:
+                    if self.done():
+                        self._finish_replays()
+                        break
+                    self.stop_event.wait(0.02)
+        finally:
+            for s in self.streams.values():
+                s.source.stop()
+            for sink in self.sinks:
+                sink.close()
+        return 0
+
+    def _finish_replays(self) -> None:
+        """End of recorded input: close open alarms so that offline runs get complete events."""
+        for s in self.streams.values():
+            if s.detector is not None:
+                d = s.detector.end(time.time(), s.last_score if s.last_score is not None else float("nan"), "end of recording")
+                if d is not None:
+                    b = s.bank
+                    self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, b.threshold, self.model_info, b.version))
+                    self.publish_state(s)

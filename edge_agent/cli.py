@@ -1,0 +1,271 @@
+"""``edge-agent``: the one command-line entry point.
+
+Exit codes: 0 ok, 2 usage or config error (the message names the bad key or file and why),
+1 runtime failure. Commands that need torch (train, export) or TensorRT (build-engine) import it
+only when they run and say how to install it when it is missing.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("edge_agent")
+
+
+class UsageError(UserError):
+    """Bad input from the user: exit code 2."""
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _need_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            f"'edge-agent {command}' needs PyTorch, which is not installed. Install the training extra: "
+            "pip install 'edge-agent[train]' (on the project's machines: pip install torch==2.13.0 first)"
+        ) from None
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_run(a) -> int:
+    from .agent import Agent, ConsoleSink
+    from .config import load_config
+
+    cfg = load_config(a.config)
+    sinks = [ConsoleSink(scores=a.scores)]
+    if cfg.mqtt is not None:
+        raise UsageError("mqtt: publishing to a broker is not in this version yet; remove the 'mqtt' key to run with console output")
+    agent = Agent.from_config(cfg, sinks)
+    _install_signals(agent)
+    return agent.run()
+
+
+def _install_signals(agent) -> None:
+    def _stop(signum, _frame):
+        log.info("received %s: stopping after the current windows", signal.Signals(signum).name)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    return run_demo(realtime=a.realtime, model=a.model)
+
+
+def cmd_devices(a) -> int:
+    from .devices import list_inputs
+
+    rows = list_inputs()
+    if not rows:
+        print("no audio input devices found (is PulseAudio/ALSA running and a microphone connected?)")
+        return 1
+    print(f"{'index':>5}  {'channels':>8}  {'rate':>7}  name")
+    for r in rows:
+        print(f"{r['index']:>5}  {r['channels']:>8}  {r['rate']:>7.0f}  {r['name']}{'  (default)' if r['default'] else ''}")
+    return 0
+
+
+def cmd_calibrate(a) -> int:
+    from calibration.calibrate import calibrate_command
+
+    return calibrate_command(a)
+
+
+def cmd_bank_show(a) -> int:
+    from calibration.calibrate import show_bank
+
+    return show_bank(a)
+
+
+def cmd_evaluate(a) -> int:
+    from calibration.report import evaluate_command
+
+    return evaluate_command(a)
+
+
+def cmd_train(a) -> int:
+    _need_torch("train")
+    from export.train import TrainArgs, train
+
+    args = TrainArgs(data=[str(d) for d in a.data], out=str(a.out), recipe=a.recipe, epochs=a.epochs, batch_size=a.batch_size,
+                     lr=a.lr, seed=a.seed, loss=a.loss, mixup_alpha=0.0 if a.no_mixup else 0.5, use_smote=not a.no_smote,
+                     time_warp=0.0 if a.no_time_warp else 0.1, exclude_test_of=a.exclude_test_of or [],
+                     recipe_config={"window_seconds": a.window_seconds} if a.window_seconds else {})
+    for d in a.data:
+        if not Path(d).is_dir():
+            raise UsageError(f"--data {d}: no such directory (a dataset in the DCASE layout <machine>/train/*.wav)")
+    r = train(args)
+    d = r["data"]
+    print(f"trained {a.recipe} for {r['epochs']} epochs in {r['seconds']:.0f} s on {d['clips']} clips ({d['seconds']:.0f} s of audio, "
+          f"{d['joint_classes']} joint classes, {len(d['machine_classes'])} machine types, {d['skipped']} files skipped); "
+          f"final loss {r['final_loss']:.4f}; checkpoint {r['checkpoint']}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    _need_torch("export")
+    from export.onnx_export import export_bundle
+
+    try:
+        export_bundle(a.checkpoint, a.out, name=a.name, version=a.version, parity_clips=a.clips or (), tolerance=a.tolerance)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_build_engine(a) -> int:
+    from export.tensorrt_build import TensorRTMissing, build_engine
+
+    try:
+        path = build_engine(a.bundle, fp16=a.fp16, cache_dir=a.cache_dir, max_batch=a.max_batch)
+    except TensorRTMissing as e:
+        raise UsageError(str(e)) from None
+    print(f"engine written to {path}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Listen to machines, learn what normal sounds like, and raise MQTT alarms when they start to sound wrong.",
+        epilog="Start with 'edge-agent demo'. Docs: README.md and docs/ in the source tree.",
+    )
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the agent (the daemon)", description="Listen to every configured machine until SIGTERM/SIGINT; "
+                       "with only non-looping WAV replays as inputs, exit 0 once every window is scored.")
+    r.add_argument("--config", type=Path, help="config file (default /etc/edge-agent/config.yaml, then $XDG_CONFIG_HOME/edge-agent/config.yaml)")
+    r.add_argument("--scores", action="store_true", help="also print every score line")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="the whole pipeline on bundled real clips, no set-up",
+                       description="Enrol a fan from bundled normal clips with the built-in model, then replay normal and "
+                       "anomalous clips through the production path and print what the agent decides.")
+    d.add_argument("--realtime", action="store_true", help="replay at real-time pace (default: as fast as possible)")
+    d.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
+    d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("devices", help="list audio input devices", description="Input devices with index, channels and default sample rate; "
+                       "use the index or a part of the name as machines.<id>.input.device.")
+    v.set_defaults(func=cmd_devices)
+
+    c = sub.add_parser("calibrate", help="enrol normal sound of a machine and set its alarm threshold",
+                       description="Record (or read) normal sound of one machine, add its embeddings to the machine's memory bank "
+                       "and fit the alarm threshold. Run it again with --domain target after a change of operating condition.")
+    c.add_argument("--machine", required=True, help="machine id (a name: letters, digits, _ . -)")
+    c.add_argument("--config", type=Path, help="config file (needed for live recording; optional with --from)")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--seconds", type=float, help="record this many seconds from the machine's configured input")
+    src.add_argument("--from", dest="from_paths", nargs="+", type=Path, metavar="PATH", help="WAV files or folders (DCASE layout or plain)")
+    c.add_argument("--domain", choices=["source", "target"], default=None,
+                   help="operating condition of this audio: source (the first, well-covered one) or target (a new one, few clips); "
+                   "default: source, or as the DCASE file names say")
+    c.add_argument("--replace", action="store_true", help="start a new bank instead of adding to the existing one")
+    thr = c.add_mutually_exclusive_group()
+    thr.add_argument("--percentile", type=float, default=None, help="threshold at this percentile of the fitted gamma (default 0.90)")
+    thr.add_argument("--false-alarms-per-day", type=float, default=None, help="threshold for this expected number of false alarms per day")
+    c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
+    c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
+    c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")
+    c.add_argument("--model", default=None, help="bundle name or directory (default: the config's model, or 'default')")
+    c.add_argument("--state-dir", type=Path, default=None, help="state directory (default: the config's, else the standard rule)")
+    c.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)")
+    c.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the score histogram PNG")
+    c.set_defaults(func=cmd_calibrate)
+
+    b = sub.add_parser("bank", help="inspect memory banks")
+    bsub = b.add_subparsers(dest="bank_command", metavar="SUBCOMMAND")
+    bs = bsub.add_parser("show", help="print a machine's bank summary")
+    bs.add_argument("--machine", required=True)
+    bs.add_argument("--config", type=Path)
+    bs.add_argument("--state-dir", type=Path)
+    bs.set_defaults(func=cmd_bank_show)
+
+    e = sub.add_parser("evaluate", help="DCASE-style scores on a dataset folder",
+                       description="For every machine folder (<machine>/train, <machine>/test) under DATA_DIR: build the bank from "
+                       "train/ as calibrate does, score test/ as the runtime does, and report AUC (source, target), pAUC, "
+                       "harmonic mean, precision/recall/F1, DCASE submission CSVs and ROC plots.")
+    e.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    e.add_argument("--model", default="default", help="bundle name or directory")
+    e.add_argument("--out", type=Path, default=None, help="output folder (default ./evaluation-<model>)")
+    e.add_argument("--hop", type=float, default=1.0, help="hop between windows in seconds (default 1.0)")
+    e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
+    e.add_argument("--centres", type=int, default=16)
+    e.add_argument("--normalise-domains", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")
+    t.add_argument("--recipe", default="dualbranch", help="recipe name (dualbranch)")
+    t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
+    t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--loss", default="subcluster-adacos", choices=["subcluster-adacos", "adacos", "arcface"])
+    t.add_argument("--window-seconds", type=float, default=None, help="window length (default: the recipe's)")
+    t.add_argument("--no-mixup", action="store_true")
+    t.add_argument("--no-smote", action="store_true")
+    t.add_argument("--no-time-warp", action="store_true")
+    t.add_argument("--exclude-test-of", action="append", metavar="GROUP",
+                   help="machine folder (e.g. dcase2023t2/valve) whose test normals must not be trained on (repeatable)")
+    t.set_defaults(func=cmd_train)
+
+    x = sub.add_parser("export", help="checkpoint -> model bundle (ONNX + manifest), with a parity check")
+    x.add_argument("checkpoint", type=Path)
+    x.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    x.add_argument("--name", default=None)
+    x.add_argument("--version", default=None)
+    x.add_argument("--clips", type=Path, nargs="+", help="real clips for the parity check (default: the bundled demo clips)")
+    x.add_argument("--tolerance", type=float, default=1e-4)
+    x.set_defaults(func=cmd_export)
+
+    g = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle (needs TensorRT 10 and a GPU)")
+    g.add_argument("bundle", help="bundle name or directory")
+    g.add_argument("--fp16", action="store_true")
+    g.add_argument("--max-batch", type=int, default=32)
+    g.add_argument("--cache-dir", type=Path, default=None, help="where engines are cached (default: <bundle>/engines)")
+    g.set_defaults(func=cmd_build_engine)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(a.verbose if a.command not in ("run", "demo") else max(1, a.verbose))
+    from .engine import EngineError
+
+    try:
+        return int(a.func(a) or 0)
+    except UserError as e:
+        print(f"edge-agent {a.command}: {e}", file=sys.stderr)
+        return 2
+    except EngineError as e:
+        print(f"edge-agent {a.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""One machine's stream: its source, windower, bank, detector and liveness.
+
+The windower cuts windows at the source's own rate (window and hop in seconds) and converts each
+window as a whole to the model's rate and channel, exactly as offline scoring converts a clip, so
+live and recorded audio are scored the same way.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .bank import MemoryBank
+from .config import MachineConfig
+from .detector import Decision, Detector
+from .frontend import Frontend, prepare
+from .sources import AudioSource
+
+log = logging.getLogger("edge_agent.stream")
+
+STATES = ("normal", "anomaly", "uncalibrated", "no_audio")
+
+
+@dataclass
+class Window:
+    stream: "MachineStream"
+    samples: np.ndarray  # at the model's rate, mono
+    ts: float  # wall-clock time at the window's end
+    offset: float  # seconds of audio from the stream start to the window's end
+    level_dbfs: float
+
+
+@dataclass
+class Windower:
+    window_seconds: float
+    hop_seconds: float
+    sample_rate: int
+    channels: int
+    _pending: list = field(default_factory=list)
+    _pending_n: int = 0
+    consumed: int = 0  # frames dropped from the front so far (the stream position of _pending[0])
+
+    @property
+    def window(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def hop(self) -> int:
+        return max(1, int(round(self.hop_seconds * self.sample_rate)))
+
+    def push(self, frames: np.ndarray) -> list[tuple[np.ndarray, int]]:
+        """Add frames; return the complete windows (samples, end position in frames)."""
+        if len(frames):
+            self._pending.append(frames)
+            self._pending_n += len(frames)
+        out = []
+        if self._pending_n < self.window:
+            return out
+        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        start = 0
+        while len(buf) - start >= self.window:
+            out.append((buf[start : start + self.window], self.consumed + start + self.window))
+            start += self.hop
+        self.consumed += start
+        rest = buf[start:]
+        self._pending, self._pending_n = ([rest] if len(rest) else []), len(rest)
+        return out
+
+    def reset(self) -> None:
+        self._pending, self._pending_n = [], 0
+
+
+class MachineStream:
+    def __init__(self, machine: str, cfg: MachineConfig, source: AudioSource, frontend: Frontend, bank: Optional[MemoryBank],
+                 window_seconds: Optional[float] = None):
+        self.machine, self.cfg, self.source, self.frontend, self.bank = machine, cfg, source, frontend, bank
+        self.window_seconds = window_seconds or frontend.window_seconds
+        self.windower: Optional[Windower] = None
+        self.detector: Optional[Detector] = None
+        self.set_bank(bank)
+        self.windows_processed = 0
+        self.last_score: Optional[float] = None
+        self.last_level_dbfs: Optional[float] = None
+        self.last_frames_at = time.monotonic()
+        self.silent_since: Optional[float] = None
+        self.no_audio = False
+        self.no_audio_reason = ""
+        self.started = time.monotonic()
+        self.wall_start = time.time()
+
+    def set_bank(self, bank: Optional[MemoryBank]) -> None:
+        self.bank = bank
+        if bank is not None and bank.threshold is not None:
+            a = self.cfg.alarm
+            self.detector = Detector(bank.threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds)
+        else:
+            self.detector = None
+
+    @property
+    def calibrated(self) -> bool:
+        return self.detector is not None
+
+    @property
+    def state(self) -> str:
+        if self.no_audio:
+            return "no_audio"
+        if not self.calibrated:
+            return "uncalibrated"
+        return self.detector.state
+
+    def _windower(self) -> Windower:
+        src = self.source
+        w = self.windower
+        if w is None or w.sample_rate != src.sample_rate or w.channels != src.channels:
+            # first use, or the device was reopened with another rate/channel count
+            self.windower = Windower(self.window_seconds, self.cfg.hop_seconds, src.sample_rate, src.channels)
+        return self.windower
+
+    def pump(self, now: Optional[float] = None) -> list[Window]:
+        """Read what the source delivered and return the windows that are complete."""
+        now = time.monotonic() if now is None else now
+        frames = self.source.ring.read()
+        if len(frames):
+            self.last_frames_at = now
+            if np.any(frames):
+                self.silent_since = None
+            elif self.silent_since is None:
+                self.silent_since = now
+        out = []
+        wall = time.time()
+        # A replay faster than real time is stamped with stream time (its start + audio offset) so
+        # that alarm timestamps and durations mean the same as they would live.
+        stream_clock = getattr(self.source, "realtime", True) is False
+        w = self._windower()
+        for samples, end in w.push(frames):
+            mono = prepare(samples, w.sample_rate, self.frontend.sample_rate, self.cfg.input.channel)
+            n = self.frontend.window_samples
+            mono = mono[:n] if len(mono) >= n else np.pad(mono, (0, n - len(mono)))
+            rms = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
+            level = 20 * np.log10(max(rms, 1e-10))
+            self.last_level_dbfs = level
+            offset = end / w.sample_rate
+            out.append(Window(self, mono, self.wall_start + offset if stream_clock else wall, offset, level))
+        return out
+
+    def check_liveness(self, now: Optional[float] = None) -> Optional[str]:
+        """Return a reason when the input has been dead (no frames, or digital silence) too long."""
+        now = time.monotonic() if now is None else now
+        limit = self.cfg.input.silence_seconds
+        if self.source.finished:
+            return None
+        if now - self.last_frames_at > limit:
+            return f"no audio frames for {now - self.last_frames_at:.0f} s" + (f" ({self.source.error})" if self.source.error else "")
+        if self.silent_since is not None and now - self.silent_since > limit:
+            return f"digital silence for {now - self.silent_since:.0f} s (muted or disconnected microphone?)"
+        return None
+
+    def score(self, emb: np.ndarray) -> float:
+        """Score of one window's embedding row(s): per-embedding k-NN, averaged (several embeddings
+        per window for models that declare it)."""
+        d = self.bank.embeddings.shape[1]
+        return float(np.mean(self.bank.score(emb.reshape(-1, d))))
+
+    def decide(self, score: float, ts: float) -> Optional[Decision]:
+        self.last_score = score
+        self.windows_processed += 1
+        return self.detector.update(score, ts) if self.detector else None

@@ -1,0 +1,151 @@
+"""Real capture through PortAudio: a PulseAudio null sink plays WAVs, the agent captures its monitor."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.bank import MemoryBank, bank_path
+from edge_agent.config import parse_config
+from edge_agent.sources import AudioDeviceError, CaptureSource, find_device
+from edge_agent.wavio import read_wav, write_wav
+
+from .conftest import DEMO
+
+
+def _tone(path, freq, seconds, sr=16000, amp=0.4):
+    t = np.arange(int(seconds * sr)) / sr
+    write_wav(path, amp * np.sin(2 * np.pi * freq * t), sr)
+    return path
+
+
+def _drain(src, seconds):
+    got, t_end = [], time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        src.ring.wait(0.1)
+        got.append(src.ring.read())
+    return np.concatenate(got)[:, 0]
+
+
+def test_capture_a_played_tone(pulse, tmp_path):
+    src = CaptureSource("t", "pulse", 16000)
+    src.start()
+    assert src.opened.wait(10), src.error
+    p = pulse(_tone(tmp_path / "tone.wav", 1000, 3))
+    try:
+        time.sleep(0.5)
+        x = _drain(src, 2.0)
+    finally:
+        p.wait(10)
+        src.stop()
+    assert src.sample_rate == 16000 and len(x) > 16000
+    spec = np.abs(np.fft.rfft(x))
+    assert abs(np.fft.rfftfreq(len(x), 1 / 16000)[spec.argmax()] - 1000) < 5
+    assert 0.2 < np.abs(x).max() < 0.6
+
+
+def test_unknown_device_lists_the_inputs(pulse):
+    with pytest.raises(AudioDeviceError, match="no input device whose name contains 'nosuchmic'.*pulse"):
+        find_device("nosuchmic")
+
+
+def test_captured_real_clips_are_scored(pulse, tmp_path):
+    """Calibrate on the demo's normal clips, play a normal and an anomalous real clip into the sink,
+    and score what the agent captured."""
+    from calibration.calibrate import embed_files, to_enrolments
+    from calibration.enrol import enrol
+    from edge_agent.bundle import Bundle
+    from edge_agent.embedding import embed_signal
+    from edge_agent.engine import open_engine
+
+    bundle = Bundle.load("default")
+    engine = open_engine(bundle, "cpu")
+    fe = bundle.frontend
+    per, _ = embed_files(sorted((DEMO / "enrol").glob("*.wav")), engine, fe, 16000, progress=False)
+    bank = enrol(bundle.sha256, **to_enrolments(per)).bank
+    src = CaptureSource("t", "pulse", 16000)
+    src.start()
+    assert src.opened.wait(10)
+    scores = {}
+    try:
+        for name in ("01_normal_id_00_00000010.wav", "03_anomaly_id_00_00000000.wav"):
+            x, sr = read_wav(DEMO / "replay" / name)
+            clip = write_wav(tmp_path / name, x[: 6 * sr, 0], sr) or tmp_path / name
+            src.ring.read()
+            p = pulse(clip)
+            captured = _drain(src, 6.5)
+            p.wait(10)
+            loud = captured[np.abs(captured) > 0][: 5 * 16000]
+            emb = embed_signal(engine, fe, loud, 8000)
+            scores[name] = float(np.mean(bank.score(emb)))
+    finally:
+        src.stop()
+    assert scores["03_anomaly_id_00_00000000.wav"] > bank.threshold > scores["01_normal_id_00_00000010.wav"] * 0.5
+    assert scores["03_anomaly_id_00_00000000.wav"] > 2 * scores["01_normal_id_00_00000010.wav"]
+
+
+class FlakyFactory:
+    """Wraps sounddevice.InputStream: the test can make the open stream die (device unplugged) and
+    make the next opens fail, as PortAudio does while a USB device is gone."""
+
+    def __init__(self):
+        import sounddevice as sd
+
+        self.sd = sd
+        self.streams = []
+        self.fail_opens = 0
+
+    def __call__(self, **kw):
+        if self.fail_opens > 0:
+            self.fail_opens -= 1
+            raise self.sd.PortAudioError("Device unavailable [PaErrorCode -9985]")
+        s = self.sd.InputStream(**kw)
+        self.streams.append(s)
+        return s
+
+    def vanish(self, reopen_failures: int):
+        self.fail_opens = reopen_failures
+        self.streams[-1].abort()
+
+
+def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
+    tone = pulse(_tone(tmp_path / "long.wav", 440, 25))
+    factory = FlakyFactory()
+    cfg = parse_config({"state_dir": str(tmp_path / "state"), "machines": {"m1": {"input": {"device": "pulse", "silence_seconds": 1.0}}}})
+    states = []
+
+    class Rec:
+        def handle(self, kind, machine, p):
+            if kind == "state":
+                states.append((p["state"], p.get("reason", "")))
+
+        def close(self):
+            pass
+
+    srcs = []
+
+    def source_factory(name, mc, rate):
+        s = CaptureSource(name, mc.input.device, rate, mc.input.channel, stream_factory=factory, max_backoff=1.0)
+        srcs.append(s)
+        return s
+
+    agent = Agent.from_config(cfg, [Rec()], source_factory=source_factory)
+    th = threading.Thread(target=agent.run, daemon=True)
+    th.start()
+    try:
+        assert srcs and srcs[0].opened.wait(10)
+        time.sleep(1.0)
+        factory.vanish(reopen_failures=2)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(s == "no_audio" for s, _ in states):
+            time.sleep(0.1)
+        assert any(s == "no_audio" for s, _ in states), states
+        while time.monotonic() < deadline and states[-1][1] != "audio is back":
+            time.sleep(0.1)
+        assert states[-1] == ("uncalibrated", "audio is back"), states
+        assert srcs[0].reopen_count >= 3  # the lost stream and two failed opens
+    finally:
+        agent.stop()
+        th.join(10)
+        tone.terminate()

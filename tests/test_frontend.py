@@ -1,0 +1,101 @@
+"""The numpy front end against references computed another way."""
+import numpy as np
+import pytest
+from scipy import signal
+
+from edge_agent.frontend import (ChannelError, FeatureSpec, Frontend, frame_windows, hz_to_mel, log_mel, magnitude_spectrum,
+                                 mel_filterbank, mel_to_hz, prepare, remove_temporal_mean, stft_magnitude, to_mono)
+from edge_agent.wavio import read_wav
+
+from .conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def clip():
+    x, sr = read_wav(next((DATA / "valve" / "train").glob("*.wav")))
+    return x[:, 0], sr
+
+
+def test_spectrum_matches_direct_dft(clip):
+    x = clip[0][:2048].astype(np.float64)
+    n = np.arange(len(x))
+    k = np.arange(len(x) // 2)
+    direct = np.abs(np.exp(-2j * np.pi * np.outer(k, n) / len(x)) @ x)
+    np.testing.assert_allclose(magnitude_spectrum(x.astype(np.float32)), direct, rtol=1e-3, atol=1e-3)
+
+
+def test_stft_matches_scipy(clip):
+    x = clip[0][:16000]
+    ours = stft_magnitude(x, 1024, 512)
+    _, _, z = signal.stft(x, nperseg=1024, noverlap=512, window="hann", boundary=None, padded=False, scaling="spectrum")
+    ref = np.abs(z).T * signal.get_window("hann", 1024).sum()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_temporal_mean_removed():
+    s = np.random.default_rng(0).random((3, 20, 9)).astype(np.float32)
+    r = remove_temporal_mean(s)
+    np.testing.assert_allclose(r.mean(axis=1), 0, atol=1e-6)
+
+
+def test_mel_scale_roundtrip_and_filterbank_against_loop():
+    f = np.array([0, 200, 999, 1000, 4000, 8000.0])
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(f)), f, rtol=1e-9, atol=1e-9)
+    sr, n_fft, n_mels = 16000, 512, 20
+    fb = mel_filterbank(sr, n_fft, n_mels)
+    # independent per-bin loop of the triangle definition
+    edges = mel_to_hz(np.linspace(hz_to_mel(0), hz_to_mel(sr / 2), n_mels + 2))
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    ref = np.zeros_like(fb)
+    for m in range(n_mels):
+        lo, c, hi = edges[m], edges[m + 1], edges[m + 2]
+        for i, fr in enumerate(freqs):
+            if lo <= fr <= c:
+                ref[i, m] = (fr - lo) / (c - lo)
+            elif c < fr <= hi:
+                ref[i, m] = (hi - fr) / (hi - c)
+        ref[:, m] *= 2.0 / (hi - lo)
+    np.testing.assert_allclose(fb, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_log_mel_peak_of_a_tone():
+    sr = 16000
+    t = np.arange(sr) / sr
+    x = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    lm = log_mel(x, sr, 1024, 512, 64)
+    centres = mel_to_hz(np.linspace(hz_to_mel(0), hz_to_mel(sr / 2), 66))[1:-1]
+    assert abs(centres[lm.mean(0).argmax()] - 1000) < 120
+
+
+def test_prepare_resamples_and_mixes():
+    sr = 44100
+    t = np.arange(sr) / sr
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)], 1).astype(np.float32)
+    y = prepare(stereo, sr, 16000, "mix")
+    assert len(y) == 16000
+    f = np.fft.rfftfreq(16000, 1 / 16000)[np.abs(np.fft.rfft(y)).argmax()]
+    assert abs(f - 440) < 2
+    assert np.allclose(np.abs(y).max(), 0.5, atol=0.02)  # the mean of a tone and silence
+    assert np.abs(prepare(stereo, sr, 16000, 1)).max() == 0
+    with pytest.raises(ChannelError, match="has 2 channels"):
+        to_mono(stereo, 5)
+
+
+def test_frontend_shapes_and_errors():
+    fe = Frontend(16000, 16000, (FeatureSpec("spectrum", "spectrum"), FeatureSpec("spec", "stft", n_fft=512, hop=256, mean_removed=True),
+                                 FeatureSpec("mel", "logmel", n_fft=512, hop=256, n_mels=32)))
+    out = fe(np.zeros((2, 16000), np.float32))
+    assert out["spectrum"].shape == (2, 8000)
+    assert out["spec"].shape == (2, *fe.features[1].shape(16000))
+    assert out["mel"].shape == (2, 61, 32)
+    assert Frontend.from_dict(fe.to_dict()) == fe
+    with pytest.raises(ValueError, match="expects 16000"):
+        fe(np.zeros((1, 100), np.float32))
+
+
+def test_frame_windows_short_and_long():
+    w = frame_windows(np.arange(10, dtype=np.float32), 4, 3)
+    assert w.shape == (3, 4) and w[1, 0] == 3
+    short = frame_windows(np.arange(3, dtype=np.float32), 8, 8)
+    assert short.shape == (1, 8) and list(short[0, :4]) == [0, 1, 2, 0]

@@ -1,0 +1,87 @@
+"""Pure parts of the runtime: ring buffer, windower, detector, k-NN and bank storage."""
+import numpy as np
+import pytest
+
+from edge_agent.bank import BankError, MemoryBank, combine_domains, knn_distance
+from edge_agent.detector import Detector
+from edge_agent.ringbuffer import RingBuffer
+from edge_agent.stream import Windower
+
+
+def test_ringbuffer_order_wrap_and_overrun():
+    rb = RingBuffer(10, 1)
+    rb.write(np.arange(6, dtype=np.float32)[:, None])
+    assert rb.read(4)[:, 0].tolist() == [0, 1, 2, 3]
+    rb.write(np.arange(6, 12, dtype=np.float32)[:, None])  # wraps
+    assert rb.read()[:, 0].tolist() == [4, 5, 6, 7, 8, 9, 10, 11]
+    rb.write(np.arange(100, 125, dtype=np.float32)[:, None])  # more than the capacity: the oldest are lost
+    out = rb.read()[:, 0]
+    assert out.tolist() == list(range(115, 125))
+    assert rb.overruns == 1 and rb.frames_lost == 15
+    assert rb.read().shape == (0, 1)
+
+
+def test_windower_hops_across_pushes():
+    w = Windower(window_seconds=1.0, hop_seconds=0.5, sample_rate=10, channels=1)
+    x = np.arange(25, dtype=np.float32)[:, None]
+    got = w.push(x[:7]) + w.push(x[7:18]) + w.push(x[18:])
+    assert [int(win[0, 0]) for win, _ in got] == [0, 5, 10, 15]
+    assert [end for _, end in got] == [10, 15, 20, 25]
+
+
+def test_detector_k_of_n_and_hysteresis():
+    d = Detector(threshold=1.0, raise_after=3, of_last=5, clear_after=2, update_seconds=1e9)
+    seq = [0, 2, 0, 2, 0, 0, 2, 2, 0, 2, 0.5, 3, 0, 0]
+    events = [(i, e.kind) for i, s in enumerate(seq) if (e := d.update(s, float(i))) is not None]
+    # above at 1, 3, 6, 7: window 7 is the first whose last five (3..7) hold three above
+    assert events[0] == (7, "start")
+    assert events[1] == (13, "end")
+    assert d.state == "normal"
+
+
+def test_detector_update_events_and_forced_end():
+    d = Detector(threshold=0.5, raise_after=1, of_last=1, clear_after=3, update_seconds=10)
+    assert d.update(1.0, 0.0).kind == "start"
+    assert d.update(0.9, 5.0) is None
+    u = d.update(2.0, 11.0)
+    assert u.kind == "update" and u.peak_score == 2.0
+    e = d.end(12.0, 0.1, "end of recording")
+    assert e.kind == "end" and e.reason == "end of recording" and e.alarm_id == u.alarm_id
+    assert d.end(13.0, 0.1, "again") is None
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_knn_distance_matches_brute_force():
+    rng = np.random.default_rng(0)
+    q, e = _unit(rng.normal(size=(7, 16))), _unit(rng.normal(size=(50, 16)))
+    brute = np.array([[1 - qi @ ej for ej in e] for qi in q])
+    np.testing.assert_allclose(knn_distance(q, e, 1), brute.min(1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(knn_distance(q, e, 3), np.sort(brute, 1)[:, :3].mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_domain_normalisation_takes_the_smaller_z():
+    z = combine_domains({"source": np.array([0.2, 0.5]), "target": np.array([0.4, 0.4])}, {"source": (0.2, 0.1), "target": (0.5, 0.1)})
+    np.testing.assert_allclose(z, [-1.0, -1.0])
+
+
+def test_bank_round_trip_and_model_check(tmp_path):
+    rng = np.random.default_rng(1)
+    b = MemoryBank(_unit(rng.normal(size=(5, 8))), np.array(["source"] * 3 + ["target"] * 2), np.array(["centre"] * 3 + ["sample"] * 2),
+                   "a" * 64, "m", "1", threshold=0.3, meta={"version": 2},
+                   enrolled={"source": (_unit(rng.normal(size=(4, 8))), np.array(["c1", "c1", "c2", "c2"]))})
+    p = tmp_path / "machines" / "fan01" / "bank.npz"
+    b.save(p)
+    assert not [f for f in p.parent.iterdir() if f.name.startswith(".bank-")]  # no temp files left
+    r = MemoryBank.load(p)
+    np.testing.assert_array_equal(r.embeddings, b.embeddings)
+    assert r.threshold == 0.3 and r.version == 2 and r.counts()["target_sample"] == 2
+    assert r.enrolled["source"][1].tolist() == ["c1", "c1", "c2", "c2"]
+    r.check_model("a" * 64)
+    with pytest.raises(BankError, match="recalibrate"):
+        r.check_model("b" * 64)
+    p.write_bytes(b"not a zip")
+    with pytest.raises(BankError, match="unreadable"):
+        MemoryBank.load(p)
