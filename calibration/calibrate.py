@@ -159,8 +159,15 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
     return np.concatenate(chunks)
 
 
+def _machine_arg(name: str) -> str:
+    try:
+        return check_machine_id(name)
+    except ValueError as e:
+        raise CalibrationError(f"--machine: {e}") from None
+
+
 def calibrate_command(a) -> int:
-    check_machine_id(a.machine)
+    _machine_arg(a.machine)
     if a.seconds is None and not a.from_paths:
         raise CalibrationError("say where the normal sound comes from: --seconds N (record from the configured input) or --from PATH...")
     cfg, bundle, state_dir = resolve_setup(a)
@@ -262,7 +269,7 @@ def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Pat
 
 
 def show_bank(a) -> int:
-    check_machine_id(a.machine)
+    _machine_arg(a.machine)
     cfg = load_config(a.config) if a.config else None
     from edge_agent.config import default_state_dir
 

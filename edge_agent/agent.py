@@ -131,11 +131,17 @@ class Agent:
             except Exception:  # noqa: BLE001 - one broken sink must not stop detection
                 log.exception("sink %s failed on a %s event", type(s).__name__, kind)
 
-    def publish_state(self, s: MachineStream, reason: str = "") -> None:
+    def state_of(self, s: MachineStream, reason: str = "") -> dict:
         b = s.bank
-        self._emit("state", s.machine, events.state_payload(
-            s.machine, s.state, time.time(), s.last_score, b.threshold if b else None, self.model_info,
-            b.version if b else None, reason))
+        return events.state_payload(s.machine, s.state, s.clock(), s.last_score, b.threshold if b else None, self.model_info,
+                                    b.version if b else None, reason or s.no_audio_reason)
+
+    def publish_state(self, s: MachineStream, reason: str = "") -> None:
+        self._emit("state", s.machine, self.state_of(s, reason))
+
+    def current_states(self) -> list[tuple[str, dict]]:
+        """The retained state of every machine, as it is now (re-published on every MQTT connect)."""
+        return [(m, self.state_of(s)) for m, s in self.streams.items()]
 
     # -- main loop -------------------------------------------------------------------------
     def start(self) -> None:
@@ -243,7 +249,7 @@ class Agent:
         """End of recorded input: close open alarms so that offline runs get complete events."""
         for s in self.streams.values():
             if s.detector is not None:
-                d = s.detector.end(time.time(), s.last_score if s.last_score is not None else float("nan"), "end of recording")
+                d = s.detector.end(s.clock(), s.last_score if s.last_score is not None else float("nan"), "end of recording")
                 if d is not None:
                     b = s.bank
                     self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, b.threshold, self.model_info, b.version))

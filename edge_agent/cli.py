@@ -41,12 +41,18 @@ def _need_torch(command: str) -> None:
 def cmd_run(a) -> int:
     from .agent import Agent, ConsoleSink
     from .config import load_config
+    from .publisher import MQTTPublisher, OutboxOnlySink, open_outbox
 
     cfg = load_config(a.config)
-    sinks = [ConsoleSink(scores=a.scores)]
+    agent = Agent.from_config(cfg, [ConsoleSink(scores=a.scores)])
+    outbox = open_outbox(cfg)
     if cfg.mqtt is not None:
-        raise UsageError("mqtt: publishing to a broker is not in this version yet; remove the 'mqtt' key to run with console output")
-    agent = Agent.from_config(cfg, sinks)
+        pub = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
+        agent.sinks.append(pub)
+        pub.start()
+    else:
+        log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
+        agent.sinks.append(OutboxOnlySink(outbox))
     _install_signals(agent)
     return agent.run()
 
@@ -228,8 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="machine folder (e.g. dcase2023t2/valve) whose test normals must not be trained on (repeatable)")
     t.set_defaults(func=cmd_train)
 
-    x = sub.add_parser("export", help="checkpoint -> model bundle (ONNX + manifest), with a parity check")
-    x.add_argument("checkpoint", type=Path)
+    x = sub.add_parser("export", help="checkpoint(s) -> model bundle (ONNX + manifest), with a parity check",
+                       description="Export a training checkpoint to a bundle. Several checkpoints of one recipe (e.g. seeds) "
+                       "become one ensemble model whose embedding averages the members' cosine similarities.")
+    x.add_argument("checkpoint", type=Path, nargs="+")
     x.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     x.add_argument("--name", default=None)
     x.add_argument("--version", default=None)

@@ -176,9 +176,11 @@ class ReplaySource(AudioSource):
     def __init__(self, name: str, path: Path, realtime: bool = True, loop: bool = False, block_seconds: float = 0.1):
         super().__init__(name)
         self.path = Path(path)
+        if not self.path.exists():
+            raise AudioFileError(f"{self.path}: no such file or folder (machines.{name}.input.file)")
         self.files = list(iter_wavs([self.path]))
         if not self.files:
-            raise AudioFileError(f"{self.path}: no WAV files to replay")
+            raise AudioFileError(f"{self.path}: no WAV files to replay (machines.{name}.input.file)")
         self.realtime, self.loop, self.block_seconds = realtime, loop, block_seconds
         first, sr = self._first_readable()
         self.sample_rate, self.channels = sr, first.shape[1]

@@ -83,6 +83,7 @@ class MachineStream:
         self.set_bank(bank)
         self.windows_processed = 0
         self.last_score: Optional[float] = None
+        self.last_ts: Optional[float] = None
         self.last_level_dbfs: Optional[float] = None
         self.last_frames_at = time.monotonic()
         self.silent_since: Optional[float] = None
@@ -90,6 +91,17 @@ class MachineStream:
         self.no_audio_reason = ""
         self.started = time.monotonic()
         self.wall_start = time.time()
+
+    @property
+    def stream_clocked(self) -> bool:
+        """A replay faster than real time is stamped with stream time (its start + audio offset), so
+        that alarm timestamps and durations mean the same as they would live."""
+        return getattr(self.source, "realtime", True) is False
+
+    def clock(self) -> float:
+        if self.stream_clocked:
+            return self.last_ts or self.wall_start
+        return time.time()
 
     def set_bank(self, bank: Optional[MemoryBank]) -> None:
         self.bank = bank
@@ -131,9 +143,7 @@ class MachineStream:
                 self.silent_since = now
         out = []
         wall = time.time()
-        # A replay faster than real time is stamped with stream time (its start + audio offset) so
-        # that alarm timestamps and durations mean the same as they would live.
-        stream_clock = getattr(self.source, "realtime", True) is False
+        stream_clock = self.stream_clocked
         w = self._windower()
         for samples, end in w.push(frames):
             mono = prepare(samples, w.sample_rate, self.frontend.sample_rate, self.cfg.input.channel)
@@ -165,6 +175,6 @@ class MachineStream:
         return float(np.mean(self.bank.score(emb.reshape(-1, d))))
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:
-        self.last_score = score
+        self.last_score, self.last_ts = score, ts
         self.windows_processed += 1
         return self.detector.update(score, ts) if self.detector else None

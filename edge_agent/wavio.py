@@ -34,8 +34,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioFileError(f"{path}: no such file")
     try:
         sr, x = wavfile.read(path)
-    except (ValueError, EOFError, OSError) as e:
-        raise AudioFileError(f"{path}: not a readable WAV file ({e}); re-record or re-export it as PCM WAV") from None
+    except Exception as e:  # noqa: BLE001 - scipy raises many kinds (even UnboundLocalError) on a corrupt header
+        raise AudioFileError(f"{path}: not a readable WAV file ({type(e).__name__}: {e}); re-record or re-export it as PCM WAV") from None
     x = _to_float(x, path)
     if x.ndim == 1:
         x = x[:, None]

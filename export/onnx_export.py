@@ -39,6 +39,35 @@ def load_model(checkpoint: str | Path):
     return model, cfg, ck
 
 
+class Ensemble(torch.nn.Module):
+    """Several trained members of one recipe behind one front end. The embedding is the members'
+    L2-normalised embeddings concatenated and scaled by 1/sqrt(n), so it is unit length and its
+    cosine similarity is the mean of the members' similarities: k-NN on it averages the members."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.input_names = members[0].input_names
+        self.embedding_dim = sum(m.embedding_dim for m in members)
+
+    def forward(self, *inputs):
+        return torch.cat([m(*inputs) for m in self.members], dim=1) / len(self.members) ** 0.5
+
+
+def load_models(checkpoints: Sequence[str | Path]):
+    """One checkpoint -> its model; several -> an Ensemble (same recipe and front end required)."""
+    loaded = [load_model(c) for c in checkpoints]
+    if not loaded:
+        raise ValueError("no checkpoint given")
+    model, cfg, ck = loaded[0]
+    if len(loaded) == 1:
+        return model, cfg, ck, [ck]
+    for (_, c, k), path in zip(loaded[1:], checkpoints[1:]):
+        if k["recipe"] != ck["recipe"] or c.frontend() != cfg.frontend():
+            raise ValueError(f"{path}: ensemble members need the same recipe and front end as {checkpoints[0]}")
+    return Ensemble([m for m, _, _ in loaded]).eval(), cfg, ck, [k for _, _, k in loaded]
+
+
 def parity_windows(frontend, clips: Sequence[str | Path], max_windows: int = 8) -> np.ndarray:
     wins = []
     for p in iter_wavs(clips):
@@ -53,7 +82,7 @@ def parity_windows(frontend, clips: Sequence[str | Path], max_windows: int = 8) 
 
 
 def export_bundle(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     name: Optional[str] = None,
     version: Optional[str] = None,
@@ -61,7 +90,8 @@ def export_bundle(
     tolerance: float = 1e-4,
     log=print,
 ) -> dict:
-    model, cfg, ck = load_model(checkpoint)
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    model, cfg, ck, members = load_models(checkpoints)
     frontend = cfg.frontend()
     out_dir = Path(out_dir)
     clips = list(parity_clips) or [DEFAULT_PARITY_CLIPS]
@@ -107,6 +137,8 @@ def export_bundle(
                 "epochs": ck.get("epoch"),
                 "final_loss": (ck.get("loss_history") or [None])[-1],
                 "joint_classes": ck.get("joint_classes", []),
+                "ensemble": [{"seed": k.get("train_args", {}).get("seed"), "epochs": k.get("epoch"),
+                              "final_loss": (k.get("loss_history") or [None])[-1]} for k in members] if len(members) > 1 else None,
             },
             "parity_max_abs_diff": parity,
         })
@@ -123,6 +155,7 @@ def export_bundle(
 def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Sequence[str]) -> float:
     import onnxruntime as ort
 
+    model.eval()  # the exporter restores the module's previous mode; the reference must use running statistics
     with torch.no_grad():
         ref = model(*(torch.from_numpy(feats[n]) for n in names)).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

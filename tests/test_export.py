@@ -80,7 +80,7 @@ def test_default_bundle_ships_and_loads():
     b = Bundle.load("default")
     assert b.name == "default" and b.manifest["recipe"] == "dualbranch"
     assert "machines" in b.manifest["training"]["data"]
-    assert b.model_path.stat().st_size < 10 * 2**20
+    assert b.model_path.stat().st_size < 16 * 2**20  # four ensemble members of about 3 MB
 
 
 def test_unknown_model_name_is_explained():

@@ -9,11 +9,19 @@ import pytest
 
 from .conftest import DATA, DEMO, ROOT, shared
 
-BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
+# A meta-path finder that refuses torch: any import of it in the child process fails loudly.
+BLOCK_TORCH = (
+    "import sys\n"
+    "class _NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch is blocked: the runtime must not import it')\n"
+    "sys.meta_path.insert(0, _NoTorch())\n"
+)
 
 
 def cli(*args, block_torch=False, timeout=300, env=None):
-    code = (BLOCK_TORCH if block_torch else "") + "import sys; from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (BLOCK_TORCH if block_torch else "") + "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     e = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e)
 
@@ -54,7 +62,7 @@ def test_two_machines_and_an_uncalibrated_one_that_says_so(tmp_path, state):
         "fan01": {"file": eight / "fan_id_00_normal_00000000.wav", "realtime": "false", "channel": 3},
         "pump9": {"file": DATA / "valve" / "test", "realtime": "false"},
     })
-    r = cli("run", "--config", cfg, "-v", block_torch=True)
+    r = cli("run", "--config", cfg, block_torch=True)
     assert r.returncode == 0, r.stderr
     assert "pump9: state uncalibrated (no bank: run edge-agent calibrate)" in r.stdout
     assert "machine pump9 is UNCALIBRATED" in r.stderr
@@ -65,7 +73,7 @@ def test_run_without_machines_or_with_bad_config_exits_2(tmp_path, state):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("machines:\n  fan01:\n    input: {file: /nonexistent/x.wav}\n")
     r = cli("run", "--config", cfg)
-    assert r.returncode == 2 and "no WAV files" in r.stderr
+    assert r.returncode == 2 and "/nonexistent/x.wav: no such file or folder (machines.fan01.input.file)" in r.stderr
     cfg.write_text("machines:\n  fan01:\n    hop_second: 1\n")
     r = cli("run", "--config", cfg)
     assert r.returncode == 2 and "machines.fan01.hop_second: unknown key" in r.stderr

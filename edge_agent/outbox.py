@@ -1,0 +1,114 @@
+"""Durable outbox: every event is written here first and removed only after the broker's PUBACK.
+
+SQLite in WAL mode in the state directory, so events survive a broker outage, an agent restart and
+a SIGKILL. Rows are delivered oldest first (so per machine in order), at least once; consumers
+de-duplicate by ``event_id``. The outbox is bounded in rows and age; when it must drop, it drops
+score telemetry first, then state updates, and alarms last, and it counts and logs every drop.
+
+Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
+events written while no broker was configured are delivered once one is.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("edge_agent.outbox")
+
+KINDS = ("alarm", "state", "score")
+DROP_ORDER = ("score", "state", "alarm")  # what goes first when the outbox is full
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    machine: str
+    kind: str
+    payload: str  # JSON text
+    created: float
+
+    @property
+    def data(self) -> dict:
+        return json.loads(self.payload)
+
+
+class Outbox:
+    def __init__(self, path: Path, max_rows: int = 100_000, max_age_seconds: float = 7 * 86400):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_rows, self.max_age = max_rows, max_age_seconds
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, "
+            "kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id)")
+        self.dropped: dict[str, int] = {k: 0 for k in KINDS}
+        self.written = 0
+        self.delivered = 0
+
+    def journal_mode(self) -> str:
+        return self._db.execute("PRAGMA journal_mode").fetchone()[0]
+
+    def put(self, machine: str, kind: str, payload: dict) -> int:
+        if kind not in KINDS:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+        with self._lock:
+            cur = self._db.execute("INSERT INTO outbox (machine, kind, payload, created) VALUES (?, ?, ?, ?)",
+                                   (machine, kind, json.dumps(payload, separators=(",", ":")), time.time()))
+            self.written += 1
+            self._enforce_bounds()
+            return int(cur.lastrowid)
+
+    def _enforce_bounds(self) -> None:
+        cutoff = time.time() - self.max_age
+        for kind in DROP_ORDER:
+            n = self._db.execute("DELETE FROM outbox WHERE kind = ? AND created < ?", (kind, cutoff)).rowcount
+            if n:
+                self._count_drop(kind, n, f"older than {self.max_age / 86400:g} days")
+        total = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        for kind in DROP_ORDER:
+            if total <= self.max_rows:
+                break
+            excess = total - self.max_rows
+            n = self._db.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?)", (kind, excess)
+            ).rowcount
+            if n:
+                self._count_drop(kind, n, f"outbox full ({self.max_rows} rows)")
+                total -= n
+
+    def _count_drop(self, kind: str, n: int, why: str) -> None:
+        self.dropped[kind] += n
+        (log.error if kind == "alarm" else log.warning)("outbox: dropped %d oldest %s event(s): %s", n, kind, why)
+
+    def pending(self, after_id: int = 0, limit: int = 100) -> list[Row]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, machine, kind, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            ).fetchall()
+        return [Row(*r) for r in rows]
+
+    def ack(self, row_id: int) -> None:
+        with self._lock:
+            if self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,)).rowcount:
+                self.delivered += 1
+
+    def depth(self, kind: Optional[str] = None) -> int:
+        with self._lock:
+            if kind is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (kind,)).fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

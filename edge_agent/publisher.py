@@ -1,0 +1,304 @@
+"""MQTT publishing with paho-mqtt's 2.x API, through the durable outbox.
+
+Every alarm, state and score payload is first written to the outbox; a sender thread hands rows
+to paho oldest first while the broker is connected, and a row is deleted only when paho reports
+its PUBACK (QoS 1) — so a broker outage, a broker restart or a SIGKILL of the agent loses nothing:
+undelivered rows are sent after recovery, in order, at least once. paho itself re-sends the
+messages it holds after a reconnect; rows it never held are sent from the outbox.
+
+Topics (prefix default ``edge-agent``):
+  <prefix>/<node>/status            retained "online"; last will and clean stop: "offline"
+  <prefix>/<node>/<machine>/state   retained JSON state
+  <prefix>/<node>/<machine>/alarm   QoS ``mqtt.qos`` (1), not retained: start / update / end
+  <prefix>/<node>/<machine>/score   QoS 0, rate-limited telemetry
+plus Home Assistant discovery (one device per node, a binary_sensor and a score sensor per machine),
+re-sent on every connect and whenever Home Assistant announces itself on ``<discovery>/status``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import __version__
+from .config import Config, MQTTConfig
+from .errors import UserError
+from .outbox import Outbox
+
+log = logging.getLogger("edge_agent.mqtt")
+
+MAX_HANDED = 50  # rows handed to paho and not yet acknowledged
+
+
+class MQTTConfigError(UserError):
+    pass
+
+
+def read_password(cfg: MQTTConfig) -> Optional[str]:
+    """From ``password_file``, else systemd's ``$CREDENTIALS_DIRECTORY/mqtt_password``; never from YAML."""
+    path = None
+    if cfg.password_file is not None:
+        path = Path(cfg.password_file)
+    elif os.environ.get("CREDENTIALS_DIRECTORY"):
+        cand = Path(os.environ["CREDENTIALS_DIRECTORY"]) / "mqtt_password"
+        path = cand if cand.is_file() else None
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as e:
+        raise MQTTConfigError(f"mqtt.password_file {path}: cannot read it ({e.strerror})") from None
+
+
+class Topics:
+    def __init__(self, prefix: str, node: str, discovery_prefix: str = "homeassistant"):
+        self.prefix, self.node, self.discovery = prefix.rstrip("/"), node, discovery_prefix.rstrip("/")
+
+    @property
+    def status(self) -> str:
+        return f"{self.prefix}/{self.node}/status"
+
+    def machine(self, machine: str, kind: str) -> str:
+        return f"{self.prefix}/{self.node}/{machine}/{kind}"
+
+    def discovery_config(self, component: str, machine: str) -> str:
+        return f"{self.discovery}/{component}/{self.node}/{machine}/config"
+
+    @property
+    def ha_status(self) -> str:
+        return f"{self.discovery}/status"
+
+
+def discovery_payloads(topics: Topics, machine: str, model_name: str) -> dict[str, dict]:
+    """Home Assistant MQTT discovery configs for one machine: {topic: config}."""
+    node = topics.node
+    device = {
+        "identifiers": [f"edge_agent_{node}"],
+        "name": f"edge-agent {node}",
+        "manufacturer": "edge-agent",
+        "model": f"edge-agent ({model_name})",
+        "sw_version": __version__,
+    }
+    avail = {"availability_topic": topics.status, "payload_available": "online", "payload_not_available": "offline"}
+    return {
+        topics.discovery_config("binary_sensor", machine): {
+            "name": f"{machine} abnormal sound",
+            "unique_id": f"edge_agent_{node}_{machine}_problem",
+            "device_class": "problem",
+            "state_topic": topics.machine(machine, "state"),
+            "value_template": "{{ 'ON' if value_json.state == 'anomaly' else 'OFF' }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "json_attributes_topic": topics.machine(machine, "state"),
+            "qos": 1,
+            "device": device,
+            **avail,
+        },
+        topics.discovery_config("sensor", machine): {
+            "name": f"{machine} anomaly score",
+            "unique_id": f"edge_agent_{node}_{machine}_score",
+            "state_topic": topics.machine(machine, "score"),
+            "value_template": "{{ value_json.score }}",
+            "state_class": "measurement",
+            "json_attributes_topic": topics.machine(machine, "score"),
+            "device": device,
+            **avail,
+        },
+    }
+
+
+class MQTTPublisher:
+    """A sink for the agent: outbox first, then the broker."""
+
+    def __init__(self, cfg: Config, outbox: Outbox, machines: list[str], model_name: str = "",
+                 states: Optional[Callable[[], list[tuple[str, dict]]]] = None, client_factory=None):
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.cfg, self.mq = cfg, cfg.mqtt
+        self.outbox = outbox
+        self.machines = machines
+        self.model_name = model_name
+        self.states = states  # current retained state per machine, re-published on every connect
+        self.topics = Topics(self.mq.topic_prefix, cfg.node_id, self.mq.homeassistant.discovery_prefix)
+        self.connected = threading.Event()
+        self.connects = 0
+        self.reconnects = 0
+        self.last_error: Optional[str] = None
+        self._handed: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox row id, qos)
+        self._early_acks: set[int] = set()
+        self.telemetry_lost = 0  # QoS 0 score messages paho dropped at a disconnect
+        self._last_row = 0  # highest row id handed to paho in this process
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        factory = client_factory or mqtt.Client
+        self.client = factory(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{cfg.node_id}", clean_session=True)
+        c = self.client
+        c.on_connect, c.on_disconnect, c.on_publish, c.on_message = self._on_connect, self._on_disconnect, self._on_publish, self._on_message
+        c.reconnect_delay_set(1, 60)  # exponential back-off, 1 s to 60 s
+        c.max_inflight_messages_set(20)
+        c.will_set(self.topics.status, "offline", qos=1, retain=True)
+        if self.mq.username:
+            c.username_pw_set(self.mq.username, read_password(self.mq))
+        if self.mq.tls is not None:
+            t = self.mq.tls
+            for key in ("ca_file", "cert_file", "key_file"):
+                v = getattr(t, key)
+                if v is not None and not Path(v).is_file():
+                    raise MQTTConfigError(f"mqtt.tls.{key}: {v} does not exist")
+            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
+                      keyfile=str(t.key_file) if t.key_file else None)
+            if t.insecure:
+                c.tls_insecure_set(True)
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        log.info("MQTT: connecting to %s:%d as %s (TLS %s)", self.mq.host, self.mq.port, self.mq.username or "anonymous",
+                 "on" if self.mq.tls else "off")
+        self.client.connect_async(self.mq.host, self.mq.port, keepalive=self.mq.keepalive)
+        self.client.loop_start()
+        self._sender.start()
+
+    def close(self, deadline: float = 10.0) -> None:
+        """Flush the outbox within ``deadline`` seconds, publish 'offline' and disconnect."""
+        t_end = time.monotonic() + deadline
+        while self.connected.is_set() and time.monotonic() < t_end and self.outbox.depth() > 0:
+            self._wake.set()
+            time.sleep(0.05)
+        left = self.outbox.depth()
+        if left:
+            log.warning("MQTT: %d event(s) still in the outbox at stop; they will be sent after the next start", left)
+        self._stop.set()
+        self._wake.set()
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.status, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=max(0.5, t_end - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._sender.join(5)
+        self.outbox.close()
+
+    # -- sink interface ------------------------------------------------------------------------
+    def handle(self, kind: str, machine: str, payload: dict) -> None:
+        self.outbox.put(machine, kind, payload)
+        self._wake.set()
+
+    # -- paho callbacks (paho's network thread) --------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self.last_error = str(reason_code)
+            hint = " (check mqtt.username and the password file)" if "authori" in str(reason_code).lower() or "password" in str(reason_code).lower() else ""
+            log.error("MQTT: broker %s:%d refused the connection: %s%s; retrying", self.mq.host, self.mq.port, reason_code, hint)
+            return
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+        self.last_error = None
+        log.info("MQTT: connected to %s:%d", self.mq.host, self.mq.port)
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        if self.mq.homeassistant.enabled:
+            client.subscribe(self.topics.ha_status, qos=1)
+            self._publish_discovery()
+        for machine, payload in (self.states() if self.states else []):
+            client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
+        self.connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        # paho re-sends QoS 1 messages after a reconnect but drops QoS 0 ones: let their rows go.
+        with self._lock:
+            lost = [(mid, row) for mid, (row, qos) in self._handed.items() if qos == 0]
+            for mid, _ in lost:
+                del self._handed[mid]
+        for _, row in lost:
+            self.outbox.ack(row)
+        if lost:
+            self.telemetry_lost += len(lost)
+            log.info("MQTT: %d score telemetry message(s) lost with the connection", len(lost))
+        if was and not self._stop.is_set():
+            self.last_error = str(reason_code)
+            log.warning("MQTT: disconnected from %s:%d (%s); reconnecting with back-off", self.mq.host, self.mq.port, reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            entry = self._handed.pop(mid, None)
+            if entry is None:
+                self._early_acks.add(mid)  # acknowledged before the sender recorded the mid
+        if entry is not None:
+            self.outbox.ack(entry[0])
+            self._wake.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == self.topics.ha_status and msg.payload == b"online":
+            log.info("MQTT: Home Assistant came online; re-sending discovery")
+            self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        for machine in self.machines:
+            for topic, conf in discovery_payloads(self.topics, machine, self.model_name).items():
+                self.client.publish(topic, json.dumps(conf), qos=1, retain=True)
+
+    # -- sender thread ---------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self.connected.is_set():
+                continue
+            with self._lock:
+                room = MAX_HANDED - len(self._handed)
+            if room <= 0:
+                continue
+            for row in self.outbox.pending(after_id=self._last_row, limit=room):
+                topic = self.topics.machine(row.machine, row.kind)
+                qos = 0 if row.kind == "score" else self.mq.qos
+                retain = row.kind == "state"
+                # Never hold our lock across publish(): paho's thread holds its own locks while it
+                # calls on_publish, which takes ours.
+                info = self.client.publish(topic, row.payload, qos=qos, retain=retain)
+                with self._lock:
+                    acked = info.mid in self._early_acks
+                    self._early_acks.discard(info.mid)
+                    if not acked:
+                        self._handed[info.mid] = (row.id, qos)
+                if acked:
+                    self.outbox.ack(row.id)
+                self._last_row = row.id
+                if qos == 0 and info.rc != 0:
+                    break
+
+
+def make_publisher(cfg: Config, machines: list[str], model_name: str, states=None) -> Optional[MQTTPublisher]:
+    """The MQTT sink, or None without an ``mqtt`` section (events then stay in the outbox)."""
+    if cfg.mqtt is None:
+        return None
+    return MQTTPublisher(cfg, open_outbox(cfg), machines, model_name, states)
+
+
+def open_outbox(cfg: Config) -> Outbox:
+    return Outbox(cfg.resolved_state_dir() / "outbox.sqlite", cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
+
+
+class OutboxOnlySink:
+    """Without a broker: alarms and states are kept in the outbox, to be delivered once one is configured."""
+
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+
+    def handle(self, kind: str, machine: str, payload: dict) -> None:
+        if kind in ("alarm", "state"):
+            self.outbox.put(machine, kind, payload)
+
+    def close(self) -> None:
+        self.outbox.close()
