@@ -20,11 +20,13 @@ def _tone(path, freq, seconds, sr=16000, amp=0.4):
     return path
 
 
-def _drain(src, seconds):
-    got, t_end = [], time.monotonic() + seconds
-    while time.monotonic() < t_end:
+def _drain(src, seconds, timeout=15.0):
+    """Read ``seconds`` of audio (PulseAudio delivers in bursts, so count samples, not wall time)."""
+    got, n, t_end = [], 0, time.monotonic() + timeout
+    while n < seconds * src.sample_rate and time.monotonic() < t_end:
         src.ring.wait(0.1)
         got.append(src.ring.read())
+        n += len(got[-1])
     return np.concatenate(got)[:, 0]
 
 
