@@ -106,6 +106,10 @@ class Agent:
         self.on_ready: list[Callable[["Agent"], None]] = []
         self.on_tick: list[Callable[["Agent"], None]] = []
         self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
+        self.on_batch: list[Callable[[int, float], None]] = []  # (windows, seconds) after each engine batch
+        self.on_stop: list[Callable[["Agent"], None]] = []
+        self.reload_requested = threading.Event()
+        self.config_path: Optional[Path] = None
         self._last_status = time.monotonic()
         self._last_score_pub: dict[str, float] = {}
 
@@ -178,7 +182,10 @@ class Agent:
             batch = calibrated[i : i + MAX_BATCH]
             t = time.perf_counter()
             emb = self.engine.embed(self.frontend(np.stack([w.samples for w in batch])))
-            self.stats.record(len(batch), time.perf_counter() - t)
+            took = time.perf_counter() - t
+            self.stats.record(len(batch), took)
+            for cb in self.on_batch:
+                cb(len(batch), took)
             for w, e in zip(batch, emb):
                 self._decide(w, e)
             scored += len(batch)
@@ -233,17 +240,64 @@ class Agent:
         self.start()
         try:
             while not self.stop_event.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self.reload()
                 if self.step() == 0:
                     if self.done():
                         self._finish_replays()
                         break
                     self.stop_event.wait(0.02)
         finally:
+            for cb in self.on_stop:
+                cb(self)
             for s in self.streams.values():
                 s.source.stop()
+            try:
+                self.step()  # score the windows that were already captured
+            except Exception:  # noqa: BLE001 - stopping must go on
+                log.exception("scoring the last windows failed")
             for sink in self.sinks:
                 sink.close()
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP: re-read banks, and the config settings that can change without a restart
+        (hop, k, alarm rules, silence timeout). Other changes are named in a log line."""
+        from .config import load_config
+
+        state_dir = self.cfg.resolved_state_dir()
+        if self.config_path is not None:
+            try:
+                new = load_config(self.config_path)
+            except Exception as e:  # noqa: BLE001 - a bad edit must not stop a running agent
+                log.error("reload: keeping the running config: %s", e)
+                new = None
+            if new is not None:
+                for key in ("model", "engine", "mqtt", "metrics", "state_dir", "node_id"):
+                    if getattr(new, key) != getattr(self.cfg, key):
+                        log.warning("reload: '%s' changed; that needs a restart (systemctl restart edge-agent)", key)
+                if set(new.machines) != set(self.cfg.machines):
+                    log.warning("reload: machines were added or removed; that needs a restart")
+                for m, s in self.streams.items():
+                    if m in new.machines:
+                        mc = new.machines[m]
+                        if mc.input != s.cfg.input:
+                            log.warning("reload: machines.%s.input changed; that needs a restart", m)
+                        mc = mc.model_copy(update={"input": s.cfg.input})
+                        if mc.hop_seconds != s.cfg.hop_seconds:
+                            s.windower = None  # rebuilt with the new hop
+                        s.cfg = mc
+                        self.cfg.machines[m] = mc
+        for m, s in self.streams.items():
+            try:
+                bank = load_bank(state_dir, m, self.bundle)
+            except BankError as e:
+                log.error("reload: %s: keeping the running bank: %s", m, e)
+                continue
+            s.set_bank(bank)
+            log.info("reload: %s: %s", m, f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)")
+            self.publish_state(s, "reloaded")
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms so that offline runs get complete events."""

@@ -43,9 +43,13 @@ def cmd_run(a) -> int:
     from .config import load_config
     from .publisher import MQTTPublisher, OutboxOnlySink, open_outbox
 
+    from .health import Health, start_metrics
+
     cfg = load_config(a.config)
     agent = Agent.from_config(cfg, [ConsoleSink(scores=a.scores)])
+    agent.config_path = a.config
     outbox = open_outbox(cfg)
+    pub = None
     if cfg.mqtt is not None:
         pub = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
         agent.sinks.append(pub)
@@ -53,6 +57,12 @@ def cmd_run(a) -> int:
     else:
         log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
         agent.sinks.append(OutboxOnlySink(outbox))
+    Health(agent)
+    if cfg.metrics is not None:
+        try:
+            start_metrics(agent, cfg.metrics.listen, pub)
+        except OSError as e:
+            raise UsageError(f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})") from None
     _install_signals(agent)
     return agent.run()
 
@@ -62,8 +72,13 @@ def _install_signals(agent) -> None:
         log.info("received %s: stopping after the current windows", signal.Signals(signum).name)
         agent.stop()
 
+    def _reload(signum, _frame):
+        log.info("received SIGHUP: reloading banks and config")
+        agent.reload_requested.set()
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
 
 
 def cmd_demo(a) -> int:

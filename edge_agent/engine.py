@@ -76,7 +76,9 @@ class OnnxEngine:
         provider_opts = []
         for p in providers:
             if p == "TensorrtExecutionProvider":
-                cache = Path(cache_dir or bundle.path / "engines")
+                from .trt_engine import engine_cache_dir
+
+                cache = engine_cache_dir(bundle, cache_dir) / "onnxruntime-trt"
                 provider_opts.append({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
             else:
                 provider_opts.append({})

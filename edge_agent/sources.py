@@ -187,6 +187,8 @@ class ReplaySource(AudioSource):
         self.ring = RingBuffer(int(RING_SECONDS * sr), self.channels)
         self.stalled = threading.Event()  # tests: hold the stream without ending it
         self.current_file: Optional[Path] = None
+        # (file, wall time its first frames entered the ring buffer, stream offset in frames)
+        self.file_starts: list[tuple[Path, float, int]] = []
 
     def _first_readable(self):
         errors = []
@@ -219,6 +221,7 @@ class ReplaySource(AudioSource):
                 if x is None:
                     continue
                 self.current_file = f
+                self.file_starts.append((f, 0.0, sent))
                 log.debug("%s: replaying %s", self.name, f.name)
                 for s in range(0, len(x), block):
                     while self.stalled.is_set() and not self._stop.is_set():
@@ -234,6 +237,8 @@ class ReplaySource(AudioSource):
                     else:  # as fast as possible, but never overwrite what was not read yet
                         while self.ring.free() < len(chunk) and not self._stop.is_set():
                             self._stop.wait(0.005)
+                    if s == 0:
+                        self.file_starts[-1] = (f, time.time(), sent)
                     self.ring.write(chunk)
                     sent += len(chunk)
             if not self.loop:

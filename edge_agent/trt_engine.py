@@ -37,7 +37,12 @@ def cache_key(trt_version: str, gpu_name: str, precision: str) -> str:
 
 
 def engine_cache_dir(bundle: Bundle, cache_dir: Optional[Path] = None) -> Path:
-    """Engines live in ``cache_dir/<bundle name>-<model sha256 prefix>`` or ``<bundle>/engines``."""
+    """Engines live in ``cache_dir/<bundle name>-<model sha256 prefix>``; without ``cache_dir``, in
+    systemd's ``$CACHE_DIRECTORY`` (``CacheDirectory=``) when set, else in ``<bundle>/engines``."""
+    import os
+
+    if cache_dir is None and os.environ.get("CACHE_DIRECTORY"):
+        cache_dir = Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
     if cache_dir is not None:
         return Path(cache_dir) / f"{bundle.name}-{bundle.sha256[:12]}"
     return bundle.path / "engines"
