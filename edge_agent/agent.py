@@ -149,6 +149,8 @@ class Agent:
 
     # -- main loop -------------------------------------------------------------------------
     def start(self) -> None:
+        if hasattr(self.engine, "warm_up"):
+            log.info("engine warm-up: %.0f ms", 1e3 * self.engine.warm_up())
         for s in self.streams.values():
             if not s.calibrated:
                 log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. "

@@ -12,7 +12,6 @@ from math import gcd
 from typing import Any, Literal, Union
 
 import numpy as np
-from scipy.signal import resample_poly
 
 EPS = 1e-8
 
@@ -41,6 +40,10 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling along the last axis (scipy's resample_poly, anti-aliased)."""
     if sr_in == sr_out:
         return np.asarray(x, dtype=np.float32)
+    # Imported here: scipy.signal adds ~75 MB of RSS, and a device that delivers the model's rate
+    # (the capture source asks for it first) never needs it.
+    from scipy.signal import resample_poly
+
     g = gcd(int(sr_in), int(sr_out))
     return resample_poly(x, sr_out // g, sr_in // g, axis=-1).astype(np.float32)
 

@@ -50,8 +50,8 @@ class Health:
         agent.on_stop.append(self._stopping)
 
     def _ready(self, agent: Agent) -> None:
-        t = agent.engine.warm_up() if hasattr(agent.engine, "warm_up") else 0.0
-        log.info("ready: engine warmed up in %.0f ms, %d machine(s)", 1e3 * t, len(agent.streams))
+        # Agent.start has loaded the banks and warmed the engine up before calling us.
+        log.info("ready: %d machine(s)", len(agent.streams))
         self.notify.send("READY=1\nSTATUS=" + self.summary())
         self._last_check = time.monotonic()
         self._snapshot()

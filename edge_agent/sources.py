@@ -231,7 +231,8 @@ class ReplaySource(AudioSource):
                         return
                     chunk = x[s : s + block]
                     if self.realtime:
-                        delay = t0 + sent / self.sample_rate - time.monotonic()
+                        # Deliver a block when its last sample would have been recorded, as a device does.
+                        delay = t0 + (sent + len(chunk)) / self.sample_rate - time.monotonic()
                         if delay > 0:
                             self._stop.wait(delay)
                     else:  # as fast as possible, but never overwrite what was not read yet

@@ -91,6 +91,7 @@ class MachineStream:
         self.no_audio_reason = ""
         self.started = time.monotonic()
         self.wall_start = time.time()
+        self._overruns_logged = 0
 
     @property
     def stream_clocked(self) -> bool:
@@ -135,6 +136,11 @@ class MachineStream:
         """Read what the source delivered and return the windows that are complete."""
         now = time.monotonic() if now is None else now
         frames = self.source.ring.read()
+        lost = self.source.ring.overruns + self.source.input_overflows
+        if lost != self._overruns_logged:
+            log.warning("%s: audio overrun (%d so far, %d frames lost): the agent fell behind the input",
+                        self.machine, lost, self.source.ring.frames_lost)
+            self._overruns_logged = lost
         if len(frames):
             self.last_frames_at = now
             if np.any(frames):

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
 
 from .errors import UserError
 
@@ -29,6 +28,8 @@ class WavInfo:
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Return (samples as float32 in [-1, 1], shape (frames, channels)), sample_rate)."""
+    from scipy.io import wavfile  # imported here: live capture needs no WAV reader
+
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
@@ -68,6 +69,8 @@ def _to_float(x: np.ndarray, path: Path) -> np.ndarray:
 
 def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> None:
     """Write float audio in [-1, 1] as 16-bit PCM."""
+    from scipy.io import wavfile
+
     x = np.asarray(x, dtype=np.float32)
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
     wavfile.write(Path(path), int(sample_rate), pcm)

@@ -113,3 +113,18 @@ def test_live_calibration_through_the_null_sink(pulse, tmp_path):
     assert "recording fan01" in r.stderr and "dBFS" in r.stderr
     bank = MemoryBank.load(bank_path(st, "fan01"))
     assert bank.meta["enrolled_windows"]["source"] >= 5
+
+
+def test_per_domain_normalisation_uses_enrolment_statistics(tmp_path):
+    st = tmp_path / "st"
+    r = cli("calibrate", "--machine", "v", "--from", DATA / "valve" / "train", "--state-dir", st, "--no-plot",
+            "--normalise-domains", "--hop", "0.5", block_torch=True)
+    assert r.returncode == 0, r.stderr
+    bank = MemoryBank.load(bank_path(st, "v"))
+    assert bank.normalise_domains and set(bank.domain_stats) == {"source", "target"}
+    assert all(sd > 0 for _, sd in bank.domain_stats.values())
+    assert "domain normalisation  on" in r.stdout
+    # source-only enrolment cannot normalise per domain, and says so instead of failing
+    r = cli("calibrate", "--machine", "w", "--from", *sorted((DATA / "valve" / "train").glob("*source*")), "--state-dir", st,
+            "--no-plot", "--normalise-domains", "--hop", "0.5", block_torch=True)
+    assert r.returncode == 0 and "needs enrolment in both domains" in r.stdout

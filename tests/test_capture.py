@@ -151,3 +151,10 @@ def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
         agent.stop()
         th.join(10)
         tone.terminate()
+
+
+def test_devices_lists_the_pulse_input(pulse):
+    from .test_run_replay import cli
+
+    r = cli("devices", env=pulse.env)
+    assert r.returncode == 0 and "pulse" in r.stdout and "channels" in r.stdout
