@@ -239,6 +239,10 @@ def calibrate_command(a) -> int:
     for n in res.notes:
         print(f"note: {n}")
     print(summary_table(a.machine, res.bank, path, plot))
+    if res.expected_alarms_per_day > 1.0 and a.false_alarms_per_day is None:
+        print(f"warning: with this threshold about {res.expected_alarms_per_day:.0f} false alarms a day are expected on normal sound "
+              f"(the {100 * (policy.percentile or 0.9):g}th percentile is the DCASE convention, not an alarm budget); "
+              "for live monitoring recalibrate with e.g. --false-alarms-per-day 1")
     return 0
 
 

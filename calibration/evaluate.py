@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_agent.bank import MemoryBank
-from edge_agent.dataset import ClipLabel, index_dataset
+from edge_agent.dataset import ClipLabel, index_dataset, iter_wavs
 from edge_agent.embedding import embed_signal
 from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
@@ -114,11 +114,13 @@ def find_machine_dirs(data_dir: Path) -> list[Path]:
     data_dir = Path(data_dir)
     if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
         return [data_dir]
-    return sorted(p.parent for p in data_dir.rglob("train") if p.is_dir() and (p.parent / "test").is_dir())
+    from edge_agent.dataset import walk_dirs
+
+    return sorted(d for d, dirs, _ in walk_dirs(data_dir) if "train" in dirs and "test" in dirs)
 
 
 def count_clips(machine_dirs: Sequence[Path]) -> int:
-    return sum(1 for d in machine_dirs for p in d.rglob("*.wav") if p.parent.name in ("train", "test"))
+    return sum(1 for d in machine_dirs for p in iter_wavs([d / "train", d / "test"]))
 
 
 def evaluate(data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Path] = None, progress: bool = True,

@@ -141,11 +141,26 @@ class DatasetIndex:
         return "\n".join(lines)
 
 
+def walk_dirs(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
+    """os.walk that follows symlinked folders (datasets are often linked in) without looping."""
+    import os
+
+    seen: set[str] = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield Path(d), dirs, files
+
+
 def iter_wavs(paths: Iterable[str | Path]) -> Iterable[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from sorted(q for q in p.rglob("*") if q.suffix.lower() == ".wav" and q.is_file())
+            yield from sorted(d / f for d, _, files in walk_dirs(p) for f in files if f.lower().endswith(".wav"))
         else:
             yield p
 

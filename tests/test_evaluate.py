@@ -42,6 +42,7 @@ def test_section_scores_with_domains_and_decisions():
 
 def test_evaluate_end_to_end_on_real_clips(tmp_path):
     ds = tmp_path / "ds"
+    ds.mkdir()
     (ds / "valve").symlink_to(DATA / "valve")
     out = tmp_path / "out"
     r = cli("evaluate", ds, "--out", out, timeout=600)
