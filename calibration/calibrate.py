@@ -24,7 +24,7 @@ from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
 from edge_agent.wavio import AudioFileError, read_wav
 
-from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol
+from .enrol import Enrolment, ThresholdPolicy, enrol
 
 MIN_WINDOWS = 5
 SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input

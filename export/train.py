@@ -114,8 +114,8 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         raise ValueError(f"only {len(ts.items)} usable normal clips under {', '.join(args.data)}; training needs at least 2")
     summary = ts.summary()
     log.info("training data: %s", json.dumps(summary))
-    machine_of_joint = np.array([ts.machine_classes.index(j_machine) for j_machine in
-                                 [next(it.machine for it in ts.items if it.joint == j) for j in ts.joint_classes]])
+    machine_of = {it.joint: it.machine for it in ts.items}  # a joint class belongs to one machine type
+    machine_of_joint = np.array([ts.machine_classes.index(machine_of[j]) for j in ts.joint_classes])
     dim = model.embedding_dim
     head_joint = make_head(args.loss, dim, len(ts.joint_classes), args.sub_clusters)
     head_machine = make_head(args.loss, dim, len(ts.machine_classes), args.sub_clusters)

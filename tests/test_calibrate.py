@@ -3,7 +3,6 @@ another model, a target enrolment on top, and live calibration through the Pulse
 import re
 
 import numpy as np
-import pytest
 
 from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.frontend import resample

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.config import parse_config
 from edge_agent.sources import AudioDeviceError, CaptureSource, find_device
 from edge_agent.wavio import read_wav, write_wav

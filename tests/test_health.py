@@ -22,7 +22,7 @@ from edge_agent.health import Health, SystemdNotify, start_metrics
 
 from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
 from .conftest import DEMO, ROOT
-from .test_run_replay import cli
+from .test_run_replay import cli, spawn
 
 UNIT = ROOT / "systemd" / "edge-agent.service"
 
@@ -194,10 +194,8 @@ def test_sighup_reloads_the_bank_and_sigterm_stops_cleanly(broker, tmp_path):  #
                    f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}\n")
     ns = NotifySocket(tmp_path / "notify")
     sub = Subscriber(broker.port, "edge-agent/n1/status")
-    code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
-    p = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = spawn("run", "--config", cfg, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t_end = time.monotonic() + 60
         while time.monotonic() < t_end and "READY" not in ns.keys():

@@ -4,12 +4,10 @@ credentials, TLS with auth, and Home Assistant discovery."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from edge_agent.publisher import MQTTPublisher, Topics, discovery_payloads
 
 from .brokers import Subscriber, broker, secure_broker  # noqa: F401 - fixtures
 from .conftest import DEMO, ROOT
-from .test_run_replay import cli
+from .test_run_replay import cli, spawn
 
 MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
 
@@ -103,6 +101,14 @@ def test_real_anomalous_clips_reach_mosquitto_sub(broker, calibrated, tmp_path):
     assert Outbox(calibrated / "outbox.sqlite").depth() == 0
 
 
+def _state_with_banks_of(calibrated: Path, tmp_path: Path) -> Path:
+    """A fresh state directory (own outbox) that shares the calibrated machines' banks."""
+    state = tmp_path / "st"
+    state.mkdir()
+    (state / "machines").symlink_to(calibrated / "machines")
+    return state
+
+
 def _publisher(port, state: Path, **mqtt):
     cfg = parse_config({"node_id": "n1", "state_dir": str(state), "machines": {"m1": {}, "m2": {}},
                         "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt}})
@@ -150,13 +156,10 @@ def test_broker_restart_during_a_burst_loses_nothing_and_keeps_order(broker, tmp
 
 
 def test_outbox_survives_sigkill_and_is_delivered_after_restart(broker, calibrated, tmp_path):  # noqa: F811
-    state = tmp_path / "st"
-    state.mkdir()
-    (state / "machines").symlink_to(calibrated / "machines")
+    state = _state_with_banks_of(calibrated, tmp_path)
     broker.stop()  # the agent starts while the broker is down
     cfg = agent_config(tmp_path / "c.yaml", state, broker.port, DEMO / "replay", loop=True)
-    code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    agent = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    agent = spawn("run", "--config", cfg, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = state / "outbox.sqlite"
 
     def alarm_rows():
@@ -185,8 +188,7 @@ def test_outbox_survives_sigkill_and_is_delivered_after_restart(broker, calibrat
 def test_last_will_says_offline_when_the_agent_dies(broker, calibrated, tmp_path):  # noqa: F811
     sub = Subscriber(broker.port, "edge-agent/testnode/status")
     cfg = agent_config(tmp_path / "c.yaml", calibrated, broker.port, DEMO / "replay", loop=True, keepalive=5)
-    code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    agent = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    agent = spawn("run", "--config", cfg, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert sub.wait_for(lambda: b"online" in sub.on("status"), 60)
         agent.send_signal(signal.SIGKILL)
@@ -276,9 +278,7 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
 
 
 def test_without_a_broker_alarms_wait_in_the_outbox_until_one_is_configured(broker, calibrated, tmp_path):  # noqa: F811
-    state = tmp_path / "st"
-    state.mkdir()
-    (state / "machines").symlink_to(calibrated / "machines")
+    state = _state_with_banks_of(calibrated, tmp_path)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"node_id: testnode\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
                    f"    input: {{file: {DEMO / 'replay'}, realtime: false}}\n")

@@ -26,6 +26,12 @@ def cli(*args, block_torch=False, timeout=300, env=None):
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e)
 
 
+def spawn(*args, **popen):
+    """`edge-agent ARGS` as a background process (for signals and SIGKILL)."""
+    code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, **popen)
+
+
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     st = tmp_path_factory.mktemp("state")
@@ -35,7 +41,7 @@ def state(tmp_path_factory):
 
 
 def write_config(path, state, machines: dict) -> None:
-    lines = [f"node_id: test-node", f"state_dir: {state}", "engine: cpu", "machines:"]
+    lines = ["node_id: test-node", f"state_dir: {state}", "engine: cpu", "machines:"]
     for name, inp in machines.items():
         lines.append(f"  {name}:")
         lines.append("    input: {" + ", ".join(f"{k}: {v}" for k, v in inp.items()) + "}")

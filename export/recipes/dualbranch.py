@@ -122,7 +122,6 @@ class SpectrumBranch(nn.Module):
 class SpectrogramBranch(nn.Module):
     def __init__(self, cfg: DualBranchConfig):
         super().__init__()
-        n_freq = cfg.n_fft // 2 + 1
         self.bn = nn.BatchNorm2d(1)
         self.stem = nn.Sequential(nn.Conv2d(1, cfg.stem_channels, 7, stride=2, padding=3, bias=False), nn.MaxPool2d(3, stride=2, padding=1))
         blocks, cin = [], cfg.stem_channels
@@ -132,7 +131,6 @@ class SpectrogramBranch(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.out_bn = nn.BatchNorm2d(cin)
         self.fc = nn.Linear(cin, cfg.branch_dim)
-        del n_freq
 
     def forward(self, spec):  # (B, T, F), temporal mean already removed by the front end
         x = self.bn(spec[:, None])
