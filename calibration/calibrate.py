@@ -93,11 +93,18 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
         if not c.ok:
             skipped.append((f, c.reason))
             continue
-        e = embed_signal(engine, fe, c.audio, hop_samples)
+        e = split_embeddings(engine, embed_signal(engine, fe, c.audio, hop_samples))
         per_domain.setdefault(c.domain, ([], []))
         per_domain[c.domain][0].append(e)
         per_domain[c.domain][1].extend([str(f)] * len(e))
     return per_domain, skipped
+
+
+def split_embeddings(engine, emb):
+    """(windows, n * dim) -> (windows * n, dim): every embedding of a frame-sequence model is its
+    own bank entry (the paper's memory bank of context-window embeddings)."""
+    dim = engine.bundle.embedding_dim
+    return emb.reshape(-1, dim)
 
 
 def to_enrolments(per_domain: dict[str, tuple[list, list]]) -> dict[str, Enrolment]:
@@ -198,7 +205,7 @@ def calibrate_command(a) -> int:
             if float(np.abs(piece).max()) < SILENT_PEAK:
                 skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
                 continue
-            e = embed_signal(engine, fe, piece, hop_samples)
+            e = split_embeddings(engine, embed_signal(engine, fe, piece, hop_samples))
             embs.append(e)
             groups.extend([f"chunk{i}"] * len(e))
         if embs:

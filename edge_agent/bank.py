@@ -80,12 +80,21 @@ class MemoryBank:
         return out
 
     def score(self, emb: np.ndarray) -> np.ndarray:
-        """Anomaly score per embedding row (higher = more anomalous)."""
+        """Anomaly score per window (higher = more anomalous).
+
+        ``emb`` is (windows, n * dim): a model may give n embeddings per window (frame-sequence
+        models); each is scored against the bank and the window's score is their mean."""
         if self.embeddings.shape[0] == 0:
             raise BankError("the bank is empty; enrol normal sound with 'edge-agent calibrate'")
+        d = self.embeddings.shape[1]
+        if emb.shape[-1] % d:
+            raise BankError(f"embeddings of size {emb.shape[-1]} do not fit a bank of {d}-d entries; recalibrate")
+        rows = emb.reshape(-1, d)
         if not self.normalise_domains:
-            return knn_distance(emb, self.embeddings, self.k)
-        return combine_domains(self.domain_distances(emb), self.domain_stats)
+            s = knn_distance(rows, self.embeddings, self.k)
+        else:
+            s = combine_domains(self.domain_distances(rows), self.domain_stats)
+        return s.reshape(emb.shape[0], -1).mean(axis=1)
 
     def check_model(self, sha256: str, where: str = "") -> None:
         if self.model_sha256 != sha256:

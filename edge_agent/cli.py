@@ -122,14 +122,24 @@ def cmd_train(a) -> int:
     _need_torch("train")
     from export.train import TrainArgs, train
 
+    import json
+
+    try:
+        recipe_config = json.loads(a.recipe_config) if a.recipe_config else {}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--recipe-config is not valid JSON: {e}") from None
+    if a.window_seconds:
+        recipe_config["window_seconds"] = a.window_seconds
     args = TrainArgs(data=[str(d) for d in a.data], out=str(a.out), recipe=a.recipe, epochs=a.epochs, batch_size=a.batch_size,
-                     lr=a.lr, seed=a.seed, loss=a.loss, mixup_alpha=0.0 if a.no_mixup else 0.5, use_smote=not a.no_smote,
-                     time_warp=0.0 if a.no_time_warp else 0.1, exclude_test_of=a.exclude_test_of or [],
-                     recipe_config={"window_seconds": a.window_seconds} if a.window_seconds else {})
+                     lr=a.lr, seed=a.seed, loss=a.loss or "", mixup_alpha=0.0 if a.no_mixup else 0.5, use_smote=not a.no_smote,
+                     time_warp=0.0 if a.no_time_warp else 0.1, exclude_test_of=a.exclude_test_of or [], recipe_config=recipe_config)
     for d in a.data:
         if not Path(d).is_dir():
             raise UsageError(f"--data {d}: no such directory (a dataset in the DCASE layout <machine>/train/*.wav)")
-    r = train(args)
+    try:
+        r = train(args)
+    except TypeError as e:  # an unknown key in --recipe-config
+        raise UsageError(f"--recipe-config: {e}") from None
     d = r["data"]
     print(f"trained {a.recipe} for {r['epochs']} epochs in {r['seconds']:.0f} s on {d['clips']} clips ({d['seconds']:.0f} s of audio, "
           f"{d['joint_classes']} joint classes, {len(d['machine_classes'])} machine types, {d['skipped']} files skipped); "
@@ -233,14 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")
-    t.add_argument("--recipe", default="dualbranch", help="recipe name (dualbranch)")
+    t.add_argument("--recipe", default="dualbranch", choices=["dualbranch", "stgram", "sepstgram", "framevit"],
+                   help="recipe (docs/model.md): dualbranch (default), stgram, sepstgram, framevit")
     t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
     t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--loss", default="subcluster-adacos", choices=["subcluster-adacos", "adacos", "arcface"])
+    t.add_argument("--loss", default=None, choices=["subcluster-adacos", "adacos", "arcface", "softmax"],
+                   help="default: the recipe's (sub-cluster AdaCos for dualbranch, cross-entropy for stgram/sepstgram, ArcFace for framevit)")
+    t.add_argument("--recipe-config", default=None, metavar="JSON",
+                   help='recipe settings, e.g. \'{"layers": 4, "hidden": 192, "mlp": 768, "heads": 4}\' for a small framevit')
     t.add_argument("--window-seconds", type=float, default=None, help="window length (default: the recipe's)")
     t.add_argument("--no-mixup", action="store_true")
     t.add_argument("--no-smote", action="store_true")

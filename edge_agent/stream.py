@@ -177,8 +177,7 @@ class MachineStream:
     def score(self, emb: np.ndarray) -> float:
         """Score of one window's embedding row(s): per-embedding k-NN, averaged (several embeddings
         per window for models that declare it)."""
-        d = self.bank.embeddings.shape[1]
-        return float(np.mean(self.bank.score(emb.reshape(-1, d))))
+        return float(self.bank.score(emb.reshape(1, -1))[0])
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:
         self.last_score, self.last_ts = score, ts

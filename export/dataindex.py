@@ -33,6 +33,20 @@ class TrainSet:
     machine_classes: list[str]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
+    @property
+    def section_classes(self) -> list[str]:
+        return sorted({self.section_of(it) for it in self.items})
+
+    @staticmethod
+    def section_of(it: "TrainItem") -> str:
+        return f"{it.label.group}|{it.label.section}"
+
+    def classes(self, target: str) -> list[str]:
+        return {"joint": self.joint_classes, "machine": self.machine_classes, "section": self.section_classes}[target]
+
+    def class_of(self, it: "TrainItem", target: str) -> str:
+        return {"joint": it.joint, "machine": it.machine, "section": self.section_of(it)}[target]
+
     def joint_ids(self) -> np.ndarray:
         m = {c: i for i, c in enumerate(self.joint_classes)}
         return np.array([m[it.joint] for it in self.items], dtype=np.int64)

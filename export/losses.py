@@ -96,14 +96,30 @@ class AdaCos(nn.Module):
         return -(target_p * lp).sum(dim=1).mean()
 
 
+class SoftmaxHead(nn.Module):
+    """A plain linear classifier with cross-entropy (the STgram papers' training target)."""
+
+    def __init__(self, dim: int, n_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, n_classes)
+
+    def logits(self, emb: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc(emb)
+
+    def forward(self, emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return _soft_ce(self.fc(emb), target)
+
+
 def make_head(kind: str, dim: int, n_classes: int, sub_clusters: int = 16) -> nn.Module:
+    if kind == "softmax":
+        return SoftmaxHead(dim, n_classes)
     if kind == "arcface":
         return ArcFace(dim, n_classes)
     if kind == "adacos":
         return AdaCos(dim, n_classes, 1)
     if kind == "subcluster-adacos":
         return AdaCos(dim, n_classes, sub_clusters)
-    raise ValueError(f"unknown loss {kind!r}: use arcface, adacos or subcluster-adacos")
+    raise ValueError(f"unknown loss {kind!r}: use arcface, adacos, subcluster-adacos or softmax")
 
 
 LOSSES = ("subcluster-adacos", "adacos", "arcface")

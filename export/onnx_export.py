@@ -62,6 +62,8 @@ def load_models(checkpoints: Sequence[str | Path]):
     model, cfg, ck = loaded[0]
     if len(loaded) == 1:
         return model, cfg, ck, [ck]
+    if getattr(model, "embeddings_per_window", 1) > 1:
+        raise ValueError("ensembles of models with several embeddings per window are not supported")
     for (_, c, k), path in zip(loaded[1:], checkpoints[1:]):
         if k["recipe"] != ck["recipe"] or c.frontend() != cfg.frontend():
             raise ValueError(f"{path}: ensemble members need the same recipe and front end as {checkpoints[0]}")
@@ -116,6 +118,7 @@ def export_bundle(
         if not parity <= tolerance:
             raise ParityError(f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written")
         shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
+        per_window = int(getattr(model, "embeddings_per_window", 1))
         manifest = write_manifest(tmp, {
             "name": name or Path(out_dir).name,
             "version": version or _dt.date.today().isoformat(),
@@ -128,15 +131,19 @@ def export_bundle(
             "window_seconds": frontend.window_seconds,
             "frontend": frontend.to_dict(),
             "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
-            "outputs": [{"name": "embedding", "shape": [-1, model.embedding_dim], "dtype": "float32"}],
+            "outputs": [{"name": "embedding", "shape": [-1, per_window, model.embedding_dim] if per_window > 1 else [-1, model.embedding_dim],
+                         "dtype": "float32"}],
             "embedding_dim": model.embedding_dim,
-            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": 1},
+            # k-NN per embedding; a window's score is the mean over its embeddings
+            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window},
             "training": {
                 "data": ck.get("data_summary", {}),
                 "args": ck.get("train_args", {}),
                 "epochs": ck.get("epoch"),
                 "final_loss": (ck.get("loss_history") or [None])[-1],
                 "joint_classes": ck.get("joint_classes", []),
+                "section_classes": ck.get("section_classes", []),
+                "loss": ck.get("loss"),
                 "ensemble": [{"seed": k.get("train_args", {}).get("seed"), "epochs": k.get("epoch"),
                               "final_loss": (k.get("loss_history") or [None])[-1]} for k in members] if len(members) > 1 else None,
             },

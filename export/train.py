@@ -39,7 +39,7 @@ class TrainArgs:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    loss: str = "subcluster-adacos"
+    loss: str = ""  # "" = the recipe's default (subcluster-adacos for dualbranch)
     sub_clusters: int = 16
     crops_per_clip: int = 1
     mixup_alpha: float = 0.5  # 0 disables mixup
@@ -114,12 +114,15 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         raise ValueError(f"only {len(ts.items)} usable normal clips under {', '.join(args.data)}; training needs at least 2")
     summary = ts.summary()
     log.info("training data: %s", json.dumps(summary))
-    machine_of = {it.joint: it.machine for it in ts.items}  # a joint class belongs to one machine type
-    machine_of_joint = np.array([ts.machine_classes.index(machine_of[j]) for j in ts.joint_classes])
     dim = model.embedding_dim
-    head_joint = make_head(args.loss, dim, len(ts.joint_classes), args.sub_clusters)
-    head_machine = make_head(args.loss, dim, len(ts.machine_classes), args.sub_clusters)
-    params = [p for m in (model, head_joint, head_machine) for p in m.parameters() if p.requires_grad]
+    targets = model.targets
+    loss_kind = args.loss or model.default_loss
+    # Every target class is a function of the joint class, so SMOTE balances joint classes and the
+    # other labels follow.
+    joint_item = {it.joint: it for it in ts.items}
+    target_of_joint = {t: np.array([ts.classes(t).index(ts.class_of(joint_item[j], t)) for j in ts.joint_classes]) for t in targets}
+    heads = {t: make_head(loss_kind, dim, len(ts.classes(t)), args.sub_clusters) for t in targets}
+    params = [p for m in (model, *heads.values()) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.epochs))
     out = Path(args.out)
@@ -130,25 +133,25 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         feats, joint, target = _epoch_features(ts, frontend, rng, args)
         if args.use_smote:
             feats, joint, _ = smote(feats, joint, target, int(rng.integers(1 << 31)))
-        machine = machine_of_joint[joint]
         order = rng.permutation(len(joint))
-        model.train(); head_joint.train(); head_machine.train()
+        model.train()
+        for h in heads.values():
+            h.train()
         losses = []
         for b in range(0, len(order), args.batch_size):
             idx = order[b : b + args.batch_size]
             if len(idx) < 2:
                 continue
             x = {k: torch.from_numpy(v[idx]) for k, v in feats.items()}
-            yj = torch.nn.functional.one_hot(torch.from_numpy(joint[idx]), len(ts.joint_classes)).float()
-            ym = torch.nn.functional.one_hot(torch.from_numpy(machine[idx]), len(ts.machine_classes)).float()
+            ys = {t: torch.nn.functional.one_hot(torch.from_numpy(target_of_joint[t][joint[idx]]), len(ts.classes(t))).float() for t in targets}
             if args.mixup_alpha > 0 and rng.random() < args.mixup_prob:
                 lam, perm = mixup_weights(rng, len(idx), args.mixup_alpha)
                 lam_t = torch.from_numpy(lam)
                 x = {k: v * lam_t.view(-1, *([1] * (v.dim() - 1))) + v[perm] * (1 - lam_t).view(-1, *([1] * (v.dim() - 1))) for k, v in x.items()}
-                yj = yj * lam_t[:, None] + yj[perm] * (1 - lam_t[:, None])
-                ym = ym * lam_t[:, None] + ym[perm] * (1 - lam_t[:, None])
+                ys = {t: y * lam_t[:, None] + y[perm] * (1 - lam_t[:, None]) for t, y in ys.items()}
             emb = model.raw_embedding(*(x[n] for n in model.input_names))
-            loss = head_joint(emb, yj) + head_machine(emb, ym)
+            reps = emb.shape[0] // len(idx)  # frame-sequence models give several embeddings per window
+            loss = sum(heads[t](emb, y.repeat_interleave(reps, dim=0) if reps > 1 else y) for t, y in ys.items())
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -164,6 +167,8 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
             "state_dict": model.state_dict(),
             "joint_classes": ts.joint_classes,
             "machine_classes": ts.machine_classes,
+            "section_classes": ts.section_classes,
+            "loss": loss_kind,
             "epoch": epoch + 1,
             "loss_history": history,
             "train_args": json.loads(json.dumps(asdict(args), default=str)),

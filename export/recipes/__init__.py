@@ -1,7 +1,12 @@
-"""Training recipes, selectable by name with ``edge-agent train --recipe NAME``."""
+"""Training recipes, selectable by name with ``edge-agent train --recipe NAME``.
+
+Every recipe's model takes the front end's features (``input_names``), returns L2-normalised
+embeddings, and declares what it is trained on (``targets``: joint class, machine type, section)
+and its default loss (``default_loss``).
+"""
 from __future__ import annotations
 
-RECIPES = ("dualbranch",)
+RECIPES = ("dualbranch", "stgram", "sepstgram", "framevit")
 
 
 def build_model(recipe: str, config: dict):
@@ -11,4 +16,14 @@ def build_model(recipe: str, config: dict):
 
         cfg = DualBranchConfig(**config)
         return DualBranchNet(cfg), cfg
+    if recipe in ("stgram", "sepstgram"):
+        from .stgram import STgramConfig, STgramNet
+
+        cfg = STgramConfig(**{**config, "variant": recipe})
+        return STgramNet(cfg), cfg
+    if recipe == "framevit":
+        from .framevit import FrameViT, FrameViTConfig
+
+        cfg = FrameViTConfig(**config)
+        return FrameViT(cfg), cfg
     raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")

@@ -143,6 +143,8 @@ class DualBranchNet(nn.Module):
     """Inputs are the front end's features; output is the L2-normalised 2 x 128 embedding."""
 
     input_names = ("spectrum", "spectrogram")
+    targets = ("joint", "machine")  # L = L_joint + L_machine
+    default_loss = "subcluster-adacos"
 
     def __init__(self, cfg: DualBranchConfig):
         super().__init__()
