@@ -18,13 +18,14 @@ from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.bundle import Bundle
 from edge_agent.config import Config, check_machine_id, load_config
 from edge_agent.dataset import LabelError, iter_wavs, parse_path
-from edge_agent.embedding import embed_signal
+from edge_agent.bank import classifier_score
+from edge_agent.embedding import infer_signal
 from edge_agent.engine import open_engine
 from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
 from edge_agent.wavio import AudioFileError, read_wav
 
-from .enrol import Enrolment, ThresholdPolicy, enrol
+from .enrol import Enrolment, ThresholdPolicy, enrol, use_classifier
 
 MIN_WINDOWS = 5
 SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input
@@ -72,9 +73,36 @@ def check_clip(path: Path, model_rate: int, window_seconds: float, channel="mix"
     return ClipCheck(path, True, domain=domain, audio=mono)
 
 
+def embed_piece(engine, fe, x: np.ndarray, hop_samples: int, class_index: Optional[int] = None):
+    """Embeddings of a signal's windows, one row per embedding, and (with a class) the classifier
+    score of each window."""
+    out = infer_signal(engine, fe, x, hop_samples)
+    e = split_embeddings(engine, out["embedding"])
+    if class_index is None:
+        return e, None
+    if "logits" not in out:
+        raise CalibrationError(f"--score classifier: model {engine.bundle.name} has no classifier output (use --score knn)")
+    return e, classifier_score(out["logits"], class_index)
+
+
+def resolve_class(bundle, name: Optional[str]) -> tuple[str, int]:
+    """The classifier class of a machine the model was trained on (``group|section``)."""
+    clf = bundle.manifest.get("classifier")
+    if not clf:
+        raise CalibrationError(f"--score classifier: model {bundle.name} has no classifier head (stgram/sepstgram bundles have one); use --score knn")
+    classes = clf["classes"]
+    if len(classes) < 2:
+        raise CalibrationError(f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is always 0; use --score knn")
+    if name not in classes:
+        raise CalibrationError(f"--class {name!r} is not one of the model's classes: {', '.join(classes)}")
+    return name, classes.index(name)
+
+
 def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Optional[str] = None, desc: str = "enrolling",
-                progress: bool = True) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
-    """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason)."""
+                progress: bool = True, class_index: Optional[int] = None, scores_out: Optional[list] = None
+                ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
+    """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
+    With ``class_index``, the classifier score of every window is appended to ``scores_out`` as (domain, score)."""
     from tqdm import tqdm
 
     files = list(iter_wavs(paths))
@@ -93,7 +121,9 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
         if not c.ok:
             skipped.append((f, c.reason))
             continue
-        e = split_embeddings(engine, embed_signal(engine, fe, c.audio, hop_samples))
+        e, sc = embed_piece(engine, fe, c.audio, hop_samples, class_index)
+        if sc is not None:
+            scores_out.extend((c.domain, float(v)) for v in sc)
         per_domain.setdefault(c.domain, ([], []))
         per_domain[c.domain][0].append(e)
         per_domain[c.domain][1].extend([str(f)] * len(e))
@@ -185,12 +215,15 @@ def calibrate_command(a) -> int:
     hop_samples = max(1, int(round(hop * fe.sample_rate)))
     per_domain: dict[str, tuple[list, list]] = {}
     skipped: list[tuple[Path, str]] = []
+    clf = resolve_class(bundle, a.class_name) if a.score == "classifier" else None
+    clf_scores: list[tuple[str, float]] = []
     if a.from_paths:
         for p in a.from_paths:
             if not p.exists():
                 raise CalibrationError(f"--from {p}: no such file or folder")
         channel = mc.input.channel if mc else "mix"
-        per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}")
+        per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}",
+                                          class_index=clf[1] if clf else None, scores_out=clf_scores)
     else:
         x = record_live(cfg, a.machine, a.seconds, fe.sample_rate)
         domain = a.domain or "source"
@@ -205,7 +238,9 @@ def calibrate_command(a) -> int:
             if float(np.abs(piece).max()) < SILENT_PEAK:
                 skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
                 continue
-            e = split_embeddings(engine, embed_signal(engine, fe, piece, hop_samples))
+            e, sc = embed_piece(engine, fe, piece, hop_samples, clf[1] if clf else None)
+            if sc is not None:
+                clf_scores.extend((domain, float(v)) for v in sc)
             embs.append(e)
             groups.extend([f"chunk{i}"] * len(e))
         if embs:
@@ -236,6 +271,13 @@ def calibrate_command(a) -> int:
                     normalise_domains=a.normalise_domains, policy=policy, model_name=bundle.name, model_version=bundle.version)
     except ValueError as e:
         raise CalibrationError(str(e)) from None
+    if clf is not None:
+        if existing is not None and not a.replace:
+            res.notes.append("the classifier threshold is fitted on this enrolment's windows only")
+        try:
+            use_classifier(res, np.array([v for _, v in clf_scores]), np.array([d for d, _ in clf_scores]), clf[0], clf[1], policy)
+        except ValueError as e:
+            raise CalibrationError(f"--score classifier: {e}") from None
     res.bank.meta["skipped_clips"] = len(skipped)
     res.bank.save(path)
     plot = None
@@ -268,6 +310,8 @@ def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Pat
         ("enrolled clips", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_clips", {}).items())),
         ("threshold", f"{bank.threshold:.5f} ({rule.get('rule')} {rule.get('value')})"),
         ("gamma fit", f"shape {fit.get('shape', float('nan')):.3f} loc {fit.get('loc', float('nan')):.4f} scale {fit.get('scale', float('nan')):.4f}"),
+        ("score", "classifier 1 - softmax[{}]".format(m["score"]["class"]) if m.get("score", {}).get("kind") == "classifier"
+                  else f"k-NN cosine distance (k={bank.k})"),
         ("domain normalisation", "on" if bank.normalise_domains else "off"),
         ("expected false alarms", f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day (hop {rule.get('hop_seconds')} s, "
                                   f"raise after {rule.get('raise_after')} of {rule.get('of_last')} windows)"),

@@ -49,6 +49,31 @@ class EnrolResult:
     notes: list[str] = field(default_factory=list)
 
 
+def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy):
+    """Gamma fit of normal scores, and the threshold the policy asks for: (fit, threshold, rule, alarms/day)."""
+    fit = fit_gamma(scores)
+    if policy.false_alarms_per_day is not None:
+        thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
+        rule = {"rule": "false_alarms_per_day", "value": policy.false_alarms_per_day}
+    else:
+        thr = threshold_from_percentile(fit, policy.percentile if policy.percentile is not None else 0.90)
+        rule = {"rule": "percentile", "value": policy.percentile}
+    return fit, float(thr), rule, alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
+
+
+def use_classifier(res: "EnrolResult", scores: np.ndarray, domains: np.ndarray, class_name: str, class_index: int,
+                   policy: ThresholdPolicy) -> None:
+    """Switch a fresh bank to the classifier score 1 - softmax(logits)[class]: the threshold is fitted
+    on the enrolled windows' classifier scores (no leave-one-out needed: the bank is not used)."""
+    fit, thr, rule, rate = pick_threshold(scores, policy)
+    b = res.bank
+    b.threshold = float(thr)
+    b.meta.update({"score": {"kind": "classifier", "class": class_name, "class_index": int(class_index)}, "fit": fit.to_dict(),
+                   "threshold_rule": {**rule, "hop_seconds": policy.hop_seconds, "raise_after": policy.raise_after, "of_last": policy.of_last},
+                   "expected_alarms_per_day": rate})
+    res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = scores, domains, fit, rate
+
+
 def kmeans_centres(emb: np.ndarray, n_centres: int, seed: int = 0) -> np.ndarray:
     """L2-normalised k-means centres (fewer when there are fewer distinct embeddings)."""
     from sklearn.cluster import KMeans
@@ -153,14 +178,7 @@ def enrol(
     else:
         loo = np.nanmin(np.stack([dists["source"], dists["target"]]), axis=0)
     loo = loo[np.isfinite(loo)]
-    fit = fit_gamma(loo)
-    if policy.false_alarms_per_day is not None:
-        thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
-        rule = {"rule": "false_alarms_per_day", "value": policy.false_alarms_per_day}
-    else:
-        thr = threshold_from_percentile(fit, policy.percentile if policy.percentile is not None else 0.90)
-        rule = {"rule": "percentile", "value": policy.percentile}
-    rate = alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
+    fit, thr, rule, rate = pick_threshold(loo, policy)
     version = (existing.version if existing is not None else 0) + 1
     bank = MemoryBank(
         embeddings=emb, domains=dom, kinds=kind, model_sha256=model_sha256, model_name=model_name,

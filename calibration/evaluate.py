@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset, iter_wavs
-from edge_agent.embedding import embed_signal
+from edge_agent.bank import classifier_score
+from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
 from edge_agent.wavio import read_wav
@@ -51,8 +52,11 @@ class ClipEmbedder:
         self.hop = max(1, int(round(hop_seconds * frontend.sample_rate)))
 
     def __call__(self, path: Path) -> np.ndarray:
+        return self.infer(path)["embedding"]
+
+    def infer(self, path: Path) -> dict[str, np.ndarray]:
         x, sr = read_wav(path)
-        return embed_signal(self.engine, self.frontend, prepare(x, sr, self.frontend.sample_rate, self.channel), self.hop)
+        return infer_signal(self.engine, self.frontend, prepare(x, sr, self.frontend.sample_rate, self.channel), self.hop)
 
 
 def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
@@ -74,12 +78,31 @@ def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, 
 
 
 def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
-    return float(np.mean(bank.score(embedder(path))))
+    """A clip's score as the runtime scores its windows (k-NN or the bank's classifier), averaged."""
+    out = embedder.infer(path)
+    clf = bank.meta.get("score")
+    if clf and clf.get("kind") == "classifier":
+        return float(np.mean(classifier_score(out["logits"], clf["class_index"])))
+    return float(np.mean(bank.score(out["embedding"])))
+
+
+def machine_class(model, machine_dir: Path, section: str) -> tuple[str, int]:
+    """The classifier class of a machine folder: the class whose group is a suffix of its path."""
+    from .calibrate import CalibrationError
+
+    clf = model.manifest.get("classifier")
+    if not clf:
+        raise CalibrationError(f"--score classifier: model {model.name} has no classifier head")
+    path = str(Path(machine_dir).resolve())
+    hits = [i for i, c in enumerate(clf["classes"]) if c.rsplit("|", 1)[1] == section and path.endswith("/" + c.rsplit("|", 1)[0])]
+    if len(hits) != 1:
+        raise CalibrationError(f"{machine_dir} section {section}: not a class the model was trained on (classes: {', '.join(clf['classes'])})")
+    return clf["classes"][hits[0]], hits[0]
 
 
 def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
                      normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(),
-                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None) -> MachineResult:
+                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None, score: str = "knn") -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:
         log.warning("skipped %s: %s", p, why)
@@ -91,6 +114,15 @@ def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres
         raise ValueError(f"{machine_dir}: no labelled clips in test/")
     result = enrol_from_clips(embedder, train, model, n_centres, k, normalise_domains, policy, progress)
     bank = result.bank
+    if score == "classifier":
+        from .enrol import use_classifier
+
+        sections = sorted({c.section for c in train})
+        if len(sections) != 1:
+            raise ValueError(f"{machine_dir}: --score classifier evaluates one section per machine folder, found {sections}")
+        name, idx = machine_class(model, machine_dir, sections[0])
+        sc = np.concatenate([classifier_score(embedder.infer(c.path)["logits"], idx) for c in train])
+        use_classifier(result, sc, np.array(["source"] * len(sc)), name, idx, policy)
     scores = []
     for c in test:
         scores.append(score_clip(embedder, bank, c.path))

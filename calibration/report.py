@@ -106,7 +106,7 @@ def evaluate_command(a) -> int:
     out = a.out or Path(f"evaluation-{bundle.name}")
     try:
         r = evaluate(a.data_dir, ClipEmbedder(engine, bundle.frontend, a.hop), bundle, out, progress=True,
-                     n_centres=a.centres, normalise_domains=a.normalise_domains)
+                     n_centres=a.centres, normalise_domains=a.normalise_domains, score=a.score)
     except ValueError as e:
         raise UserError(str(e)) from None
     sys.stdout.write(markdown_table(r["summary"]))

@@ -183,13 +183,14 @@ class Agent:
         for i in range(0, len(calibrated), MAX_BATCH):
             batch = calibrated[i : i + MAX_BATCH]
             t = time.perf_counter()
-            emb = self.engine.embed(self.frontend(np.stack([w.samples for w in batch])))
+            out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
+            emb, logits = out["embedding"], out.get("logits")
             took = time.perf_counter() - t
             self.stats.record(len(batch), took)
             for cb in self.on_batch:
                 cb(len(batch), took)
-            for w, e in zip(batch, emb):
-                self._decide(w, e)
+            for i, w in enumerate(batch):
+                self._decide(w, emb[i], None if logits is None else logits[i])
             scored += len(batch)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
@@ -210,9 +211,9 @@ class Agent:
             log.info("%s: audio is back", s.machine)
             self.publish_state(s, "audio is back")
 
-    def _decide(self, w: Window, emb: np.ndarray) -> None:
+    def _decide(self, w: Window, emb: np.ndarray, logits: Optional[np.ndarray] = None) -> None:
         s = w.stream
-        score = s.score(emb)
+        score = s.score(emb, logits)
         before = s.state
         d = s.decide(score, w.ts)
         b = s.bank

@@ -215,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
     c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
     c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")
+    c.add_argument("--score", choices=["knn", "classifier"], default="knn",
+                   help="knn (default: distance to the bank, works for any machine) or classifier: 1 - softmax(logits)[--class], "
+                   "for a machine the model was trained on (stgram/sepstgram bundles)")
+    c.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="with --score classifier: the machine's class in the model (group|section, listed in the manifest)")
     c.add_argument("--model", default=None, help="bundle name or directory (default: the config's model, or 'default')")
     c.add_argument("--state-dir", type=Path, default=None, help="state directory (default: the config's, else the standard rule)")
     c.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)")
@@ -240,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
     e.add_argument("--centres", type=int, default=16)
     e.add_argument("--normalise-domains", action="store_true")
+    e.add_argument("--score", choices=["knn", "classifier"], default="knn",
+                   help="classifier: 1 - softmax(logits)[the machine's class] for models with a classifier head trained on these machines")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")

@@ -16,3 +16,10 @@ def embed_windows(engine, frontend: Frontend, windows: np.ndarray, batch: int = 
 def embed_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> np.ndarray:
     """A mono signal at the model's rate -> one embedding per window (hop ``hop_samples``)."""
     return embed_windows(engine, frontend, frame_windows(x, frontend.window_samples, hop_samples), batch)
+
+
+def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> dict[str, np.ndarray]:
+    """Like embed_signal, but every output of the model (embedding, logits, ...) per window."""
+    w = frame_windows(x, frontend.window_samples, hop_samples)
+    outs = [engine.infer(frontend(w[i : i + batch])) for i in range(0, len(w), batch)]
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}

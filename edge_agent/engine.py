@@ -35,6 +35,8 @@ class Engine(Protocol):
 
     def embed(self, features: dict[str, np.ndarray]) -> np.ndarray: ...
 
+    def infer(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
 
 def choose_providers(kind: str, available: list[str]) -> list[str]:
     """Execution providers for an ``engine:`` setting, in priority order.
@@ -90,17 +92,26 @@ class OnnxEngine:
         if self.providers[0] != providers[0]:
             raise EngineError(f"asked for {providers[0]} but ONNX Runtime runs {self.providers[0]}; check the GPU drivers and onnxruntime-gpu")
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
         declared = [i["name"] for i in bundle.manifest["inputs"]]
         if sorted(self.input_names) != sorted(declared):
             raise EngineError(f"{bundle.model_path}: model inputs {self.input_names} differ from the manifest's {declared}; re-export the bundle")
         self._lock = threading.Lock()  # one run at a time keeps the thread pool from oversubscribing
         log.info("engine: ONNX Runtime %s with %s (%s)", ort.__version__, ", ".join(self.providers), bundle.name)
 
-    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    def infer(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """All outputs: ``embedding`` (batch, n * dim), L2-normalised per embedding, and any other
+        output the bundle declares (e.g. ``logits`` of a classifier head) as the model gives it."""
         feed = {n: np.ascontiguousarray(features[n], dtype=np.float32) for n in self.input_names}
         with self._lock:
-            out = self.session.run(None, feed)[0]
-        return l2_normalise(out.reshape(out.shape[0], -1, self.bundle.embedding_dim)).reshape(out.shape[0], -1)
+            outs = self.session.run(None, feed)
+        res = dict(zip(self.output_names, outs))
+        e = res["embedding"]
+        res["embedding"] = l2_normalise(e.reshape(e.shape[0], -1, self.bundle.embedding_dim)).reshape(e.shape[0], -1)
+        return res
+
+    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self.infer(features)["embedding"]
 
     def warm_up(self) -> float:
         """One inference on silence so that the first real window is not slow (and a broken

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .bank import MemoryBank
+from .bank import BankError, MemoryBank, classifier_score
 from .config import MachineConfig
 from .detector import Decision, Detector
 from .frontend import Frontend, prepare
@@ -174,9 +174,15 @@ class MachineStream:
             return f"digital silence for {now - self.silent_since:.0f} s (muted or disconnected microphone?)"
         return None
 
-    def score(self, emb: np.ndarray) -> float:
-        """Score of one window's embedding row(s): per-embedding k-NN, averaged (several embeddings
-        per window for models that declare it)."""
+    def score(self, emb: np.ndarray, logits: Optional[np.ndarray] = None) -> float:
+        """Score of one window: the bank's k-NN (per embedding, averaged for models with several
+        embeddings per window), or 1 - softmax(logits)[class] when the machine was calibrated with
+        the bundle's classifier (``calibrate --score classifier``)."""
+        clf = self.bank.meta.get("score")
+        if clf and clf.get("kind") == "classifier":
+            if logits is None:
+                raise BankError(f"the bank of {self.machine} scores with a classifier, but the model has none; recalibrate")
+            return float(classifier_score(logits[None], clf["class_index"])[0])
         return float(self.bank.score(emb.reshape(1, -1))[0])
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:

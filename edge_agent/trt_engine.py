@@ -122,7 +122,7 @@ class TensorRTEngine:
             self._buffers[name] = (nbytes, mem)
         return self._buffers[name][1]
 
-    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    def infer(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = next(iter(features.values())).shape[0]
         for n in self.inputs:
             x = np.ascontiguousarray(features[n], dtype=np.float32)
@@ -141,8 +141,12 @@ class TensorRTEngine:
         for n in self.outputs:
             self._cuda.memcpy_dtoh_async(host[n], self._buffers[n][1], self.stream)
         self.stream.synchronize()
-        out = np.array(host[self.outputs[0]]).reshape(batch, -1, self.bundle.embedding_dim)
-        return l2_normalise(out).reshape(batch, -1)
+        res = {n: np.array(host[n]) for n in self.outputs}
+        res["embedding"] = l2_normalise(res["embedding"].reshape(batch, -1, self.bundle.embedding_dim)).reshape(batch, -1)
+        return res
+
+    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        return self.infer(features)["embedding"]
 
     def warm_up(self) -> float:
         import time

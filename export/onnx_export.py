@@ -54,6 +54,33 @@ class Ensemble(torch.nn.Module):
         return torch.cat([m(*inputs) for m in self.members], dim=1) / len(self.members) ** 0.5
 
 
+class WithClassifier(torch.nn.Module):
+    """A model plus its section classifier head: outputs (embedding, logits). The runtime can then
+    score a machine the model was trained on by 1 - softmax(logits)[its class] (the STgram papers'
+    score) instead of, or next to, the k-NN."""
+
+    def __init__(self, model, head):
+        super().__init__()
+        self.model, self.head = model, head
+        self.input_names = model.input_names
+        self.embedding_dim = model.embedding_dim
+
+    def forward(self, *inputs):
+        raw = self.model.raw_embedding(*inputs)
+        return torch.nn.functional.normalize(raw, dim=1), self.head.logits(raw)
+
+
+def attach_classifier(model, ck: dict):
+    """WithClassifier for single-embedding models trained on section classes, else None."""
+    if getattr(model, "targets", ()) != ("section",) or getattr(model, "embeddings_per_window", 1) != 1 or "section" not in ck.get("heads", {}):
+        return None
+    from .losses import make_head
+
+    head = make_head(ck["loss"], model.embedding_dim, len(ck["section_classes"]))
+    head.load_state_dict(ck["heads"]["section"])
+    return WithClassifier(model, head).eval()
+
+
 def load_models(checkpoints: Sequence[str | Path]):
     """One checkpoint -> its model; several -> an Ensemble (same recipe and front end required)."""
     loaded = [load_model(c) for c in checkpoints]
@@ -94,6 +121,10 @@ def export_bundle(
 ) -> dict:
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     model, cfg, ck, members = load_models(checkpoints)
+    classifier = attach_classifier(model, ck) if len(checkpoints) == 1 else None
+    if classifier is not None:
+        model = classifier
+    outputs = ["embedding"] + (["logits"] if classifier is not None else [])
     frontend = cfg.frontend()
     out_dir = Path(out_dir)
     clips = list(parity_clips) or [DEFAULT_PARITY_CLIPS]
@@ -106,9 +137,9 @@ def export_bundle(
     try:
         onnx_path = tmp / "model.onnx"
         torch.onnx.export(
-            model, example, str(onnx_path), input_names=names, output_names=["embedding"],
+            model, example, str(onnx_path), input_names=names, output_names=outputs,
             opset_version=OPSET, dynamo=False,
-            dynamic_axes={**{n: {0: "batch"} for n in names}, "embedding": {0: "batch"}},
+            dynamic_axes={**{n: {0: "batch"} for n in names}, **{o: {0: "batch"} for o in outputs}},
         )
         import onnx
 
@@ -132,7 +163,10 @@ def export_bundle(
             "frontend": frontend.to_dict(),
             "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
             "outputs": [{"name": "embedding", "shape": [-1, per_window, model.embedding_dim] if per_window > 1 else [-1, model.embedding_dim],
-                         "dtype": "float32"}],
+                         "dtype": "float32"}] + ([{"name": "logits", "shape": [-1, len(ck["section_classes"])], "dtype": "float32"}]
+                                                 if classifier is not None else []),
+            # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
+            "classifier": {"output": "logits", "classes": ck["section_classes"]} if classifier is not None else None,
             "embedding_dim": model.embedding_dim,
             # k-NN per embedding; a window's score is the mean over its embeddings
             "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window},
@@ -164,7 +198,8 @@ def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Se
 
     model.eval()  # the exporter restores the module's previous mode; the reference must use running statistics
     with torch.no_grad():
-        ref = model(*(torch.from_numpy(feats[n]) for n in names)).numpy()
+        ref = model(*(torch.from_numpy(feats[n]) for n in names))
+    ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {n: feats[n] for n in names})[0]
-    return float(np.abs(ref - got).max())
+    got = sess.run(None, {n: feats[n] for n in names})
+    return max(float(np.abs(r - g).max()) for r, g in zip(ref, got))

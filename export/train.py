@@ -165,6 +165,7 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
             "recipe": args.recipe,
             "config": cfg.to_dict(),
             "state_dict": model.state_dict(),
+            "heads": {t: h.state_dict() for t, h in heads.items()},
             "joint_classes": ts.joint_classes,
             "machine_classes": ts.machine_classes,
             "section_classes": ts.section_classes,

@@ -29,11 +29,12 @@ def recipe_bundle(request, tmp_path_factory):
 
     recipe = request.param
     d = tmp_path_factory.mktemp(recipe)
-    train(TrainArgs(data=[str(DATA / "valve")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
+    # two machines (valve, and the demo's fan clips in a folder named enrol) so the classifier has two classes
+    train(TrainArgs(data=[str(DATA / "valve"), str(DEMO / "enrol")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
                     recipe_config=SMALL[recipe], exclude_test_of=[], include_test_normals=False), progress=False)
     ck = load_checkpoint(d / "m.ckpt")
     assert ck["loss"] == {"stgram": "softmax", "sepstgram": "softmax", "framevit": "arcface"}[recipe]
-    assert ck["section_classes"] == ["valve|00"] and np.isfinite(ck["loss_history"]).all()
+    assert ck["section_classes"] == ["enrol|id_00", "valve|00"] and np.isfinite(ck["loss_history"]).all()
     export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
     return recipe, d / "bundle"
 
@@ -92,3 +93,38 @@ def test_stgram_arcface_option_and_bad_variant(tmp_path):
     assert hasattr(model, "backbone_t") and hasattr(model, "backbone_s")
     with pytest.raises(ValueError, match="unknown recipe"):
         build_model("nope", {})
+
+
+def test_stgram_classifier_score_in_calibrate_run_and_evaluate(recipe_bundle, tmp_path):
+    recipe, path = recipe_bundle
+    b = Bundle.load(path)
+    if recipe == "framevit":
+        assert b.manifest["classifier"] is None  # several embeddings per window: k-NN only
+        r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", tmp_path,
+                "--score", "classifier", "--class", "valve|00")
+        assert r.returncode == 2 and "no classifier head" in r.stderr
+        return
+    assert b.manifest["classifier"]["classes"] == ["enrol|id_00", "valve|00"]
+    assert [o["name"] for o in b.manifest["outputs"]] == ["embedding", "logits"]
+    st = tmp_path / "st"
+    r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot",
+            "--score", "classifier", "--class", "nope|00")
+    assert r.returncode == 2 and "not one of the model's classes: enrol|id_00, valve|00" in r.stderr
+    r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot",
+            "--score", "classifier", "--class", "valve|00")
+    assert r.returncode == 0, r.stderr
+    bank = MemoryBank.load(bank_path(st, "m1"))
+    assert bank.meta["score"] == {"kind": "classifier", "class": "valve|00", "class_index": 1}
+    assert 0 <= bank.threshold <= 1 and "classifier 1 - softmax[valve|00]" in r.stdout
+    cfg = tmp_path / "c.yaml"
+    write_config(cfg, st, {"m1": {"file": DATA / "valve" / "test", "realtime": "false"}})
+    cfg.write_text(cfg.read_text().replace("engine: cpu", f"engine: cpu\nmodel: {path}"))
+    r = cli("run", "--config", cfg, "--scores")
+    assert r.returncode == 0, r.stderr
+    scores = [float(ln.split("score ")[1].split()[0]) for ln in r.stdout.splitlines() if ": score " in ln]
+    assert scores and all(0.0 <= s <= 1.0 for s in scores)
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    (ds / "valve").symlink_to(DATA / "valve")
+    r = cli("evaluate", ds, "--model", path, "--out", tmp_path / "ev", "--score", "classifier")
+    assert r.returncode == 0, r.stderr
