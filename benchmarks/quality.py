@@ -36,12 +36,12 @@ PUBLISHED = {
 MARK_BEGIN, MARK_END = "<!-- quality-table:begin -->", "<!-- quality-table:end -->"
 
 
-def score_bundle(bundle_dir, data: Path) -> dict:
+def score_bundle(bundle_dir, data: Path, score: str = "knn") -> dict:
     b = Bundle.load(bundle_dir)
     emb = ClipEmbedder(OnnxEngine(b, "cpu"), b.frontend, 1.0)
     out = {}
     for name, rel in BENCHMARKS.items():
-        r = evaluate(data / rel, emb, b, progress=False)["summary"]
+        r = evaluate(data / rel, emb, b, progress=False, score=score)["summary"]
         sec = next(iter(next(iter(r["machines"].values()))["sections"].values()))
         out[name] = {k: 100 * v for k, v in sec.items() if k.startswith(("auc", "pauc", "hmean"))}
     return out
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="seed checkpoints (reused when present)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "model.md")
+    p.add_argument("--bundle", action="append", default=[], metavar="LABEL=PATH",
+                   help="also score this bundle (k-NN, and its classifier when it has one), e.g. 'stgram, 1 seed=runs/recipes/stgram-seed0'")
     a = p.parse_args(argv)
     if len(a.seeds) < 3:
         p.error("use at least 3 seeds")
@@ -97,6 +99,13 @@ def main(argv=None) -> int:
     rows.append({"system": f"dualbranch, 2 s windows, single model ({len(a.seeds)} seeds, mean ± std)", "scores": agg, "per_seed": per_seed})
     rows.append({"system": "default model (ensemble of the seeds above)", "scores": score_bundle("default", a.data)})
     print(rows[-1], flush=True)
+    for spec in a.bundle:
+        label, _, path = spec.partition("=")
+        rows.append({"system": f"{label}, k-NN", "scores": score_bundle(path, a.data)})
+        print(rows[-1], flush=True)
+        if Bundle.load(path).manifest.get("classifier"):
+            rows.append({"system": f"{label}, classifier 1 - softmax", "scores": score_bundle(path, a.data, "classifier")})
+            print(rows[-1], flush=True)
 
     lines = ["| system | valve AUC source | valve AUC target | valve pAUC | **valve h-mean** | fan AUC | fan pAUC | **fan h-mean** |",
              "|---|---|---|---|---|---|---|---|"]

@@ -63,4 +63,4 @@ def test_subcluster_probabilities_sum_over_centres():
     lp = head.logits(_emb(5).detach())
     assert torch.allclose(lp.exp().sum(1), torch.ones(5), atol=1e-5)
     with pytest.raises(ValueError, match="unknown loss"):
-        make_head("softmax", 16, 3)
+        make_head("hinge", 16, 3)
