@@ -100,7 +100,6 @@ class CaptureSource(AudioSource):
         self.ring = RingBuffer(int(RING_SECONDS * sample_rate), 1)
         self.opened = threading.Event()
         self.reopen_count = 0
-        self._lost = threading.Event()
 
     def _negotiate(self, index: Optional[int]) -> tuple[int, int]:
         info = self._sd.query_devices(index, "input")
@@ -122,9 +121,6 @@ class CaptureSource(AudioSource):
             self.input_overflows += 1
         self.ring.write(indata)
 
-    def _finished(self) -> None:
-        self._lost.set()
-
     def _run(self) -> None:
         backoff = 1.0
         while not self._stop.is_set():
@@ -135,15 +131,16 @@ class CaptureSource(AudioSource):
                 if rate != self.sample_rate or channels != self.channels:
                     self.sample_rate, self.channels = rate, channels
                     self.ring = RingBuffer(int(RING_SECONDS * rate), channels)
-                self._lost.clear()
+                # No finished_callback: PortAudio would call it from its own thread while another
+                # thread closes the stream, which can deadlock on the GIL. Loss is found by polling.
                 stream = self.stream_factory(device=index, channels=channels, samplerate=rate, dtype="float32",
-                                             blocksize=self.blocksize, callback=self._callback, finished_callback=self._finished)
+                                             blocksize=self.blocksize, callback=self._callback)
                 stream.start()
                 self.error = None
                 self.opened.set()
                 log.info("%s: capturing from device %s at %d Hz, %d channel(s)", self.name, index if index is not None else "default", rate, channels)
                 backoff = 1.0
-                while not self._stop.is_set() and not self._lost.is_set():
+                while not self._stop.is_set():
                     if not stream.active:
                         raise AudioDeviceError("the input stream stopped")
                     self._stop.wait(0.2)
@@ -154,14 +151,12 @@ class CaptureSource(AudioSource):
                 self.opened.clear()
                 if stream is not None:
                     try:
+                        stream.abort(ignore_errors=True)  # stop the callback at once, without draining buffers
                         stream.close(ignore_errors=True)
                     except Exception:  # noqa: BLE001
                         pass
             if self._stop.is_set():
                 break
-            if self._lost.is_set() and self.error is None:
-                self.error = "the input device stopped delivering audio"
-                log.warning("%s: %s; reopening in %.0f s", self.name, self.error, backoff)
             self.reopen_count += 1
             self._stop.wait(backoff)
             backoff = min(self.max_backoff, backoff * 2)
