@@ -13,7 +13,7 @@ the network receives its outputs.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +21,11 @@ from torch import nn
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
+from .base import WindowedConfig
+
 
 @dataclass
-class DualBranchConfig:
+class DualBranchConfig(WindowedConfig):
     sample_rate: int = 16000
     window_seconds: float = 10.0
     n_fft: int = 1024
@@ -37,10 +39,6 @@ class DualBranchConfig:
     cbam: bool = True
     stft_compress: str = "none"  # "log" compresses the STFT magnitude before the temporal mean is removed
 
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.window_seconds * self.sample_rate))
-
     def frontend(self) -> Frontend:
         return Frontend(
             self.sample_rate,
@@ -50,9 +48,6 @@ class DualBranchConfig:
                 FeatureSpec("spectrogram", "stft", n_fft=self.n_fft, hop=self.hop, compress=self.stft_compress, mean_removed=True),
             ),
         )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ChannelAttention(nn.Module):

@@ -18,17 +18,19 @@ exports to plain ONNX operators.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_agent.frontend import FeatureSpec, Frontend, n_frames
+from edge_agent.frontend import FeatureSpec, Frontend
+
+from .base import WindowedConfig
 
 
 @dataclass
-class FrameViTConfig:
+class FrameViTConfig(WindowedConfig):
     sample_rate: int = 16000
     window_seconds: float = 4.0
     n_fft: int = 1024
@@ -43,14 +45,6 @@ class FrameViTConfig:
     dropout: float = 0.1
 
     @property
-    def window_samples(self) -> int:
-        return int(round(self.window_seconds * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        return n_frames(self.window_samples, self.n_fft, self.hop)
-
-    @property
     def n_context(self) -> int:
         if self.frames < self.context:
             raise ValueError(f"a {self.window_seconds} s window has {self.frames} frames, fewer than the context of {self.context}")
@@ -59,9 +53,6 @@ class FrameViTConfig:
     def frontend(self) -> Frontend:
         return Frontend(self.sample_rate, self.window_samples,
                         (FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class Block(nn.Module):

@@ -12,17 +12,19 @@ Anomalous Sounds for Machine Condition Monitoring").
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_agent.frontend import FeatureSpec, Frontend, n_frames
+from edge_agent.frontend import FeatureSpec, Frontend
+
+from .base import WindowedConfig
 
 
 @dataclass
-class STgramConfig:
+class STgramConfig(WindowedConfig):
     variant: str = "stgram"  # or "sepstgram"
     sample_rate: int = 16000
     window_seconds: float = 2.0
@@ -32,22 +34,11 @@ class STgramConfig:
     resnet_widths: list = field(default_factory=lambda: [64, 128, 256, 512])
     embedding_dim: int = 128
 
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.window_seconds * self.sample_rate))
-
-    @property
-    def frames(self) -> int:
-        return n_frames(self.window_samples, self.n_fft, self.hop)
-
     def frontend(self) -> Frontend:
         return Frontend(self.sample_rate, self.window_samples, (
             FeatureSpec("waveform", "waveform"),
             FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),
         ))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class BasicBlock(nn.Module):
