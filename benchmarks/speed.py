@@ -99,13 +99,10 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
 
 
 def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str]) -> Path:
-    from calibration.calibrate import embed_files, to_enrolments
-    from calibration.enrol import enrol
+    from calibration.calibrate import enrol_paths
     from edge_agent.bank import bank_path
 
-    eng = OnnxEngine(bundle, "cpu")
-    per, _ = embed_files(sorted((DEMO / "enrol").glob("*.wav")), eng, bundle.frontend, bundle.frontend.sample_rate, progress=False)
-    bank = enrol(bundle.sha256, **to_enrolments(per), model_name=bundle.name, model_version=bundle.version).bank
+    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), OnnxEngine(bundle, "cpu"), bundle.frontend.sample_rate)[0].bank
     for m in machines:
         bank.save(bank_path(tmp, m))
     return tmp

@@ -141,6 +141,18 @@ def to_enrolments(per_domain: dict[str, tuple[list, list]]) -> dict[str, Enrolme
     return {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
 
 
+def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool = False, **enrol_args):
+    """Vet, embed and enrol normal clips into a new bank, as ``calibrate --from`` does (used by
+    evaluate, the demo and the benchmarks). Returns (EnrolResult, skipped clips with reasons)."""
+    bundle = engine.bundle
+    per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress)
+    if not per_domain:
+        raise CalibrationError("no usable normal clips to enrol")
+    enr = to_enrolments(per_domain)
+    res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), model_name=bundle.name, model_version=bundle.version, **enrol_args)
+    return res, skipped
+
+
 def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
     cfg = None
     if a.config is not None or a.seconds is not None:

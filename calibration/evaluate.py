@@ -27,7 +27,7 @@ from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
 from edge_agent.wavio import read_wav
 
-from .enrol import EnrolResult, ThresholdPolicy, enrol
+from .enrol import EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
 
 log = logging.getLogger("edge_agent.evaluate")
@@ -62,19 +62,15 @@ class ClipEmbedder:
 def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
                      normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
-    from .calibrate import CalibrationError, embed_files, to_enrolments
+    from .calibrate import enrol_paths
 
-    per_domain, skipped = embed_files([c.path for c in clips], embedder.engine, embedder.frontend, embedder.hop,
-                                      embedder.channel, progress=False)
+    res, skipped = enrol_paths([c.path for c in clips], embedder.engine, embedder.hop, embedder.channel, n_centres=n_centres, k=k,
+                               normalise_domains=normalise_domains, policy=policy)
     for p, why in skipped:
         log.warning("not enrolled %s: %s", p, why)
     if progress:
         progress(len(clips))
-    if not per_domain:
-        raise CalibrationError("no usable normal clips to enrol")
-    enr = to_enrolments(per_domain)
-    return enrol(model.sha256, enr.get("source"), enr.get("target"), n_centres=n_centres, k=k,
-                 normalise_domains=normalise_domains, policy=policy, model_name=model.name, model_version=model.version)
+    return res
 
 
 def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol
 
@@ -85,13 +85,10 @@ def load_bank(state_dir: Path, machine: str, bundle: Bundle) -> Optional[MemoryB
 class Stats:
     windows: int = 0
     batches: int = 0
-    inference_seconds: list = field(default_factory=list)  # recent batch latencies
 
-    def record(self, n: int, seconds: float) -> None:
+    def record(self, n: int) -> None:
         self.windows += n
         self.batches += 1
-        self.inference_seconds.append(seconds)
-        del self.inference_seconds[:-1000]
 
 
 class Agent:
@@ -140,6 +137,9 @@ class Agent:
         return events.state_payload(s.machine, s.state, s.clock(), s.last_score, b.threshold if b else None, self.model_info,
                                     b.version if b else None, reason or s.no_audio_reason)
 
+    def _emit_alarm(self, s: MachineStream, d) -> None:
+        self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, s.bank.threshold, self.model_info, s.bank.version))
+
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
         self._emit("state", s.machine, self.state_of(s, reason))
 
@@ -186,11 +186,11 @@ class Agent:
             out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
             emb, logits = out["embedding"], out.get("logits")
             took = time.perf_counter() - t
-            self.stats.record(len(batch), took)
+            self.stats.record(len(batch))
             for cb in self.on_batch:
                 cb(len(batch), took)
-            for i, w in enumerate(batch):
-                self._decide(w, emb[i], None if logits is None else logits[i])
+            for j, w in enumerate(batch):
+                self._decide(w, emb[j], None if logits is None else logits[j])
             scored += len(batch)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
@@ -218,7 +218,7 @@ class Agent:
         d = s.decide(score, w.ts)
         b = s.bank
         if d is not None:
-            self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, b.threshold, self.model_info, b.version))
+            self._emit_alarm(s, d)
         for cb in self.on_window:
             cb(s, w, score, d)
         if s.state != before:
@@ -308,6 +308,5 @@ class Agent:
             if s.detector is not None:
                 d = s.detector.end(s.clock(), s.last_score if s.last_score is not None else float("nan"), "end of recording")
                 if d is not None:
-                    b = s.bank
-                    self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, b.threshold, self.model_info, b.version))
+                    self._emit_alarm(s, d)
                     self.publish_state(s)

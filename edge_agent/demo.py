@@ -29,8 +29,8 @@ def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
 
 
 def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
-    from calibration.calibrate import embed_files, to_enrolments
-    from calibration.enrol import ThresholdPolicy, enrol
+    from calibration.calibrate import enrol_paths
+    from calibration.enrol import ThresholdPolicy
 
     from .agent import Agent, ConsoleSink
     from .bank import bank_path
@@ -53,12 +53,10 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
             f"engine {', '.join(engine.providers)}")
         enrol_files = sorted((CLIPS / "enrol").glob("*.wav"))
         say(f"1) enrolling '{MACHINE}' from {len(enrol_files)} normal clips of a real fan (MIMII fan id_00) ...")
-        per_domain, skipped = embed_files(enrol_files, engine, fe, int(fe.sample_rate * 1.0), progress=False)
         a = cfg.machines[MACHINE].alarm
-        res = enrol(bundle.sha256, **{d: e for d, e in to_enrolments(per_domain).items()},
-                    policy=ThresholdPolicy(0.90, None, 1.0, a.raise_after, a.of_last), model_name=bundle.name, model_version=bundle.version)
+        res, _ = enrol_paths(enrol_files, engine, int(fe.sample_rate * 1.0), policy=ThresholdPolicy(0.90, None, 1.0, a.raise_after, a.of_last))
         res.bank.save(bank_path(Path(state), MACHINE))
-        say(f"   {sum(len(g) for _, g in per_domain.values())} windows, bank of {len(res.bank.embeddings)} entries, "
+        say(f"   {sum(res.bank.meta['enrolled_windows'].values())} windows, bank of {len(res.bank.embeddings)} entries, "
             f"threshold {res.bank.threshold:.4f} (gamma fit, 90th percentile); alarm after {a.raise_after} of {a.of_last} windows above it, "
             f"clear after {a.clear_after} below")
         segs = _segments(replay)

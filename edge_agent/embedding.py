@@ -7,19 +7,14 @@ import numpy as np
 from .frontend import Frontend, frame_windows
 
 
-def embed_windows(engine, frontend: Frontend, windows: np.ndarray, batch: int = 16) -> np.ndarray:
-    """(n, window_samples) -> (n, embeddings_per_window * dim) L2-normalised rows."""
-    out = [engine.embed(frontend(windows[i : i + batch])) for i in range(0, len(windows), batch)]
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def embed_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> np.ndarray:
-    """A mono signal at the model's rate -> one embedding per window (hop ``hop_samples``)."""
-    return embed_windows(engine, frontend, frame_windows(x, frontend.window_samples, hop_samples), batch)
-
-
 def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> dict[str, np.ndarray]:
-    """Like embed_signal, but every output of the model (embedding, logits, ...) per window."""
+    """A mono signal at the model's rate -> every output of the model (embedding, logits, ...) for
+    each window (hop ``hop_samples``); ``embedding`` rows are (embeddings_per_window * dim), L2-normalised."""
     w = frame_windows(x, frontend.window_samples, hop_samples)
     outs = [engine.infer(frontend(w[i : i + batch])) for i in range(0, len(w), batch)]
     return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+
+def embed_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> np.ndarray:
+    """Only the embeddings of ``infer_signal``."""
+    return infer_signal(engine, frontend, x, hop_samples, batch)["embedding"]

@@ -131,7 +131,6 @@ class MQTTPublisher:
         self.last_error: Optional[str] = None
         self._handed: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox row id, qos)
         self._early_acks: set[int] = set()
-        self.telemetry_lost = 0  # QoS 0 score messages paho dropped at a disconnect
         self._last_row = 0  # highest row id handed to paho in this process
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -224,7 +223,6 @@ class MQTTPublisher:
         for _, row in lost:
             self.outbox.ack(row)
         if lost:
-            self.telemetry_lost += len(lost)
             log.info("MQTT: %d score telemetry message(s) lost with the connection", len(lost))
         if was and not self._stop.is_set():
             self.last_error = str(reason_code)
@@ -277,13 +275,6 @@ class MQTTPublisher:
                 self._last_row = row.id
                 if qos == 0 and info.rc != 0:
                     break
-
-
-def make_publisher(cfg: Config, machines: list[str], model_name: str, states=None) -> Optional[MQTTPublisher]:
-    """The MQTT sink, or None without an ``mqtt`` section (events then stay in the outbox)."""
-    if cfg.mqtt is None:
-        return None
-    return MQTTPublisher(cfg, open_outbox(cfg), machines, model_name, states)
 
 
 def open_outbox(cfg: Config) -> Outbox:

@@ -20,7 +20,7 @@ from .dataset import iter_wavs
 from .errors import UserError
 from .frontend import resample, to_mono
 from .ringbuffer import RingBuffer
-from .wavio import AudioFileError, read_wav
+from .wavio import AudioFileError, WavInfo, read_wav, wav_info
 
 log = logging.getLogger("edge_agent.audio")
 
@@ -177,19 +177,19 @@ class ReplaySource(AudioSource):
         if not self.files:
             raise AudioFileError(f"{self.path}: no WAV files to replay (machines.{name}.input.file)")
         self.realtime, self.loop, self.block_seconds = realtime, loop, block_seconds
-        first, sr = self._first_readable()
-        self.sample_rate, self.channels = sr, first.shape[1]
-        self.ring = RingBuffer(int(RING_SECONDS * sr), self.channels)
+        first = self._first_readable()
+        self.sample_rate, self.channels = first.sample_rate, first.channels
+        self.ring = RingBuffer(int(RING_SECONDS * self.sample_rate), self.channels)
         self.stalled = threading.Event()  # tests: hold the stream without ending it
-        self.current_file: Optional[Path] = None
         # (file, wall time its first frames entered the ring buffer, stream offset in frames)
         self.file_starts: list[tuple[Path, float, int]] = []
 
-    def _first_readable(self):
+    def _first_readable(self) -> WavInfo:
+        """The first file whose header reads; the stream takes its rate and channel count."""
         errors = []
         for f in self.files:
             try:
-                return read_wav(f)
+                return wav_info(f)
             except AudioFileError as e:
                 errors.append(str(e))
         raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
@@ -215,7 +215,6 @@ class ReplaySource(AudioSource):
                 x = self._load(f)
                 if x is None:
                     continue
-                self.current_file = f
                 self.file_starts.append((f, 0.0, sent))
                 log.debug("%s: replaying %s", self.name, f.name)
                 for s in range(0, len(x), block):

@@ -89,7 +89,6 @@ class MachineStream:
         self.silent_since: Optional[float] = None
         self.no_audio = False
         self.no_audio_reason = ""
-        self.started = time.monotonic()
         self.wall_start = time.time()
         self._overruns_logged = 0
 

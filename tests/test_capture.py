@@ -54,8 +54,7 @@ def test_unknown_device_lists_the_inputs(pulse):
 def test_captured_real_clips_are_scored(pulse, tmp_path):
     """Calibrate on the demo's normal clips, play a normal and an anomalous real clip into the sink,
     and score what the agent captured."""
-    from calibration.calibrate import embed_files, to_enrolments
-    from calibration.enrol import enrol
+    from calibration.calibrate import enrol_paths
     from edge_agent.bundle import Bundle
     from edge_agent.embedding import embed_signal
     from edge_agent.engine import open_engine
@@ -63,8 +62,7 @@ def test_captured_real_clips_are_scored(pulse, tmp_path):
     bundle = Bundle.load("default")
     engine = open_engine(bundle, "cpu")
     fe = bundle.frontend
-    per, _ = embed_files(sorted((DEMO / "enrol").glob("*.wav")), engine, fe, 16000, progress=False)
-    bank = enrol(bundle.sha256, **to_enrolments(per)).bank
+    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), engine, 16000)[0].bank
     src = CaptureSource("t", "pulse", 16000)
     src.start()
     assert src.opened.wait(10)
