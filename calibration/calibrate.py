@@ -18,14 +18,14 @@ from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.bundle import Bundle
 from edge_agent.config import Config, check_machine_id, load_config
 from edge_agent.dataset import LabelError, iter_wavs, parse_path
-from edge_agent.bank import classifier_score
 from edge_agent.embedding import infer_signal
 from edge_agent.engine import open_engine
 from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
+from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_score, describe, head_scores, parse_score
 from edge_agent.wavio import AudioFileError, read_wav
 
-from .enrol import Enrolment, ThresholdPolicy, enrol, use_classifier
+from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol, use_heads
 
 MIN_WINDOWS = 5
 SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input
@@ -73,36 +73,50 @@ def check_clip(path: Path, model_rate: int, window_seconds: float, channel="mix"
     return ClipCheck(path, True, domain=domain, audio=mono)
 
 
-def embed_piece(engine, fe, x: np.ndarray, hop_samples: int, class_index: Optional[int] = None):
-    """Embeddings of a signal's windows, one row per embedding, and (with a class) the classifier
-    score of each window."""
+def embed_piece(engine, fe, x: np.ndarray, hop_samples: int):
+    """Embeddings of a signal's windows, one row per embedding, and all the model's outputs per window."""
     out = infer_signal(engine, fe, x, hop_samples)
-    e = split_embeddings(engine, out["embedding"])
-    if class_index is None:
-        return e, None
-    if "logits" not in out:
-        raise CalibrationError(f"--score classifier: model {engine.bundle.name} has no classifier output (use --score knn)")
-    return e, classifier_score(out["logits"], class_index)
+    return split_embeddings(engine, out["embedding"]), out
 
 
-def resolve_class(bundle, name: Optional[str]) -> tuple[str, int]:
-    """The classifier class of a machine the model was trained on (``group|section``)."""
-    clf = bundle.manifest.get("classifier")
-    if not clf:
-        raise CalibrationError(f"--score classifier: model {bundle.name} has no classifier head (stgram/sepstgram bundles have one); use --score knn")
-    classes = clf["classes"]
-    if len(classes) < 2:
+def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
+    """The class of a machine the model was trained on (``group|section``) for a head that needs one."""
+    classes = bundle_heads(bundle.manifest).get(head, {}).get("classes", [])
+    if head == "classifier" and len(classes) < 2:
         raise CalibrationError(f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is always 0; use --score knn")
+    if name is None:
+        raise CalibrationError(f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}")
     if name not in classes:
         raise CalibrationError(f"--class {name!r} is not one of the model's classes: {', '.join(classes)}")
     return name, classes.index(name)
 
 
+def score_members(bundle, score: Optional[str], class_name: Optional[str] = None) -> list[dict]:
+    """The score heads a calibration asks for (``--score``, default: the bundle's own), checked
+    against the bundle and with their class resolved."""
+    heads = bundle_heads(bundle.manifest)
+    try:
+        kinds = parse_score(score or default_score(bundle.manifest))
+    except ScoreError as e:
+        raise CalibrationError(str(e)) from None
+    members = []
+    for kind in kinds:
+        if kind not in heads:
+            raise CalibrationError(f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})")
+        m: dict = {"kind": kind}
+        if kind in CLASS_HEADS:
+            m["class"], m["class_index"] = resolve_class(bundle, kind, class_name)
+        if "weight" in heads[kind]:
+            m["weight"] = float(heads[kind]["weight"])
+        members.append(m)
+    return members
+
+
 def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Optional[str] = None, desc: str = "enrolling",
-                progress: bool = True, class_index: Optional[int] = None, scores_out: Optional[list] = None
+                progress: bool = True, outputs_out: Optional[dict] = None
                 ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
-    With ``class_index``, the classifier score of every window is appended to ``scores_out`` as (domain, score)."""
+    With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``."""
     from tqdm import tqdm
 
     files = list(iter_wavs(paths))
@@ -121,13 +135,43 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
         if not c.ok:
             skipped.append((f, c.reason))
             continue
-        e, sc = embed_piece(engine, fe, c.audio, hop_samples, class_index)
-        if sc is not None:
-            scores_out.extend((c.domain, float(v)) for v in sc)
+        e, out = embed_piece(engine, fe, c.audio, hop_samples)
+        if outputs_out is not None:
+            outputs_out.setdefault(c.domain, []).append(out)
         per_domain.setdefault(c.domain, ([], []))
         per_domain[c.domain][0].append(e)
         per_domain[c.domain][1].extend([str(f)] * len(e))
     return per_domain, skipped
+
+
+def apply_score(res: EnrolResult, members: list[dict], outputs: dict[str, list[dict]], policy: ThresholdPolicy,
+                fresh: bool, per_window: int) -> None:
+    """Give a new bank the asked score head(s) and refit its threshold on the enrolled windows'
+    scores under that head. ``outputs``: this enrolment's model outputs per domain, in enrolment order."""
+    if [m["kind"] for m in members] == ["knn"]:
+        return
+    order = [d for d in ("source", "target") if outputs.get(d)]
+    keys = outputs[order[0]][0].keys()
+    outs = {k: np.concatenate([o[k] for d in order for o in outputs[d]]) for k in keys}
+    domains = np.concatenate([[d] * sum(len(o["embedding"]) for o in outputs[d]) for d in order])
+    scores = []
+    for m in members:
+        if m["kind"] == "knn":
+            # the k-NN member's enrolment scores are the leave-one-clip-out distances, which line up
+            # with this enrolment's windows only when the bank holds nothing else
+            if not fresh:
+                raise CalibrationError("an ensemble with knn is fitted on a new bank only; add --replace")
+            if per_window != 1 or len(res.loo_scores) != len(domains):
+                raise CalibrationError("an ensemble with knn needs a model with one embedding per window")
+            scores.append(res.loo_scores)
+        else:
+            scores.append(head_scores(m, outs))
+    if not fresh:
+        res.notes.append(f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only")
+    try:
+        use_heads(res, members, scores, domains, policy)
+    except ValueError as e:
+        raise CalibrationError(f"--score: {e}") from None
 
 
 def split_embeddings(engine, emb):
@@ -141,15 +185,19 @@ def to_enrolments(per_domain: dict[str, tuple[list, list]]) -> dict[str, Enrolme
     return {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
 
 
-def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool = False, **enrol_args):
-    """Vet, embed and enrol normal clips into a new bank, as ``calibrate --from`` does (used by
-    evaluate, the demo and the benchmarks). Returns (EnrolResult, skipped clips with reasons)."""
+def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool = False, score: Optional[str] = None,
+                class_name: Optional[str] = None, **enrol_args):
+    """Vet, embed and enrol normal clips into a new bank with the asked score head, as ``calibrate
+    --from`` does (used by evaluate, the demo and the benchmarks). Returns (EnrolResult, skipped clips)."""
     bundle = engine.bundle
-    per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress)
+    members = score_members(bundle, score, class_name)
+    outputs: dict[str, list[dict]] = {}
+    per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress, outputs_out=outputs)
     if not per_domain:
         raise CalibrationError("no usable normal clips to enrol")
     enr = to_enrolments(per_domain)
     res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), model_name=bundle.name, model_version=bundle.version, **enrol_args)
+    apply_score(res, members, outputs, enrol_args.get("policy", ThresholdPolicy()), True, bundle.embeddings_per_window)
     return res, skipped
 
 
@@ -227,15 +275,15 @@ def calibrate_command(a) -> int:
     hop_samples = max(1, int(round(hop * fe.sample_rate)))
     per_domain: dict[str, tuple[list, list]] = {}
     skipped: list[tuple[Path, str]] = []
-    clf = resolve_class(bundle, a.class_name) if a.score == "classifier" else None
-    clf_scores: list[tuple[str, float]] = []
+    members = score_members(bundle, a.score, a.class_name)
+    outputs: dict[str, list[dict]] = {}
     if a.from_paths:
         for p in a.from_paths:
             if not p.exists():
                 raise CalibrationError(f"--from {p}: no such file or folder")
         channel = mc.input.channel if mc else "mix"
         per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}",
-                                          class_index=clf[1] if clf else None, scores_out=clf_scores)
+                                          outputs_out=outputs)
     else:
         x = record_live(cfg, a.machine, a.seconds, fe.sample_rate)
         domain = a.domain or "source"
@@ -250,9 +298,8 @@ def calibrate_command(a) -> int:
             if float(np.abs(piece).max()) < SILENT_PEAK:
                 skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
                 continue
-            e, sc = embed_piece(engine, fe, piece, hop_samples, clf[1] if clf else None)
-            if sc is not None:
-                clf_scores.extend((domain, float(v)) for v in sc)
+            e, out = embed_piece(engine, fe, piece, hop_samples)
+            outputs.setdefault(domain, []).append(out)
             embs.append(e)
             groups.extend([f"chunk{i}"] * len(e))
         if embs:
@@ -283,13 +330,7 @@ def calibrate_command(a) -> int:
                     normalise_domains=a.normalise_domains, policy=policy, model_name=bundle.name, model_version=bundle.version)
     except ValueError as e:
         raise CalibrationError(str(e)) from None
-    if clf is not None:
-        if existing is not None and not a.replace:
-            res.notes.append("the classifier threshold is fitted on this enrolment's windows only")
-        try:
-            use_classifier(res, np.array([v for _, v in clf_scores]), np.array([d for d, _ in clf_scores]), clf[0], clf[1], policy)
-        except ValueError as e:
-            raise CalibrationError(f"--score classifier: {e}") from None
+    apply_score(res, members, outputs, policy, existing is None or a.replace, bundle.embeddings_per_window)
     res.bank.meta["skipped_clips"] = len(skipped)
     res.bank.save(path)
     plot = None
@@ -322,8 +363,7 @@ def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Pat
         ("enrolled clips", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_clips", {}).items())),
         ("threshold", f"{bank.threshold:.5f} ({rule.get('rule')} {rule.get('value')})"),
         ("gamma fit", f"shape {fit.get('shape', float('nan')):.3f} loc {fit.get('loc', float('nan')):.4f} scale {fit.get('scale', float('nan')):.4f}"),
-        ("score", "classifier 1 - softmax[{}]".format(m["score"]["class"]) if m.get("score", {}).get("kind") == "classifier"
-                  else f"k-NN cosine distance (k={bank.k})"),
+        ("score", describe(m.get("score"), bank.k)),
         ("domain normalisation", "on" if bank.normalise_domains else "off"),
         ("expected false alarms", f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day (hop {rule.get('hop_seconds')} s, "
                                   f"raise after {rule.get('raise_after')} of {rule.get('of_last')} windows)"),

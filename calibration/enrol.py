@@ -15,6 +15,7 @@ import numpy as np
 
 from edge_agent import __version__
 from edge_agent.bank import MemoryBank, combine_domains, knn_distance
+from edge_agent.scoring import ensemble_spec
 
 from .threshold import GammaFit, alarm_rate_per_day, fit_gamma, threshold_from_alarm_rate, threshold_from_percentile
 
@@ -61,17 +62,23 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy):
     return fit, float(thr), rule, alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
 
 
-def use_classifier(res: "EnrolResult", scores: np.ndarray, domains: np.ndarray, class_name: str, class_index: int,
-                   policy: ThresholdPolicy) -> None:
-    """Switch a fresh bank to the classifier score 1 - softmax(logits)[class]: the threshold is fitted
-    on the enrolled windows' classifier scores (no leave-one-out needed: the bank is not used)."""
-    fit, thr, rule, rate = pick_threshold(scores, policy)
+def use_heads(res: "EnrolResult", members: list[dict], member_scores: list[np.ndarray], domains: np.ndarray,
+              policy: ThresholdPolicy) -> None:
+    """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.scoring``): one
+    head, or an ensemble whose members are z-normalised with their enrolment statistics. The
+    threshold is fitted on the enrolled windows' scores (leave-one-out k-NN scores for a k-NN member)."""
+    if len(members) == 1:
+        spec, combined = members[0], np.asarray(member_scores[0], np.float64)
+    else:
+        spec = ensemble_spec(members, member_scores)
+        combined = np.mean([(np.asarray(s) - m["mean"]) / m["std"] for s, m in zip(member_scores, spec["members"])], axis=0)
+    fit, thr, rule, rate = pick_threshold(combined, policy)
     b = res.bank
     b.threshold = float(thr)
-    b.meta.update({"score": {"kind": "classifier", "class": class_name, "class_index": int(class_index)}, "fit": fit.to_dict(),
+    b.meta.update({"score": spec, "fit": fit.to_dict(),
                    "threshold_rule": {**rule, "hop_seconds": policy.hop_seconds, "raise_after": policy.raise_after, "of_last": policy.of_last},
                    "expected_alarms_per_day": rate})
-    res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = scores, domains, fit, rate
+    res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = combined, domains, fit, rate
 
 
 def kmeans_centres(emb: np.ndarray, n_centres: int, seed: int = 0) -> np.ndarray:

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset, iter_wavs
-from edge_agent.bank import classifier_score
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
 from edge_agent.frontend import prepare
+from edge_agent.scoring import CLASS_HEADS, bundle_heads, default_score, parse_score, score_windows
 from edge_agent.wavio import read_wav
 
 from .enrol import EnrolResult, ThresholdPolicy
@@ -60,12 +60,13 @@ class ClipEmbedder:
 
 
 def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
-                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None) -> EnrolResult:
+                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None,
+                     score: Optional[str] = None, class_name: Optional[str] = None) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
     from .calibrate import enrol_paths
 
     res, skipped = enrol_paths([c.path for c in clips], embedder.engine, embedder.hop, embedder.channel, n_centres=n_centres, k=k,
-                               normalise_domains=normalise_domains, policy=policy)
+                               normalise_domains=normalise_domains, policy=policy, score=score, class_name=class_name)
     for p, why in skipped:
         log.warning("not enrolled %s: %s", p, why)
     if progress:
@@ -74,31 +75,27 @@ def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, 
 
 
 def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
-    """A clip's score as the runtime scores its windows (k-NN or the bank's classifier), averaged."""
-    out = embedder.infer(path)
-    clf = bank.meta.get("score")
-    if clf and clf.get("kind") == "classifier":
-        return float(np.mean(classifier_score(out["logits"], clf["class_index"])))
-    return float(np.mean(bank.score(out["embedding"])))
+    """A clip's score as the runtime scores its windows (with the bank's score head), averaged."""
+    return float(np.mean(score_windows(bank.meta.get("score"), embedder.infer(path), bank)))
 
 
-def machine_class(model, machine_dir: Path, section: str) -> tuple[str, int]:
-    """The classifier class of a machine folder: the class whose group is a suffix of its path."""
+def machine_class(model, machine_dir: Path, section: str, head: str = "classifier") -> str:
+    """A machine folder's class for a head that needs one: the class whose group is a suffix of its path."""
     from .calibrate import CalibrationError
 
-    clf = model.manifest.get("classifier")
-    if not clf:
-        raise CalibrationError(f"--score classifier: model {model.name} has no classifier head")
+    classes = bundle_heads(model.manifest).get(head, {}).get("classes")
+    if not classes:
+        raise CalibrationError(f"--score {head}: model {model.name} has no {head} head")
     path = str(Path(machine_dir).resolve())
-    hits = [i for i, c in enumerate(clf["classes"]) if c.rsplit("|", 1)[1] == section and path.endswith("/" + c.rsplit("|", 1)[0])]
+    hits = [c for c in classes if c.rsplit("|", 1)[1] == section and path.endswith("/" + c.rsplit("|", 1)[0])]
     if len(hits) != 1:
-        raise CalibrationError(f"{machine_dir} section {section}: not a class the model was trained on (classes: {', '.join(clf['classes'])})")
-    return clf["classes"][hits[0]], hits[0]
+        raise CalibrationError(f"{machine_dir} section {section}: not a class the model was trained on (classes: {', '.join(classes)})")
+    return hits[0]
 
 
 def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
                      normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(),
-                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None, score: str = "knn") -> MachineResult:
+                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None, score: Optional[str] = None) -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:
         log.warning("skipped %s: %s", p, why)
@@ -108,17 +105,15 @@ def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres
         raise ValueError(f"{machine_dir}: needs at least 2 normal clips in train/ to build a bank, found {len(train)}")
     if not test:
         raise ValueError(f"{machine_dir}: no labelled clips in test/")
-    result = enrol_from_clips(embedder, train, model, n_centres, k, normalise_domains, policy, progress)
-    bank = result.bank
-    if score == "classifier":
-        from .enrol import use_classifier
-
+    class_name = None
+    class_heads = [h for h in parse_score(score or default_score(model.manifest)) if h in CLASS_HEADS]
+    if class_heads:
         sections = sorted({c.section for c in train})
         if len(sections) != 1:
-            raise ValueError(f"{machine_dir}: --score classifier evaluates one section per machine folder, found {sections}")
-        name, idx = machine_class(model, machine_dir, sections[0])
-        sc = np.concatenate([classifier_score(embedder.infer(c.path)["logits"], idx) for c in train])
-        use_classifier(result, sc, np.array(["source"] * len(sc)), name, idx, policy)
+            raise ValueError(f"{machine_dir}: --score {class_heads[0]} evaluates one section per machine folder, found {sections}")
+        class_name = machine_class(model, machine_dir, sections[0], class_heads[0])
+    result = enrol_from_clips(embedder, train, model, n_centres, k, normalise_domains, policy, progress, score, class_name)
+    bank = result.bank
     scores = []
     for c in test:
         scores.append(score_clip(embedder, bank, c.path))

@@ -184,13 +184,12 @@ class Agent:
             batch = calibrated[i : i + MAX_BATCH]
             t = time.perf_counter()
             out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
-            emb, logits = out["embedding"], out.get("logits")
             took = time.perf_counter() - t
             self.stats.record(len(batch))
             for cb in self.on_batch:
                 cb(len(batch), took)
             for j, w in enumerate(batch):
-                self._decide(w, emb[j], None if logits is None else logits[j])
+                self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
             scored += len(batch)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
@@ -211,9 +210,9 @@ class Agent:
             log.info("%s: audio is back", s.machine)
             self.publish_state(s, "audio is back")
 
-    def _decide(self, w: Window, emb: np.ndarray, logits: Optional[np.ndarray] = None) -> None:
+    def _decide(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream
-        score = s.score(emb, logits)
+        score = s.score(outputs)
         before = s.state
         d = s.decide(score, w.ts)
         b = s.bank

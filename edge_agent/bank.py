@@ -157,13 +157,6 @@ class MemoryBank:
         )
 
 
-def classifier_score(logits: np.ndarray, class_index: int) -> np.ndarray:
-    """1 - softmax(logits)[class]: the STgram papers' anomaly score for a machine the model knows."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    return (1.0 - p[:, class_index]).astype(np.float32)
-
-
 def combine_domains(dists: dict[str, np.ndarray], stats: dict[str, tuple[float, float]]) -> np.ndarray:
     """Per-domain z-scores, then the smallest: a window close to either domain is normal."""
     zs = []

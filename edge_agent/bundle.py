@@ -110,6 +110,10 @@ class Bundle:
     def score(self) -> dict[str, Any]:
         return self.manifest.get("score", {"kind": "knn", "aggregate": "mean"})
 
+    @property
+    def embeddings_per_window(self) -> int:
+        return int(self.score.get("embeddings_per_window", 1))
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 

@@ -170,6 +170,12 @@ def cmd_build_engine(a) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+SCORE_HELP = ("score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
+              "(1 - softmax(logits)[--class], stgram/sepstgram); rec-kld (VAE reconstruction + KL, clvae, any machine); "
+              "rec-kld-center (+ lambda x center-loss distance, clvae, --class); join heads with '+' for an ensemble of "
+              "z-normalised scores, e.g. rec-kld+rec-kld-center or knn+rec-kld")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-agent",
@@ -215,11 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
     c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
     c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")
-    c.add_argument("--score", choices=["knn", "classifier"], default="knn",
-                   help="knn (default: distance to the bank, works for any machine) or classifier: 1 - softmax(logits)[--class], "
-                   "for a machine the model was trained on (stgram/sepstgram bundles)")
+    c.add_argument("--score", default=None, metavar="HEAD[+HEAD...]", help=SCORE_HELP)
     c.add_argument("--class", dest="class_name", default=None, metavar="NAME",
-                   help="with --score classifier: the machine's class in the model (group|section, listed in the manifest)")
+                   help="for classifier and rec-kld-center: the machine's class in the model (group|section, listed in the manifest)")
     c.add_argument("--model", default=None, help="bundle name or directory (default: the config's model, or 'default')")
     c.add_argument("--state-dir", type=Path, default=None, help="state directory (default: the config's, else the standard rule)")
     c.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)")
@@ -245,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
     e.add_argument("--centres", type=int, default=16)
     e.add_argument("--normalise-domains", action="store_true")
-    e.add_argument("--score", choices=["knn", "classifier"], default="knn",
-                   help="classifier: 1 - softmax(logits)[the machine's class] for models with a classifier head trained on these machines")
+    e.add_argument("--score", default=None, metavar="HEAD[+HEAD...]",
+                   help=SCORE_HELP + "; heads that need a class take the class whose group|section matches the machine folder")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")

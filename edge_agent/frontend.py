@@ -69,6 +69,17 @@ def n_frames(n_samples: int, n_fft: int, hop: int) -> int:
     return 1 + (n_samples - n_fft) // hop
 
 
+def n_frames_centred(n_samples: int, hop: int) -> int:
+    return 1 + n_samples // hop
+
+
+def centre_pad(x: np.ndarray, n_fft: int) -> np.ndarray:
+    """Reflect-pad n_fft // 2 samples on both sides, so frame t is centred on sample t * hop (as
+    torch.stft(center=True) and librosa pad, which PANNs checkpoints were trained with)."""
+    pad = [(0, 0)] * (x.ndim - 1) + [(n_fft // 2, n_fft // 2)]
+    return np.pad(x, pad, mode="reflect")
+
+
 def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Hann-windowed STFT magnitude without padding: (..., N) -> (..., frames, n_fft // 2 + 1)."""
     if x.shape[-1] < n_fft:
@@ -111,10 +122,47 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return w.T.astype(np.float32)
 
 
-def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
-    """Log power mel spectrogram: (..., N) -> (..., frames, n_mels)."""
-    power = stft_magnitude(x, n_fft, hop) ** 2
-    return np.log(power @ mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax) + EPS)
+def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None,
+            centre: bool = False, db: bool = False) -> np.ndarray:
+    """Log power mel spectrogram: (..., N) -> (..., frames, n_mels). ``db`` gives 10 log10 (PANNs'
+    power_to_db with ref 1 and amin 1e-10) instead of the natural log."""
+    if centre:
+        x = centre_pad(x, n_fft)
+    mel = stft_magnitude(x, n_fft, hop) ** 2 @ mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+    if db:
+        return 10.0 * np.log10(np.maximum(mel, 1e-10))
+    return np.log(mel + EPS)
+
+
+def kaldi_mel_banks(sample_rate: int, n_fft: int, n_mels: int, low: float = 20.0, high: float = 0.0) -> np.ndarray:
+    """Kaldi's mel filters (mel = 1127 ln(1 + f / 700), triangles in the mel domain, unnormalised):
+    (n_fft // 2 + 1, n_mels); the Nyquist bin gets no weight, as in Kaldi."""
+    nyq = sample_rate / 2
+    high = high if high > 0 else nyq + high
+    mel = lambda f: 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    edges = np.linspace(mel(low), mel(high), n_mels + 2)
+    bins = mel(np.arange(n_fft // 2) * sample_rate / n_fft)
+    l, c, r = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    w = np.maximum(0.0, np.minimum((bins - l) / (c - l), (r - bins) / (r - c)))
+    return np.concatenate([w.T, np.zeros((1, n_mels))]).astype(np.float32)
+
+
+def kaldi_fbank(x: np.ndarray, sample_rate: int, n_mels: int = 128, frame_ms: float = 25.0, shift_ms: float = 10.0) -> np.ndarray:
+    """Kaldi-compatible log mel filterbank (torchaudio.compliance.kaldi.fbank with dither 0,
+    hanning window, snip_edges, DC removal, pre-emphasis 0.97, power, no energy): the input the
+    Audio Spectrogram Transformer checkpoints were trained on. (..., N) -> (..., frames, n_mels)."""
+    flen = int(sample_rate * frame_ms / 1000)
+    fshift = int(sample_rate * shift_ms / 1000)
+    n_fft = 1 << (flen - 1).bit_length()
+    if x.shape[-1] < flen:
+        raise ValueError(f"window of {x.shape[-1]} samples is shorter than a {frame_ms:g} ms frame")
+    fr = np.lib.stride_tricks.sliding_window_view(np.asarray(x, np.float64), flen, axis=-1)[..., ::fshift, :]
+    fr = fr - fr.mean(axis=-1, keepdims=True)
+    fr = np.concatenate([fr[..., :1] * (1 - 0.97), fr[..., 1:] - 0.97 * fr[..., :-1]], axis=-1)
+    fr = fr * np.hanning(flen)  # symmetric: Kaldi's "hanning"
+    power = np.abs(np.fft.rfft(fr, n=n_fft, axis=-1)) ** 2
+    mel = power @ kaldi_mel_banks(sample_rate, n_fft, n_mels).astype(np.float64)
+    return np.log(np.maximum(mel, np.finfo(np.float32).eps)).astype(np.float32)
 
 
 def _compress(s: np.ndarray, how: str) -> np.ndarray:
@@ -128,7 +176,7 @@ class FeatureSpec:
     """One model input, as a bundle manifest declares it."""
 
     name: str
-    kind: Literal["spectrum", "stft", "logmel", "waveform"]
+    kind: Literal["spectrum", "stft", "logmel", "waveform", "fbank"]
     n_fft: int = 1024
     hop: int = 512
     n_mels: int = 128
@@ -136,6 +184,10 @@ class FeatureSpec:
     fmax: float | None = None
     compress: Literal["none", "log"] = "none"
     mean_removed: bool = False
+    centre: bool = False  # logmel: reflect-pad so frames are centred (PANNs)
+    db: bool = False  # logmel: 10 log10 instead of ln (PANNs)
+    frame_ms: float = 25.0  # fbank (Kaldi) frame length
+    shift_ms: float = 10.0  # fbank (Kaldi) frame shift
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
@@ -144,13 +196,16 @@ class FeatureSpec:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-    def shape(self, window_samples: int) -> list[int]:
-        """Per-window shape (without the batch axis)."""
+    def shape(self, window_samples: int, sample_rate: int = 16000) -> list[int]:
+        """Per-window shape (without the batch axis); ``sample_rate`` matters for fbank only."""
         if self.kind == "waveform":
             return [window_samples]
         if self.kind == "spectrum":
             return [window_samples // 2]
-        t = n_frames(window_samples, self.n_fft, self.hop)
+        if self.kind == "fbank":
+            flen, fshift = int(sample_rate * self.frame_ms / 1000), int(sample_rate * self.shift_ms / 1000)
+            return [n_frames(window_samples, flen, fshift), self.n_mels]
+        t = n_frames_centred(window_samples, self.hop) if self.centre else n_frames(window_samples, self.n_fft, self.hop)
         return [t, self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1]
 
     def compute(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -161,7 +216,9 @@ class FeatureSpec:
         elif self.kind == "stft":
             out = _compress(stft_magnitude(x, self.n_fft, self.hop), self.compress)
         elif self.kind == "logmel":
-            out = log_mel(x, sample_rate, self.n_fft, self.hop, self.n_mels, self.fmin, self.fmax)
+            out = log_mel(x, sample_rate, self.n_fft, self.hop, self.n_mels, self.fmin, self.fmax, self.centre, self.db)
+        elif self.kind == "fbank":
+            out = kaldi_fbank(x, sample_rate, self.n_mels, self.frame_ms, self.shift_ms)
         else:  # pragma: no cover - guarded by the Literal
             raise ValueError(f"unknown feature kind {self.kind}")
         if self.mean_removed and self.kind in ("stft", "logmel"):

@@ -13,10 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from .bank import BankError, MemoryBank, classifier_score
+from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
 from .frontend import Frontend, prepare
+from .scoring import score_windows
 from .sources import AudioSource
 
 log = logging.getLogger("edge_agent.stream")
@@ -173,16 +174,10 @@ class MachineStream:
             return f"digital silence for {now - self.silent_since:.0f} s (muted or disconnected microphone?)"
         return None
 
-    def score(self, emb: np.ndarray, logits: Optional[np.ndarray] = None) -> float:
-        """Score of one window: the bank's k-NN (per embedding, averaged for models with several
-        embeddings per window), or 1 - softmax(logits)[class] when the machine was calibrated with
-        the bundle's classifier (``calibrate --score classifier``)."""
-        clf = self.bank.meta.get("score")
-        if clf and clf.get("kind") == "classifier":
-            if logits is None:
-                raise BankError(f"the bank of {self.machine} scores with a classifier, but the model has none; recalibrate")
-            return float(classifier_score(logits[None], clf["class_index"])[0])
-        return float(self.bank.score(emb.reshape(1, -1))[0])
+    def score(self, outputs: dict[str, np.ndarray]) -> float:
+        """Score of one window from the model's outputs for it (batch of 1), with the head the
+        machine was calibrated with (``scoring``: k-NN by default)."""
+        return float(score_windows(self.bank.meta.get("score"), outputs, self.bank)[0])
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:
         self.last_score, self.last_ts = score, ts
