@@ -85,7 +85,8 @@ def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
     if head == "classifier" and len(classes) < 2:
         raise CalibrationError(f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is always 0; use --score knn")
     if name is None:
-        raise CalibrationError(f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}")
+        raise CalibrationError(f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}; "
+                               "for a machine the model was not trained on, use a head without a class (--score knn, or rec-kld for clvae)")
     if name not in classes:
         raise CalibrationError(f"--class {name!r} is not one of the model's classes: {', '.join(classes)}")
     return name, classes.index(name)

@@ -118,6 +118,18 @@ def cmd_evaluate(a) -> int:
     return evaluate_command(a)
 
 
+def _speeds(text):
+    if text is None:
+        return None
+    try:
+        v = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--speed-perturb {text!r}: give factors like 0.9,1.0,1.1") from None
+    if not v or any(not 0.5 <= f <= 2.0 for f in v):
+        raise UsageError(f"--speed-perturb {text!r}: factors between 0.5 and 2.0")
+    return v
+
+
 def cmd_train(a) -> int:
     _need_torch("train")
     from export.train import TrainArgs, train
@@ -132,14 +144,19 @@ def cmd_train(a) -> int:
         recipe_config["window_seconds"] = a.window_seconds
     args = TrainArgs(data=[str(d) for d in a.data], out=str(a.out), recipe=a.recipe, epochs=a.epochs, batch_size=a.batch_size,
                      lr=a.lr, seed=a.seed, loss=a.loss or "", mixup_alpha=0.0 if a.no_mixup else 0.5, use_smote=not a.no_smote,
-                     time_warp=0.0 if a.no_time_warp else 0.1, exclude_test_of=a.exclude_test_of or [], recipe_config=recipe_config)
+                     time_warp=0.0 if a.no_time_warp else 0.1, exclude_test_of=a.exclude_test_of or [], recipe_config=recipe_config,
+                     pretrained=a.pretrained, speed_perturb=_speeds(a.speed_perturb))
     for d in a.data:
         if not Path(d).is_dir():
             raise UsageError(f"--data {d}: no such directory (a dataset in the DCASE layout <machine>/train/*.wav)")
+    from export.pretrained import PretrainedError
+
     try:
         r = train(args)
     except TypeError as e:  # an unknown key in --recipe-config
         raise UsageError(f"--recipe-config: {e}") from None
+    except PretrainedError as e:
+        raise UsageError(str(e)) from None
     d = r["data"]
     print(f"trained {a.recipe} for {r['epochs']} epochs in {r['seconds']:.0f} s on {d['clips']} clips ({d['seconds']:.0f} s of audio, "
           f"{d['joint_classes']} joint classes, {len(d['machine_classes'])} machine types, {d['skipped']} files skipped); "
@@ -254,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")
-    t.add_argument("--recipe", default="dualbranch", choices=["dualbranch", "stgram", "sepstgram", "framevit"],
-                   help="recipe (docs/model.md): dualbranch (default), stgram, sepstgram, framevit")
+    t.add_argument("--recipe", default="dualbranch", choices=["dualbranch", "stgram", "sepstgram", "framevit", "clvae", "w2v-ast"],
+                   help="recipe (docs/model.md): dualbranch (default), stgram, sepstgram, framevit, clvae, w2v-ast")
     t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
     t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
     t.add_argument("--epochs", type=int, default=40)
@@ -272,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-time-warp", action="store_true")
     t.add_argument("--exclude-test-of", action="append", metavar="GROUP",
                    help="machine folder (e.g. dcase2023t2/valve) whose test normals must not be trained on (repeatable)")
+    t.add_argument("--pretrained", action="append", default=[], metavar="[PART=]PATH",
+                   help="local pre-trained weights (never downloaded; repeatable): w2v-ast takes wav2vec2=PATH and ast=PATH "
+                   "(Hugging Face folder/.safetensors/.bin, fairseq .pt, AST .pth), clvae takes panns=PATH (PANNs .pth); "
+                   "docs/model.md says where to get them")
+    t.add_argument("--speed-perturb", default=None, metavar="F,F,...",
+                   help="speed factors drawn per clip and epoch, e.g. 0.9,1.0,1.1 (default: the recipe's; w2v-ast uses 0.9,1.0,1.1)")
     t.set_defaults(func=cmd_train)
 
     x = sub.add_parser("export", help="checkpoint(s) -> model bundle (ONNX + manifest), with a parity check",

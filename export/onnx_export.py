@@ -59,15 +59,20 @@ class WithClassifier(torch.nn.Module):
     score a machine the model was trained on by 1 - softmax(logits)[its class] (the STgram papers'
     score) instead of, or next to, the k-NN."""
 
-    def __init__(self, model, head):
+    output_names = ("embedding", "logits")
+
+    def __init__(self, model, head, classes):
         super().__init__()
-        self.model, self.head = model, head
+        self.model, self.head, self.classes = model, head, list(classes)
         self.input_names = model.input_names
         self.embedding_dim = model.embedding_dim
 
     def forward(self, *inputs):
         raw = self.model.raw_embedding(*inputs)
         return torch.nn.functional.normalize(raw, dim=1), self.head.logits(raw)
+
+    def heads(self, ck: dict) -> dict:
+        return {"classifier": {"output": "logits", "classes": self.classes}}
 
 
 def attach_classifier(model, ck: dict):
@@ -78,7 +83,7 @@ def attach_classifier(model, ck: dict):
 
     head = make_head(ck["loss"], model.embedding_dim, len(ck["section_classes"]))
     head.load_state_dict(ck["heads"]["section"])
-    return WithClassifier(model, head).eval()
+    return WithClassifier(model, head, ck["section_classes"]).eval()
 
 
 def load_models(checkpoints: Sequence[str | Path]):
@@ -89,8 +94,8 @@ def load_models(checkpoints: Sequence[str | Path]):
     model, cfg, ck = loaded[0]
     if len(loaded) == 1:
         return model, cfg, ck, [ck]
-    if getattr(model, "embeddings_per_window", 1) > 1:
-        raise ValueError("ensembles of models with several embeddings per window are not supported")
+    if getattr(model, "embeddings_per_window", 1) > 1 or len(getattr(model, "output_names", ("embedding",))) > 1:
+        raise ValueError("ensembles of models with several embeddings per window or with score-head outputs are not supported")
     for (_, c, k), path in zip(loaded[1:], checkpoints[1:]):
         if k["recipe"] != ck["recipe"] or c.frontend() != cfg.frontend():
             raise ValueError(f"{path}: ensemble members need the same recipe and front end as {checkpoints[0]}")
@@ -124,7 +129,8 @@ def export_bundle(
     classifier = attach_classifier(model, ck) if len(checkpoints) == 1 else None
     if classifier is not None:
         model = classifier
-    outputs = ["embedding"] + (["logits"] if classifier is not None else [])
+    outputs = list(getattr(model, "output_names", ("embedding",)))
+    heads = model.heads(ck) if hasattr(model, "heads") else {}
     frontend = cfg.frontend()
     out_dir = Path(out_dir)
     clips = list(parity_clips) or [DEFAULT_PARITY_CLIPS]
@@ -144,8 +150,8 @@ def export_bundle(
         import onnx
 
         onnx.checker.check_model(str(onnx_path))
-        parity = check_parity(model, onnx_path, feats, names)
-        log(f"parity on {len(windows)} real windows: max |torch - onnxruntime| = {parity:.2e} (tolerance {tolerance:.0e})")
+        parity, ref_shapes = check_parity(model, onnx_path, feats, names)
+        log(f"parity on {len(windows)} real windows: max |torch - onnxruntime| = {parity:.2e} (relative to outputs above 1; tolerance {tolerance:.0e})")
         if not parity <= tolerance:
             raise ParityError(f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written")
         shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
@@ -162,14 +168,16 @@ def export_bundle(
             "window_seconds": frontend.window_seconds,
             "frontend": frontend.to_dict(),
             "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
-            "outputs": [{"name": "embedding", "shape": [-1, per_window, model.embedding_dim] if per_window > 1 else [-1, model.embedding_dim],
-                         "dtype": "float32"}] + ([{"name": "logits", "shape": [-1, len(ck["section_classes"])], "dtype": "float32"}]
-                                                 if classifier is not None else []),
+            "outputs": [{"name": o, "shape": [-1] + list(sh[1:]), "dtype": "float32"} for o, sh in zip(outputs, ref_shapes)],
             # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
-            "classifier": {"output": "logits", "classes": ck["section_classes"]} if classifier is not None else None,
+            "classifier": heads.get("classifier"),
+            # score heads besides the k-NN that the outputs support (edge_agent.scoring)
+            "heads": heads,
             "embedding_dim": model.embedding_dim,
-            # k-NN per embedding; a window's score is the mean over its embeddings
-            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window},
+            # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
+            # score calibrate uses unless told otherwise.
+            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window,
+                      "head": getattr(model, "default_head", "knn")},
             "training": {
                 "data": ck.get("data_summary", {}),
                 "args": ck.get("train_args", {}),
@@ -193,7 +201,7 @@ def export_bundle(
     return {"bundle": str(out_dir), "parity": parity, "manifest": manifest}
 
 
-def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Sequence[str]) -> float:
+def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Sequence[str]) -> tuple[float, list]:
     import onnxruntime as ort
 
     model.eval()  # the exporter restores the module's previous mode; the reference must use running statistics
@@ -202,4 +210,7 @@ def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Se
     ref = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {n: feats[n] for n in names})
-    return max(float(np.abs(r - g).max()) for r, g in zip(ref, got))
+    if len(got) != len(ref):
+        raise ParityError(f"the ONNX model has {len(got)} outputs, PyTorch {len(ref)}")
+    # relative to each output's scale (at least 1): embeddings are unit vectors, losses may be large
+    return max(float(np.abs(r - g).max() / max(1.0, float(np.abs(r).max()))) for r, g in zip(ref, got)), [r.shape for r in ref]

@@ -51,6 +51,8 @@ class TrainArgs:
     include_test_normals: bool = True
     recipe_config: dict = field(default_factory=dict)
     threads: int = 0
+    pretrained: list[str] = field(default_factory=list)  # PATH or PART=PATH (local files only)
+    speed_perturb: Optional[list[float]] = None  # speed factors drawn per clip; None = the recipe's default
 
 
 def _crop(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,9 +66,10 @@ def _epoch_features(ts: TrainSet, frontend, rng: np.random.Generator, args: Trai
     """One random window per clip (and per crop) -> front-end features, joint ids, target mask."""
     joint, target = ts.joint_ids(), ts.domains()
     wins, labs, tgt = [], [], []
+    speeds = args.speed_perturb or [1.0]
     for _ in range(args.crops_per_clip):
         for it, j, t in zip(ts.items, joint, target):
-            w = _crop(it.audio, frontend.window_samples, rng)
+            w = speed_perturb(it.audio, frontend.window_samples, float(rng.choice(speeds)) if len(speeds) > 1 else 1.0, rng)
             if t and args.time_warp > 0 and rng.random() < 0.5:
                 w = time_warp(w, rng, args.time_warp)
             wins.append(w)
@@ -78,6 +81,20 @@ def _epoch_features(ts: TrainSet, frontend, rng: np.random.Generator, args: Trai
         for k, v in frontend(wins[i : i + 64]).items():
             feats.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in feats.items()}, np.array(labs), np.array(tgt)
+
+
+def speed_perturb(x: np.ndarray, n: int, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """A random window of ``n`` samples played ``factor`` times faster (tempo and pitch, as Kaldi's
+    speed perturbation): a crop of n * factor samples resampled to n."""
+    if factor == 1.0:
+        return _crop(x, n, rng)
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    f = Fraction(factor).limit_denominator(20)
+    w = resample_poly(_crop(x, int(np.ceil(n * factor)), rng), f.denominator, f.numerator).astype(np.float32)
+    return w[:n] if len(w) >= n else np.pad(w, (0, n - len(w)))
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -99,12 +116,38 @@ def load_checkpoint(path: str | Path) -> dict:
     return ck
 
 
+def _payload(args: TrainArgs, cfg, model, heads: dict, ts: TrainSet, loss_kind: str, epoch: int, history: list, summary: dict,
+             t0: float, extra: Optional[dict] = None) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "recipe": args.recipe,
+        "config": cfg.to_dict(),
+        "state_dict": model.state_dict(),
+        "heads": {t: h.state_dict() for t, h in heads.items()},
+        "joint_classes": ts.joint_classes,
+        "machine_classes": ts.machine_classes,
+        "section_classes": ts.section_classes,
+        "loss": loss_kind,
+        "epoch": epoch,
+        "loss_history": history,
+        "train_args": json.loads(json.dumps(asdict(args), default=str)),
+        "data_summary": json.loads(json.dumps(summary, default=str)),
+        "seconds": round(time.time() - t0, 1),
+        **(extra or {}),
+    }
+
+
 def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool = True) -> dict:
+    from .pretrained import parse_pretrained
+
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg = build_model(args.recipe, args.recipe_config)
+    pretrained = parse_pretrained(args.pretrained, getattr(model, "pretrained_slots", ()))
+    if args.speed_perturb is None:
+        args.speed_perturb = list(getattr(model, "speed_perturb", []))
     frontend = cfg.frontend()
     t0 = time.time()
     ts = trainset or build_trainset(
@@ -114,6 +157,18 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         raise ValueError(f"only {len(ts.items)} usable normal clips under {', '.join(args.data)}; training needs at least 2")
     summary = ts.summary()
     log.info("training data: %s", json.dumps(summary))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "fit"):  # recipes with their own procedure (clvae: CNN, then the VAE on its features)
+        hist = model.fit(ts, frontend, args, rng, pretrained, progress, _epoch_features)
+        final = hist["vae"] or hist["backbone"]
+        save_checkpoint(out, _payload(args, cfg, model, {}, ts, "vae", len(final), final, summary, t0, {"stage_history": hist}))
+        return {"checkpoint": str(out), "epochs": len(final), "final_loss": final[-1] if final else None,
+                "seconds": round(time.time() - t0, 1), "data": summary}
+    if pretrained:
+        for name, path in pretrained.items():
+            info = model.load_pretrained(name, path)
+            log.info("loaded %s weights from %s (%d tensors; %d unused)", name, path, info["loaded"], info["unused"])
     dim = model.embedding_dim
     targets = model.targets
     loss_kind = args.loss or model.default_loss
@@ -125,8 +180,6 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     params = [p for m in (model, *heads.values()) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.epochs))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     history = []
     bar = tqdm(range(args.epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -149,9 +202,16 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
                 lam_t = torch.from_numpy(lam)
                 x = {k: v * lam_t.view(-1, *([1] * (v.dim() - 1))) + v[perm] * (1 - lam_t).view(-1, *([1] * (v.dim() - 1))) for k, v in x.items()}
                 ys = {t: y * lam_t[:, None] + y[perm] * (1 - lam_t[:, None]) for t, y in ys.items()}
-            emb = model.raw_embedding(*(x[n] for n in model.input_names))
-            reps = emb.shape[0] // len(idx)  # frame-sequence models give several embeddings per window
-            loss = sum(heads[t](emb, y.repeat_interleave(reps, dim=0) if reps > 1 else y) for t, y in ys.items())
+            inputs = [x[n] for n in model.input_names]
+            if hasattr(model, "target_embeddings"):  # sub-systems trained on different labels (w2v-ast)
+                embs = model.target_embeddings(*inputs)
+            else:
+                emb = model.raw_embedding(*inputs)
+                embs = {t: emb for t in targets}
+            loss = 0
+            for t, y in ys.items():
+                reps = embs[t].shape[0] // len(idx)  # frame-sequence models give several embeddings per window
+                loss = loss + heads[t](embs[t], y.repeat_interleave(reps, dim=0) if reps > 1 else y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -160,21 +220,6 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         history.append(float(np.mean(losses)) if losses else float("nan"))
         bar.set_postfix(loss=f"{history[-1]:.3f}")
         log.info("epoch %d/%d loss %.4f", epoch + 1, args.epochs, history[-1])
-        save_checkpoint(out, {
-            "format": CHECKPOINT_FORMAT,
-            "recipe": args.recipe,
-            "config": cfg.to_dict(),
-            "state_dict": model.state_dict(),
-            "heads": {t: h.state_dict() for t, h in heads.items()},
-            "joint_classes": ts.joint_classes,
-            "machine_classes": ts.machine_classes,
-            "section_classes": ts.section_classes,
-            "loss": loss_kind,
-            "epoch": epoch + 1,
-            "loss_history": history,
-            "train_args": json.loads(json.dumps(asdict(args), default=str)),
-            "data_summary": json.loads(json.dumps(summary, default=str)),
-            "seconds": round(time.time() - t0, 1),
-        })
+        save_checkpoint(out, _payload(args, cfg, model, heads, ts, loss_kind, epoch + 1, history, summary, t0))
     return {"checkpoint": str(out), "epochs": args.epochs, "final_loss": history[-1] if history else None,
             "seconds": round(time.time() - t0, 1), "data": summary}

@@ -6,7 +6,7 @@ and its default loss (``default_loss``).
 """
 from __future__ import annotations
 
-RECIPES = ("dualbranch", "stgram", "sepstgram", "framevit")
+RECIPES = ("dualbranch", "stgram", "sepstgram", "framevit", "clvae", "w2v-ast")
 
 
 def build_model(recipe: str, config: dict):
@@ -26,4 +26,14 @@ def build_model(recipe: str, config: dict):
 
         cfg = FrameViTConfig(**config)
         return FrameViT(cfg), cfg
+    if recipe == "clvae":
+        from .clvae import CLVAEConfig, CLVAENet
+
+        cfg = CLVAEConfig(**config)
+        return CLVAENet(cfg), cfg
+    if recipe == "w2v-ast":
+        from .w2vast import W2VASTConfig, W2VASTNet
+
+        cfg = W2VASTConfig(**config)
+        return W2VASTNet(cfg), cfg
     raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
