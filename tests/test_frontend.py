@@ -99,3 +99,36 @@ def test_frame_windows_short_and_long():
     assert w.shape == (3, 4) and w[1, 0] == 3
     short = frame_windows(np.arange(3, dtype=np.float32), 8, 8)
     assert short.shape == (1, 8) and list(short[0, :4]) == [0, 1, 2, 0]
+
+
+def test_centred_db_log_mel_matches_a_frame_loop(clip):
+    """PANNs' extractor: reflect-padded centred frames, power mel, 10 log10 with a 1e-10 floor."""
+    x = clip[0][:32000].astype(np.float64)
+    n_fft, hop = 1024, 320
+    pad = np.pad(x, n_fft // 2, mode="reflect")
+    win = signal.get_window("hann", n_fft)
+    fb = mel_filterbank(32000, n_fft, 64, 50.0, 14000.0).astype(np.float64)
+    ref = np.stack([10 * np.log10(np.maximum((np.abs(np.fft.rfft(pad[s : s + n_fft] * win)) ** 2) @ fb, 1e-10))
+                    for s in range(0, len(pad) - n_fft + 1, hop)])
+    ours = FeatureSpec("m", "logmel", n_fft=n_fft, hop=hop, n_mels=64, fmin=50.0, fmax=14000.0, centre=True, db=True)
+    got = ours.compute(x.astype(np.float32)[None], 32000)[0]
+    assert got.shape == ref.shape == tuple(ours.shape(32000)) == (1 + 32000 // hop, 64)
+    np.testing.assert_allclose(got, ref, atol=1e-2)
+
+
+def test_kaldi_fbank_frames_tone_and_dc():
+    from edge_agent.frontend import kaldi_fbank
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    fb = kaldi_fbank(tone[None], sr, 128)[0]
+    assert fb.shape == (1 + (sr - 400) // 160, 128) == tuple(FeatureSpec("f", "fbank").shape(sr, sr))
+    # the loudest band is the one whose centre (Kaldi mel scale, 20 Hz .. Nyquist) is nearest 1 kHz
+    mel = lambda f: 1127 * np.log1p(f / 700)  # noqa: E731
+    centres = np.linspace(mel(20), mel(8000), 130)[1:-1]
+    assert abs(int(np.argmax(fb.mean(axis=0))) - int(np.argmin(np.abs(centres - mel(1000))))) <= 1
+    # each frame's DC offset is removed before anything else
+    np.testing.assert_allclose(kaldi_fbank((tone + 0.1)[None], sr, 128)[0], fb, atol=1e-3)
+    # digital silence sits at the float32 epsilon floor
+    assert np.allclose(kaldi_fbank(np.zeros((1, sr), np.float32), sr, 128), np.log(np.finfo(np.float32).eps))
