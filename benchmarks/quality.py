@@ -7,6 +7,9 @@ markers in docs/model.md.
 
     python benchmarks/quality.py                       # train missing seeds, evaluate everything
     python benchmarks/quality.py --seeds 0 1 2 3 --work runs/default   # reuse checkpoints found there
+    python benchmarks/quality.py --update --bundle 'stgram=runs/recipes/stgram-seed0,runs/recipes/stgram-seed1,...'
+        # score only these bundles (every score head they carry; several paths = seeds, mean ± std)
+        # and keep the other rows of benchmarks/results/quality.json
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from calibration.evaluate import ClipEmbedder, evaluate  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.scoring import bundle_heads, default_score  # noqa: E402
 
 BENCHMARKS = {"valve": "dcase2023t2/valve", "fan": "mimii/fan"}
 # Measured by the CEO on this machine type (docs of the evaluation issue), for comparison.
@@ -47,6 +51,34 @@ def score_bundle(bundle_dir, data: Path, score: str = "knn") -> dict:
     return out
 
 
+def aggregate(per_seed: list[dict]) -> dict:
+    """Mean and standard deviation over seeds of every score."""
+    return {bench: {k: (float(np.mean([s[bench][k] for s in per_seed])), float(np.std([s[bench][k] for s in per_seed])))
+                    for k in per_seed[0][bench]} for bench in BENCHMARKS}
+
+
+HEAD_LABELS = {"knn": "k-NN", "classifier": "classifier 1 - softmax", "rec-kld": "VAE L_rec + L_kld",
+               "rec-kld-center": "VAE L_rec + L_kld + 150 L_C", "rec-kld+rec-kld-center": "VAE ensemble of both"}
+
+
+def bundle_rows(label: str, paths: list[str], data: Path) -> list[dict]:
+    """One row per score head the bundles carry (k-NN, classifier, VAE heads, the declared default)."""
+    m = Bundle.load(paths[0]).manifest
+    heads = list(bundle_heads(m))
+    if default_score(m) not in heads:
+        heads.append(default_score(m))
+    rows = []
+    for head in heads:
+        per_seed = [score_bundle(p, data, head) for p in paths]
+        name = f"{label}, {HEAD_LABELS.get(head, head)}"
+        if len(paths) == 1:
+            rows.append({"system": f"{name} (1 seed)", "scores": per_seed[0]})
+        else:
+            rows.append({"system": f"{name} ({len(paths)} seeds, mean ± std)", "scores": aggregate(per_seed), "per_seed": per_seed})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def train_seed(recipe: str, seed: int, work: Path, data: Path, epochs: int, recipe_config: dict) -> Path:
     from export.build_default import EXCLUDE
     from export.onnx_export import export_bundle
@@ -62,23 +94,8 @@ def train_seed(recipe: str, seed: int, work: Path, data: Path, epochs: int, reci
     return bundle
 
 
-def fmt(mean: float, std: float | None = None) -> str:
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="seed checkpoints (reused when present)")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "model.md")
-    p.add_argument("--bundle", action="append", default=[], metavar="LABEL=PATH",
-                   help="also score this bundle (k-NN, and its classifier when it has one), e.g. 'stgram, 1 seed=runs/recipes/stgram-seed0'")
-    a = p.parse_args(argv)
-    if len(a.seeds) < 3:
-        p.error("use at least 3 seeds")
+def build_rows(a) -> list[dict]:
+    """The references, the dualbranch seeds and the default model."""
     from export.build_default import RECIPE
     from export.reference import build_reference
 
@@ -92,21 +109,48 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         per_seed.append(score_bundle(train_seed("dualbranch", seed, a.work, a.data, a.epochs, RECIPE), a.data))
         print({"seed": seed, **per_seed[-1]}, flush=True)
-    agg = {}
-    for bench in BENCHMARKS:
-        agg[bench] = {k: (float(np.mean([s[bench][k] for s in per_seed])), float(np.std([s[bench][k] for s in per_seed])))
-                      for k in per_seed[0][bench]}
-    rows.append({"system": f"dualbranch, 2 s windows, single model ({len(a.seeds)} seeds, mean ± std)", "scores": agg, "per_seed": per_seed})
+    rows.append({"system": f"dualbranch, 2 s windows, single model ({len(a.seeds)} seeds, mean ± std)", "scores": aggregate(per_seed),
+                 "per_seed": per_seed})
     rows.append({"system": "default model (ensemble of the seeds above)", "scores": score_bundle("default", a.data)})
     print(rows[-1], flush=True)
-    for spec in a.bundle:
-        label, _, path = spec.partition("=")
-        rows.append({"system": f"{label}, k-NN", "scores": score_bundle(path, a.data)})
-        print(rows[-1], flush=True)
-        if Bundle.load(path).manifest.get("classifier"):
-            rows.append({"system": f"{label}, classifier 1 - softmax", "scores": score_bundle(path, a.data, "classifier")})
-            print(rows[-1], flush=True)
+    return rows
 
+
+def fmt(mean: float, std: float | None = None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="seed checkpoints (reused when present)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "model.md")
+    p.add_argument("--bundle", action="append", default=[], metavar="LABEL=PATH[,PATH...]",
+                   help="also score this bundle with every score head it carries; several paths (seeds of one recipe) give "
+                   "mean ± std, e.g. 'stgram=runs/recipes/stgram-seed0,runs/recipes/stgram-seed1,runs/recipes/stgram-seed2'")
+    p.add_argument("--update", action="store_true",
+                   help="score only the --bundle rows; keep the other rows of the JSON (--json) as they are")
+    a = p.parse_args(argv)
+    if len(a.seeds) < 3:
+        p.error("use at least 3 seeds")
+    extra = []
+    for spec in a.bundle:
+        label, _, paths = spec.partition("=")
+        extra += bundle_rows(label, [x for x in paths.split(",") if x], a.data)
+    if a.update:
+        old = json.loads(a.json.read_text())["rows"] if a.json.is_file() else []
+        labels = {spec.partition("=")[0] for spec in a.bundle}
+        rows = [r for r in old if not any(r["system"].startswith(f"{lab}, ") for lab in labels)] + extra
+        for r in rows:  # JSON turned the (mean, std) tuples into lists
+            for bench in r["scores"].values():
+                for k, v in bench.items():
+                    if isinstance(v, list):
+                        bench[k] = tuple(v)
+    else:
+        rows = build_rows(a) + extra
     lines = ["| system | valve AUC source | valve AUC target | valve pAUC | **valve h-mean** | fan AUC | fan pAUC | **fan h-mean** |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
