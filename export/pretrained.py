@@ -51,15 +51,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def strip_prefix(sd: dict[str, torch.Tensor], marker: str) -> dict[str, torch.Tensor]:
-    """Keep the keys that contain ``marker`` and drop everything before it (``module.``,
-    ``wav2vec2.``, ``w2v_encoder.w2v_model.``, ``audio_spectrogram_transformer.``, ...)."""
-    out = {}
-    for k, v in sd.items():
-        i = k.find(marker)
-        if i >= 0:
-            out[k[i:]] = v
-    return out
+def _under(sd: dict[str, torch.Tensor], anchor: str) -> dict[str, torch.Tensor]:
+    """The keys below the prefix that ``anchor`` (a key suffix) reveals, with the prefix removed
+    (``module.``, ``wav2vec2.``, ``w2v_encoder.w2v_model.``, ``audio_spectrogram_transformer.``, ...)."""
+    hits = [k for k in sd if k.endswith(anchor)]
+    if not hits:
+        return {}
+    prefix = hits[0][: -len(anchor)]
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def read_layout(path: str | Path, hf_anchor: str, original_anchor: str, what: str) -> tuple[dict[str, torch.Tensor], bool]:
+    """A checkpoint's tensors with any wrapper prefix removed, and whether it has the Hugging Face
+    layout (``hf_anchor`` found) rather than the original project's (``original_anchor``)."""
+    sd = read_state_dict(path)
+    hf = _under(sd, hf_anchor)
+    if hf:
+        return hf, True
+    orig = _under(sd, original_anchor)
+    if not orig:
+        raise PretrainedError(f"{path}: not a {what} checkpoint (neither {hf_anchor} nor {original_anchor} in it)")
+    return orig, False
 
 
 def rename(sd: dict[str, torch.Tensor], rules: list[tuple[str, str]]) -> dict[str, torch.Tensor]:

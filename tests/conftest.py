@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +107,18 @@ def pulse(tmp_path_factory):
             os.environ[k] = v
     proc.terminate()
     proc.wait(5)
+
+
+def small_recipe_bundle(recipe: str, config: dict, d: Path):
+    """Train a recipe for 2 epochs on real clips of two machines (valve, and the demo's fan clips in
+    a folder named enrol, so classifiers have two classes) and export it with the parity check."""
+    from export.onnx_export import export_bundle
+    from export.train import TrainArgs, load_checkpoint, train
+
+    train(TrainArgs(data=[str(DATA / "valve"), str(DEMO / "enrol")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
+                    recipe_config=config, exclude_test_of=[], include_test_normals=False), progress=False)
+    ck = load_checkpoint(d / "m.ckpt")
+    assert ck["section_classes"] == ["enrol|id_00", "valve|00"] and np.isfinite(ck["loss_history"]).all()
+    export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
+    return d / "bundle", ck
+

@@ -3,7 +3,6 @@ export with the parity check, and run unchanged through calibrate, run and evalu
 import json
 import math
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -11,7 +10,7 @@ torch = pytest.importorskip("torch")
 from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 
-from .conftest import DATA, DEMO  # noqa: E402
+from .conftest import DATA, DEMO, small_recipe_bundle  # noqa: E402
 from .test_run_replay import cli, write_config  # noqa: E402
 
 SMALL = {
@@ -24,19 +23,10 @@ SMALL = {
 
 @pytest.fixture(scope="module", params=list(SMALL))
 def recipe_bundle(request, tmp_path_factory):
-    from export.onnx_export import export_bundle
-    from export.train import TrainArgs, load_checkpoint, train
-
     recipe = request.param
-    d = tmp_path_factory.mktemp(recipe)
-    # two machines (valve, and the demo's fan clips in a folder named enrol) so the classifier has two classes
-    train(TrainArgs(data=[str(DATA / "valve"), str(DEMO / "enrol")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
-                    recipe_config=SMALL[recipe], exclude_test_of=[], include_test_normals=False), progress=False)
-    ck = load_checkpoint(d / "m.ckpt")
+    path, ck = small_recipe_bundle(recipe, SMALL[recipe], tmp_path_factory.mktemp(recipe))
     assert ck["loss"] == {"stgram": "softmax", "sepstgram": "softmax", "framevit": "arcface"}[recipe]
-    assert ck["section_classes"] == ["enrol|id_00", "valve|00"] and np.isfinite(ck["loss_history"]).all()
-    export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
-    return recipe, d / "bundle"
+    return recipe, path
 
 
 def test_export_parity_and_manifest(recipe_bundle):

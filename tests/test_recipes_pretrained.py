@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 
-from .conftest import DATA, DEMO  # noqa: E402
+from .conftest import DATA, small_recipe_bundle  # noqa: E402
 from .test_run_replay import cli, write_config  # noqa: E402
 
 SMALL_CLVAE = {"window_seconds": 1.0, "stem": 8, "blocks": [1, 1, 1, 1], "widths": [8, 16, 16, 32], "encoder": [64, 64, 32],
@@ -24,17 +24,8 @@ SMALL = {"clvae": SMALL_CLVAE, "w2v-ast": SMALL_W2V}
 
 @pytest.fixture(scope="module", params=list(SMALL))
 def recipe_bundle(request, tmp_path_factory):
-    from export.onnx_export import export_bundle
-    from export.train import TrainArgs, load_checkpoint, train
-
     recipe = request.param
-    d = tmp_path_factory.mktemp(recipe)
-    train(TrainArgs(data=[str(DATA / "valve"), str(DEMO / "enrol")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
-                    recipe_config=SMALL[recipe], exclude_test_of=[], include_test_normals=False), progress=False)
-    ck = load_checkpoint(d / "m.ckpt")
-    assert ck["section_classes"] == ["enrol|id_00", "valve|00"] and np.isfinite(ck["loss_history"]).all()
-    export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
-    return recipe, d / "bundle", ck
+    return (recipe, *small_recipe_bundle(recipe, SMALL[recipe], tmp_path_factory.mktemp(recipe)))
 
 
 def test_export_declares_outputs_and_heads(recipe_bundle):

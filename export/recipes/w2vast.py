@@ -444,27 +444,12 @@ ORIGINAL_AST = [
 ]
 
 
-def _under(sd: dict, anchor: str) -> dict:
-    """The keys below the prefix that ``anchor`` (a key suffix) reveals, with the prefix removed."""
-    hits = [k for k in sd if k.endswith(anchor)]
-    if not hits:
-        return {}
-    prefix = hits[0][: -len(anchor)]
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
 def load_wav2vec2(module: Wav2Vec2, path: str) -> dict:
     """Hugging Face (Wav2Vec2Model, ForPreTraining, ForCTC, ...) or fairseq wav2vec 2.0 weights."""
-    from ..pretrained import PretrainedError, load_matching, read_state_dict, rename, weight_norm_to_weight
+    from ..pretrained import load_matching, read_layout, rename, weight_norm_to_weight
 
-    sd = read_state_dict(path)
-    hf = _under(sd, "feature_extractor.conv_layers.0.conv.weight")
-    if hf:
-        sd = hf
-    else:
-        sd = _under(sd, "feature_extractor.conv_layers.0.0.weight")
-        if not sd:
-            raise PretrainedError(f"{path}: not a wav2vec 2.0 checkpoint (no feature_extractor.conv_layers.0 weights)")
+    sd, hf = read_layout(path, "feature_extractor.conv_layers.0.conv.weight", "feature_extractor.conv_layers.0.0.weight", "wav2vec 2.0")
+    if not hf:
         sd = rename(sd, FAIRSEQ_W2V)
     sd = weight_norm_to_weight(sd, "encoder.pos_conv_embed.conv.", dim=2)
     return load_matching(module, sd, f"wav2vec 2.0 checkpoint {path}", W2V_HINT)
@@ -474,16 +459,10 @@ def load_ast(module: AST, path: str, cfg: W2VASTConfig) -> dict:
     """Hugging Face ASTModel / ASTForAudioClassification or the AST repository's weights. Position
     embeddings trained on another input length are cut to this window's patch grid from the middle
     (shorter windows, as the AST code does) or interpolated (longer ones)."""
-    from ..pretrained import PretrainedError, load_matching, read_state_dict, rename
+    from ..pretrained import load_matching, read_layout, rename
 
-    sd = read_state_dict(path)
-    hf = _under(sd, "embeddings.patch_embeddings.projection.weight")
-    if hf:
-        sd = hf
-    else:
-        sd = _under(sd, "v.patch_embed.proj.weight")
-        if not sd:
-            raise PretrainedError(f"{path}: not an Audio Spectrogram Transformer checkpoint (no patch embedding weights)")
+    sd, hf = read_layout(path, "embeddings.patch_embeddings.projection.weight", "v.patch_embed.proj.weight", "Audio Spectrogram Transformer")
+    if not hf:
         for k in [k for k in sd if k.endswith("attn.qkv.weight") or k.endswith("attn.qkv.bias")]:
             i, part = k.split(".")[2], k.rsplit(".", 1)[1]
             for name, t in zip(("query", "key", "value"), sd.pop(k).chunk(3, dim=0)):
