@@ -106,10 +106,16 @@ def test_live_calibration_through_the_null_sink(pulse, tmp_path):
     st = tmp_path / "st"
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n    input: {{device: pulse}}\n")
-    clip = sorted((DEMO / "enrol").glob("*.wav"))[0]
-    player = pulse(clip)
-    r = cli("calibrate", "--machine", "fan01", "--config", cfg, "--seconds", "8", "--no-plot", env=pulse.env, timeout=120)
-    player.wait(20)
+    # three real clips back to back (30 s), so the 8 s recording still hears the fan however long the
+    # agent takes to start on a loaded machine
+    clips = [read_wav(p) for p in sorted((DEMO / "enrol").glob("*.wav"))[:3]]
+    write_wav(tmp_path / "fan.wav", np.concatenate([x for x, _ in clips]), clips[0][1])
+    player = pulse(tmp_path / "fan.wav")
+    try:
+        r = cli("calibrate", "--machine", "fan01", "--config", cfg, "--seconds", "8", "--no-plot", env=pulse.env, timeout=120)
+    finally:
+        player.terminate()
+        player.wait(20)
     assert r.returncode == 0, r.stderr
     assert "recording fan01" in r.stderr and "dBFS" in r.stderr
     bank = MemoryBank.load(bank_path(st, "fan01"))
