@@ -145,11 +145,16 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
     return per_domain, skipped
 
 
+def knn_only(members: list[dict]) -> bool:
+    """The plain k-NN needs nothing but the bank; other heads need the model's outputs per window."""
+    return [m["kind"] for m in members] == ["knn"]
+
+
 def apply_score(res: EnrolResult, members: list[dict], outputs: dict[str, list[dict]], policy: ThresholdPolicy,
                 fresh: bool, per_window: int) -> None:
     """Give a new bank the asked score head(s) and refit its threshold on the enrolled windows'
     scores under that head. ``outputs``: this enrolment's model outputs per domain, in enrolment order."""
-    if [m["kind"] for m in members] == ["knn"]:
+    if knn_only(members):
         return
     order = [d for d in ("source", "target") if outputs.get(d)]
     keys = outputs[order[0]][0].keys()
@@ -193,7 +198,8 @@ def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool =
     bundle = engine.bundle
     members = score_members(bundle, score, class_name)
     outputs: dict[str, list[dict]] = {}
-    per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress, outputs_out=outputs)
+    per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress,
+                                      outputs_out=None if knn_only(members) else outputs)
     if not per_domain:
         raise CalibrationError("no usable normal clips to enrol")
     enr = to_enrolments(per_domain)
@@ -284,7 +290,7 @@ def calibrate_command(a) -> int:
                 raise CalibrationError(f"--from {p}: no such file or folder")
         channel = mc.input.channel if mc else "mix"
         per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}",
-                                          outputs_out=outputs)
+                                          outputs_out=None if knn_only(members) else outputs)
     else:
         x = record_live(cfg, a.machine, a.seconds, fe.sample_rate)
         domain = a.domain or "source"
@@ -300,7 +306,8 @@ def calibrate_command(a) -> int:
                 skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
                 continue
             e, out = embed_piece(engine, fe, piece, hop_samples)
-            outputs.setdefault(domain, []).append(out)
+            if not knn_only(members):
+                outputs.setdefault(domain, []).append(out)
             embs.append(e)
             groups.extend([f"chunk{i}"] * len(e))
         if embs:

@@ -55,10 +55,6 @@ def default_score(manifest: dict) -> str:
     return (manifest.get("score") or {}).get("head", "knn")
 
 
-def head_classes(manifest: dict, head: str) -> list[str]:
-    return list(bundle_heads(manifest).get(head, {}).get("classes", []))
-
-
 def softmax_score(logits: np.ndarray, class_index: int) -> np.ndarray:
     """1 - softmax(logits)[class]: the STgram papers' anomaly score for a machine the model knows."""
     z = logits - logits.max(axis=1, keepdims=True)

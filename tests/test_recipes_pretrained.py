@@ -187,7 +187,7 @@ def test_ast_from_hugging_face_and_original_with_position_grid(tmp_path):
     f, t = cfg.ast_grid
     src = AST(cfg)
     sd = {k: v.clone() for k, v in src.state_dict().items()}
-    x = torch.randn(2, cfg.fbank_frames, cfg.n_mels)
+    x = torch.randn(2, cfg.frames, cfg.n_mels)
     torch.save({f"audio_spectrogram_transformer.{k}": v for k, v in sd.items()} | {"classifier.dense.weight": torch.zeros(3, 32)},
                tmp_path / "pytorch_model.bin")
     dst = AST(cfg)

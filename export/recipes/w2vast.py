@@ -36,7 +36,7 @@ from .base import WindowedConfig
 class W2VASTConfig(WindowedConfig):
     sample_rate: int = 16000
     window_seconds: float = 2.0
-    n_fft: int = 400  # the AST fbank frame (25 ms)
+    n_fft: int = 400  # the AST fbank frame (25 ms); ``frames`` is the fbank frame count
     hop: int = 160  # 10 ms
     n_mels: int = 128
     # wav2vec 2.0 (base)
@@ -75,15 +75,11 @@ class W2VASTConfig(WindowedConfig):
         ))
 
     @property
-    def fbank_frames(self) -> int:
-        return 1 + (self.window_samples - self.n_fft) // self.hop
-
-    @property
     def ast_grid(self) -> tuple[int, int]:
         f = (self.n_mels - self.ast_patch) // self.ast_fstride + 1
-        t = (self.fbank_frames - self.ast_patch) // self.ast_tstride + 1
+        t = (self.frames - self.ast_patch) // self.ast_tstride + 1
         if t < 1:
-            raise ValueError(f"a {self.window_seconds} s window has {self.fbank_frames} fbank frames, fewer than one AST patch")
+            raise ValueError(f"a {self.window_seconds} s window has {self.frames} fbank frames, fewer than one AST patch")
         return f, t
 
 
