@@ -26,6 +26,7 @@ from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_sc
 from edge_agent.wavio import AudioFileError, read_wav
 
 from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol, use_heads
+from .vetting import Outlier, outlier_clips
 
 MIN_WINDOWS = 5
 SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input
@@ -270,6 +271,25 @@ def _machine_arg(name: str) -> str:
         raise CalibrationError(f"--machine: {e}") from None
 
 
+def exclude_outliers(per_domain: dict[str, tuple[list, list]], outputs: dict[str, list[dict]], keep: bool
+                     ) -> list[tuple[str, Outlier]]:
+    """Find the clips of each domain that sound unlike the rest and, unless ``keep``, take them
+    (embeddings and model outputs) out of the enrolment. Returns (domain, outlier) pairs."""
+    found = []
+    for d, (embs, groups) in list(per_domain.items()):
+        outl = outlier_clips(np.concatenate(embs), np.array(groups))
+        found += [(d, o) for o in outl]
+        if keep or not outl:
+            continue
+        bad = {o.clip for o in outl}
+        starts = np.cumsum([0] + [len(e) for e in embs[:-1]])  # each clip's first window
+        kept = [i for i, st in enumerate(starts) if groups[st] not in bad]
+        per_domain[d] = ([embs[i] for i in kept], [g for g in groups if g not in bad])
+        if d in outputs:
+            outputs[d] = [outputs[d][i] for i in kept]
+    return found
+
+
 def calibrate_command(a) -> int:
     _machine_arg(a.machine)
     if a.seconds is None and not a.from_paths:
@@ -314,6 +334,13 @@ def calibrate_command(a) -> int:
             per_domain[domain] = (embs, groups)
     for p, why in skipped:
         print(f"skipped {p}: {why}", file=sys.stderr)
+    outliers = exclude_outliers(per_domain, outputs, a.keep_outliers)
+    for d, o in outliers:
+        what = "kept (--keep-outliers)" if a.keep_outliers else "excluded"
+        print(f"{what} {o.clip}: it sounds unlike the other {d} clips (distance {o.distance:.3f} to them; the others are "
+              f"within {o.typical:.3f}): noise, another machine or a fault?"
+              + ("" if a.keep_outliers else " If it is normal sound of this machine, enrol it anyway with --keep-outliers"),
+              file=sys.stderr)
     n_windows = sum(len(g) for _, g in per_domain.values())
     if n_windows < MIN_WINDOWS:
         raise CalibrationError(
@@ -340,6 +367,7 @@ def calibrate_command(a) -> int:
         raise CalibrationError(str(e)) from None
     apply_score(res, members, outputs, policy, existing is None or a.replace, bundle.embeddings_per_window)
     res.bank.meta["skipped_clips"] = len(skipped)
+    res.bank.meta["outlier_clips"] = {"excluded" if not a.keep_outliers else "kept": [o.clip for _, o in outliers]}
     res.bank.save(path)
     plot = None
     if a.plot:

@@ -19,8 +19,11 @@ import numpy as np
 from . import events
 from .bank import BankError, MemoryBank, bank_path
 from .bundle import Bundle
-from .config import Config, MachineConfig
+from .config import Config, MachineConfig, require_machines
+from .detector import Decision
 from .engine import Engine, open_engine
+from .errors import UserError
+from .open_alarms import OpenAlarm, OpenAlarmStore
 from .sources import AudioSource, CaptureSource, ReplaySource
 from .stream import MachineStream, Window
 
@@ -35,13 +38,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class ConsoleSink:
-    """Alarm events and state changes as one line each on stdout (scores too when ``scores``)."""
+class ReplayError(UserError):
+    """A replay that gave nothing to score (too short, empty or unreadable files)."""
 
-    def __init__(self, scores: bool = False, out=None):
+
+class ConsoleSink:
+    """Alarm events and state changes as one line each on stdout; with ``window`` hooked to the
+    agent's ``on_window`` (``run --scores``), every window's score too."""
+
+    def __init__(self, out=None):
         import sys
 
-        self.scores = scores
         self.out = out or sys.stdout
 
     def handle(self, kind: str, machine: str, p: dict) -> None:
@@ -49,15 +56,19 @@ class ConsoleSink:
             if p["event"] == "end":
                 detail = f"duration {p['duration_seconds']:.1f} s, peak {p['peak_score']:.4f} ({p['reason']})"
             else:
-                detail = f"score {p['score']:.4f} > threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
-            line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {detail}"
+                rel = ">" if p["score"] > p["threshold"] else "<="
+                detail = f"score {p['score']:.4f} {rel} threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
+            line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {p['alarm_id'][:8]} {detail}"
         elif kind == "state":
             line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
-        elif kind == "score" and self.scores:
-            line = f"{p['ts']} {machine}: score {p['score']:.4f} threshold {p['threshold']}"
         else:
             return
         print(line, file=self.out, flush=True)
+
+    def window(self, stream, w, score: float, decision) -> None:
+        thr = stream.bank.threshold
+        print(f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold {thr:.4f} "
+              f"level {w.level_dbfs:.1f} dBFS {stream.state}", file=self.out, flush=True)
 
     def close(self) -> None:
         pass
@@ -107,14 +118,15 @@ class Agent:
         self.on_stop: list[Callable[["Agent"], None]] = []
         self.reload_requested = threading.Event()
         self.config_path: Optional[Path] = None
+        self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
+        self.open_alarms = OpenAlarmStore(cfg.resolved_state_dir())
         self._last_status = time.monotonic()
         self._last_score_pub: dict[str, float] = {}
 
     @classmethod
     def from_config(cls, cfg: Config, sinks: list, source_factory=make_source, bundle: Optional[Bundle] = None,
                     engine: Optional[Engine] = None) -> "Agent":
-        if not cfg.machines:
-            raise ValueError("the config has no machines: add one under 'machines:' (see docs/config.md)")
+        require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)
         engine = engine or open_engine(bundle, cfg.engine)
         state_dir = cfg.resolved_state_dir()
@@ -137,8 +149,41 @@ class Agent:
         return events.state_payload(s.machine, s.state, s.clock(), s.last_score, b.threshold if b else None, self.model_info,
                                     b.version if b else None, reason or s.no_audio_reason)
 
-    def _emit_alarm(self, s: MachineStream, d) -> None:
-        self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, s.bank.threshold, self.model_info, s.bank.version))
+    def _emit_alarm(self, s: MachineStream, d: Decision, record: Optional[OpenAlarm] = None) -> None:
+        """Emit an alarm event; the open-alarm record is written before a start/update goes out and
+        removed after the end has gone, so a crash in between leaves it for the next start to close."""
+        rec = record or OpenAlarm(d, s.bank.threshold, s.bank.version, self.model_info)
+        if d.kind != "end":
+            try:
+                self.open_alarms.save(s.machine, rec)
+            except OSError as e:  # a full or read-only disk must not stop the alarm itself
+                log.error("%s: cannot record the open alarm in %s (%s)", s.machine, self.open_alarms.dir, e)
+        self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version))
+        if d.kind == "end":
+            try:
+                self.open_alarms.clear(s.machine)
+            except OSError as e:
+                log.error("%s: cannot remove the open-alarm record (%s)", s.machine, e)
+
+    def _close_orphaned_alarm(self, s: MachineStream) -> None:
+        """An alarm left open by an agent that died: end it now, explicitly, under its own id."""
+        rec = self.open_alarms.load(s.machine)
+        if rec is None:
+            return
+        d = rec.decision
+        why = "agent restarted: the alarm was open when the agent stopped unexpectedly; a new alarm follows if the sound is still wrong"
+        log.warning("%s: closing alarm %s left open by the last run (started %s)", s.machine, d.alarm_id, events.iso(d.started_at))
+        end = Decision("end", d.alarm_id, max(s.clock(), d.ts), d.score, d.peak_score, d.started_at, d.windows_above, why)
+        self._emit_alarm(s, end, rec)
+
+    def _close_open_alarms(self, reason: str) -> None:
+        for s in self.streams.values():
+            if s.detector is None:
+                continue
+            d = s.detector.end(s.clock(), s.last_score if s.last_score is not None else float("nan"), reason)
+            if d is not None:
+                self._emit_alarm(s, d)
+                self.publish_state(s, reason)
 
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
         self._emit("state", s.machine, self.state_of(s, reason))
@@ -157,6 +202,7 @@ class Agent:
                             "Enrol it: edge-agent calibrate --machine %s", s.machine, self.cfg.resolved_state_dir(), s.machine)
             s.source.start()
             s.wall_start = time.time()
+            self._close_orphaned_alarm(s)
             self.publish_state(s, "" if s.calibrated else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:
             cb(self)
@@ -229,7 +275,7 @@ class Agent:
             self._emit("score", s.machine, events.score_payload(s.machine, w.ts, score, b.threshold, self.model_info, b.version, w.level_dbfs))
 
     def status_lines(self) -> list[str]:
-        out = []
+        out = [f() for f in self.status_sources]
         for s in self.streams.values():
             score = f"{s.last_score:.4f}" if s.last_score is not None else "-"
             thr = f"{s.bank.threshold:.4f}" if s.bank and s.bank.threshold is not None else "-"
@@ -259,9 +305,26 @@ class Agent:
                 self.step()  # score the windows that were already captured
             except Exception:  # noqa: BLE001 - stopping must go on
                 log.exception("scoring the last windows failed")
+            self._close_open_alarms("agent stopped")
             for sink in self.sinks:
                 sink.close()
+        unscored = self.unscored_replays()
+        if unscored:
+            raise ReplayError("nothing was scored for " + "; ".join(unscored))
         return 0
+
+    def unscored_replays(self) -> list[str]:
+        """Finished replays that gave no window at all, with what they held."""
+        out = []
+        for s in self.streams.values():
+            src = s.source
+            if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or s.windows_processed:
+                continue
+            held = src.frames_sent / src.sample_rate
+            bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
+            out.append(f"machine {s.machine}: {src.path} held {held:.2f} s of audio{bad}, less than one window of "
+                       f"{s.window_seconds:g} s; give recordings of at least {s.window_seconds:g} s")
+        return out
 
     def reload(self) -> None:
         """SIGHUP: re-read banks, and the config settings that can change without a restart
@@ -303,9 +366,4 @@ class Agent:
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms so that offline runs get complete events."""
-        for s in self.streams.values():
-            if s.detector is not None:
-                d = s.detector.end(s.clock(), s.last_score if s.last_score is not None else float("nan"), "end of recording")
-                if d is not None:
-                    self._emit_alarm(s, d)
-                    self.publish_state(s)
+        self._close_open_alarms("end of recording")

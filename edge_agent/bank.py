@@ -11,14 +11,13 @@ Stored as one ``.npz`` (arrays, plus a JSON metadata string; never pickle), writ
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import UserError
 
 BANK_FORMAT = 1
@@ -115,24 +114,11 @@ class MemoryBank:
             "model_version": self.model_version, "threshold": self.threshold, "k": self.k,
             "normalise_domains": self.normalise_domains, "domain_stats": self.domain_stats, **self.meta,
         }
-        fd, tmp = tempfile.mkstemp(prefix=".bank-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, embeddings=self.embeddings.astype(np.float32), domains=self.domains.astype("U6"),
-                         kinds=self.kinds.astype("U6"), meta=np.array(json.dumps(meta)),
-                         **{f"enrolled_{d}_{part}": arr for d, pair in self.enrolled.items()
-                            for part, arr in zip(("emb", "groups"), (pair[0].astype(np.float32), pair[1].astype(str)))})
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(path) as f:
+            np.savez(f, embeddings=self.embeddings.astype(np.float32), domains=self.domains.astype("U6"),
+                     kinds=self.kinds.astype("U6"), meta=np.array(json.dumps(meta)),
+                     **{f"enrolled_{d}_{part}": arr for d, pair in self.enrolled.items()
+                        for part, arr in zip(("emb", "groups"), (pair[0].astype(np.float32), pair[1].astype(str)))})
 
     @classmethod
     def load(cls, path: str | Path) -> "MemoryBank":

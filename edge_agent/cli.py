@@ -41,26 +41,32 @@ def _need_torch(command: str) -> None:
 def cmd_run(a) -> int:
     from .agent import Agent, ConsoleSink
     from .config import load_config
+    from .health import Health, start_metrics
     from .publisher import MQTTPublisher, OutboxOnlySink, open_outbox
 
-    from .health import Health, start_metrics
-
     cfg = load_config(a.config)
-    agent = Agent.from_config(cfg, [ConsoleSink(scores=a.scores)])
+    console = ConsoleSink()
+    agent = Agent.from_config(cfg, [])
     agent.config_path = a.config
+    if a.scores:
+        agent.on_window.append(console.window)
     outbox = open_outbox(cfg)
     pub = None
     if cfg.mqtt is not None:
         pub = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
-        agent.sinks.append(pub)
-        pub.start()
+        durable = pub
     else:
         log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
-        agent.sinks.append(OutboxOnlySink(outbox))
+        durable = OutboxOnlySink(outbox)
+    # The durable sink first: an event printed on the console is already in the outbox.
+    agent.sinks += [durable, console]
+    agent.status_sources.append(durable.status_line)
+    if pub is not None:
+        pub.start()
     Health(agent)
     if cfg.metrics is not None:
         try:
-            start_metrics(agent, cfg.metrics.listen, pub)
+            start_metrics(agent, cfg.metrics.listen, durable)
         except OSError as e:
             raise UsageError(f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})") from None
     _install_signals(agent)
@@ -90,7 +96,7 @@ def cmd_demo(a) -> int:
 def cmd_devices(a) -> int:
     from .devices import list_inputs
 
-    rows = list_inputs()
+    rows = list_inputs()  # says what to install when PortAudio is missing
     if not rows:
         print("no audio input devices found (is PulseAudio/ALSA running and a microphone connected?)")
         return 1
@@ -193,7 +199,16 @@ SCORE_HELP = ("score head (default: the bundle's own, k-NN for most): knn (dista
               "z-normalised scores, e.g. rec-kld+rec-kld-center or knn+rec-kld")
 
 
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (``edge-agent run -v`` as ``edge-agent -v run``)."""
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument("-v", "--verbose", dest="verbose_sub", action="count", default=0,
+                   help="more log output (-v info, -vv debug)")
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _common()
     p = argparse.ArgumentParser(
         prog="edge-agent",
         description="Listen to machines, learn what normal sounds like, and raise MQTT alarms when they start to sound wrong.",
@@ -203,24 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run the agent (the daemon)", description="Listen to every configured machine until SIGTERM/SIGINT; "
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    r = command("run", help="run the agent (the daemon)", description="Listen to every configured machine until SIGTERM/SIGINT; "
                        "with only non-looping WAV replays as inputs, exit 0 once every window is scored.")
     r.add_argument("--config", type=Path, help="config file (default /etc/edge-agent/config.yaml, then $XDG_CONFIG_HOME/edge-agent/config.yaml)")
-    r.add_argument("--scores", action="store_true", help="also print every score line")
+    r.add_argument("--scores", action="store_true",
+                   help="also print every window's score, its threshold, level and the machine's state (one line per window)")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="the whole pipeline on bundled real clips, no set-up",
+    d = command("demo", help="the whole pipeline on bundled real clips, no set-up",
                        description="Enrol a fan from bundled normal clips with the built-in model, then replay normal and "
                        "anomalous clips through the production path and print what the agent decides.")
     d.add_argument("--realtime", action="store_true", help="replay at real-time pace (default: as fast as possible)")
     d.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
     d.set_defaults(func=cmd_demo)
 
-    v = sub.add_parser("devices", help="list audio input devices", description="Input devices with index, channels and default sample rate; "
+    v = command("devices", help="list audio input devices", description="Input devices with index, channels and default sample rate; "
                        "use the index or a part of the name as machines.<id>.input.device.")
     v.set_defaults(func=cmd_devices)
 
-    c = sub.add_parser("calibrate", help="enrol normal sound of a machine and set its alarm threshold",
+    c = command("calibrate", help="enrol normal sound of a machine and set its alarm threshold",
                        description="Record (or read) normal sound of one machine, add its embeddings to the machine's memory bank "
                        "and fit the alarm threshold. Run it again with --domain target after a change of operating condition.")
     c.add_argument("--machine", required=True, help="machine id (a name: letters, digits, _ . -)")
@@ -238,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
     c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
     c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")
+    c.add_argument("--keep-outliers", action="store_true",
+                   help="enrol clips that sound unlike the others too (by default they are named and left out: one noise "
+                   "clip can raise the threshold several-fold)")
     c.add_argument("--score", default=None, metavar="HEAD[+HEAD...]", help=SCORE_HELP)
     c.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="for classifier and rec-kld-center: the machine's class in the model (group|section, listed in the manifest)")
@@ -247,15 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the score histogram PNG")
     c.set_defaults(func=cmd_calibrate)
 
-    b = sub.add_parser("bank", help="inspect memory banks")
+    b = command("bank", help="inspect memory banks", description="Inspect the memory banks that calibrate wrote.")
+    b.set_defaults(func=lambda _a: _help_of(b))
     bsub = b.add_subparsers(dest="bank_command", metavar="SUBCOMMAND")
-    bs = bsub.add_parser("show", help="print a machine's bank summary")
-    bs.add_argument("--machine", required=True)
-    bs.add_argument("--config", type=Path)
-    bs.add_argument("--state-dir", type=Path)
+    bs = bsub.add_parser("show", help="print a machine's bank summary", parents=[common],
+                         description="Entries per domain, enrolled windows and clips, threshold and its rule, the expected "
+                         "false-alarm rate and the model the bank was made with.")
+    bs.add_argument("--machine", required=True, help="machine id, as given to calibrate")
+    bs.add_argument("--config", type=Path, help="config file whose state_dir holds the bank (optional)")
+    bs.add_argument("--state-dir", type=Path, help="state directory (default: the config's, else the standard rule)")
     bs.set_defaults(func=cmd_bank_show)
 
-    e = sub.add_parser("evaluate", help="DCASE-style scores on a dataset folder",
+    e = command("evaluate", help="DCASE-style scores on a dataset folder",
                        description="For every machine folder (<machine>/train, <machine>/test) under DATA_DIR: build the bank from "
                        "train/ as calibrate does, score test/ as the runtime does, and report AUC (source, target), pAUC, "
                        "harmonic mean, precision/recall/F1, DCASE submission CSVs and ROC plots.")
@@ -264,29 +289,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=None, help="output folder (default ./evaluation-<model>)")
     e.add_argument("--hop", type=float, default=1.0, help="hop between windows in seconds (default 1.0)")
     e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
-    e.add_argument("--centres", type=int, default=16)
-    e.add_argument("--normalise-domains", action="store_true")
+    e.add_argument("--centres", type=int, default=16, help="k-means centres per machine for the source domain (default 16)")
+    e.add_argument("--normalise-domains", action="store_true",
+                   help="z-score each domain's distances with its enrolment statistics before taking the minimum")
     e.add_argument("--score", default=None, metavar="HEAD[+HEAD...]",
                    help=SCORE_HELP + "; heads that need a class take the class whose group|section matches the machine folder")
     e.set_defaults(func=cmd_evaluate)
 
-    t = sub.add_parser("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")
+    t = command("train", help="train a recipe (needs the 'train' extra)", description="Train an embedding network on normal clips.")
     t.add_argument("--recipe", default="dualbranch", choices=["dualbranch", "stgram", "sepstgram", "framevit", "clvae", "w2v-ast"],
                    help="recipe (docs/model.md): dualbranch (default), stgram, sepstgram, framevit, clvae, w2v-ast")
     t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
     t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=40, help="passes over the training clips (default 40)")
+    t.add_argument("--batch-size", type=int, default=32, help="windows per optimisation step (default 32)")
+    t.add_argument("--lr", type=float, default=1e-3, help="initial learning rate of Adam (default 0.001)")
+    t.add_argument("--seed", type=int, default=0, help="random seed for weights, crops and augmentation (default 0)")
     t.add_argument("--loss", default=None, choices=["subcluster-adacos", "adacos", "arcface", "softmax"],
                    help="default: the recipe's (sub-cluster AdaCos for dualbranch, cross-entropy for stgram/sepstgram, ArcFace for framevit)")
     t.add_argument("--recipe-config", default=None, metavar="JSON",
                    help='recipe settings, e.g. \'{"layers": 4, "hidden": 192, "mlp": 768, "heads": 4}\' for a small framevit')
     t.add_argument("--window-seconds", type=float, default=None, help="window length (default: the recipe's)")
-    t.add_argument("--no-mixup", action="store_true")
-    t.add_argument("--no-smote", action="store_true")
-    t.add_argument("--no-time-warp", action="store_true")
+    t.add_argument("--no-mixup", action="store_true", help="switch mixup off")
+    t.add_argument("--no-smote", action="store_true", help="switch SMOTE oversampling of rare attribute classes off")
+    t.add_argument("--no-time-warp", action="store_true", help="switch time-warp augmentation off")
     t.add_argument("--exclude-test-of", action="append", metavar="GROUP",
                    help="machine folder (e.g. dcase2023t2/valve) whose test normals must not be trained on (repeatable)")
     t.add_argument("--pretrained", action="append", default=[], metavar="[PART=]PATH",
@@ -297,24 +323,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="speed factors drawn per clip and epoch, e.g. 0.9,1.0,1.1 (default: the recipe's; w2v-ast uses 0.9,1.0,1.1)")
     t.set_defaults(func=cmd_train)
 
-    x = sub.add_parser("export", help="checkpoint(s) -> model bundle (ONNX + manifest), with a parity check",
+    x = command("export", help="checkpoint(s) -> model bundle (ONNX + manifest), with a parity check",
                        description="Export a training checkpoint to a bundle. Several checkpoints of one recipe (e.g. seeds) "
                        "become one ensemble model whose embedding averages the members' cosine similarities.")
     x.add_argument("checkpoint", type=Path, nargs="+")
     x.add_argument("--out", type=Path, required=True, help="bundle directory to write")
-    x.add_argument("--name", default=None)
-    x.add_argument("--version", default=None)
+    x.add_argument("--name", default=None, help="bundle name in the manifest (default: the output folder's name)")
+    x.add_argument("--version", default=None, help="bundle version in the manifest (default: the recipe and seeds)")
     x.add_argument("--clips", type=Path, nargs="+", help="real clips for the parity check (default: the bundled demo clips)")
-    x.add_argument("--tolerance", type=float, default=1e-4)
+    x.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest difference allowed between ONNX Runtime and PyTorch outputs on the clips (default 1e-4)")
     x.set_defaults(func=cmd_export)
 
-    g = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle (needs TensorRT 10 and a GPU)")
+    g = command("build-engine", help="build a TensorRT engine for a bundle (needs TensorRT 10 and a GPU)",
+                       description="Build and cache a TensorRT engine for this GPU; run uses it with engine: tensorrt.")
     g.add_argument("bundle", help="bundle name or directory")
-    g.add_argument("--fp16", action="store_true")
-    g.add_argument("--max-batch", type=int, default=32)
+    g.add_argument("--fp16", action="store_true", help="allow FP16 kernels (faster on Jetson; check quality with evaluate)")
+    g.add_argument("--max-batch", type=int, default=32, help="largest batch of windows the engine accepts (default 32)")
     g.add_argument("--cache-dir", type=Path, default=None, help="where engines are cached (default: <bundle>/engines)")
     g.set_defaults(func=cmd_build_engine)
     return p
+
+
+def _help_of(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
 
 
 def main(argv=None) -> int:
@@ -323,7 +356,8 @@ def main(argv=None) -> int:
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
-    _setup_logging(a.verbose if a.command not in ("run", "demo") else max(1, a.verbose))
+    verbose = a.verbose + getattr(a, "verbose_sub", 0)
+    _setup_logging(verbose if a.command not in ("run", "demo") else max(1, verbose))
     from .engine import EngineError
 
     try:

@@ -92,7 +92,17 @@ class MQTTConfig(_Strict):
     qos: Literal[0, 1, 2] = 1
     keepalive: int = Field(default=30, ge=5)
     score_interval_seconds: float = Field(default=10.0, ge=0)
+    reconnect_max_seconds: float = Field(default=5.0, ge=1, le=300)  # cap of the reconnect back-off
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        # Levels separated by '/', none empty, no wildcards: the prefix is published to, never subscribed.
+        if not v or any(c in v for c in "#+\0") or any(not lvl for lvl in v.split("/")):
+            raise ValueError(f"{v!r} is not a valid topic prefix: use levels like 'edge-agent' or 'plant1/edge-agent', "
+                             "without '#', '+', empty levels or a leading/trailing '/'")
+        return v
 
 
 class OutboxConfig(_Strict):
@@ -105,7 +115,7 @@ class MetricsConfig(_Strict):
 
 
 class Config(_Strict):
-    node_id: str = Field(default_factory=socket.gethostname)
+    node_id: str = Field(default_factory=lambda: default_node_id())
     model: str = "default"
     engine: Literal["auto", "cpu", "cuda", "tensorrt", "trt"] = "auto"
     state_dir: Optional[Path] = None
@@ -122,8 +132,27 @@ class Config(_Strict):
             check_machine_id(name)
         return v
 
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, v: str) -> str:
+        # One MQTT topic level and part of Home Assistant ids: no separators or wildcards.
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError(f"node id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-' and start with a "
+                             "letter or digit (it becomes one MQTT topic level: no '/', '#' or '+')")
+        return v
+
     def resolved_state_dir(self) -> Path:
         return default_state_dir(self.state_dir)
+
+
+def default_node_id() -> str:
+    """The host name, made into a valid node id (one topic level)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("_.-")[:64]
+    return name or "edge-agent"
 
 
 def check_machine_id(name: str) -> str:
@@ -180,6 +209,14 @@ def parse_config(data: object, source: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
+
+
+def require_machines(cfg: Config, source: str = "the config") -> Config:
+    """Commands that listen (run) need at least one machine."""
+    if not cfg.machines:
+        raise ConfigError(f"{source} has no machines: add one under 'machines:', e.g.\n"
+                          "machines:\n  fan01:\n    input: {device: \"USB Audio\"}\n(see docs/config.md)")
+    return cfg
 
 
 def load_config(path: Optional[Path | str] = None, required: bool = True) -> Config:

@@ -1,10 +1,28 @@
 """Audio input devices as PortAudio (sounddevice) sees them."""
 from __future__ import annotations
 
+from .errors import UserError
+
+PORTAUDIO_HINT = ("install it with 'sudo apt-get install libportaudio2' (Debian, Ubuntu, Jetson L4T) or your distribution's "
+                  "portaudio package; replaying WAV files (machines.<id>.input.file) works without it")
+
+
+class PortAudioMissing(UserError):
+    """Live capture needs the PortAudio system library."""
+
+
+def import_sounddevice():
+    """sounddevice, or a clear message when the PortAudio library it loads is not installed."""
+    try:
+        import sounddevice
+    except OSError as e:  # sounddevice raises OSError('PortAudio library not found') at import
+        raise PortAudioMissing(f"live audio needs the PortAudio library, which was not found ({e}); {PORTAUDIO_HINT}") from None
+    return sounddevice
+
 
 def list_inputs(sd=None) -> list[dict]:
     if sd is None:
-        import sounddevice as sd
+        sd = import_sounddevice()
     try:
         default_in = sd.default.device[0]
     except Exception:  # noqa: BLE001

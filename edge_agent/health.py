@@ -95,7 +95,7 @@ class Health:
             self.notify.send("STATUS=" + self.summary())
 
     def summary(self) -> str:
-        parts = []
+        parts = [f() for f in self.agent.status_sources]  # broker and outbox first: cut last when long
         for m, s in self.agent.streams.items():
             score = f" {s.last_score:.3f}" if s.last_score is not None else ""
             parts.append(f"{m} {s.state}{score}")
@@ -106,8 +106,11 @@ class Health:
 
 
 def start_metrics(agent: Agent, listen: str, publisher=None):
-    """Prometheus endpoint on ``host:port``; values are read from the agent when scraped."""
+    """Prometheus endpoint on ``host:port``; values are read from the agent when scraped.
+    ``publisher``: the durable sink (MQTT publisher or outbox-only), for outbox and broker metrics."""
     from prometheus_client import CollectorRegistry, Histogram, start_http_server
+
+    from .publisher import MQTTPublisher
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     host, _, port = listen.rpartition(":")
@@ -145,8 +148,14 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                 for k, v in publisher.outbox.dropped.items():
                     dropped.add_metric([k], v)
                 yield dropped
-                yield GaugeMetricFamily("edge_agent_mqtt_connected", "1 while connected to the broker", value=1.0 if publisher.connected.is_set() else 0.0)
-                yield CounterMetricFamily("edge_agent_mqtt_reconnects", "Reconnections to the broker", value=publisher.reconnects)
+                if isinstance(publisher, MQTTPublisher):  # not the outbox-only sink
+                    yield GaugeMetricFamily("edge_agent_mqtt_connected", "1 while connected to the broker",
+                                            value=1.0 if publisher.connected.is_set() else 0.0)
+                    yield GaugeMetricFamily("edge_agent_mqtt_disconnected_seconds", "Seconds since the broker connection was "
+                                            "lost (or never made); 0 while connected", value=publisher.disconnected_seconds())
+                    yield CounterMetricFamily("edge_agent_mqtt_reconnects", "Reconnections to the broker", value=publisher.reconnects)
+                    yield CounterMetricFamily("edge_agent_mqtt_connect_failures", "Failed attempts to connect to the broker",
+                                              value=publisher.connect_failures)
 
     registry.register(AgentCollector())
     server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)

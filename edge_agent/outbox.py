@@ -39,6 +39,9 @@ class Row:
 
 
 class Outbox:
+    """Rows in SQLite; counts per kind are kept in memory, so that a write costs the same at 0 and at
+    100k rows (no ``COUNT(*)``, no scan by age on the scoring thread)."""
+
     def __init__(self, path: Path, max_rows: int = 100_000, max_age_seconds: float = 7 * 86400):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,13 @@ class Outbox:
         self.dropped: dict[str, int] = {k: 0 for k in KINDS}
         self.written = 0
         self.delivered = 0
+        # One count at open (the only full scan); kept exact afterwards from each statement's rows.
+        self._count: dict[str, int] = {k: 0 for k in KINDS}
+        for kind, n in self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
+            self._count[kind] = int(n)
+        # Rows older than max_age are pruned at most once a minute (sooner for very short ages).
+        self._age_check_every = min(60.0, max_age_seconds / 10)
+        self._next_age_check = 0.0
 
     def journal_mode(self) -> str:
         return self._db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -66,26 +76,41 @@ class Outbox:
             cur = self._db.execute("INSERT INTO outbox (machine, kind, payload, created) VALUES (?, ?, ?, ?)",
                                    (machine, kind, json.dumps(payload, separators=(",", ":")), time.time()))
             self.written += 1
+            self._count[kind] += 1
             self._enforce_bounds()
             return int(cur.lastrowid)
 
     def _enforce_bounds(self) -> None:
-        cutoff = time.time() - self.max_age
+        now = time.monotonic()
+        if now >= self._next_age_check:
+            self._next_age_check = now + self._age_check_every
+            self._drop_old(time.time() - self.max_age)
         for kind in DROP_ORDER:
-            n = self._db.execute("DELETE FROM outbox WHERE kind = ? AND created < ?", (kind, cutoff)).rowcount
-            if n:
-                self._count_drop(kind, n, f"older than {self.max_age / 86400:g} days")
-        total = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        for kind in DROP_ORDER:
-            if total <= self.max_rows:
+            excess = sum(self._count.values()) - self.max_rows
+            if excess <= 0:
                 break
-            excess = total - self.max_rows
-            n = self._db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?)", (kind, excess)
-            ).rowcount
+            n = self._delete("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?) RETURNING kind",
+                             (kind, excess))
             if n:
                 self._count_drop(kind, n, f"outbox full ({self.max_rows} rows)")
-                total -= n
+
+    def _drop_old(self, cutoff: float) -> None:
+        # Rows are written in time order, so the oldest row says whether anything is too old (an
+        # index lookup, not a scan); only then are the old rows of each kind deleted.
+        oldest = self._db.execute("SELECT created FROM outbox ORDER BY id LIMIT 1").fetchone()
+        if oldest is None or oldest[0] >= cutoff:
+            return
+        for kind in DROP_ORDER:
+            n = self._delete("DELETE FROM outbox WHERE kind = ? AND created < ? RETURNING kind", (kind, cutoff))
+            if n:
+                self._count_drop(kind, n, f"older than {self.max_age / 86400:g} days")
+
+    def _delete(self, sql: str, args: tuple) -> int:
+        """Run a ``DELETE ... RETURNING kind`` and keep the counts; returns the number of rows deleted."""
+        kinds = [k for (k,) in self._db.execute(sql, args).fetchall()]
+        for k in kinds:
+            self._count[k] -= 1
+        return len(kinds)
 
     def _count_drop(self, kind: str, n: int, why: str) -> None:
         self.dropped[kind] += n
@@ -100,14 +125,12 @@ class Outbox:
 
     def ack(self, row_id: int) -> None:
         with self._lock:
-            if self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,)).rowcount:
+            if self._delete("DELETE FROM outbox WHERE id = ? RETURNING kind", (row_id,)):
                 self.delivered += 1
 
     def depth(self, kind: Optional[str] = None) -> int:
         with self._lock:
-            if kind is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (kind,)).fetchone()[0])
+            return sum(self._count.values()) if kind is None else self._count.get(kind, 0)
 
     def close(self) -> None:
         with self._lock:

@@ -2,9 +2,17 @@
 
 Every alarm, state and score payload is first written to the outbox; a sender thread hands rows
 to paho oldest first while the broker is connected, and a row is deleted only when paho reports
-its PUBACK (QoS 1) — so a broker outage, a broker restart or a SIGKILL of the agent loses nothing:
-undelivered rows are sent after recovery, in order, at least once. paho itself re-sends the
-messages it holds after a reconnect; rows it never held are sent from the outbox.
+the PUBACK (QoS 1) of the very message that carried it — so a broker outage, a broker restart or a
+SIGKILL of the agent loses nothing: undelivered rows are sent after recovery, in order, at least
+once. paho itself re-sends the messages it holds after a reconnect; rows it never held are sent
+from the outbox. On every (re)connect the backlog goes out before the current state of each
+machine, so a subscriber never sees an old alarm arrive after the newer state.
+
+paho numbers messages with a 16-bit id that wraps every 65,535 publishes, and it calls
+``on_publish`` from its network thread, possibly before ``publish()`` has returned the id to the
+sender. So acknowledgements are queued as they come and matched by the sender thread alone, after
+it has recorded what it handed over; an acknowledgement that matches nothing handed over (status,
+discovery, state re-publication) is dropped at once and can never delete a later row.
 
 Topics (prefix default ``edge-agent``):
   <prefix>/<node>/status            retained "online"; last will and clean stop: "offline"
@@ -19,8 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,6 +42,7 @@ from .outbox import Outbox
 log = logging.getLogger("edge_agent.mqtt")
 
 MAX_HANDED = 50  # rows handed to paho and not yet acknowledged
+FAIL_LOG_EVERY = 60.0  # seconds between repeated "cannot reach the broker" lines
 
 
 class MQTTConfigError(UserError):
@@ -128,9 +139,14 @@ class MQTTPublisher:
         self.connected = threading.Event()
         self.connects = 0
         self.reconnects = 0
+        self.connect_failures = 0
         self.last_error: Optional[str] = None
+        self.down_since: Optional[float] = time.monotonic()  # not connected since (monotonic), None while connected
+        self._fail_logged_at = float("-inf")
+        self._fails_since_log = 0
         self._handed: dict[int, tuple[int, int]] = {}  # paho mid -> (outbox row id, qos)
-        self._early_acks: set[int] = set()
+        self._acks: deque[int] = deque()  # mids paho reported acknowledged, matched by the sender thread
+        self._states_due = False  # re-publish every machine's state once the backlog is handed over
         self._last_row = 0  # highest row id handed to paho in this process
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -139,7 +155,9 @@ class MQTTPublisher:
         self.client = factory(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{cfg.node_id}", clean_session=True)
         c = self.client
         c.on_connect, c.on_disconnect, c.on_publish, c.on_message = self._on_connect, self._on_disconnect, self._on_publish, self._on_message
-        c.reconnect_delay_set(1, 60)  # exponential back-off, 1 s to 60 s
+        c.on_connect_fail = self._on_connect_fail
+        # Exponential back-off from 1 s, capped low: a restarted broker gets the backlog within seconds.
+        c.reconnect_delay_set(1, max(1, int(round(self.mq.reconnect_max_seconds))))
         c.max_inflight_messages_set(20)
         c.will_set(self.topics.status, "offline", qos=1, retain=True)
         if self.mq.username:
@@ -194,27 +212,64 @@ class MQTTPublisher:
     # -- paho callbacks (paho's network thread) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.last_error = str(reason_code)
-            hint = " (check mqtt.username and the password file)" if "authori" in str(reason_code).lower() or "password" in str(reason_code).lower() else ""
-            log.error("MQTT: broker %s:%d refused the connection: %s%s; retrying", self.mq.host, self.mq.port, reason_code, hint)
+            text = str(reason_code)
+            hint = " (check mqtt.username and the password file)" if "authori" in text.lower() or "password" in text.lower() else ""
+            self._connect_failed(f"the broker refused the connection: {text}{hint}")
             return
         self.connects += 1
         if self.connects > 1:
             self.reconnects += 1
-        self.last_error = None
-        log.info("MQTT: connected to %s:%d", self.mq.host, self.mq.port)
+        down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
+        self.last_error, self.down_since, self._fails_since_log = None, None, 0
+        self._fail_logged_at = float("-inf")
+        log.info("MQTT: connected to %s:%d%s; %d event(s) waiting in the outbox", self.mq.host, self.mq.port,
+                 f" after {down:.0f} s without a broker" if self.connects > 1 or down > 5 else "", self.outbox.depth())
         client.publish(self.topics.status, "online", qos=1, retain=True)
         if self.mq.homeassistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._publish_discovery()
-        for machine, payload in (self.states() if self.states else []):
-            client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
+        self._states_due = True  # after the backlog (sender thread)
         self.connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this from inside its ``except OSError`` block, so the error is still at hand.
+        err = sys.exc_info()[1]
+        self._connect_failed(describe_connect_error(err, self.mq.host, self.mq.port))
+
+    def _connect_failed(self, why: str) -> None:
+        self.connect_failures += 1
+        self.last_error = why
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+        self._fails_since_log += 1
+        now = time.monotonic()
+        if now - self._fail_logged_at >= FAIL_LOG_EVERY:
+            down = now - self.down_since
+            log.error("MQTT: cannot connect to %s:%d: %s (%d failed attempt(s) in %.0f s; %d event(s) waiting in the outbox); "
+                      "retrying every %g s at most", self.mq.host, self.mq.port, why, self._fails_since_log, down,
+                      self.outbox.depth(), self.mq.reconnect_max_seconds)
+            self._fail_logged_at, self._fails_since_log = now, 0
+        else:
+            log.debug("MQTT: cannot connect to %s:%d: %s", self.mq.host, self.mq.port, why)
+
+    def status_line(self) -> str:
+        """Broker state and backlog, for the status line, STATUS= and logs."""
+        waiting = self.outbox.depth()
+        if self.connected.is_set():
+            return f"mqtt: connected to {self.mq.host}:{self.mq.port}, outbox {waiting}"
+        down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
+        return (f"mqtt: NOT CONNECTED to {self.mq.host}:{self.mq.port} for {down:.0f} s"
+                f"{f' ({self.last_error})' if self.last_error else ''}, outbox {waiting} waiting")
+
+    def disconnected_seconds(self) -> float:
+        return 0.0 if self.down_since is None else time.monotonic() - self.down_since
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        if was:
+            self.down_since = time.monotonic()
         # paho re-sends QoS 1 messages after a reconnect but drops QoS 0 ones: let their rows go.
         with self._lock:
             lost = [(mid, row) for mid, (row, qos) in self._handed.items() if qos == 0]
@@ -229,13 +284,9 @@ class MQTTPublisher:
             log.warning("MQTT: disconnected from %s:%d (%s); reconnecting with back-off", self.mq.host, self.mq.port, reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            entry = self._handed.pop(mid, None)
-            if entry is None:
-                self._early_acks.add(mid)  # acknowledged before the sender recorded the mid
-        if entry is not None:
-            self.outbox.ack(entry[0])
-            self._wake.set()
+        # Only queued here: the sender matches it once everything it handed over is recorded.
+        self._acks.append(mid)
+        self._wake.set()
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.topics.ha_status and msg.payload == b"online":
@@ -248,33 +299,62 @@ class MQTTPublisher:
                 self.client.publish(topic, json.dumps(conf), qos=1, retain=True)
 
     # -- sender thread ---------------------------------------------------------------------------
+    def _match_acks(self) -> None:
+        """Delete the rows whose messages the broker acknowledged; drop acknowledgements of anything
+        else. Runs on the sender thread only, so every mid it handed over is recorded already."""
+        while self._acks:
+            mid = self._acks.popleft()
+            with self._lock:
+                entry = self._handed.pop(mid, None)
+            if entry is not None:
+                self.outbox.ack(entry[0])
+
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
+            self._match_acks()
             if not self.connected.is_set():
                 continue
             with self._lock:
                 room = MAX_HANDED - len(self._handed)
-            if room <= 0:
-                continue
-            for row in self.outbox.pending(after_id=self._last_row, limit=room):
+            rows = self.outbox.pending(after_id=self._last_row, limit=room) if room > 0 else []
+            for row in rows:
                 topic = self.topics.machine(row.machine, row.kind)
                 qos = 0 if row.kind == "score" else self.mq.qos
                 retain = row.kind == "state"
                 # Never hold our lock across publish(): paho's thread holds its own locks while it
-                # calls on_publish, which takes ours.
+                # calls callbacks that take ours.
                 info = self.client.publish(topic, row.payload, qos=qos, retain=retain)
                 with self._lock:
-                    acked = info.mid in self._early_acks
-                    self._early_acks.discard(info.mid)
-                    if not acked:
-                        self._handed[info.mid] = (row.id, qos)
-                if acked:
-                    self.outbox.ack(row.id)
+                    self._handed[info.mid] = (row.id, qos)
                 self._last_row = row.id
                 if qos == 0 and info.rc != 0:
                     break
+            if room > 0 and len(rows) < room and self._states_due and self.connected.is_set():
+                # The backlog is handed over (paho sends in order): now the current state.
+                self._states_due = False
+                for machine, payload in (self.states() if self.states else []):
+                    self.client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
+
+
+def describe_connect_error(err: Optional[BaseException], host: str, port: int) -> str:
+    """A failed connection attempt in words, with what to check."""
+    import socket
+
+    if isinstance(err, socket.gaierror):
+        return f"cannot resolve the host name {host!r} ({err.strerror}); check mqtt.host"
+    if isinstance(err, ConnectionRefusedError):
+        return f"connection refused (is the broker running and listening on port {port}? check mqtt.host and mqtt.port)"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return "timed out (is the broker reachable from here? check the network and firewalls)"
+    if err is None:
+        return "connection failed"
+    import ssl
+
+    if isinstance(err, ssl.SSLError):
+        return f"TLS handshake failed ({err}); check mqtt.tls"
+    return f"{type(err).__name__}: {err}"
 
 
 def open_outbox(cfg: Config) -> Outbox:
@@ -290,6 +370,9 @@ class OutboxOnlySink:
     def handle(self, kind: str, machine: str, payload: dict) -> None:
         if kind in ("alarm", "state"):
             self.outbox.put(machine, kind, payload)
+
+    def status_line(self) -> str:
+        return f"mqtt: not configured, outbox {self.outbox.depth()} kept for a broker"
 
     def close(self) -> None:
         self.outbox.close()

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 
 from .dataset import iter_wavs
+from .devices import import_sounddevice
 from .errors import UserError
 from .frontend import resample, to_mono
 from .ringbuffer import RingBuffer
@@ -63,7 +64,7 @@ class AudioSource:
 def find_device(device: Union[int, str, None], sd=None) -> int | None:
     """A PortAudio input device index from an index or a case-insensitive name substring."""
     if sd is None:
-        import sounddevice as sd
+        sd = import_sounddevice()
     devices = sd.query_devices()
     inputs = [(i, d) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
     listing = "; ".join(f"{i}: {d['name']}" for i, d in inputs) or "none"
@@ -86,8 +87,7 @@ class CaptureSource(AudioSource):
     def __init__(self, name: str, device: Union[int, str, None], sample_rate: int, channel: Union[int, str] = "mix",
                  stream_factory: Optional[Callable] = None, max_backoff: float = 30.0, blocksize: int = 0):
         super().__init__(name)
-        import sounddevice as sd
-
+        sd = import_sounddevice()
         self._sd = sd
         self.device_spec = device
         self.wanted_rate = sample_rate
@@ -116,7 +116,10 @@ class CaptureSource(AudioSource):
         raise AudioDeviceError(f"device {info['name']!r} accepts neither {self.wanted_rate} Hz nor its default rate")
 
     def _callback(self, indata, frames, time_info, status) -> None:
-        # Real-time thread: copy and count, nothing else.
+        # Real-time thread: copy and count, nothing else. Once stopping, the device's last buffers
+        # (and the overflow an abort reports) are not the agent falling behind.
+        if self._stop.is_set():
+            return
         if status.input_overflow:
             self.input_overflows += 1
         self.ring.write(indata)
@@ -181,6 +184,8 @@ class ReplaySource(AudioSource):
         self.sample_rate, self.channels = first.sample_rate, first.channels
         self.ring = RingBuffer(int(RING_SECONDS * self.sample_rate), self.channels)
         self.stalled = threading.Event()  # tests: hold the stream without ending it
+        self.frames_sent = 0
+        self.bad_files: set[str] = set()  # files whose error was logged
         # (file, wall time its first frames entered the ring buffer, stream offset in frames)
         self.file_starts: list[tuple[Path, float, int]] = []
 
@@ -198,8 +203,11 @@ class ReplaySource(AudioSource):
         try:
             x, sr = read_wav(f)
         except AudioFileError as e:
-            log.error("%s: skipping %s", self.name, e)
+            if str(f) not in self.bad_files:  # once per file: a looping replay must not repeat it every pass
+                self.bad_files.add(str(f))
+                log.error("%s: skipping %s", self.name, e)
             return None
+        self.bad_files.discard(str(f))
         if x.shape[1] != self.channels:
             x = to_mono(x, "mix")[:, None]
             x = np.repeat(x, self.channels, axis=1) if self.channels > 1 else x
@@ -209,33 +217,48 @@ class ReplaySource(AudioSource):
 
     def _run(self) -> None:
         block = max(1, int(self.block_seconds * self.sample_rate))
-        t0, sent = time.monotonic(), 0
+        t0 = time.monotonic()
+        backoff = 1.0
         while not self._stop.is_set():
+            before = self.frames_sent
             for f in self.files:
                 x = self._load(f)
                 if x is None:
                     continue
-                self.file_starts.append((f, 0.0, sent))
+                self.file_starts.append((f, 0.0, self.frames_sent))
                 log.debug("%s: replaying %s", self.name, f.name)
                 for s in range(0, len(x), block):
                     while self.stalled.is_set() and not self._stop.is_set():
                         self._stop.wait(0.05)
-                        t0 = time.monotonic() - sent / self.sample_rate
-                    if self._stop.is_set():
-                        return
+                        t0 = time.monotonic() - self.frames_sent / self.sample_rate
                     chunk = x[s : s + block]
                     if self.realtime:
                         # Deliver a block when its last sample would have been recorded, as a device does.
-                        delay = t0 + (sent + len(chunk)) / self.sample_rate - time.monotonic()
+                        delay = t0 + (self.frames_sent + len(chunk)) / self.sample_rate - time.monotonic()
                         if delay > 0:
                             self._stop.wait(delay)
                     else:  # as fast as possible, but never overwrite what was not read yet
                         while self.ring.free() < len(chunk) and not self._stop.is_set():
                             self._stop.wait(0.005)
+                    if self._stop.is_set():
+                        return  # never write into a full ring on the way out
                     if s == 0:
-                        self.file_starts[-1] = (f, time.time(), sent)
+                        self.file_starts[-1] = (f, time.time(), self.frames_sent)
                     self.ring.write(chunk)
-                    sent += len(chunk)
+                    self.frames_sent += len(chunk)
             if not self.loop:
                 break
+            if self.frames_sent == before:
+                # A looping replay with nothing playable (empty, corrupt or deleted files) must not
+                # spin: wait, with back-off, and look at the folder again.
+                if backoff == 1.0:
+                    log.error("%s: nothing to replay in %s (%s); retrying every %.0f s at most", self.name, self.path,
+                              "no WAV files" if not self.files else f"{len(self.files)} file(s), none with audio", 30.0)
+                self._stop.wait(backoff)
+                backoff = min(30.0, backoff * 2)
+                t0 = time.monotonic() - self.frames_sent / self.sample_rate
+            elif backoff > 1.0:
+                log.info("%s: replaying %s again", self.name, self.path)
+                backoff = 1.0
+            self.files = list(iter_wavs([self.path])) if self.path.exists() else []
         self.finished = True

@@ -1,13 +1,18 @@
 """Reading WAV files into float32 arrays, with errors that name the file and the problem."""
 from __future__ import annotations
 
+import logging
 import wave
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
+
+log = logging.getLogger("edge_agent.wav")
+_warned: set[tuple[str, str]] = set()  # (file, warning) already logged: a looping replay says it once
 
 
 class AudioFileError(UserError):
@@ -34,9 +39,22 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
     try:
-        sr, x = wavfile.read(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
+            sr, x = wavfile.read(path)
     except Exception as e:  # noqa: BLE001 - scipy raises many kinds (even UnboundLocalError) on a corrupt header
         raise AudioFileError(f"{path}: not a readable WAV file ({type(e).__name__}: {e}); re-record or re-export it as PCM WAV") from None
+    for w in caught:
+        # e.g. a recording cut off while it was written: say so once, in words, and use what is there
+        if (str(path), str(w.message)) in _warned:
+            continue
+        _warned.add((str(path), str(w.message)))
+        if "EOF" in str(w.message):
+            log.warning("%s: truncated (%s); using the %d frames it holds", path, w.message, len(x))
+        else:
+            log.warning("%s: %s", path, w.message)
+    if sr <= 0:
+        raise AudioFileError(f"{path}: the header gives a sample rate of {sr} Hz; re-record or re-export it as PCM WAV")
     x = _to_float(x, path)
     if x.ndim == 1:
         x = x[:, None]
@@ -46,13 +64,18 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def wav_info(path: str | Path) -> WavInfo:
+    """Rate, channels and length from the header, or from reading the file when ``wave`` cannot
+    (float WAVs, odd chunks); any file that neither reads raises ``AudioFileError``."""
     path = Path(path)
     try:
         with wave.open(str(path), "rb") as w:
-            return WavInfo(path, w.getframerate(), w.getnchannels(), w.getnframes())
-    except (wave.Error, EOFError, OSError):
-        x, sr = read_wav(path)  # float WAVs are not readable by `wave`; scipy handles them
-        return WavInfo(path, sr, x.shape[1], x.shape[0])
+            info = WavInfo(path, w.getframerate(), w.getnchannels(), w.getnframes())
+        if info.sample_rate > 0 and info.channels > 0:
+            return info
+    except Exception:  # noqa: BLE001 - `wave` raises Error, EOFError, RuntimeError, struct.error... on corrupt chunks
+        pass
+    x, sr = read_wav(path)
+    return WavInfo(path, sr, x.shape[1], x.shape[0])
 
 
 def _to_float(x: np.ndarray, path: Path) -> np.ndarray:

@@ -9,11 +9,10 @@ without TensorRT it stops with a message saying how to install it.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
+from edge_agent.atomic import atomic_write
 from edge_agent.bundle import Bundle
 from edge_agent.engine import EngineError
 from edge_agent.errors import UserError
@@ -36,16 +35,6 @@ def profile_shapes(bundle: Bundle, max_batch: int, opt_batch: int = 4) -> dict[s
         rest = tuple(int(d) for d in inp["shape"][1:])
         out[inp["name"]] = ((1,) + rest, (opt_batch,) + rest, (max_batch,) + rest)
     return out
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def build_engine(model: str | Path, fp16: bool = False, cache_dir: Optional[Path] = None, max_batch: int = 32,
@@ -84,6 +73,8 @@ def build_engine(model: str | Path, fp16: bool = False, cache_dir: Optional[Path
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError("TensorRT failed to build the engine (see the TensorRT log above)")
-    _atomic_write(out, bytes(serialized))
-    _atomic_write(cache_file, bytes(cache.serialize()))
+    with atomic_write(out) as f:
+        f.write(bytes(serialized))
+    with atomic_write(cache_file) as f:
+        f.write(bytes(cache.serialize()))
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from edge_agent.atomic import atomic_write
 
 from .augment import mixup_weights, smote, time_warp
 from .dataindex import TrainSet, build_trainset
@@ -98,9 +99,8 @@ def speed_perturb(x: np.ndarray, n: int, factor: float, rng: np.random.Generator
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -43,3 +43,54 @@ def test_old_rows_expire_with_a_count(tmp_path):
     time.sleep(0.3)
     ob.put("m1", "alarm", {"new": 1})
     assert ob.depth() == 1 and ob.dropped["score"] == 1 and ob.dropped["alarm"] == 1
+
+
+def _fill(path, n: int) -> None:
+    """n alarm rows written straight into the outbox table (fast), as a long outage leaves them."""
+    import sqlite3
+
+    Outbox(path).close()
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO outbox (machine, kind, payload, created) VALUES ('m1', 'alarm', '{}', ?)",
+                       [(time.time(),)] * n)
+
+
+def _vm_steps_of_put(path) -> int:
+    """SQLite virtual-machine instructions one put() executes (a cost measure that does not depend on
+    the machine's load, unlike a timing)."""
+    ob = Outbox(path)
+    ob.put("m1", "alarm", {"warm": 1})  # the first put also runs the age check
+    steps = [0]
+
+    def count():
+        steps[0] += 1
+        return 0
+
+    ob._db.set_progress_handler(count, 10)
+    ob.put("m1", "alarm", {"i": 1})
+    ob._db.set_progress_handler(None, 10)
+    ob.close()
+    return steps[0] * 10
+
+
+def test_a_write_costs_the_same_with_a_large_backlog(tmp_path):
+    _fill(tmp_path / "small.sqlite", 1_000)
+    _fill(tmp_path / "large.sqlite", 60_000)
+    small, large = _vm_steps_of_put(tmp_path / "small.sqlite"), _vm_steps_of_put(tmp_path / "large.sqlite")
+    # A COUNT(*) or a scan by age would cost tens of thousands of steps more at 60k rows.
+    assert large < 2 * small + 200, (small, large)
+
+
+def test_counts_stay_exact_across_acks_drops_and_reopen(tmp_path):
+    _fill(tmp_path / "o.sqlite", 30)
+    ob = Outbox(tmp_path / "o.sqlite", max_rows=40)
+    assert ob.depth() == 30 and ob.depth("alarm") == 30
+    ids = [ob.put("m1", "score", {"i": i}) for i in range(15)]  # 45 rows > 40: the 5 oldest scores go
+    assert ob.depth() == 40 and ob.depth("score") == 10 and ob.dropped["score"] == 5
+    ob.ack(ids[-1])
+    ob.ack(ids[-1])  # a second ack of the same row changes nothing
+    ob.ack(ids[0])  # already dropped
+    assert ob.depth() == 39 and ob.depth("score") == 9 and ob.delivered == 1
+    ob.close()
+    again = Outbox(tmp_path / "o.sqlite", max_rows=40)
+    assert again.depth() == 39 and again.depth("alarm") == 30 and again.depth("score") == 9
