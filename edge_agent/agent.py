@@ -29,7 +29,10 @@ from .stream import MachineStream, Window
 
 log = logging.getLogger("edge_agent.agent")
 
-MAX_BATCH = 32
+# Windows per engine call. Measured on the default model (2-core x86, ONNX Runtime CPU): batch 4
+# costs 5.9 ms per window against 5.8 ms at batch 32, while peak RSS in fast replay is 147 MB
+# against 231 MB (the runtime's budget is 150 MB).
+MAX_BATCH = 4
 
 
 class Sink(Protocol):
