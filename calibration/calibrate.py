@@ -21,7 +21,7 @@ from edge_agent.dataset import LabelError, iter_wavs, parse_path
 from edge_agent.embedding import infer_signal
 from edge_agent.engine import open_engine
 from edge_agent.errors import UserError
-from edge_agent.frontend import prepare
+from edge_agent.frontend import SILENT_PEAK, level_dbfs, prepare, window_levels
 from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_score, describe, head_scores, parse_score
 from edge_agent.wavio import AudioFileError, read_wav
 
@@ -29,7 +29,6 @@ from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol, use_heads
 from .vetting import Outlier, outlier_clips
 
 MIN_WINDOWS = 5
-SILENT_PEAK = 1e-4  # below -80 dBFS peak: digital silence or a muted input
 CLIPPED_FRACTION = 0.01  # more than 1 % of samples at full scale
 LIVE_CHUNK_SECONDS = 5.0  # live recordings are split into chunks that act as clips for leave-one-out
 
@@ -115,10 +114,11 @@ def score_members(bundle, score: Optional[str], class_name: Optional[str] = None
 
 
 def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Optional[str] = None, desc: str = "enrolling",
-                progress: bool = True, outputs_out: Optional[dict] = None
+                progress: bool = True, outputs_out: Optional[dict] = None, levels_out: Optional[list] = None
                 ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
-    With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``."""
+    With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``; with
+    ``levels_out``, every clip's window levels (dBFS)."""
     from tqdm import tqdm
 
     files = list(iter_wavs(paths))
@@ -140,6 +140,8 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
         e, out = embed_piece(engine, fe, c.audio, hop_samples)
         if outputs_out is not None:
             outputs_out.setdefault(c.domain, []).append(out)
+        if levels_out is not None:
+            levels_out.append(window_levels(c.audio, fe.window_samples, hop_samples))
         per_domain.setdefault(c.domain, ([], []))
         per_domain[c.domain][0].append(e)
         per_domain[c.domain][1].extend([str(f)] * len(e))
@@ -199,13 +201,15 @@ def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool =
     bundle = engine.bundle
     members = score_members(bundle, score, class_name)
     outputs: dict[str, list[dict]] = {}
+    levels: list = []
     per_domain, skipped = embed_files(paths, engine, bundle.frontend, hop_samples, channel, progress=progress,
-                                      outputs_out=None if knn_only(members) else outputs)
+                                      outputs_out=None if knn_only(members) else outputs, levels_out=levels)
     if not per_domain:
         raise CalibrationError("no usable normal clips to enrol")
     enr = to_enrolments(per_domain)
     res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), model_name=bundle.name, model_version=bundle.version, **enrol_args)
     apply_score(res, members, outputs, enrol_args.get("policy", ThresholdPolicy()), True, bundle.embeddings_per_window)
+    res.bank.meta["levels_dbfs"] = level_range(levels)
     return res, skipped
 
 
@@ -249,8 +253,7 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
             rate = src.sample_rate
             chunks.append(prepare(frames, rate, model_rate, mc.input.channel))
             got += len(frames) / rate
-            rms = float(np.sqrt(np.mean(frames.astype(np.float64) ** 2)))
-            db = 20 * np.log10(max(rms, 1e-10))
+            db = level_dbfs(frames)
             meter = "#" * int(max(0, min(30, (db + 90) / 3)))
             bar.set_postfix_str(f"level {db:6.1f} dBFS {meter:<30}" + ("  SILENT - is the microphone muted?" if db < -80 else ""))
             bar.update(min(len(frames) / rate, seconds - bar.n))
@@ -269,6 +272,32 @@ def _machine_arg(name: str) -> str:
         return check_machine_id(name)
     except ValueError as e:
         raise CalibrationError(f"--machine: {e}") from None
+
+
+def level_range(levels: list, existing: Optional[dict] = None) -> Optional[dict]:
+    """The enrolled windows' level range (dBFS), joined with an earlier enrolment's: the runtime
+    calls a window far below ``low`` a stopped machine (``off``) rather than scoring it."""
+    x = np.concatenate(levels) if levels else np.zeros(0)
+    if not len(x):
+        return existing
+    r = {"low": float(np.percentile(x, 1)), "median": float(np.median(x)), "high": float(np.percentile(x, 99)), "windows": int(len(x))}
+    if existing:
+        r = {"low": min(r["low"], existing["low"]), "median": r["median"], "high": max(r["high"], existing["high"]),
+             "windows": r["windows"] + int(existing.get("windows", 0))}
+    return r
+
+
+def threshold_policy(percentile: Optional[float], false_alarms_per_day: Optional[float], hop: float,
+                     alarm=None) -> ThresholdPolicy:
+    """The threshold rule calibrate applies (also used by the benchmarks): the asked percentile or
+    false-alarm budget, else the default, with the machine's hop and alarm rule."""
+    from edge_agent.config import AlarmConfig
+
+    alarm = alarm or AlarmConfig()
+    return ThresholdPolicy(
+        percentile=percentile if percentile is not None else (None if false_alarms_per_day else 0.90),
+        false_alarms_per_day=false_alarms_per_day, hop_seconds=hop, raise_after=alarm.raise_after, of_last=alarm.of_last,
+    )
 
 
 def exclude_outliers(per_domain: dict[str, tuple[list, list]], outputs: dict[str, list[dict]], keep: bool
@@ -304,13 +333,14 @@ def calibrate_command(a) -> int:
     skipped: list[tuple[Path, str]] = []
     members = score_members(bundle, a.score, a.class_name)
     outputs: dict[str, list[dict]] = {}
+    levels: list = []
     if a.from_paths:
         for p in a.from_paths:
             if not p.exists():
                 raise CalibrationError(f"--from {p}: no such file or folder")
         channel = mc.input.channel if mc else "mix"
         per_domain, skipped = embed_files(a.from_paths, engine, fe, hop_samples, channel, a.domain, f"enrolling {a.machine}",
-                                          outputs_out=None if knn_only(members) else outputs)
+                                          outputs_out=None if knn_only(members) else outputs, levels_out=levels)
     else:
         x = record_live(cfg, a.machine, a.seconds, fe.sample_rate)
         domain = a.domain or "source"
@@ -328,6 +358,7 @@ def calibrate_command(a) -> int:
             e, out = embed_piece(engine, fe, piece, hop_samples)
             if not knn_only(members):
                 outputs.setdefault(domain, []).append(out)
+            levels.append(window_levels(piece, fe.window_samples, hop_samples))
             embs.append(e)
             groups.extend([f"chunk{i}"] * len(e))
         if embs:
@@ -353,12 +384,7 @@ def calibrate_command(a) -> int:
     if path.exists() and not a.replace:
         existing = MemoryBank.load(path)
         existing.check_model(bundle.sha256, f"of machine {a.machine}")
-    alarm = mc.alarm if mc else None
-    policy = ThresholdPolicy(
-        percentile=a.percentile if a.percentile is not None else (None if a.false_alarms_per_day else 0.90),
-        false_alarms_per_day=a.false_alarms_per_day, hop_seconds=hop,
-        raise_after=alarm.raise_after if alarm else 3, of_last=alarm.of_last if alarm else 5,
-    )
+    policy = threshold_policy(a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None)
     try:
         res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), existing=existing, replace=a.replace,
                     n_centres=a.centres, keep_source_samples=a.keep_source_samples, k=mc.k if mc else 1,
@@ -367,6 +393,7 @@ def calibrate_command(a) -> int:
         raise CalibrationError(str(e)) from None
     apply_score(res, members, outputs, policy, existing is None or a.replace, bundle.embeddings_per_window)
     res.bank.meta["skipped_clips"] = len(skipped)
+    res.bank.meta["levels_dbfs"] = level_range(levels, existing.meta.get("levels_dbfs") if existing is not None else None)
     res.bank.meta["outlier_clips"] = {"excluded" if not a.keep_outliers else "kept": [o.clip for _, o in outliers]}
     res.bank.save(path)
     plot = None
@@ -401,6 +428,9 @@ def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Pat
         ("gamma fit", f"shape {fit.get('shape', float('nan')):.3f} loc {fit.get('loc', float('nan')):.4f} scale {fit.get('scale', float('nan')):.4f}"),
         ("score", describe(m.get("score"), bank.k)),
         ("domain normalisation", "on" if bank.normalise_domains else "off"),
+        ("enrolled level", (f"{m['levels_dbfs']['low']:.1f} to {m['levels_dbfs']['high']:.1f} dBFS (1st-99th percentile of "
+                            f"{m['levels_dbfs']['windows']} windows); far below it the machine counts as off")
+                           if m.get("levels_dbfs") else "not recorded (calibrated by an older version): no 'off' state"),
         ("expected false alarms", f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day (hop {rule.get('hop_seconds')} s, "
                                   f"raise after {rule.get('raise_after')} of {rule.get('of_last')} windows)"),
         ("calibrated", m.get("created", "?")),

@@ -150,7 +150,7 @@ class Agent:
     def state_of(self, s: MachineStream, reason: str = "") -> dict:
         b = s.bank
         return events.state_payload(s.machine, s.state, s.clock(), s.last_score, b.threshold if b else None, self.model_info,
-                                    b.version if b else None, reason or s.no_audio_reason)
+                                    b.version if b else None, reason or s.reason)
 
     def _emit_alarm(self, s: MachineStream, d: Decision, record: Optional[OpenAlarm] = None) -> None:
         """Emit an alarm event; the open-alarm record is written before a start/update goes out and
@@ -224,22 +224,21 @@ class Agent:
         for s in self.streams.values():
             ready += s.pump(now)
             self._liveness(s, now)
+        pending: list[Window] = []
         scored = 0
-        calibrated = [w for w in ready if w.stream.calibrated]
-        for w in ready:
-            if not w.stream.calibrated:
-                w.stream.windows_processed += 1
-        for i in range(0, len(calibrated), MAX_BATCH):
-            batch = calibrated[i : i + MAX_BATCH]
-            t = time.perf_counter()
-            out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
-            took = time.perf_counter() - t
-            self.stats.record(len(batch))
-            for cb in self.on_batch:
-                cb(len(batch), took)
-            for j, w in enumerate(batch):
-                self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
-            scored += len(batch)
+        for w in ready:  # in time order per stream
+            st = w.stream
+            before = st.state
+            score_it = st.gate(w)  # silence and a stopped machine are states, never scores
+            if st.state != before:
+                scored += self._score(pending)  # what came before the change is decided first
+                pending = []
+                self._interrupt(st, w.ts)
+            if score_it and st.calibrated:
+                pending.append(w)
+            else:
+                st.windows_processed += 1
+        scored += self._score(pending)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
             for line in self.status_lines():
@@ -248,16 +247,43 @@ class Agent:
             cb(self)
         return scored
 
+    def _score(self, windows: list[Window]) -> int:
+        """Front end, engine (batches of windows from any machine) and decisions, in order."""
+        for i in range(0, len(windows), MAX_BATCH):
+            batch = windows[i : i + MAX_BATCH]
+            t = time.perf_counter()
+            out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
+            took = time.perf_counter() - t
+            self.stats.record(len(batch))
+            for cb in self.on_batch:
+                cb(len(batch), took)
+            for j, w in enumerate(batch):
+                self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
+        return len(windows)
+
     def _liveness(self, s: MachineStream, now: float) -> None:
         reason = s.check_liveness(now)
         if reason and not s.no_audio:
             s.no_audio, s.no_audio_reason = True, reason
-            log.warning("%s: no_audio: %s", s.machine, reason)
-            self.publish_state(s, reason)
-        elif not reason and s.no_audio and now - s.last_frames_at < 1.0 and s.silent_since is None:
+            self._interrupt(s, s.clock())
+        elif not reason and s.no_audio and now - s.last_frames_at < 1.0:
             s.no_audio, s.no_audio_reason = False, ""
-            log.info("%s: audio is back", s.machine)
-            self.publish_state(s, "audio is back")
+            self._interrupt(s, s.clock())
+
+    def _interrupt(self, s: MachineStream, ts: float) -> None:
+        """The input changed state (no audio, machine off, or back): an open alarm ends with the
+        reason, the alarm rule starts afresh, and the new state is published."""
+        if s.state in ("no_audio", "off"):
+            log.warning("%s: %s: %s", s.machine, s.state, s.reason)
+            if s.detector is not None:
+                d = s.detector.end(ts, s.last_score if s.last_score is not None else float("nan"), s.reason)
+                if d is not None:
+                    self._emit_alarm(s, d)
+                s.detector.reset()
+            self.publish_state(s, s.reason)
+        else:
+            log.info("%s: sound is back (%s)", s.machine, s.state)
+            self.publish_state(s, "sound is back")
 
     def _decide(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream

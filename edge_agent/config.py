@@ -68,6 +68,8 @@ class MachineConfig(_Strict):
     hop_seconds: float = Field(default=1.0, gt=0)
     alarm: AlarmConfig = Field(default_factory=AlarmConfig)
     k: int = Field(default=1, ge=1)  # k-NN: mean of the k smallest distances
+    # A window this many dB below the quietest enrolled windows means the machine is off (not scored).
+    off_margin_db: Optional[float] = Field(default=20.0, gt=0)
 
 
 class TLSConfig(_Strict):

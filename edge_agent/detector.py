@@ -65,6 +65,11 @@ class Detector:
             return Decision("update", self.alarm_id, ts, score, self.peak, self.started_at, self.above_count)
         return None
 
+    def reset(self) -> None:
+        """Forget the recent windows (after a gap in scoring: machine off, no audio)."""
+        self.recent.clear()
+        self.below = 0
+
     def end(self, ts: float, score: float, reason: str) -> Optional[Decision]:
         """Close an open alarm (also used when the stream ends or the agent stops)."""
         if not self.active:

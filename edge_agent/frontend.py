@@ -48,6 +48,20 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return resample_poly(x, sr_out // g, sr_in // g, axis=-1).astype(np.float32)
 
 
+SILENT_PEAK = 1e-4  # a peak below -80 dBFS: digital silence (a muted or disconnected input)
+
+
+def level_dbfs(x: np.ndarray) -> float:
+    """RMS level of a signal in dBFS (full scale = 1.0)."""
+    rms = float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2))) if np.size(x) else 0.0
+    return 20 * float(np.log10(max(rms, 1e-10)))
+
+
+def window_levels(x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """``level_dbfs`` of every window of a mono signal, as ``frame_windows`` cuts them."""
+    return np.array([level_dbfs(w) for w in frame_windows(x, window, hop)])
+
+
 def prepare(x: np.ndarray, sr_in: int, sr_out: int, channel: Union[int, str] = "mix") -> np.ndarray:
     """Any rate and channel count -> mono float32 at the model's rate."""
     return resample(to_mono(x, channel), sr_in, sr_out)

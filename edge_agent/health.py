@@ -12,6 +12,7 @@ import time
 from typing import Optional
 
 from .agent import Agent
+from .stream import STATES
 
 log = logging.getLogger("edge_agent.health")
 
@@ -58,7 +59,11 @@ class Health:
 
     def _snapshot(self) -> None:
         self._last_frames = {m: s.source.ring.frames_written for m, s in self.agent.streams.items()}
-        self._last_windows = self.agent.stats.windows + sum(s.windows_processed for s in self.agent.streams.values() if not s.calibrated)
+        self._last_windows = self.windows()
+
+    def windows(self) -> int:
+        """Windows taken from every stream: scored, or seen while uncalibrated, silent or off."""
+        return sum(s.windows_processed for s in self.agent.streams.values())
 
     def progress(self) -> Optional[str]:
         """None while audio and inference advance; else what is stuck."""
@@ -67,8 +72,7 @@ class Health:
                 continue
             if s.source.ring.frames_written == self._last_frames.get(m, -1):
                 return f"{m}: no audio frames"
-        windows = self.agent.stats.windows + sum(s.windows_processed for s in self.agent.streams.values() if not s.calibrated)
-        if windows == self._last_windows:
+        if self.windows() == self._last_windows:
             return "no windows scored"
         return None
 
@@ -136,7 +140,7 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                     thr.add_metric([m], s.bank.threshold)
                 if s.last_level_dbfs is not None:
                     level.add_metric([m], s.last_level_dbfs)
-                for st in ("normal", "anomaly", "uncalibrated", "no_audio"):
+                for st in STATES:
                     state.add_metric([m, st], 1.0 if s.state == st else 0.0)
             yield from (windows, overruns, score, thr, level, state)
             if publisher is not None:

@@ -16,13 +16,14 @@ import numpy as np
 from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
-from .frontend import Frontend, prepare
+from .frontend import SILENT_PEAK, Frontend, level_dbfs, prepare
 from .scoring import score_windows
 from .sources import AudioSource
 
 log = logging.getLogger("edge_agent.stream")
 
-STATES = ("normal", "anomaly", "uncalibrated", "no_audio")
+STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off")
+OFF_HYSTERESIS_DB = 3.0  # back on only this far above the "off" level, so a machine at the edge does not flap
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Window:
     ts: float  # wall-clock time at the window's end
     offset: float  # seconds of audio from the stream start to the window's end
     level_dbfs: float
+    peak: float = 1.0
 
 
 @dataclass
@@ -87,9 +89,11 @@ class MachineStream:
         self.last_ts: Optional[float] = None
         self.last_level_dbfs: Optional[float] = None
         self.last_frames_at = time.monotonic()
-        self.silent_since: Optional[float] = None
-        self.no_audio = False
+        self.no_audio = False  # no frames arrive (set by the agent's liveness check)
         self.no_audio_reason = ""
+        self.condition: Optional[str] = None  # "silent" or "off" while the windows say so, else None
+        self.condition_reason = ""
+        self.settled_at = float("-inf")  # stream offset from which windows hold no gated audio
         self.wall_start = time.time()
         self._overruns_logged = 0
 
@@ -118,11 +122,50 @@ class MachineStream:
 
     @property
     def state(self) -> str:
-        if self.no_audio:
+        if self.no_audio or self.condition == "silent":
             return "no_audio"
+        if self.condition == "off":
+            return "off"
         if not self.calibrated:
             return "uncalibrated"
         return self.detector.state
+
+    @property
+    def reason(self) -> str:
+        return self.no_audio_reason if self.no_audio else self.condition_reason
+
+    def off_level(self) -> Optional[float]:
+        """Below this level (dBFS) the machine counts as off: the enrolled range's low end minus the
+        margin. None without a margin or for a bank that has no level range (older banks)."""
+        levels = self.bank.meta.get("levels_dbfs") if self.bank is not None else None
+        if not levels or self.cfg.off_margin_db is None:
+            return None
+        return float(levels["low"]) - self.cfg.off_margin_db
+
+    def gate(self, w: Window) -> bool:
+        """Whether to score a window. Before any score is taken, a window may say "silent" (digital
+        silence: a muted or disconnected microphone) or "off" (far below the enrolled level: the
+        machine stopped); that sets ``condition`` (the caller publishes a change). After such a
+        window, the windows that still overlap it are not scored either: half silence is no
+        anomaly of the machine."""
+        if w.peak < SILENT_PEAK:
+            cond, why = "silent", "digital silence (muted or disconnected microphone?)"
+        else:
+            off = self.off_level()
+            back = off is not None and self.condition == "off" and w.level_dbfs < off + OFF_HYSTERESIS_DB
+            if off is not None and (w.level_dbfs < off or back):
+                low = self.bank.meta["levels_dbfs"]["low"]
+                cond, why = "off", (f"machine off: level {w.level_dbfs:.0f} dBFS, more than {self.cfg.off_margin_db:g} dB "
+                                    f"below the quietest enrolled sound ({low:.0f} dBFS)")
+            else:
+                cond, why = None, ""
+        if cond != self.condition:
+            self.condition, self.condition_reason = cond, why
+        self.last_ts = w.ts
+        if cond is not None:
+            self.settled_at = w.offset + self.window_seconds
+            return False
+        return w.offset >= self.settled_at
 
     def _windower(self) -> Windower:
         src = self.source
@@ -143,10 +186,6 @@ class MachineStream:
             self._overruns_logged = lost
         if len(frames):
             self.last_frames_at = now
-            if np.any(frames):
-                self.silent_since = None
-            elif self.silent_since is None:
-                self.silent_since = now
         out = []
         wall = time.time()
         stream_clock = self.stream_clocked
@@ -155,24 +194,22 @@ class MachineStream:
             mono = prepare(samples, w.sample_rate, self.frontend.sample_rate, self.cfg.input.channel)
             n = self.frontend.window_samples
             mono = mono[:n] if len(mono) >= n else np.pad(mono, (0, n - len(mono)))
-            rms = float(np.sqrt(np.mean(mono.astype(np.float64) ** 2)))
-            level = 20 * np.log10(max(rms, 1e-10))
+            level = level_dbfs(mono)
             self.last_level_dbfs = level
             offset = end / w.sample_rate
-            out.append(Window(self, mono, self.wall_start + offset if stream_clock else wall, offset, level))
+            out.append(Window(self, mono, self.wall_start + offset if stream_clock else wall, offset, level,
+                              float(np.abs(mono).max())))
         return out
 
     def check_liveness(self, now: Optional[float] = None) -> Optional[str]:
-        """Return a reason when the input has been dead (no frames, or digital silence) too long."""
+        """Return a reason when no frames have arrived for ``silence_seconds``."""
         now = time.monotonic() if now is None else now
         limit = self.cfg.input.silence_seconds
         if self.source.finished:
             return None
         if now - self.last_frames_at > limit:
             return f"no audio frames for {now - self.last_frames_at:.0f} s" + (f" ({self.source.error})" if self.source.error else "")
-        if self.silent_since is not None and now - self.silent_since > limit:
-            return f"digital silence for {now - self.silent_since:.0f} s (muted or disconnected microphone?)"
-        return None
+        return None  # digital silence is seen in each window at once (``gate``)
 
     def score(self, outputs: dict[str, np.ndarray]) -> float:
         """Score of one window from the model's outputs for it (batch of 1), with the head the

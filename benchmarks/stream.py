@@ -1,0 +1,281 @@
+"""Streaming benchmark: what an engineer on the plant floor lives with. For each development machine
+with enough audio, enrol as `calibrate` does, then replay through the production agent (ring buffer,
+windows, front end, ONNX Runtime, k-NN, detector; WAV replay as fast as possible):
+
+- the unseen normal clips concatenated into one stream: false alarms per hour with an exact 95 %
+  Poisson interval (zero alarms in T hours only bounds the rate below about 3.7 / T per hour);
+- every anomalous clip after a normal lead-in (an enrolment clip): recall (an alarm while it plays,
+  95 % Wilson interval) and delay from the start of the anomalous clip (median, bootstrap interval);
+- the false-alarm rate calibration predicted, next to the measured one, also at a budget high enough
+  to count alarms.
+
+The agent scores each stream once per threshold setting; other detector settings are replayed from
+the recorded window scores through the same ``Detector`` class (``--sweep``), and the default
+setting's alarms are checked to be identical both ways.
+
+    python benchmarks/stream.py                 # table, benchmarks/results/stream.json, docs/performance.md section
+    python benchmarks/stream.py --machines fan  # one machine
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from calibration.calibrate import enrol_paths  # noqa: E402
+from calibration.enrol import ThresholdPolicy  # noqa: E402
+from edge_agent.agent import Agent  # noqa: E402
+from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
+from edge_agent.bundle import Bundle  # noqa: E402
+from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
+from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.wavio import wav_info  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+MARK_BEGIN, MARK_END = "<!-- stream-table:begin -->", "<!-- stream-table:end -->"
+HIGH_BUDGET_PER_DAY = 24 * 20  # 20 an hour: enough to count alarms on minutes of audio
+
+
+def _slider_no(p: Path) -> int:
+    return int(p.stem.rsplit("_", 1)[1])
+
+
+def machines(data: Path) -> dict[str, dict[str, list[Path]]]:
+    valve = data / "dcase2023t2" / "valve"
+    slider = sorted((data / "dcase2020t2" / "slider" / "train").glob("*.wav"))
+    fan = data / "mimii" / "fan"
+    return {
+        "valve": {"enrol": sorted((valve / "train").glob("*.wav")), "normal": sorted((valve / "test").glob("*_normal_*.wav")),
+                  "anomaly": sorted((valve / "test").glob("*_anomaly_*.wav"))},
+        # slider id_00: the 75 normal training clips split by number, 0-39 enrolled, 40-74 unseen
+        "slider": {"enrol": [p for p in slider if _slider_no(p) < 40], "normal": [p for p in slider if _slider_no(p) >= 40],
+                   "anomaly": sorted((data / "dcase2020t2" / "slider" / "test").glob("anomaly_id_00_*.wav"))},
+        "fan": {"enrol": sorted((fan / "train").glob("*.wav")), "normal": sorted((fan / "test").glob("normal_*.wav")),
+                "anomaly": sorted((fan / "test").glob("anomaly_*.wav"))},
+    }
+
+
+# -- statistics ------------------------------------------------------------------------------
+def poisson_rate(k: int, hours: float) -> tuple[float, float, float]:
+    """Rate per hour with its exact (Garwood) 95 % interval."""
+    lo = stats.chi2.ppf(0.025, 2 * k) / 2 if k else 0.0
+    hi = stats.chi2.ppf(0.975, 2 * k + 2) / 2
+    return k / hours, lo / hours, hi / hours
+
+
+def wilson(k: int, n: int) -> tuple[float, float, float]:
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    return k / n, float(ci.low), float(ci.high)
+
+
+def median_ci(x: list[float], seed: int = 0) -> tuple[float, float, float]:
+    if not x:
+        return float("nan"), float("nan"), float("nan")
+    a = np.asarray(x)
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(a, (2000, len(a)), replace=True), axis=1)
+    return float(np.median(a)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+
+
+# -- one stream through the agent --------------------------------------------------------------
+@dataclass
+class StreamRun:
+    offsets: np.ndarray  # stream seconds at each window's end
+    scores: np.ndarray
+    alarms: list[tuple[float, float]]  # (start, end) in stream seconds
+    spans: list[tuple[float, float, Path]]  # where each file lies in the stream
+    extra: dict = field(default_factory=dict)
+
+
+class _Recorder:
+    def __init__(self, agent):
+        self.offset, self.alarms, self._open = 0.0, [], None
+        self.offsets, self.scores = [], []
+        agent.on_window.append(self._window)
+
+    def _window(self, stream, w, score, decision):
+        self.offset = w.offset
+        self.offsets.append(w.offset)
+        self.scores.append(score)
+        if decision is not None and decision.kind == "start":
+            self._open = w.offset
+        elif decision is not None and decision.kind == "end":
+            self.alarms.append((self._open, w.offset))
+            self._open = None
+
+    def handle(self, kind, machine, p):
+        # alarms still open when the recording ends are closed outside a window
+        if kind == "alarm" and p["event"] == "end" and p["reason"] == "end of recording" and self._open is not None:
+            self.alarms.append((self._open, self.offset))
+            self._open = None
+
+    def close(self):
+        pass
+
+
+def replay(bundle: Bundle, engine, bank: MemoryBank, files: list[Path], alarm: dict) -> StreamRun:
+    with tempfile.TemporaryDirectory(prefix="stream-") as d:
+        d = Path(d)
+        bank.save(bank_path(d, "m"))
+        (d / "replay").mkdir()
+        spans, t = [], 0.0
+        for i, f in enumerate(files):
+            (d / "replay" / f"{i:05d}_{f.name}").symlink_to(f.resolve())
+            sec = wav_info(f).seconds
+            spans.append((t, t + sec, f))
+            t += sec
+        cfg = parse_config({"state_dir": str(d), "engine": "cpu", "status_interval_seconds": 1e9,
+                            "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}}})
+        agent = Agent.from_config(cfg, [], bundle=bundle, engine=engine)
+        rec = _Recorder(agent)
+        agent.sinks.append(rec)
+        agent.run()
+    return StreamRun(np.array(rec.offsets), np.array(rec.scores), rec.alarms, spans)
+
+
+def offline_alarms(run: StreamRun, threshold: float, alarm: dict) -> list[tuple[float, float]]:
+    """The same decisions from recorded window scores, through the agent's own Detector."""
+    from edge_agent.detector import Detector
+
+    a = AlarmConfig(**alarm)
+    det = Detector(threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds)
+    out, start = [], None
+    for off, s in zip(run.offsets, run.scores):
+        d = det.update(float(s), float(off))
+        if d is not None and d.kind == "start":
+            start = float(off)
+        elif d is not None and d.kind == "end":
+            out.append((start, float(off)))
+            start = None
+    if start is not None:
+        out.append((start, float(run.offsets[-1])))
+    return out
+
+
+def false_alarms(normal: StreamRun, alarms) -> dict:
+    hours = normal.spans[-1][1] / 3600
+    rate, lo, hi = poisson_rate(len(alarms), hours)
+    return {"alarms": len(alarms), "hours": hours, "per_hour": rate, "per_hour_ci": [lo, hi]}
+
+
+def detection(anom: StreamRun, alarms, window_seconds: float) -> dict:
+    """Recall and delay over the anomalous clips of a lead-in/anomaly stream."""
+    hits, delays, n = 0, [], 0
+    for t0, t1, f in anom.spans:
+        if "anomaly" not in f.name:
+            continue
+        n += 1
+        # windows that end up to one window after the clip still hold its sound
+        starts = [a for a, b in alarms if (a <= t0 < b) or (t0 <= a < t1 + window_seconds)]
+        if starts:
+            hits += 1
+            delays.append(max(0.0, min(starts) - t0))
+    r, lo, hi = wilson(hits, n)
+    med, dlo, dhi = median_ci(delays)
+    return {"clips": n, "detected": hits, "recall": r, "recall_ci": [lo, hi], "delay_median_s": med, "delay_ci_s": [dlo, dhi]}
+
+
+# -- the benchmark ---------------------------------------------------------------------------
+SETTINGS = {
+    "calibrate default": {},
+    "--false-alarms-per-day 1": {"false_alarms_per_day": 1.0},
+    f"--false-alarms-per-day {HIGH_BUDGET_PER_DAY} (countable)": {"false_alarms_per_day": float(HIGH_BUDGET_PER_DAY)},
+}
+
+
+def policy_for(setting: dict, alarm: AlarmConfig) -> ThresholdPolicy:
+    from calibration.calibrate import threshold_policy
+
+    return threshold_policy(percentile=setting.get("percentile"), false_alarms_per_day=setting.get("false_alarms_per_day"),
+                            hop=1.0, alarm=alarm)
+
+
+def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> dict:
+    alarm_cfg = AlarmConfig()
+    alarm = alarm_cfg.model_dump()
+    lead = sets["enrol"]
+    anomaly_stream = [x for i, a in enumerate(sets["anomaly"]) for x in (lead[i % len(lead)], a)]
+    out = {"clips": {k: len(v) for k, v in sets.items()}, "settings": {}}
+    for label, setting in SETTINGS.items():
+        res, _ = enrol_paths(sets["enrol"], engine, bundle.frontend.sample_rate, policy=policy_for(setting, alarm_cfg))
+        bank = res.bank
+        normal = replay(bundle, engine, bank, sets["normal"], alarm)
+        anom = replay(bundle, engine, bank, anomaly_stream, alarm)
+        for run in (normal, anom):
+            assert offline_alarms(run, bank.threshold, alarm) == run.alarms, "offline detector differs from the agent"
+        fa = false_alarms(normal, normal.alarms)
+        det = detection(anom, anom.alarms, bundle.frontend.window_seconds)
+        predicted = bank.meta.get("expected_alarms_per_day", float("nan")) / 24
+        out["settings"][label] = {"threshold": bank.threshold, "rule": bank.meta.get("threshold_rule"),
+                                  "predicted_per_hour": predicted, "false_alarms": fa, "detection": det,
+                                  "enrolled_hours": sum(wav_info(f).seconds for f in sets["enrol"]) / 3600}
+        log(f"{name:7s} {label:38s} thr {bank.threshold:.4f}  FA {fa['alarms']} in {60 * fa['hours']:.1f} min = "
+            f"{fa['per_hour']:.2f}/h [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}]  predicted {predicted:.3g}/h  "
+            f"recall {det['detected']}/{det['clips']} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}]  "
+            f"delay {det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]")
+    return out
+
+
+def table(results: dict) -> str:
+    rows = ["| machine | setting | threshold | false alarms (unseen normal) | per hour, 95 % interval | predicted per hour | "
+            "recall, 95 % interval | delay, median [95 %] |", "|---|---|---|---|---|---|---|---|"]
+    for m, r in results["machines"].items():
+        for label, s in r["settings"].items():
+            fa, det = s["false_alarms"], s["detection"]
+            rows.append(f"| {m} | {label} | {s['threshold']:.4f} | {fa['alarms']} in {60 * fa['hours']:.1f} min | "
+                        f"{fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | "
+                        f"{det['detected']}/{det['clips']} = {det['recall']:.2f} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}] | "
+                        f"{det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}] |")
+    return "\n".join(rows)
+
+
+def write_docs(results: dict, doc: Path) -> None:
+    head = (f"Measured {results['date']} on {results['machine']} (`python benchmarks/stream.py`), model {results['model']}, "
+            f"hop 1 s, alarm after {results['alarm']['raise_after']} of {results['alarm']['of_last']} windows, "
+            f"clear after {results['alarm']['clear_after']}.")
+    block = f"{MARK_BEGIN}\n{head}\n\n{table(results)}\n{MARK_END}"
+    text = doc.read_text()
+    if MARK_BEGIN in text:
+        text = text.split(MARK_BEGIN)[0] + block + text.split(MARK_END, 1)[1]
+    else:
+        text += "\n## Streaming: false alarms, recall and delay\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default ../shared/data)")
+    p.add_argument("--machines", nargs="+", default=["valve", "slider", "fan"], help="which machines (default all three)")
+    p.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/performance.md")
+    a = p.parse_args(argv)
+    bundle = Bundle.load(a.model)
+    engine = OnnxEngine(bundle, "cpu")
+    all_sets = machines(a.data)
+    results = {"date": _dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.python_version()}",
+               "model": f"{bundle.name} {bundle.version}", "alarm": AlarmConfig().model_dump(), "machines": {}}
+    for m in a.machines:
+        results["machines"][m] = bench_machine(m, all_sets[m], bundle, engine)
+    print()
+    print(table(results))
+    out = ROOT / "benchmarks" / "results" / "stream.json"
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwritten {out}")
+    if not a.no_docs:
+        write_docs(results, ROOT / "docs" / "performance.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
