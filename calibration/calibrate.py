@@ -288,16 +288,18 @@ def level_range(levels: list, existing: Optional[dict] = None) -> Optional[dict]
 
 
 def threshold_policy(percentile: Optional[float], false_alarms_per_day: Optional[float], hop: float,
-                     alarm=None) -> ThresholdPolicy:
-    """The threshold rule calibrate applies (also used by the benchmarks): the asked percentile or
-    false-alarm budget, else the default, with the machine's hop and alarm rule."""
+                     alarm=None, false_alarms_per_week: Optional[float] = None) -> ThresholdPolicy:
+    """The threshold rule calibrate applies (also used by the benchmarks): the asked percentile (the
+    DCASE convention) or false-alarm budget, else the machine's budget (``alarm.false_alarms_per_week``,
+    1 a week), always with the machine's hop, smoothing and raise rule."""
     from edge_agent.config import AlarmConfig
 
     alarm = alarm or AlarmConfig()
-    return ThresholdPolicy(
-        percentile=percentile if percentile is not None else (None if false_alarms_per_day else 0.90),
-        false_alarms_per_day=false_alarms_per_day, hop_seconds=hop, raise_after=alarm.raise_after, of_last=alarm.of_last,
-    )
+    if percentile is None and false_alarms_per_day is None:
+        false_alarms_per_day = (false_alarms_per_week or alarm.false_alarms_per_week) / 7
+    return ThresholdPolicy(percentile=percentile, false_alarms_per_day=None if percentile is not None else false_alarms_per_day,
+                           hop_seconds=hop, raise_after=alarm.raise_after, of_last=alarm.of_last,
+                           smooth_windows=alarm.smooth_windows(hop), smooth=alarm.smooth)
 
 
 def exclude_outliers(per_domain: dict[str, tuple[list, list]], outputs: dict[str, list[dict]], keep: bool
@@ -319,10 +321,30 @@ def exclude_outliers(per_domain: dict[str, tuple[list, list]], outputs: dict[str
     return found
 
 
+def request_learn(a) -> int:
+    from edge_agent.config import default_state_dir, parse_duration
+
+    from .learning import request_learning
+
+    try:
+        seconds = parse_duration(a.learn)
+    except ValueError as e:
+        raise CalibrationError(f"--learn: {e}") from None
+    cfg = load_config(a.config) if a.config else None
+    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
+    path = request_learning(Path(state_dir), a.machine, seconds)
+    print(f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at its next "
+          f"start or reload (systemctl reload edge-agent); until it is over the machine is 'learning' and raises no alarms.")
+    return 0
+
+
 def calibrate_command(a) -> int:
     _machine_arg(a.machine)
+    if a.learn:
+        return request_learn(a)
     if a.seconds is None and not a.from_paths:
-        raise CalibrationError("say where the normal sound comes from: --seconds N (record from the configured input) or --from PATH...")
+        raise CalibrationError("say where the normal sound comes from: --seconds N (record from the configured input), --from PATH... "
+                               "or --learn DURATION (the running agent learns from its own sound)")
     cfg, bundle, state_dir = resolve_setup(a)
     mc = cfg.machines.get(a.machine) if cfg else None
     hop = a.hop or (mc.hop_seconds if mc else 1.0)
@@ -384,7 +406,7 @@ def calibrate_command(a) -> int:
     if path.exists() and not a.replace:
         existing = MemoryBank.load(path)
         existing.check_model(bundle.sha256, f"of machine {a.machine}")
-    policy = threshold_policy(a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None)
+    policy = threshold_policy(a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None, a.false_alarms_per_week)
     try:
         res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), existing=existing, replace=a.replace,
                     n_centres=a.centres, keep_source_samples=a.keep_source_samples, k=mc.k if mc else 1,
@@ -404,10 +426,13 @@ def calibrate_command(a) -> int:
     for n in res.notes:
         print(f"note: {n}")
     print(summary_table(a.machine, res.bank, path, plot))
-    if res.expected_alarms_per_day > 1.0 and a.false_alarms_per_day is None:
+    info = res.bank.meta.get("alarm_rate", {})
+    if info.get("note"):
+        print(f"warning: {info['note']}")
+    if policy.percentile is not None and res.expected_alarms_per_day > 1.0:
         print(f"warning: with this threshold about {res.expected_alarms_per_day:.0f} false alarms a day are expected on normal sound "
-              f"(the {100 * (policy.percentile or 0.9):g}th percentile is the DCASE convention, not an alarm budget); "
-              "for live monitoring recalibrate with e.g. --false-alarms-per-day 1")
+              f"(the {100 * policy.percentile:g}th percentile is the DCASE convention, not an alarm budget); "
+              "for live monitoring leave --percentile out (default: 1 false alarm a week)")
     return 0
 
 
@@ -424,21 +449,35 @@ def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Pat
         ("entries", f"source centres {c['source_centre']}, source samples {c['source_sample']}, target samples {c['target_sample']}"),
         ("enrolled windows", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_windows", {}).items())),
         ("enrolled clips", ", ".join(f"{k} {v}" for k, v in m.get("enrolled_clips", {}).items())),
-        ("threshold", f"{bank.threshold:.5f} ({rule.get('rule')} {rule.get('value')})"),
+        ("threshold", f"{bank.threshold:.5f} (" + (f"budget of {7 * rule['value']:.3g} false alarms a week"
+                                                    if rule.get("rule") == "false_alarms_per_day" else f"{rule.get('rule')} {rule.get('value')}") + ")"),
         ("gamma fit", f"shape {fit.get('shape', float('nan')):.3f} loc {fit.get('loc', float('nan')):.4f} scale {fit.get('scale', float('nan')):.4f}"),
         ("score", describe(m.get("score"), bank.k)),
         ("domain normalisation", "on" if bank.normalise_domains else "off"),
         ("enrolled level", (f"{m['levels_dbfs']['low']:.1f} to {m['levels_dbfs']['high']:.1f} dBFS (1st-99th percentile of "
                             f"{m['levels_dbfs']['windows']} windows); far below it the machine counts as off")
                            if m.get("levels_dbfs") else "not recorded (calibrated by an older version): no 'off' state"),
-        ("expected false alarms", f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day (hop {rule.get('hop_seconds')} s, "
-                                  f"raise after {rule.get('raise_after')} of {rule.get('of_last')} windows)"),
+        ("expected false alarms", expected_line(m)),
         ("calibrated", m.get("created", "?")),
     ]
     if plot:
         rows.append(("plot", str(plot)))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def expected_line(m: dict) -> str:
+    """The predicted false-alarm rate with its interval and what it rests on."""
+    rule, info = m.get("threshold_rule", {}), m.get("alarm_rate", {})
+    line = f"{m.get('expected_alarms_per_day', float('nan')):.3g} per day"
+    if "per_day_ci" in info:
+        lo, hi = info["per_day_ci"]
+        line += (f" (95 % interval {lo:.3g} to {hi:.3g}; the alarm rule run over {info['clips']} held-out clips, "
+                 f"{60 * info['hours']:.0f} min of audio, extreme-value tail)")
+    else:
+        line += f" ({info.get('method', 'windows taken as independent')})"
+    smooth = f", {rule.get('smooth', 'median')} of {rule.get('smooth_windows', 1)} windows" if rule.get("smooth_windows", 1) > 1 else ""
+    return line + f"; hop {rule.get('hop_seconds')} s{smooth}, raise after {rule.get('raise_after')} of {rule.get('of_last')}"
 
 
 def show_bank(a) -> int:

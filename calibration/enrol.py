@@ -17,9 +17,11 @@ from edge_agent import __version__
 from edge_agent.bank import MemoryBank, combine_domains, knn_distance
 from edge_agent.scoring import ensemble_spec
 
-from .threshold import GammaFit, alarm_rate_per_day, fit_gamma, threshold_from_alarm_rate, threshold_from_percentile
+from .threshold import (GammaFit, alarm_rate_per_day, block_maxima, fit_block_maxima, fit_gamma, rate_interval, support_note,
+                        threshold_from_alarm_rate, threshold_from_percentile)
 
 MAX_FOLDS = 10
+MIN_BLOCKS = 3  # held-out clips needed to estimate the alarm rate from sequences
 
 
 @dataclass
@@ -33,11 +35,24 @@ class Enrolment:
 
 @dataclass
 class ThresholdPolicy:
-    percentile: Optional[float] = 0.90
-    false_alarms_per_day: Optional[float] = None
+    """A percentile of the gamma fit of window scores (the DCASE convention, for evaluation), or a
+    false-alarm budget estimated with the real decision rule (the default: 1 a week)."""
+
+    percentile: Optional[float] = None
+    false_alarms_per_day: Optional[float] = 1.0 / 7
     hop_seconds: float = 1.0
     raise_after: int = 3
     of_last: int = 5
+    smooth_windows: int = 1
+    smooth: str = "median"
+    independent_windows: bool = False  # the former rate model (windows taken as independent), for comparison
+
+    def rule(self) -> dict:
+        return {"hop_seconds": self.hop_seconds, "raise_after": self.raise_after, "of_last": self.of_last,
+                "smooth_windows": self.smooth_windows, "smooth": self.smooth}
+
+
+DCASE_POLICY = ThresholdPolicy(percentile=0.90, false_alarms_per_day=None)  # evaluate: the DCASE baseline's convention
 
 
 @dataclass
@@ -48,18 +63,44 @@ class EnrolResult:
     fit: GammaFit
     expected_alarms_per_day: float
     notes: list[str] = field(default_factory=list)
+    loo_groups: Optional[np.ndarray] = None  # the clip of each leave-one-out score, windows in time order
 
 
-def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy):
-    """Gamma fit of normal scores, and the threshold the policy asks for: (fit, threshold, rule, alarms/day)."""
+def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional[np.ndarray] = None):
+    """Gamma fit of normal scores, the threshold the policy asks for, its rule, the expected false
+    alarms per day and how that estimate was made: (fit, threshold, rule, alarms/day, rate info).
+
+    With a budget and each score's clip (``groups``, windows in time order), the rate comes from the
+    decision rule run over the clips' score sequences (``threshold.block_maxima``); without groups
+    (score heads fitted on pooled windows) it falls back to windows taken as independent."""
     fit = fit_gamma(scores)
-    if policy.false_alarms_per_day is not None:
-        thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
-        rule = {"rule": "false_alarms_per_day", "value": policy.false_alarms_per_day}
+    budget = policy.percentile is None and policy.false_alarms_per_day is not None
+    if budget:
+        thr, rule = None, {"rule": "false_alarms_per_day", "value": policy.false_alarms_per_day}
     else:
-        thr = threshold_from_percentile(fit, policy.percentile if policy.percentile is not None else 0.90)
-        rule = {"rule": "percentile", "value": policy.percentile}
-    return fit, float(thr), rule, alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
+        q = policy.percentile if policy.percentile is not None else 0.90
+        thr, rule = threshold_from_percentile(fit, q), {"rule": "percentile", "value": q}
+    blocks = len(np.unique(groups)) if groups is not None else 0
+    if groups is None or policy.independent_windows or blocks < MIN_BLOCKS:
+        if thr is None:
+            thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
+        rate = alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
+        info = {"method": "windows taken as independent"}
+        if groups is not None and blocks < MIN_BLOCKS and not policy.independent_windows:
+            info["note"] = (f"only {blocks} clip(s) or recording chunk(s): too few to run the alarm rule over held-out audio, so "
+                            "the rate takes windows as independent and is optimistic; enrol at least 3 clips or 15 s")
+        return fit, float(thr), rule, rate, info
+    maxima, block_hours = block_maxima(scores, groups, policy.hop_seconds, policy.raise_after, policy.of_last,
+                                       policy.smooth_windows, policy.smooth)
+    rfit = fit_block_maxima(maxima, block_hours)
+    if thr is None:
+        thr = rfit.threshold(policy.false_alarms_per_day / 24)
+    per_hour = rfit.rate_per_hour(thr)
+    lo, hi = rate_interval(maxima, block_hours, thr)
+    info = {"method": "decision rule over leave-one-clip-out sequences, extreme-value tail", "fit": rfit.to_dict(),
+            "per_day_ci": [24 * lo, 24 * hi], "hours": rfit.hours, "clips": rfit.blocks,
+            "note": support_note(rfit, policy.false_alarms_per_day / 24) if budget else ""}
+    return fit, float(thr), rule, 24 * per_hour, info
 
 
 def use_heads(res: "EnrolResult", members: list[dict], member_scores: list[np.ndarray], domains: np.ndarray,
@@ -72,12 +113,11 @@ def use_heads(res: "EnrolResult", members: list[dict], member_scores: list[np.nd
     else:
         spec = ensemble_spec(members, member_scores)
         combined = np.mean([(np.asarray(s) - m["mean"]) / m["std"] for s, m in zip(member_scores, spec["members"])], axis=0)
-    fit, thr, rule, rate = pick_threshold(combined, policy)
+    fit, thr, rule, rate, info = pick_threshold(combined, policy)
     b = res.bank
     b.threshold = float(thr)
-    b.meta.update({"score": spec, "fit": fit.to_dict(),
-                   "threshold_rule": {**rule, "hop_seconds": policy.hop_seconds, "raise_after": policy.raise_after, "of_last": policy.of_last},
-                   "expected_alarms_per_day": rate})
+    b.meta.update({"score": spec, "fit": fit.to_dict(), "threshold_rule": {**rule, **policy.rule()},
+                   "expected_alarms_per_day": rate, "alarm_rate": info})
     res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = combined, domains, fit, rate
 
 
@@ -119,6 +159,7 @@ def _loo_distances(source: Optional[Enrolment], target: Optional[Enrolment], n_c
     fold_of_group = dict(zip(rng.permutation(uniq), np.arange(len(uniq)) % n_folds))
     fold = np.array([fold_of_group[g] for g in all_grp])
     dists = {d: np.full(len(all_emb), np.nan, np.float32) for d in ("source", "target")}
+    dists["groups"] = all_grp
     for f in range(n_folds):
         held, kept = fold == f, fold != f
         s = all_emb[kept & (all_dom == "source")]
@@ -171,6 +212,7 @@ def enrol(
     emb, dom, kind = _entries(source.embeddings if source else None, target.embeddings if target else None,
                               n_centres, keep_source_samples, seed)
     all_emb, all_dom, dists = _loo_distances(source, target, n_centres, keep_source_samples, k, seed)
+    all_grp = dists.pop("groups")
     stats: dict[str, tuple[float, float]] = {}
     for d in ("source", "target"):
         own = dists[d][all_dom == d]
@@ -184,8 +226,9 @@ def enrol(
         loo = combine_domains({d: np.where(np.isnan(v), np.inf, v) for d, v in dists.items() if d in stats}, stats)
     else:
         loo = np.nanmin(np.stack([dists["source"], dists["target"]]), axis=0)
-    loo = loo[np.isfinite(loo)]
-    fit, thr, rule, rate = pick_threshold(loo, policy)
+    finite = np.isfinite(loo)
+    loo, all_grp = loo[finite], all_grp[finite]
+    fit, thr, rule, rate, info = pick_threshold(loo, policy, all_grp)
     version = (existing.version if existing is not None else 0) + 1
     bank = MemoryBank(
         embeddings=emb, domains=dom, kinds=kind, model_sha256=model_sha256, model_name=model_name,
@@ -195,8 +238,9 @@ def enrol(
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "agent_version": __version__,
             "fit": fit.to_dict(),
-            "threshold_rule": {**rule, "hop_seconds": policy.hop_seconds, "raise_after": policy.raise_after, "of_last": policy.of_last},
+            "threshold_rule": {**rule, **policy.rule()},
             "expected_alarms_per_day": rate,
+            "alarm_rate": info,
             "enrolled_windows": {d: int(np.sum(all_dom == d)) for d in ("source", "target")},
             "enrolled_clips": {e.domain: int(len(np.unique(e.groups))) for e in (source, target) if e is not None},
             "n_centres": n_centres,
@@ -204,4 +248,4 @@ def enrol(
         },
         enrolled={e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None},
     )
-    return EnrolResult(bank, loo, all_dom[: len(loo)], fit, rate, notes)
+    return EnrolResult(bank, loo, all_dom[finite], fit, rate, notes, all_grp)

@@ -27,7 +27,7 @@ from edge_agent.frontend import prepare
 from edge_agent.scoring import CLASS_HEADS, bundle_heads, default_score, parse_score, score_windows
 from edge_agent.wavio import read_wav
 
-from .enrol import EnrolResult, ThresholdPolicy
+from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
 
 log = logging.getLogger("edge_agent.evaluate")
@@ -60,7 +60,7 @@ class ClipEmbedder:
 
 
 def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
-                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(), progress=None,
+                     normalise_domains: bool = False, policy: ThresholdPolicy = DCASE_POLICY, progress=None,
                      score: Optional[str] = None, class_name: Optional[str] = None) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
     from .calibrate import enrol_paths
@@ -94,7 +94,7 @@ def machine_class(model, machine_dir: Path, section: str, head: str = "classifie
 
 
 def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
-                     normalise_domains: bool = False, policy: ThresholdPolicy = ThresholdPolicy(),
+                     normalise_domains: bool = False, policy: ThresholdPolicy = DCASE_POLICY,
                      progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None, score: Optional[str] = None) -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:

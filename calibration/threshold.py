@@ -70,3 +70,100 @@ def threshold_from_alarm_rate(fit: GammaFit, alarms_per_day: float, hop_seconds:
     else:
         p = float(np.exp(brentq(gap, lo, hi, xtol=1e-10)))
     return fit.ppf(1.0 - p)
+
+
+# -- false-alarm budgets with the real decision rule -------------------------------------------
+# Windows overlap and scores are autocorrelated, so treating windows as independent promises far
+# fewer alarms than come. Instead the decision rule itself (smoothing, k of n) runs over every
+# enrolment clip's leave-one-clip-out score sequence; the largest decision statistic of each clip
+# (a block maximum) says whether that clip would have raised an alarm at a threshold, and an
+# extreme-value distribution fitted to the block maxima extrapolates to rarer thresholds.
+MIN_GEV_BLOCKS = 20  # below this, the shape of a GEV is guesswork: fit a Gumbel (shape 0)
+BOOTSTRAP = 200
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """Extreme-value fit of per-block maxima of the decision statistic."""
+
+    shape: float  # scipy's genextreme c (0: Gumbel)
+    loc: float
+    scale: float
+    block_hours: float  # mean audio per block
+    blocks: int
+
+    @property
+    def hours(self) -> float:
+        return self.block_hours * self.blocks
+
+    def rate_per_hour(self, threshold: float) -> float:
+        """Expected alarm starts per hour of normal sound (at most one per block)."""
+        return float(stats.genextreme.sf(threshold, self.shape, loc=self.loc, scale=self.scale)) / self.block_hours
+
+    def threshold(self, per_hour: float) -> float:
+        p = min(max(per_hour * self.block_hours, 1e-12), 0.5)
+        return float(stats.genextreme.isf(p, self.shape, loc=self.loc, scale=self.scale))
+
+    def to_dict(self) -> dict:
+        return {"distribution": "genextreme", "shape": self.shape, "loc": self.loc, "scale": self.scale,
+                "block_hours": self.block_hours, "blocks": self.blocks}
+
+
+def block_maxima(scores: np.ndarray, groups: np.ndarray, hop_seconds: float, raise_after: int, of_last: int,
+                 smooth_windows: int = 1, how: str = "median") -> tuple[np.ndarray, float]:
+    """Per clip (in the order its windows were scored), the largest decision statistic; and the
+    mean audio per clip in hours. Clips with fewer than ``raise_after`` windows cannot alarm alone
+    and are left out."""
+    from edge_agent.detector import decision_statistic, smooth
+
+    scores, groups = np.asarray(scores, dtype=np.float64), np.asarray(groups)
+    maxima, lengths = [], []
+    for g in dict.fromkeys(groups):  # first-seen order
+        seq = scores[groups == g]
+        if len(seq) < raise_after:
+            continue
+        maxima.append(float(decision_statistic(smooth(seq, smooth_windows, how), raise_after, of_last).max()))
+        lengths.append(len(seq))
+    return np.array(maxima), float(np.mean(lengths)) * hop_seconds / 3600 if lengths else 0.0
+
+
+def fit_block_maxima(maxima: np.ndarray, block_hours: float) -> RateFit:
+    m = np.asarray(maxima, dtype=np.float64)
+    if len(m) < 3 or np.ptp(m) <= 0:
+        raise ValueError(f"need at least 3 enrolment clips (or recording chunks) with distinct scores to fit a false-alarm "
+                         f"rate, got {len(m)}")
+    c = 0.0
+    if len(m) >= MIN_GEV_BLOCKS:
+        c, loc, scale = stats.genextreme.fit(m)
+        if abs(c) > 0.5 or not np.isfinite(c):  # an implausible tail from few blocks
+            c = 0.0
+    if c == 0.0:
+        loc, scale = stats.gumbel_r.fit(m)
+    return RateFit(float(c), float(loc), float(scale), block_hours, len(m))
+
+
+def rate_interval(maxima: np.ndarray, block_hours: float, threshold: float, n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval (clips resampled, tail refitted) of the alarm rate per hour at a threshold."""
+    rng = np.random.default_rng(seed)
+    m = np.asarray(maxima)
+    rates = []
+    for _ in range(n):
+        sample = rng.choice(m, len(m), replace=True)
+        if np.ptp(sample) <= 0:
+            continue
+        rates.append(fit_block_maxima(sample, block_hours).rate_per_hour(threshold))
+    return float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
+
+
+def support_note(fit: RateFit, per_hour: float) -> str:
+    """Whether the audio behind the estimate can support the budget, and what would."""
+    period = 1.0 / per_hour  # hours between alarms the budget allows
+    if fit.hours * 10 >= period:
+        return ""
+    return (f"the budget of one false alarm per {_hours(period)} is extrapolated from {_hours(fit.hours)} of enrolled audio "
+            f"({period / fit.hours:.0f}x beyond it); for an estimate that rests on audio rather than on the fitted tail, "
+            f"enrol at least {_hours(period / 10)} of normal sound covering day, night and load changes")
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h" if h < 48 else f"{h / 24:.0f} days"

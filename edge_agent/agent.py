@@ -122,6 +122,8 @@ class Agent:
         self.reload_requested = threading.Event()
         self.config_path: Optional[Path] = None
         self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
+        # machine stream -> its learner or None (calibration.learning.learner_factory, wired by the CLI)
+        self.learner_factory: Optional[Callable[[MachineStream], object]] = None
         self.open_alarms = OpenAlarmStore(cfg.resolved_state_dir())
         self._last_status = time.monotonic()
         self._last_score_pub: dict[str, float] = {}
@@ -200,13 +202,14 @@ class Agent:
         if hasattr(self.engine, "warm_up"):
             log.info("engine warm-up: %.0f ms", 1e3 * self.engine.warm_up())
         for s in self.streams.values():
-            if not s.calibrated:
-                log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. "
-                            "Enrol it: edge-agent calibrate --machine %s", s.machine, self.cfg.resolved_state_dir(), s.machine)
+            self._attach_learner(s)
+            if not s.calibrated and s.learner is None:
+                log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. Enrol it: edge-agent "
+                            "calibrate --machine %s (or --learn 24h)", s.machine, self.cfg.resolved_state_dir(), s.machine)
             s.source.start()
             s.wall_start = time.time()
             self._close_orphaned_alarm(s)
-            self.publish_state(s, "" if s.calibrated else "no bank: run edge-agent calibrate")
+            self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:
             cb(self)
 
@@ -234,7 +237,7 @@ class Agent:
                 scored += self._score(pending)  # what came before the change is decided first
                 pending = []
                 self._interrupt(st, w.ts)
-            if score_it and st.calibrated:
+            if score_it and (st.calibrated or st.learner is not None):
                 pending.append(w)
             else:
                 st.windows_processed += 1
@@ -285,8 +288,38 @@ class Agent:
             log.info("%s: sound is back (%s)", s.machine, s.state)
             self.publish_state(s, "sound is back")
 
+    def use_learners(self, factory: Callable[[MachineStream], object]) -> None:
+        """Commissioning: ``factory`` gives each machine its learner (or None); attached at once, so
+        the very first state a broker sees is already ``learning``."""
+        self.learner_factory = factory
+        for s in self.streams.values():
+            self._attach_learner(s)
+
+    def _attach_learner(self, s: MachineStream) -> None:
+        if self.learner_factory is None or s.learner is not None:
+            return
+        s.learner = self.learner_factory(s)
+        if s.learner is not None:
+            log.info("%s: learning: no alarms until the period is over (%s)", s.machine, s.learner.describe())
+
+    def _learn(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
+        s = w.stream
+        step = int(10 * s.learner.progress())
+        s.windows_processed += 1
+        s.last_ts = w.ts
+        bank = s.learner.add(outputs["embedding"][0], w.level_dbfs)
+        if bank is not None:
+            s.learner = None
+            s.set_bank(bank)
+            self.publish_state(s, f"learning done: monitoring (threshold {bank.threshold:.4f})")
+        elif int(10 * s.learner.progress()) != step:
+            self.publish_state(s)  # progress in 10 % steps on the retained state
+
     def _decide(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream
+        if s.learner is not None:
+            self._learn(w, outputs)
+            return
         score = s.score(outputs)
         before = s.state
         d = s.decide(score, w.ts)
@@ -335,6 +368,9 @@ class Agent:
             except Exception:  # noqa: BLE001 - stopping must go on
                 log.exception("scoring the last windows failed")
             self._close_open_alarms("agent stopped")
+            for s in self.streams.values():
+                if s.learner is not None:
+                    s.learner.save()  # the next start resumes the period
             for sink in self.sinks:
                 sink.close()
         unscored = self.unscored_replays()
@@ -391,6 +427,7 @@ class Agent:
                 continue
             s.set_bank(bank)
             log.info("reload: %s: %s", m, f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)")
+            self._attach_learner(s)
             self.publish_state(s, "reloaded")
 
     def _finish_replays(self) -> None:

@@ -48,6 +48,9 @@ def cmd_run(a) -> int:
     console = ConsoleSink()
     agent = Agent.from_config(cfg, [])
     agent.config_path = a.config
+    from calibration.learning import learner_factory
+
+    agent.use_learners(learner_factory(cfg, agent.bundle))
     if a.scores:
         agent.on_window.append(console.window)
     outbox = open_outbox(cfg)
@@ -247,13 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     src = c.add_mutually_exclusive_group()
     src.add_argument("--seconds", type=float, help="record this many seconds from the machine's configured input")
     src.add_argument("--from", dest="from_paths", nargs="+", type=Path, metavar="PATH", help="WAV files or folders (DCASE layout or plain)")
+    src.add_argument("--learn", metavar="DURATION", default=None,
+                     help="let the running agent learn this machine from its own sound for DURATION (e.g. 24h, 2d): state "
+                     "'learning', no alarms, then the bank and threshold from that audio; picked up at the agent's next start "
+                     "or reload (SIGHUP)")
     c.add_argument("--domain", choices=["source", "target"], default=None,
                    help="operating condition of this audio: source (the first, well-covered one) or target (a new one, few clips); "
                    "default: source, or as the DCASE file names say")
     c.add_argument("--replace", action="store_true", help="start a new bank instead of adding to the existing one")
     thr = c.add_mutually_exclusive_group()
-    thr.add_argument("--percentile", type=float, default=None, help="threshold at this percentile of the fitted gamma (default 0.90)")
-    thr.add_argument("--false-alarms-per-day", type=float, default=None, help="threshold for this expected number of false alarms per day")
+    thr.add_argument("--false-alarms-per-week", type=float, default=None,
+                     help="threshold for this many false alarms a week on normal sound, estimated with the real alarm rule "
+                     "(smoothing, k of n) over held-out enrolment clips (default: the machine's alarm.false_alarms_per_week, 1)")
+    thr.add_argument("--false-alarms-per-day", type=float, default=None, help="the same budget per day")
+    thr.add_argument("--percentile", type=float, default=None,
+                     help="instead, the DCASE convention: this percentile (e.g. 0.90) of a gamma fitted to window scores; "
+                     "not an alarm budget (expect many false alarms a day)")
     c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
     c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
     c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")

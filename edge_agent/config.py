@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import UserError
 
 DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
+SMOOTH_SECONDS = 4.0  # running median over 4 s of hops (5 windows at hop 1 s)
 
 
 class ConfigError(UserError):
@@ -55,6 +56,14 @@ class AlarmConfig(_Strict):
     of_last: int = Field(default=5, ge=1)
     clear_after: int = Field(default=5, ge=1)
     update_seconds: float = Field(default=30.0, gt=0)  # re-send 'update' while an alarm lasts
+    # Scores are smoothed over this horizon before the raise/clear rule (chosen with benchmarks/stream.py).
+    smooth: Literal["median", "mean"] = "median"
+    smooth_seconds: float = Field(default=SMOOTH_SECONDS, ge=0)
+    # calibrate's default threshold: this many false alarms a week on normal sound, estimated with the rule above
+    false_alarms_per_week: float = Field(default=1.0, gt=0)
+
+    def smooth_windows(self, hop_seconds: float) -> int:
+        return max(1, int(round(self.smooth_seconds / hop_seconds)) + 1) if self.smooth_seconds > 0 else 1
 
     @model_validator(mode="after")
     def _k_of_n(self) -> "AlarmConfig":
@@ -70,6 +79,15 @@ class MachineConfig(_Strict):
     k: int = Field(default=1, ge=1)  # k-NN: mean of the k smallest distances
     # A window this many dB below the quietest enrolled windows means the machine is off (not scored).
     off_margin_db: Optional[float] = Field(default=20.0, gt=0)
+    # Commissioning: a machine without a bank learns from its own sound for this long (e.g. 24h), then monitors.
+    learn: Optional[str] = None
+
+    @field_validator("learn")
+    @classmethod
+    def _learn(cls, v):
+        if v is not None:
+            parse_duration(v)
+        return v
 
 
 class TLSConfig(_Strict):
@@ -147,6 +165,16 @@ class Config(_Strict):
 
     def resolved_state_dir(self) -> Path:
         return default_state_dir(self.state_dir)
+
+
+def parse_duration(text) -> float:
+    """'24h', '90m', '3600s', '2d' or a number of seconds -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: use e.g. 24h, 90m, 2d or 3600s")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def default_node_id() -> str:

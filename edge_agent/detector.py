@@ -1,11 +1,44 @@
-"""Alarm decisions per machine: k-of-n to raise, m consecutive to clear (hysteresis, as voice
-activity detectors do), with start / update / end events."""
+"""Alarm decisions per machine: window scores are smoothed over a short horizon (a running median
+by default), then k-of-n smoothed scores above the threshold raise an alarm and m consecutive below
+clear it (hysteresis, as voice activity detectors do), with start / update / end events.
+
+``smooth`` and ``decision_statistic`` are the same rule as pure functions over a whole sequence;
+calibration fits the threshold with them, so the threshold is fitted to exactly what decides."""
 from __future__ import annotations
 
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
+
+import numpy as np
+
+SMOOTHERS = ("median", "mean")
+
+
+def smoothed(values, how: str = "median") -> float:
+    """One smoothed score from the most recent raw scores."""
+    return float(np.median(values) if how == "median" else np.mean(values))
+
+
+def smooth(seq: np.ndarray, windows: int, how: str = "median") -> np.ndarray:
+    """The detector's smoothing over a whole sequence (causal: each value uses itself and the
+    ``windows - 1`` before it, fewer at the start, as after a reset)."""
+    seq = np.asarray(seq, dtype=np.float64)
+    if windows <= 1:
+        return seq.copy()
+    return np.array([smoothed(seq[max(0, i - windows + 1) : i + 1], how) for i in range(len(seq))])
+
+
+def decision_statistic(smoothed_seq: np.ndarray, raise_after: int, of_last: int) -> np.ndarray:
+    """For each window, the ``raise_after``-th largest of the last ``of_last`` smoothed scores: an
+    alarm is raised at the first window where this exceeds the threshold (-inf before k windows)."""
+    x = np.asarray(smoothed_seq, dtype=np.float64)
+    out = np.full(len(x), -np.inf)
+    for i in range(raise_after - 1, len(x)):
+        w = x[max(0, i - of_last + 1) : i + 1]
+        out[i] = np.partition(w, len(w) - raise_after)[len(w) - raise_after]
+    return out
 
 
 @dataclass
@@ -27,7 +60,10 @@ class Detector:
     of_last: int = 5
     clear_after: int = 5
     update_seconds: float = 30.0
+    smooth_windows: int = 1  # running median/mean over this many windows before the threshold
+    smooth: str = "median"
     recent: deque = field(init=False)
+    raw: deque = field(init=False)
     active: bool = field(default=False, init=False)
     alarm_id: Optional[str] = field(default=None, init=False)
     started_at: float = field(default=0.0, init=False)
@@ -39,13 +75,19 @@ class Detector:
     def __post_init__(self):
         if self.raise_after > self.of_last:
             raise ValueError("raise_after cannot exceed of_last")
+        if self.smooth not in SMOOTHERS:
+            raise ValueError(f"smooth must be one of {SMOOTHERS}")
         self.recent = deque(maxlen=self.of_last)
+        self.raw = deque(maxlen=max(1, self.smooth_windows))
 
     @property
     def state(self) -> str:
         return "anomaly" if self.active else "normal"
 
     def update(self, score: float, ts: float) -> Optional[Decision]:
+        """Feed one window's raw score; the decision (and the score it reports) is the smoothed one."""
+        self.raw.append(score)
+        score = smoothed(self.raw, self.smooth) if len(self.raw) > 1 else float(score)
         above = score > self.threshold
         self.recent.append(above)
         if not self.active:
@@ -68,6 +110,7 @@ class Detector:
     def reset(self) -> None:
         """Forget the recent windows (after a gap in scoring: machine off, no audio)."""
         self.recent.clear()
+        self.raw.clear()
         self.below = 0
 
     def end(self, ts: float, score: float, reason: str) -> Optional[Decision]:
@@ -78,3 +121,6 @@ class Detector:
         self.active, self.alarm_id, self.below = False, None, 0
         self.recent.clear()
         return d
+
+    def smoothed_score(self) -> Optional[float]:
+        return smoothed(self.raw, self.smooth) if self.raw else None

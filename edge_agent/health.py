@@ -131,6 +131,7 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
             thr = GaugeMetricFamily("edge_agent_threshold", "Alarm threshold from calibration", labels=["machine"])
             level = GaugeMetricFamily("edge_agent_audio_level_dbfs", "RMS level of the last window", labels=["machine"])
             state = GaugeMetricFamily("edge_agent_state", "1 for the machine's current state", labels=["machine", "state"])
+            learning = GaugeMetricFamily("edge_agent_learning_progress", "Share of the learning period done (0-1)", labels=["machine"])
             for m, s in agent.streams.items():
                 windows.add_metric([m], s.windows_processed)
                 overruns.add_metric([m], s.source.ring.overruns + s.source.input_overflows)
@@ -142,7 +143,9 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                     level.add_metric([m], s.last_level_dbfs)
                 for st in STATES:
                     state.add_metric([m, st], 1.0 if s.state == st else 0.0)
-            yield from (windows, overruns, score, thr, level, state)
+                if s.learner is not None:
+                    learning.add_metric([m], s.learner.progress())
+            yield from (windows, overruns, score, thr, level, state, learning)
             if publisher is not None:
                 depth = GaugeMetricFamily("edge_agent_outbox_depth", "Events waiting in the outbox", labels=["kind"])
                 for k in ("alarm", "state", "score"):

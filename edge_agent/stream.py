@@ -22,7 +22,7 @@ from .sources import AudioSource
 
 log = logging.getLogger("edge_agent.stream")
 
-STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off")
+STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off", "learning")
 OFF_HYSTERESIS_DB = 3.0  # back on only this far above the "off" level, so a machine at the edge does not flap
 
 
@@ -94,6 +94,9 @@ class MachineStream:
         self.condition: Optional[str] = None  # "silent" or "off" while the windows say so, else None
         self.condition_reason = ""
         self.settled_at = float("-inf")  # stream offset from which windows hold no gated audio
+        # While learning (commissioning), windows go to this instead of the detector: it has
+        # add(embeddings, level_dbfs) -> new bank or None, progress(), describe() and save().
+        self.learner = None
         self.wall_start = time.time()
         self._overruns_logged = 0
 
@@ -112,7 +115,8 @@ class MachineStream:
         self.bank = bank
         if bank is not None and bank.threshold is not None:
             a = self.cfg.alarm
-            self.detector = Detector(bank.threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds)
+            self.detector = Detector(bank.threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds,
+                                     a.smooth_windows(self.cfg.hop_seconds), a.smooth)
         else:
             self.detector = None
 
@@ -126,13 +130,19 @@ class MachineStream:
             return "no_audio"
         if self.condition == "off":
             return "off"
+        if self.learner is not None:
+            return "learning"
         if not self.calibrated:
             return "uncalibrated"
         return self.detector.state
 
     @property
     def reason(self) -> str:
-        return self.no_audio_reason if self.no_audio else self.condition_reason
+        if self.no_audio:
+            return self.no_audio_reason
+        if self.condition is None and self.learner is not None:
+            return "learning normal sound: " + self.learner.describe()
+        return self.condition_reason
 
     def off_level(self) -> Optional[float]:
         """Below this level (dBFS) the machine counts as off: the enrolled range's low end minus the

@@ -3,6 +3,7 @@ another model, a target enrolment on top, and live calibration through the Pulse
 import re
 
 import numpy as np
+import pytest
 
 from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.frontend import resample
@@ -25,7 +26,11 @@ def test_enrol_valve_source_and_target_then_target_on_top(tmp_path):
     assert c["target_sample"] == 5 * 9  # every window of the five 10 s target clips (2 s windows, hop 1 s)
     assert bank.meta["enrolled_clips"] == {"source": 27, "target": 5}
     assert bank.version == 1 and 0 < bank.threshold < 1
-    assert bank.meta["fit"]["distribution"] == "gamma" and bank.meta["threshold_rule"]["value"] == 0.9
+    # the default threshold: 1 false alarm a week, estimated with the alarm rule over held-out clips
+    rule = bank.meta["threshold_rule"]
+    assert rule["rule"] == "false_alarms_per_day" and rule["value"] == pytest.approx(1 / 7) and rule["smooth_windows"] == 5
+    assert bank.meta["alarm_rate"]["clips"] == 32 and len(bank.meta["alarm_rate"]["per_day_ci"]) == 2
+    assert "budget of 1 false alarms a week" in r.stdout and "is extrapolated from" in r.stdout
     assert (st / "machines" / "valve01" / "calibration.png").stat().st_size > 10_000
     assert "threshold" in r.stdout and "expected false alarms" in r.stdout
     # a later target enrolment adds to the bank
@@ -91,7 +96,8 @@ def test_bank_from_another_model_is_refused(tmp_path, tiny_bundle):
 
 def test_false_alarm_budget_sets_a_higher_threshold(tmp_path):
     st = tmp_path / "st"
-    a = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", block_torch=True)
+    a = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", "--percentile", "0.9",
+            block_torch=True)
     t90 = MemoryBank.load(bank_path(st, "f")).threshold
     b = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", "--replace",
             "--false-alarms-per-day", "0.1", block_torch=True)

@@ -1,0 +1,176 @@
+"""The learning period (commissioning): the running agent enrols a machine from its own field audio
+for hours or days (day, night, load changes), then fits the threshold on it and starts monitoring.
+
+``calibrate --learn 24h`` (or ``learn: 24h`` for a machine without a bank) writes a request; the
+agent picks it up at start or on SIGHUP. While learning, the machine's state is ``learning`` and
+it raises no alarms; silent windows (and, with an earlier bank, windows of a stopped machine) are
+not learned. Memory stays bounded: windows are grouped into blocks (a twentieth of the period,
+5-60 s of audio), and a reservoir keeps a uniform sample of blocks of at most ``MAX_WINDOWS``
+windows in all (about 15 MB of embeddings at the default model's 1024 dimensions), from which the
+bank (k-means source centres) and the threshold (the alarm rule over held-out blocks) are made. Progress and the reservoir are
+saved every few minutes and at stop, so a restart resumes the period.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge_agent.atomic import atomic_write
+from edge_agent.bank import MemoryBank, bank_path
+from edge_agent.config import parse_duration  # noqa: F401 - re-exported for the CLI
+
+log = logging.getLogger("edge_agent.learning")
+
+# A block of audio acts as a clip for k-means and the held-out threshold fit: a twentieth of the
+# period, between 5 s and 60 s; the reservoir keeps at most MAX_WINDOWS windows of blocks.
+MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS = 5.0, 60.0
+MAX_WINDOWS = 3600
+SAVE_EVERY_SECONDS = 300.0
+
+
+def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
+    d = bank_path(state_dir, machine).parent
+    return d / "learning.json", d / "learning.npz"
+
+
+def request_learning(state_dir: Path, machine: str, seconds: float) -> Path:
+    """Write (or restart) a learning request for the running agent."""
+    meta, data = learning_paths(state_dir, machine)
+    data.unlink(missing_ok=True)
+    with atomic_write(meta, "w") as f:
+        json.dump({"seconds": seconds, "done": 0.0, "requested": time.time(), "blocks_seen": 0}, f)
+    return meta
+
+
+class Learner:
+    """Takes a learning machine's windows (embedding, level) and, when the period is over, makes
+    its bank. Implements the agent's learner seam: ``add``, ``progress``, ``describe``, ``save``."""
+
+    def __init__(self, machine: str, state_dir: Path, bundle, policy, hop_seconds: float, seconds: float,
+                 rng: Optional[np.random.Generator] = None):
+        self.machine, self.state_dir, self.bundle, self.policy = machine, Path(state_dir), bundle, policy
+        self.hop, self.seconds = hop_seconds, seconds
+        self.block_seconds = min(MAX_BLOCK_SECONDS, max(MIN_BLOCK_SECONDS, seconds / 20))
+        self.max_blocks = max(3, int(MAX_WINDOWS * hop_seconds / self.block_seconds))
+        self.done = 0.0  # seconds of audio learned
+        self.blocks: list[np.ndarray] = []  # the reservoir: (windows, dim) per block
+        self.levels: list[np.ndarray] = []
+        self.blocks_seen = 0
+        self._block: list[np.ndarray] = []
+        self._block_levels: list[float] = []
+        self._rng = rng or np.random.default_rng()
+        self._last_step = 0
+
+    @classmethod
+    def resume(cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float) -> Optional["Learner"]:
+        """The learner of a machine with a learning request or a period under way, else None."""
+        meta, data = learning_paths(state_dir, machine)
+        if not meta.is_file():
+            return None
+        m = json.loads(meta.read_text())
+        lr = cls(machine, state_dir, bundle, policy, hop_seconds, float(m["seconds"]))
+        lr.done, lr.blocks_seen = float(m.get("done", 0.0)), int(m.get("blocks_seen", 0))
+        if data.is_file():
+            with np.load(data, allow_pickle=False) as z:
+                n = int(z["n_blocks"])
+                lr.blocks = [z[f"emb_{i}"] for i in range(n)]
+                lr.levels = [z[f"lev_{i}"] for i in range(n)]
+        lr._last_step = int(10 * lr.progress())
+        if lr.done:
+            log.info("%s: resuming the learning period at %s", machine, lr.describe())
+        return lr
+
+    # -- the agent's seam ----------------------------------------------------------------------
+    def add(self, embeddings: np.ndarray, level_dbfs: float) -> Optional[MemoryBank]:
+        """One window's embeddings; returns the new bank when the period is complete."""
+        self._block.append(np.asarray(embeddings, dtype=np.float32).reshape(-1, embeddings.shape[-1]))
+        self._block_levels.append(level_dbfs)
+        self.done += self.hop
+        if len(self._block) * self.hop >= self.block_seconds:
+            self._close_block()
+        step = int(10 * self.progress())
+        if step != self._last_step:
+            self._last_step = step
+            log.info("%s: learning %s", self.machine, self.describe())
+        if self.done >= self.seconds:
+            self._close_block()
+            return self.finish()
+        return None
+
+    def progress(self) -> float:
+        return min(1.0, self.done / self.seconds)
+
+    def describe(self) -> str:
+        return f"{100 * self.progress():.0f} % ({_span(self.done)} of {_span(self.seconds)} of sound)"
+
+    def save(self) -> None:
+        meta, data = learning_paths(self.state_dir, self.machine)
+        with atomic_write(data) as f:
+            np.savez(f, n_blocks=np.array(len(self.blocks)), **{f"emb_{i}": b for i, b in enumerate(self.blocks)},
+                     **{f"lev_{i}": v for i, v in enumerate(self.levels)})
+        with atomic_write(meta, "w") as f:
+            json.dump({"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}, f)
+
+    # -- inside ----------------------------------------------------------------------------------
+    def _close_block(self) -> None:
+        if not self._block:
+            return
+        block, levels = np.concatenate(self._block), np.array(self._block_levels)
+        self._block, self._block_levels = [], []
+        self.blocks_seen += 1
+        if len(self.blocks) < self.max_blocks:  # reservoir sampling (algorithm R): every block equally likely kept
+            self.blocks.append(block)
+            self.levels.append(levels)
+        else:
+            j = int(self._rng.integers(0, self.blocks_seen))
+            if j < self.max_blocks:
+                self.blocks[j], self.levels[j] = block, levels
+        if self.blocks_seen % max(1, int(SAVE_EVERY_SECONDS / self.block_seconds)) == 0:
+            self.save()
+
+    def finish(self) -> MemoryBank:
+        from .calibrate import level_range
+        from .enrol import Enrolment, enrol
+
+        per_window = self.bundle.embeddings_per_window
+        emb = np.concatenate(self.blocks)
+        groups = np.concatenate([[f"block{i}"] * len(b) for i, b in enumerate(self.blocks)])
+        res = enrol(self.bundle.sha256, Enrolment(emb, groups, "source"), policy=self.policy, model_name=self.bundle.name,
+                    model_version=self.bundle.version)
+        bank = res.bank
+        bank.meta["levels_dbfs"] = level_range(self.levels)
+        bank.meta["learned"] = {"seconds": self.done, "blocks_seen": self.blocks_seen, "blocks_kept": len(self.blocks),
+                                "embeddings_per_window": per_window}
+        bank.save(bank_path(self.state_dir, self.machine))
+        for p in learning_paths(self.state_dir, self.machine):
+            p.unlink(missing_ok=True)
+        log.info("%s: learning done after %s: bank of %d entries, threshold %.4f, expected %.3g false alarms a day",
+                 self.machine, _span(self.done), len(bank.embeddings), bank.threshold, res.expected_alarms_per_day)
+        return bank
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def learner_factory(cfg, bundle):
+    """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
+    config for a machine that has no bank yet), or None."""
+    from .calibrate import threshold_policy
+
+    state_dir = cfg.resolved_state_dir()
+
+    def make(stream) -> Optional[Learner]:
+        mc = stream.cfg
+        if not learning_paths(state_dir, stream.machine)[0].is_file() and stream.bank is None and mc.learn:
+            request_learning(state_dir, stream.machine, parse_duration(mc.learn))
+            log.info("%s: no bank yet and learn: %s in the config: starting the learning period", stream.machine, mc.learn)
+        policy = threshold_policy(None, None, mc.hop_seconds, mc.alarm)
+        return Learner.resume(stream.machine, state_dir, bundle, policy, mc.hop_seconds)
+
+    return make
