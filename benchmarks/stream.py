@@ -253,16 +253,23 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
     return out
 
 
+def _cells(s: dict) -> tuple[str, str, str]:
+    """False alarms, recall and delay of one setting, as table cells."""
+    fa, det = s["false_alarms"], s["detection"]
+    return (f"{fa['alarms']} in {60 * fa['hours']:.1f} min",
+            f"{det['detected']}/{det['clips']} = {det['recall']:.2f} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}]",
+            f"{det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]")
+
+
 def table(results: dict) -> str:
     rows = ["| machine | setting | threshold | false alarms (unseen normal) | per hour, 95 % interval | predicted per hour | "
             "recall, 95 % interval | delay, median [95 %] |", "|---|---|---|---|---|---|---|---|"]
     for m, r in results["machines"].items():
         for label, s in r["settings"].items():
-            fa, det = s["false_alarms"], s["detection"]
-            rows.append(f"| {m} | {label} | {s['threshold']:.4f} | {fa['alarms']} in {60 * fa['hours']:.1f} min | "
-                        f"{fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | "
-                        f"{det['detected']}/{det['clips']} = {det['recall']:.2f} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}] | "
-                        f"{det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}] |")
+            fa = s["false_alarms"]
+            count, recall, delay = _cells(s)
+            rows.append(f"| {m} | {label} | {s['threshold']:.4f} | {count} | {fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, "
+                        f"{fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | {recall} | {delay} |")
     return "\n".join(rows)
 
 
@@ -271,11 +278,7 @@ def sweep_table(results: dict) -> str:
             "delay, median [95 %] |", "|---|---|---|---|---|---|"]
     for m, r in results["machines"].items():
         for label, s in r["smoothing"].items():
-            fa, det = s["false_alarms"], s["detection"]
-            rows.append(f"| {m} | {label} ({s['rule']['smooth_windows']} windows) | {s['threshold']:.4f} | {fa['alarms']} in "
-                        f"{60 * fa['hours']:.1f} min | {det['detected']}/{det['clips']} = {det['recall']:.2f} "
-                        f"[{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}] | {det['delay_median_s']:.1f} s "
-                        f"[{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}] |")
+            rows.append(f"| {m} | {label} ({s['rule']['smooth_windows']} windows) | {s['threshold']:.4f} | " + " | ".join(_cells(s)) + " |")
     return "\n".join(rows)
 
 

@@ -96,7 +96,7 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
     if thr is None:
         thr = rfit.threshold(policy.false_alarms_per_day / 24)
     per_hour = rfit.rate_per_hour(thr)
-    lo, hi = rate_interval(maxima, block_hours, thr)
+    lo, hi = rate_interval(maxima, block_hours, thr, shape=rfit.shape)
     info = {"method": "decision rule over leave-one-clip-out sequences, extreme-value tail", "fit": rfit.to_dict(),
             "per_day_ci": [24 * lo, 24 * hi], "hours": rfit.hours, "clips": rfit.blocks,
             "note": support_note(rfit, policy.false_alarms_per_day / 24) if budget else ""}

@@ -79,7 +79,7 @@ def threshold_from_alarm_rate(fit: GammaFit, alarms_per_day: float, hop_seconds:
 # (a block maximum) says whether that clip would have raised an alarm at a threshold, and an
 # extreme-value distribution fitted to the block maxima extrapolates to rarer thresholds.
 MIN_GEV_BLOCKS = 20  # below this, the shape of a GEV is guesswork: fit a Gumbel (shape 0)
-BOOTSTRAP = 200
+BOOTSTRAP = 100
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,17 @@ def block_maxima(scores: np.ndarray, groups: np.ndarray, hop_seconds: float, rai
     return np.array(maxima), float(np.mean(lengths)) * hop_seconds / 3600 if lengths else 0.0
 
 
-def fit_block_maxima(maxima: np.ndarray, block_hours: float) -> RateFit:
+def fit_block_maxima(maxima: np.ndarray, block_hours: float, shape: float | None = None) -> RateFit:
+    """GEV (Gumbel below ``MIN_GEV_BLOCKS`` blocks) fitted to block maxima; ``shape`` fixes the
+    GEV shape (the bootstrap refits location and scale only)."""
     m = np.asarray(maxima, dtype=np.float64)
     if len(m) < 3 or np.ptp(m) <= 0:
         raise ValueError(f"need at least 3 enrolment clips (or recording chunks) with distinct scores to fit a false-alarm "
                          f"rate, got {len(m)}")
     c = 0.0
-    if len(m) >= MIN_GEV_BLOCKS:
+    if shape is not None and shape != 0.0:
+        c, loc, scale = stats.genextreme.fit(m, f0=shape)
+    elif shape is None and len(m) >= MIN_GEV_BLOCKS:
         c, loc, scale = stats.genextreme.fit(m)
         if abs(c) > 0.5 or not np.isfinite(c):  # an implausible tail from few blocks
             c = 0.0
@@ -142,8 +146,10 @@ def fit_block_maxima(maxima: np.ndarray, block_hours: float) -> RateFit:
     return RateFit(float(c), float(loc), float(scale), block_hours, len(m))
 
 
-def rate_interval(maxima: np.ndarray, block_hours: float, threshold: float, n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval (clips resampled, tail refitted) of the alarm rate per hour at a threshold."""
+def rate_interval(maxima: np.ndarray, block_hours: float, threshold: float, n: int = BOOTSTRAP, seed: int = 0,
+                  shape: float = 0.0) -> tuple[float, float]:
+    """95 % bootstrap interval (clips resampled; location and scale refitted at the point fit's
+    ``shape``) of the alarm rate per hour at a threshold."""
     rng = np.random.default_rng(seed)
     m = np.asarray(maxima)
     rates = []
@@ -151,7 +157,7 @@ def rate_interval(maxima: np.ndarray, block_hours: float, threshold: float, n: i
         sample = rng.choice(m, len(m), replace=True)
         if np.ptp(sample) <= 0:
             continue
-        rates.append(fit_block_maxima(sample, block_hours).rate_per_hour(threshold))
+        rates.append(fit_block_maxima(sample, block_hours, shape=shape).rate_per_hour(threshold))
     return float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))
 
 

@@ -96,6 +96,16 @@ def secure_broker(tmp_path):
     b.stop()
 
 
+def wait_for(pred, timeout: float = 20.0) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds have passed."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
 class Subscriber:
     """A paho 2.x subscriber that records (topic, payload, retain) in arrival order."""
 
@@ -127,12 +137,7 @@ class Subscriber:
         return [p for t, p, _ in self.messages if t.endswith(suffix)]
 
     def wait_for(self, pred, timeout: float = 20.0) -> bool:
-        t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
+        return wait_for(pred, timeout)
 
     def close(self) -> None:
         self.c.disconnect()

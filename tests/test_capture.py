@@ -62,7 +62,9 @@ def test_captured_real_clips_are_scored(pulse, tmp_path):
     bundle = Bundle.load("default")
     engine = open_engine(bundle, "cpu")
     fe = bundle.frontend
-    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), engine, 16000)[0].bank
+    from calibration.enrol import DCASE_POLICY
+
+    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), engine, 16000, policy=DCASE_POLICY)[0].bank
     src = CaptureSource("t", "pulse", 16000)
     src.start()
     assert src.opened.wait(10)
@@ -140,9 +142,9 @@ def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
         while time.monotonic() < deadline and not any(s == "no_audio" for s, _ in states):
             time.sleep(0.1)
         assert any(s == "no_audio" for s, _ in states), states
-        while time.monotonic() < deadline and states[-1][1] != "audio is back":
+        while time.monotonic() < deadline and states[-1][1] != "sound is back":
             time.sleep(0.1)
-        assert states[-1] == ("uncalibrated", "audio is back"), states
+        assert states[-1] == ("uncalibrated", "sound is back"), states
         assert srcs[0].reopen_count >= 3  # the lost stream and two failed opens
     finally:
         agent.stop()

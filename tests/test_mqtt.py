@@ -109,10 +109,10 @@ def _state_with_banks_of(calibrated: Path, tmp_path: Path) -> Path:
     return state
 
 
-def _publisher(port, state: Path, **mqtt):
+def _publisher(port, state: Path, states=None, **mqtt):
     cfg = parse_config({"node_id": "n1", "state_dir": str(state), "machines": {"m1": {}, "m2": {}},
                         "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt}})
-    return MQTTPublisher(cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], "default")
+    return MQTTPublisher(cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], "default", states=states)
 
 
 def _alarm(machine: str, i: int) -> dict:
@@ -216,8 +216,8 @@ def test_wrong_password_is_reported_and_retried(secure_broker, tmp_path):  # noq
     h = H()
     logging.getLogger("edge_agent.mqtt").addHandler(h)
     try:
+        pub.handle("alarm", "m1", _alarm("m1", 1))  # waiting before the first attempt
         pub.start()
-        pub.handle("alarm", "m1", _alarm("m1", 1))
         t_end = time.monotonic() + 15
         while time.monotonic() < t_end and pub.connect_failures < 2:
             time.sleep(0.1)

@@ -14,40 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import events
 from edge_agent.config import parse_config
-from edge_agent.detector import Decision
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import MQTTPublisher
 from edge_agent.wavio import read_wav, write_wav
 
 from .agentproc import AgentProcess
 from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
+from .brokers import wait_for as _wait
+from .test_mqtt import _alarm, _publisher
 from .conftest import DEMO
 from .test_run_replay import cli
 
 MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
 
 
-def _alarm(machine: str, i: int) -> dict:
-    p = events.alarm_payload(machine, Decision("start", f"{i:032x}", time.time(), 0.5, 0.5, time.time(), 3), 0.1, MODEL, 1)
-    p["seq"] = i
-    return p
-
-
-def _publisher(port, state: Path, states=None, **mqtt) -> MQTTPublisher:
-    cfg = parse_config({"node_id": "n1", "state_dir": str(state), "machines": {"m1": {}, "m2": {}},
-                        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt}})
-    return MQTTPublisher(cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], "default", states=states)
-
-
-def _wait(pred, timeout: float) -> bool:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 # -- 1. acknowledgements -----------------------------------------------------------------------
