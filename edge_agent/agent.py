@@ -207,7 +207,7 @@ class Agent:
                 log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. Enrol it: edge-agent "
                             "calibrate --machine %s (or --learn 24h)", s.machine, self.cfg.resolved_state_dir(), s.machine)
             s.source.start()
-            s.wall_start = time.time()
+            s.wall_start, s.last_frames_at = time.time(), time.monotonic()  # silence is timed from the start, not from loading
             self._close_orphaned_alarm(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:

@@ -23,15 +23,17 @@ class AgentProcess:
         for line in stream:
             lines.append(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 60.0, count: int = 1) -> bool:
+    def wait_for(self, text: str, timeout: float = 60.0, count: int = 1, stderr: bool = False) -> bool:
+        """Wait until ``text`` has appeared on ``count`` lines of stdout (or stderr)."""
+        lines = self.err if stderr else self.out
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
-            if sum(text in ln for ln in self.out) >= count:
+            if sum(text in ln for ln in lines) >= count:
                 return True
             if self.p.poll() is not None:
                 break
             time.sleep(0.05)
-        return sum(text in ln for ln in self.out) >= count
+        return sum(text in ln for ln in lines) >= count
 
     def finish(self, timeout: float = 60.0) -> int:
         rc = self.p.wait(timeout)

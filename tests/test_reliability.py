@@ -293,6 +293,7 @@ def test_a_replayed_file_deleted_while_running_turns_the_machine_no_audio(fan_st
     try:
         assert agent.wait_for("state normal", 60), agent.err[-20:]
         f.unlink()
+        assert agent.wait_for("nothing to replay", 60, stderr=True), agent.err[-20:]  # once the clip in hand is played
         assert agent.wait_for("state no_audio", 30), agent.err[-20:]
         agent.p.send_signal(signal.SIGTERM)
         assert agent.finish() == 0
