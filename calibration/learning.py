@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_agent.atomic import atomic_write
 from edge_agent.bank import MemoryBank, bank_path
-from edge_agent.config import parse_duration  # noqa: F401 - re-exported for the CLI
+from edge_agent.config import parse_duration
 
 log = logging.getLogger("edge_agent.learning")
 

@@ -121,6 +121,3 @@ class Detector:
         self.active, self.alarm_id, self.below = False, None, 0
         self.recent.clear()
         return d
-
-    def smoothed_score(self) -> Optional[float]:
-        return smoothed(self.raw, self.smooth) if self.raw else None
