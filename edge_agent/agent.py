@@ -181,13 +181,18 @@ class Agent:
         end = Decision("end", d.alarm_id, max(s.clock(), d.ts), d.score, d.peak_score, d.started_at, d.windows_above, why)
         self._emit_alarm(s, end, rec)
 
+    def _end_alarm(self, s: MachineStream, ts: float, reason: str) -> bool:
+        """End the machine's open alarm, if any, with ``reason``; True when one was ended."""
+        if s.detector is None:
+            return False
+        d = s.detector.end(ts, s.last_score if s.last_score is not None else float("nan"), reason)
+        if d is not None:
+            self._emit_alarm(s, d)
+        return d is not None
+
     def _close_open_alarms(self, reason: str) -> None:
         for s in self.streams.values():
-            if s.detector is None:
-                continue
-            d = s.detector.end(s.clock(), s.last_score if s.last_score is not None else float("nan"), reason)
-            if d is not None:
-                self._emit_alarm(s, d)
+            if self._end_alarm(s, s.clock(), reason):
                 self.publish_state(s, reason)
 
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
@@ -278,10 +283,8 @@ class Agent:
         reason, the alarm rule starts afresh, and the new state is published."""
         if s.state in ("no_audio", "off"):
             log.warning("%s: %s: %s", s.machine, s.state, s.reason)
+            self._end_alarm(s, ts, s.reason)
             if s.detector is not None:
-                d = s.detector.end(ts, s.last_score if s.last_score is not None else float("nan"), s.reason)
-                if d is not None:
-                    self._emit_alarm(s, d)
                 s.detector.reset()
             self.publish_state(s, s.reason)
         else:

@@ -122,3 +122,14 @@ def small_recipe_bundle(recipe: str, config: dict, d: Path):
     export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
     return d / "bundle", ck
 
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> Path:
+    """A state directory with machine fan01 enrolled from the demo's normal fan clips (one per test module)."""
+    from .test_run_replay import cli
+
+    st = tmp_path_factory.mktemp("fan01-state")
+    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot")
+    assert r.returncode == 0, r.stderr
+    return st

@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 
 from edge_agent import events
 from edge_agent.config import parse_config
@@ -68,14 +67,6 @@ mqtt:
   score_interval_seconds: 0
 {extra}""")
     return path
-
-
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    st = tmp_path_factory.mktemp("mqtt-state")
-    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot")
-    assert r.returncode == 0, r.stderr
-    return st
 
 
 def test_real_anomalous_clips_reach_mosquitto_sub(broker, calibrated, tmp_path):  # noqa: F811

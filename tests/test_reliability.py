@@ -92,14 +92,6 @@ def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthchec
 
 
 # -- 3. open alarms ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def fan_state(tmp_path_factory):
-    st = tmp_path_factory.mktemp("rel-state")
-    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot")
-    assert r.returncode == 0, r.stderr
-    return st
-
-
 def _linked_state(banks: Path, d: Path) -> Path:
     d.mkdir()
     (d / "machines").symlink_to(banks / "machines")
@@ -124,8 +116,8 @@ def _alarm_id(line: str) -> str:
     return line.split("ALARM ", 1)[1].split()[1]
 
 
-def test_sigterm_during_an_alarm_ends_it_and_the_state(broker, fan_state, tmp_path):  # noqa: F811
-    state = _linked_state(fan_state, tmp_path / "st")
+def test_sigterm_during_an_alarm_ends_it_and_the_state(broker, calibrated, tmp_path):  # noqa: F811
+    state = _linked_state(calibrated, tmp_path / "st")
     cfg = _config(tmp_path / "c.yaml", state, _anomalous_only(tmp_path / "anom"), broker.port)
     sub = Subscriber(broker.port, "edge-agent/n1/#")
     agent = AgentProcess("run", "--config", cfg)
@@ -148,8 +140,8 @@ def test_sigterm_during_an_alarm_ends_it_and_the_state(broker, fan_state, tmp_pa
     sub.close()
 
 
-def test_an_alarm_left_open_by_a_killed_agent_is_closed_at_the_next_start(fan_state, tmp_path):
-    state = _linked_state(fan_state, tmp_path / "st")
+def test_an_alarm_left_open_by_a_killed_agent_is_closed_at_the_next_start(calibrated, tmp_path):
+    state = _linked_state(calibrated, tmp_path / "st")
     cfg = _config(tmp_path / "c.yaml", state, _anomalous_only(tmp_path / "anom"))
     agent = AgentProcess("run", "--config", cfg)
     try:
@@ -242,7 +234,7 @@ def _corrupt_chunk(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_corrupt_truncated_short_and_empty_wavs_in_run(fan_state, tmp_path):
+def test_corrupt_truncated_short_and_empty_wavs_in_run(calibrated, tmp_path):
     clips = tmp_path / "clips"
     clips.mkdir()
     good = DEMO / "replay" / "01_normal_id_00_00000018.wav"
@@ -250,27 +242,27 @@ def test_corrupt_truncated_short_and_empty_wavs_in_run(fan_state, tmp_path):
     _corrupt_chunk(good, clips / "b_corrupt.wav")
     b = good.read_bytes()
     (clips / "c_truncated.wav").write_bytes(b[: len(b) // 2])
-    cfg = _config(tmp_path / "c.yaml", fan_state, clips, loop=False)
+    cfg = _config(tmp_path / "c.yaml", calibrated, clips, loop=False)
     r = cli("run", "--config", cfg)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "skipping " + str(clips / "b_corrupt.wav") + ": not a readable WAV file" in r.stderr
     assert "c_truncated.wav: truncated" in r.stderr and "WavFileWarning" not in r.stderr
     # only a corrupt file: nothing to replay at all
-    r = cli("run", "--config", _config(tmp_path / "c2.yaml", fan_state, clips / "b_corrupt.wav", loop=False))
+    r = cli("run", "--config", _config(tmp_path / "c2.yaml", calibrated, clips / "b_corrupt.wav", loop=False))
     assert r.returncode == 2 and "no readable WAV files" in r.stderr and "Traceback" not in r.stderr
     # shorter than one window, and no frames at all
     x, sr = read_wav(good)
     write_wav(tmp_path / "short.wav", x[: sr // 2, 0], sr)
     write_wav(tmp_path / "empty.wav", np.zeros(0), sr)
     for f, held in (("short.wav", "held 0.50 s of audio"), ("empty.wav", "held 0.00 s of audio, 1 unreadable or empty file")):
-        r = cli("run", "--config", _config(tmp_path / f"c-{f}.yaml", fan_state, tmp_path / f, loop=False))
+        r = cli("run", "--config", _config(tmp_path / f"c-{f}.yaml", calibrated, tmp_path / f, loop=False))
         assert r.returncode == 2 and "nothing was scored for machine fan01" in r.stderr and held in r.stderr, r.stderr
         assert "less than one window of 2 s" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_a_looping_replay_with_nothing_to_play_backs_off_and_says_it_once(fan_state, tmp_path):
+def test_a_looping_replay_with_nothing_to_play_backs_off_and_says_it_once(calibrated, tmp_path):
     write_wav(tmp_path / "empty.wav", np.zeros(0), 16000)
-    cfg = _config(tmp_path / "c.yaml", fan_state, tmp_path / "empty.wav", extra_input=", silence_seconds: 1")
+    cfg = _config(tmp_path / "c.yaml", calibrated, tmp_path / "empty.wav", extra_input=", silence_seconds: 1")
     agent = AgentProcess("run", "--config", cfg)
     try:
         assert agent.wait_for("state no_audio", 60), agent.err[-20:]
@@ -284,10 +276,10 @@ def test_a_looping_replay_with_nothing_to_play_backs_off_and_says_it_once(fan_st
     assert any("holds no audio frames" in ln for ln in errors) and any("nothing to replay" in ln for ln in errors)
 
 
-def test_a_replayed_file_deleted_while_running_turns_the_machine_no_audio(fan_state, tmp_path):
+def test_a_replayed_file_deleted_while_running_turns_the_machine_no_audio(calibrated, tmp_path):
     f = tmp_path / "clip.wav"
     f.write_bytes((DEMO / "replay" / "01_normal_id_00_00000018.wav").read_bytes())
-    cfg = _config(tmp_path / "c.yaml", fan_state, f, extra_input=", silence_seconds: 1, realtime: true")
+    cfg = _config(tmp_path / "c.yaml", calibrated, f, extra_input=", silence_seconds: 1, realtime: true")
     cfg.write_text(cfg.read_text().replace("realtime: false, ", ""))
     agent = AgentProcess("run", "--config", cfg)
     try:
@@ -312,8 +304,8 @@ def test_devices_without_portaudio_names_the_library(monkeypatch, capsys):
     assert rc == 2 and "needs the PortAudio library" in err and "apt-get install libportaudio2" in err and "Traceback" not in err
 
 
-def test_console_words_scores_and_verbose_after_the_command(fan_state, tmp_path):
-    cfg = _config(tmp_path / "c.yaml", fan_state, DEMO / "replay", loop=False)
+def test_console_words_scores_and_verbose_after_the_command(calibrated, tmp_path):
+    cfg = _config(tmp_path / "c.yaml", calibrated, DEMO / "replay", loop=False)
     r = cli("run", "--config", cfg, "--scores", "-v")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
