@@ -119,6 +119,11 @@ class Agent:
         self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
         self.on_batch: list[Callable[[int, float], None]] = []  # (windows, seconds) after each engine batch
         self.on_stop: list[Callable[["Agent"], None]] = []
+        # Set by signal handlers. A handler runs in the main thread between two bytecodes, possibly while
+        # that thread holds the lock inside stop_event.wait(); Event.set() there deadlocks (the Python
+        # docs warn against locks in handlers). So a handler only stores a name here; run() acts on it.
+        self.signalled: Optional[str] = None
+        self.reload_signalled = False
         self.reload_requested = threading.Event()
         self.config_path: Optional[Path] = None
         self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
@@ -353,7 +358,14 @@ class Agent:
         self.start()
         try:
             while not self.stop_event.is_set():
-                if self.reload_requested.is_set():
+                if self.signalled is not None:
+                    log.info("received %s: stopping after the current windows", self.signalled)
+                    self.stop_event.set()
+                    break
+                if self.reload_signalled or self.reload_requested.is_set():
+                    if self.reload_signalled:
+                        log.info("received SIGHUP: reloading banks and config")
+                    self.reload_signalled = False
                     self.reload_requested.clear()
                     self.reload()
                 if self.step() == 0:

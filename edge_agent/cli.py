@@ -77,13 +77,12 @@ def cmd_run(a) -> int:
 
 
 def _install_signals(agent) -> None:
+    # Plain assignments only: no lock, no logging (see Agent.signalled).
     def _stop(signum, _frame):
-        log.info("received %s: stopping after the current windows", signal.Signals(signum).name)
-        agent.stop()
+        agent.signalled = signal.Signals(signum).name
 
-    def _reload(signum, _frame):
-        log.info("received SIGHUP: reloading banks and config")
-        agent.reload_requested.set()
+    def _reload(_signum, _frame):
+        agent.reload_signalled = True
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

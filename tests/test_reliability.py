@@ -276,6 +276,37 @@ def test_a_looping_replay_with_nothing_to_play_backs_off_and_says_it_once(calibr
     assert any("holds no audio frames" in ln for ln in errors) and any("nothing to replay" in ln for ln in errors)
 
 
+def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, tmp_path):
+    """A handler runs in the main thread, maybe while it holds the lock inside stop_event.wait();
+    a handler that sets that Event never returns (CI hung on SIGTERM this way). Here a thread holds
+    the Event's lock and runs the installed handlers as the interrupted main thread would."""
+    import threading
+
+    from edge_agent.agent import Agent
+    from edge_agent.cli import _install_signals
+    from edge_agent.config import load_config
+
+    agent = Agent.from_config(load_config(_config(tmp_path / "c.yaml", calibrated, DEMO / "replay")), [])
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        _install_signals(agent)
+        handlers = [signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM)]
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+    def interrupted_wait():
+        with agent.stop_event._cond, agent.reload_requested._cond:  # what wait()/clear() hold
+            for (h, signum) in zip(handlers, (signal.SIGHUP, signal.SIGTERM)):
+                h(signum, None)
+
+    t = threading.Thread(target=interrupted_wait, daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "a signal handler blocked on a lock the interrupted thread holds"
+    assert agent.signalled == "SIGTERM" and agent.reload_signalled
+
+
 def test_a_replayed_file_deleted_while_running_turns_the_machine_no_audio(calibrated, tmp_path):
     f = tmp_path / "clip.wav"
     f.write_bytes((DEMO / "replay" / "01_normal_id_00_00000018.wav").read_bytes())
