@@ -49,8 +49,8 @@ def unit(x):
 
 
 def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
-    from edge_agent.frontend import prepare
-    from edge_agent.wavio import read_wav
+    from edge_agent.audio.convert import prepare
+    from edge_agent.audio.wavio import read_wav
 
     fe = bundle.frontend
     x, sr = read_wav(sorted((DEMO / "replay").glob("*.wav"))[0])

@@ -41,7 +41,7 @@ from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.wavio import wav_info  # noqa: E402
+from edge_agent.audio.wavio import wav_info  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MARK_BEGIN, MARK_END = "<!-- stream-table:begin -->", "<!-- stream-table:end -->"

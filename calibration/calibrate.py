@@ -17,13 +17,14 @@ import numpy as np
 from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.bundle import Bundle
 from edge_agent.config import Config, check_machine_id, load_config
-from edge_agent.dataset import LabelError, iter_wavs, parse_path
+from edge_agent.dataset import LabelError, parse_path
+from edge_agent.audio.wavio import iter_wavs
 from edge_agent.embedding import infer_signal
 from edge_agent.engine import open_engine
 from edge_agent.errors import UserError
-from edge_agent.frontend import SILENT_PEAK, level_dbfs, prepare, window_levels
+from edge_agent.audio.convert import level_dbfs, prepare, SILENT_PEAK, window_levels
 from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_score, describe, head_scores, parse_score
-from edge_agent.wavio import AudioFileError, read_wav
+from edge_agent.audio.wavio import AudioFileError, read_wav
 
 from .enrol import EnrolResult, Enrolment, ThresholdPolicy, enrol, use_heads
 from .vetting import Outlier, outlier_clips
@@ -231,13 +232,13 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
     """Record from the machine's configured input with a progress bar and a level meter."""
     from tqdm import tqdm
 
-    from edge_agent.agent import make_source
+    from edge_agent.audio import open_source
 
     if machine not in cfg.machines:
         raise CalibrationError(f"machine {machine!r} is not in the config (machines: {', '.join(cfg.machines) or 'none'}); "
                                "add it with its input, or use --from with WAV files")
     mc = cfg.machines[machine]
-    src = make_source(machine, mc, model_rate)
+    src = open_source(machine, mc, model_rate)
     src.start()
     chunks, got, rate = [], 0, None
     bar = tqdm(total=round(seconds, 1), desc=f"recording {machine}", unit="s", file=out, bar_format="{l_bar}{bar}| {n:.1f}/{total} s {postfix}")

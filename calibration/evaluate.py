@@ -20,12 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from edge_agent.bank import MemoryBank
-from edge_agent.dataset import ClipLabel, index_dataset, iter_wavs
+from edge_agent.dataset import ClipLabel, index_dataset
+from edge_agent.audio.wavio import iter_wavs
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-from edge_agent.frontend import prepare
+from edge_agent.audio.convert import prepare
 from edge_agent.scoring import CLASS_HEADS, bundle_heads, default_score, parse_score, score_windows
-from edge_agent.wavio import read_wav
+from edge_agent.audio.wavio import read_wav
 
 from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
@@ -137,7 +138,7 @@ def find_machine_dirs(data_dir: Path) -> list[Path]:
     data_dir = Path(data_dir)
     if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
         return [data_dir]
-    from edge_agent.dataset import walk_dirs
+    from edge_agent.audio.wavio import walk_dirs
 
     return sorted(d for d, dirs, _ in walk_dirs(data_dir) if "train" in dirs and "test" in dirs)
 

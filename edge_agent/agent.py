@@ -24,7 +24,8 @@ from .detector import Decision
 from .engine import Engine, open_engine
 from .errors import UserError
 from .open_alarms import OpenAlarm, OpenAlarmStore
-from .sources import AudioSource, CaptureSource, ReplaySource
+from .audio import open_source
+from .audio.replay import ReplaySource
 from .stream import MachineStream, Window
 
 log = logging.getLogger("edge_agent.agent")
@@ -77,13 +78,6 @@ class ConsoleSink:
         pass
 
 
-def make_source(machine: str, mc: MachineConfig, model_rate: int) -> AudioSource:
-    inp = mc.input
-    if inp.file is not None:
-        return ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
-    return CaptureSource(machine, inp.device, inp.sample_rate or model_rate, inp.channel)
-
-
 def load_bank(state_dir: Path, machine: str, bundle: Bundle) -> Optional[MemoryBank]:
     p = bank_path(state_dir, machine)
     if not p.is_file():
@@ -134,7 +128,7 @@ class Agent:
         self._last_score_pub: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config, sinks: list, source_factory=make_source, bundle: Optional[Bundle] = None,
+    def from_config(cls, cfg: Config, sinks: list, source_factory=open_source, bundle: Optional[Bundle] = None,
                     engine: Optional[Engine] = None) -> "Agent":
         require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)

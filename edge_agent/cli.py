@@ -96,7 +96,7 @@ def cmd_demo(a) -> int:
 
 
 def cmd_devices(a) -> int:
-    from .devices import list_inputs
+    from .audio.devices import list_inputs
 
     rows = list_inputs()  # says what to install when PortAudio is missing
     if not rows:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .wavio import AudioFileError, wav_info
+from .audio.wavio import AudioFileError, iter_wavs, wav_info
 
 SPLITS = ("train", "test", "supplemental")
 
@@ -139,30 +139,6 @@ class DatasetIndex:
         for p, why in self.skipped:
             lines.append(f"  skipped {p}: {why}")
         return "\n".join(lines)
-
-
-def walk_dirs(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
-    """os.walk that follows symlinked folders (datasets are often linked in) without looping."""
-    import os
-
-    seen: set[str] = set()
-    for d, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs.sort()
-        yield Path(d), dirs, files
-
-
-def iter_wavs(paths: Iterable[str | Path]) -> Iterable[Path]:
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            yield from sorted(d / f for d, _, files in walk_dirs(p) for f in files if f.lower().endswith(".wav"))
-        else:
-            yield p
 
 
 def index_dataset(root: str | Path, check_audio: bool = True) -> DatasetIndex:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .wavio import wav_info
+from .audio.wavio import wav_info
 
 CLIPS = Path(__file__).parent / "demo_clips"
 MACHINE = "demo-fan"

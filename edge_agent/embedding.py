@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frontend import Frontend, frame_windows
+from .frontend import Frontend
+from .audio.windows import frame_windows
 
 
 def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> dict[str, np.ndarray]:

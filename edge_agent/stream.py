@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -16,9 +16,10 @@ import numpy as np
 from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
-from .frontend import SILENT_PEAK, Frontend, level_dbfs, prepare
+from .audio import AudioSource, Windower
+from .audio.convert import SILENT_PEAK, level_dbfs, prepare
+from .frontend import Frontend
 from .scoring import score_windows
-from .sources import AudioSource
 
 log = logging.getLogger("edge_agent.stream")
 
@@ -35,45 +36,6 @@ class Window:
     level_dbfs: float
     peak: float = 1.0
 
-
-@dataclass
-class Windower:
-    window_seconds: float
-    hop_seconds: float
-    sample_rate: int
-    channels: int
-    _pending: list = field(default_factory=list)
-    _pending_n: int = 0
-    consumed: int = 0  # frames dropped from the front so far (the stream position of _pending[0])
-
-    @property
-    def window(self) -> int:
-        return int(round(self.window_seconds * self.sample_rate))
-
-    @property
-    def hop(self) -> int:
-        return max(1, int(round(self.hop_seconds * self.sample_rate)))
-
-    def push(self, frames: np.ndarray) -> list[tuple[np.ndarray, int]]:
-        """Add frames; return the complete windows (samples, end position in frames)."""
-        if len(frames):
-            self._pending.append(frames)
-            self._pending_n += len(frames)
-        out = []
-        if self._pending_n < self.window:
-            return out
-        buf = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        start = 0
-        while len(buf) - start >= self.window:
-            out.append((buf[start : start + self.window], self.consumed + start + self.window))
-            start += self.hop
-        self.consumed += start
-        rest = buf[start:]
-        self._pending, self._pending_n = ([rest] if len(rest) else []), len(rest)
-        return out
-
-    def reset(self) -> None:
-        self._pending, self._pending_n = [], 0
 
 
 class MachineStream:

@@ -14,8 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from edge_agent.dataset import ClipLabel, DatasetIndex, index_dataset
-from edge_agent.frontend import log_mel, prepare
-from edge_agent.wavio import read_wav
+from edge_agent.frontend import log_mel
+from edge_agent.audio.convert import prepare
+from edge_agent.audio.wavio import read_wav
 
 
 @dataclass

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from edge_agent.bundle import write_manifest
-from edge_agent.dataset import iter_wavs
-from edge_agent.frontend import frame_windows, prepare
-from edge_agent.wavio import read_wav
+from edge_agent.audio.wavio import iter_wavs
+from edge_agent.audio.windows import frame_windows
+from edge_agent.audio.convert import prepare
+from edge_agent.audio.wavio import read_wav
 
 from .recipes import build_model
 from .train import load_checkpoint

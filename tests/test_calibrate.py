@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge_agent.bank import MemoryBank, bank_path
-from edge_agent.frontend import resample
-from edge_agent.wavio import read_wav, write_wav
+from edge_agent.audio.convert import resample
+from edge_agent.audio.wavio import read_wav, write_wav
 
 from .conftest import DATA, DEMO, shared
 from .test_run_replay import cli

@@ -7,8 +7,9 @@ import pytest
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.sources import AudioDeviceError, CaptureSource, find_device
-from edge_agent.wavio import read_wav, write_wav
+from edge_agent.audio.source import AudioDeviceError
+from edge_agent.audio.capture import CaptureSource, find_device
+from edge_agent.audio.wavio import read_wav, write_wav
 
 from .conftest import DEMO
 

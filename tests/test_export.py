@@ -8,8 +8,9 @@ pytest.importorskip("torch")
 
 from edge_agent.bundle import Bundle, BundleError  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.frontend import frame_windows, prepare  # noqa: E402
-from edge_agent.wavio import read_wav  # noqa: E402
+from edge_agent.audio.windows import frame_windows
+from edge_agent.audio.convert import prepare  # noqa: E402
+from edge_agent.audio.wavio import read_wav  # noqa: E402
 
 from .conftest import DATA  # noqa: E402
 

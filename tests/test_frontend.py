@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from edge_agent.frontend import (ChannelError, FeatureSpec, Frontend, frame_windows, hz_to_mel, log_mel, magnitude_spectrum,
-                                 mel_filterbank, mel_to_hz, prepare, remove_temporal_mean, stft_magnitude, to_mono)
-from edge_agent.wavio import read_wav
+from edge_agent.audio.convert import ChannelError, prepare, to_mono
+from edge_agent.frontend import FeatureSpec, Frontend, hz_to_mel, log_mel, magnitude_spectrum, mel_filterbank, mel_to_hz, remove_temporal_mean, stft_magnitude
+from edge_agent.audio.windows import frame_windows
+from edge_agent.audio.wavio import read_wav
 
 from .conftest import DATA
 

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.dataset import LabelError, index_dataset, parse_attributes, parse_path
-from edge_agent.wavio import write_wav
+from edge_agent.dataset import index_dataset, LabelError, parse_attributes, parse_path
+from edge_agent.audio.wavio import write_wav
 
 from .conftest import DATA, SHARED
 

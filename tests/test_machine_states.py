@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge_agent.bank import MemoryBank, bank_path
-from edge_agent.frontend import level_dbfs
-from edge_agent.wavio import read_wav, write_wav
+from edge_agent.audio.convert import level_dbfs
+from edge_agent.audio.wavio import read_wav, write_wav
 
 from .conftest import DEMO
 from .test_run_replay import cli

@@ -17,7 +17,7 @@ import pytest
 from edge_agent.config import parse_config
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import MQTTPublisher
-from edge_agent.wavio import read_wav, write_wav
+from edge_agent.audio.wavio import read_wav, write_wav
 
 from .agentproc import AgentProcess
 from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture

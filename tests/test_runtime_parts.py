@@ -4,8 +4,8 @@ import pytest
 
 from edge_agent.bank import BankError, MemoryBank, combine_domains, knn_distance
 from edge_agent.detector import Detector
-from edge_agent.ringbuffer import RingBuffer
-from edge_agent.stream import Windower
+from edge_agent.audio.ringbuffer import RingBuffer
+from edge_agent.audio.windows import Windower
 
 
 def test_ringbuffer_order_wrap_and_overrun():

@@ -6,10 +6,11 @@ import wave
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger("edge_agent.wav")
 _warned: set[tuple[str, str]] = set()  # (file, warning) already logged: a looping replay says it once
@@ -97,3 +98,27 @@ def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> None:
     x = np.asarray(x, dtype=np.float32)
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
     wavfile.write(Path(path), int(sample_rate), pcm)
+
+
+def walk_dirs(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
+    """os.walk that follows symlinked folders (datasets are often linked in) without looping."""
+    import os
+
+    seen: set[str] = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield Path(d), dirs, files
+
+
+def iter_wavs(paths: Iterable[str | Path]) -> Iterable[Path]:
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            yield from sorted(d / f for d, _, files in walk_dirs(p) for f in files if f.lower().endswith(".wav"))
+        else:
+            yield p

@@ -1,7 +1,7 @@
 """Audio input devices as PortAudio (sounddevice) sees them."""
 from __future__ import annotations
 
-from .errors import UserError
+from ..errors import UserError
 
 PORTAUDIO_HINT = ("install it with 'sudo apt-get install libportaudio2' (Debian, Ubuntu, Jetson L4T) or your distribution's "
                   "portaudio package; replaying WAV files (machines.<id>.input.file) works without it")

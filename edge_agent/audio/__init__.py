@@ -1,0 +1,26 @@
+"""Audio input: sources that fill a ring buffer (live capture, WAV replay), conversion to the
+model's rate and channel, windows, WAV files and devices. Knows nothing of models or alarms."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .source import AudioDeviceError, AudioSource
+from .windows import Windower, frame_windows
+
+if TYPE_CHECKING:
+    from ..config import MachineConfig
+
+__all__ = ["AudioDeviceError", "AudioSource", "Windower", "frame_windows", "open_source"]
+
+
+def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSource:
+    """The source a machine's ``input`` section asks for: a WAV replay, or live capture (asking the
+    device for the model's rate unless ``sample_rate`` is set)."""
+    inp = mc.input
+    if inp.file is not None:
+        from .replay import ReplaySource
+
+        return ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
+    from .capture import CaptureSource  # imports sounddevice (PortAudio) only for live input
+
+    return CaptureSource(machine, inp.device, inp.sample_rate or model_rate, inp.channel)

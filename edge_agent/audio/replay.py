@@ -1,0 +1,117 @@
+"""Replay of WAV files through the very ring buffer live capture fills, so tests, the demo and
+offline users run the production path."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .convert import resample, to_mono
+from .ringbuffer import RingBuffer
+from .source import RING_SECONDS, AudioSource
+from .wavio import AudioFileError, WavInfo, iter_wavs, read_wav, wav_info
+
+log = logging.getLogger("edge_agent.audio")
+
+
+class ReplaySource(AudioSource):
+    """Streams a WAV file or a directory of WAVs (sorted by name) into the ring buffer, paced in
+    real time or as fast as the consumer reads, optionally looping. Files with another rate or
+    channel count than the first are converted to match it; unreadable files are skipped with a
+    log line."""
+
+    def __init__(self, name: str, path: Path, realtime: bool = True, loop: bool = False, block_seconds: float = 0.1):
+        super().__init__(name)
+        self.path = Path(path)
+        if not self.path.exists():
+            raise AudioFileError(f"{self.path}: no such file or folder (machines.{name}.input.file)")
+        self.files = list(iter_wavs([self.path]))
+        if not self.files:
+            raise AudioFileError(f"{self.path}: no WAV files to replay (machines.{name}.input.file)")
+        self.realtime, self.loop, self.block_seconds = realtime, loop, block_seconds
+        first = self._first_readable()
+        self.sample_rate, self.channels = first.sample_rate, first.channels
+        self.ring = RingBuffer(int(RING_SECONDS * self.sample_rate), self.channels)
+        self.stalled = threading.Event()  # tests: hold the stream without ending it
+        self.frames_sent = 0
+        self.bad_files: set[str] = set()  # files whose error was logged
+        # (file, wall time its first frames entered the ring buffer, stream offset in frames)
+        self.file_starts: list[tuple[Path, float, int]] = []
+
+    def _first_readable(self) -> WavInfo:
+        """The first file whose header reads; the stream takes its rate and channel count."""
+        errors = []
+        for f in self.files:
+            try:
+                return wav_info(f)
+            except AudioFileError as e:
+                errors.append(str(e))
+        raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
+
+    def _load(self, f: Path) -> Optional[np.ndarray]:
+        try:
+            x, sr = read_wav(f)
+        except AudioFileError as e:
+            if str(f) not in self.bad_files:  # once per file: a looping replay must not repeat it every pass
+                self.bad_files.add(str(f))
+                log.error("%s: skipping %s", self.name, e)
+            return None
+        self.bad_files.discard(str(f))
+        if x.shape[1] != self.channels:
+            x = to_mono(x, "mix")[:, None]
+            x = np.repeat(x, self.channels, axis=1) if self.channels > 1 else x
+        if sr != self.sample_rate:
+            x = resample(x.T, sr, self.sample_rate).T
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _run(self) -> None:
+        block = max(1, int(self.block_seconds * self.sample_rate))
+        t0 = time.monotonic()
+        backoff = 1.0
+        while not self._stop.is_set():
+            before = self.frames_sent
+            for f in self.files:
+                x = self._load(f)
+                if x is None:
+                    continue
+                self.file_starts.append((f, 0.0, self.frames_sent))
+                log.debug("%s: replaying %s", self.name, f.name)
+                for s in range(0, len(x), block):
+                    while self.stalled.is_set() and not self._stop.is_set():
+                        self._stop.wait(0.05)
+                        t0 = time.monotonic() - self.frames_sent / self.sample_rate
+                    chunk = x[s : s + block]
+                    if self.realtime:
+                        # Deliver a block when its last sample would have been recorded, as a device does.
+                        delay = t0 + (self.frames_sent + len(chunk)) / self.sample_rate - time.monotonic()
+                        if delay > 0:
+                            self._stop.wait(delay)
+                    else:  # as fast as possible, but never overwrite what was not read yet
+                        while self.ring.free() < len(chunk) and not self._stop.is_set():
+                            self._stop.wait(0.005)
+                    if self._stop.is_set():
+                        return  # never write into a full ring on the way out
+                    if s == 0:
+                        self.file_starts[-1] = (f, time.time(), self.frames_sent)
+                    self.ring.write(chunk)
+                    self.frames_sent += len(chunk)
+            if not self.loop:
+                break
+            if self.frames_sent == before:
+                # A looping replay with nothing playable (empty, corrupt or deleted files) must not
+                # spin: wait, with back-off, and look at the folder again.
+                if backoff == 1.0:
+                    log.error("%s: nothing to replay in %s (%s); retrying every %.0f s at most", self.name, self.path,
+                              "no WAV files" if not self.files else f"{len(self.files)} file(s), none with audio", 30.0)
+                self._stop.wait(backoff)
+                backoff = min(30.0, backoff * 2)
+                t0 = time.monotonic() - self.frames_sent / self.sample_rate
+            elif backoff > 1.0:
+                log.info("%s: replaying %s again", self.name, self.path)
+                backoff = 1.0
+            self.files = list(iter_wavs([self.path])) if self.path.exists() else []
+        self.finished = True
