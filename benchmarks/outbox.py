@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.outbox import Outbox  # noqa: E402
+from edge_agent.publish.outbox import Outbox  # noqa: E402
 
 PAYLOAD = {"schema": 1, "type": "alarm", "event": "start", "machine": "fan01", "score": 0.21, "threshold": 0.08,
            "alarm_id": "a" * 32, "event_id": "b" * 32, "ts": "2026-11-22T20:00:00.000Z"}

@@ -201,8 +201,8 @@ def bench_latency(repeats: int) -> dict:
 
     from edge_agent.agent import Agent
     from edge_agent.config import parse_config
-    from edge_agent.outbox import Outbox
-    from edge_agent.publisher import MQTTPublisher
+    from edge_agent.publish.outbox import Outbox
+    from edge_agent.publish.mqtt import MQTTPublisher
 
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Protocol
 
 import numpy as np
 
-from . import events
+from .publish import events
 from .bank import BankError, MemoryBank, bank_path
 from .bundle import Bundle
 from .config import Config, MachineConfig, require_machines
@@ -36,46 +36,8 @@ log = logging.getLogger("edge_agent.agent")
 MAX_BATCH = 4
 
 
-class Sink(Protocol):
-    def handle(self, kind: str, machine: str, payload: dict) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class ReplayError(UserError):
     """A replay that gave nothing to score (too short, empty or unreadable files)."""
-
-
-class ConsoleSink:
-    """Alarm events and state changes as one line each on stdout; with ``window`` hooked to the
-    agent's ``on_window`` (``run --scores``), every window's score too."""
-
-    def __init__(self, out=None):
-        import sys
-
-        self.out = out or sys.stdout
-
-    def handle(self, kind: str, machine: str, p: dict) -> None:
-        if kind == "alarm":
-            if p["event"] == "end":
-                detail = f"duration {p['duration_seconds']:.1f} s, peak {p['peak_score']:.4f} ({p['reason']})"
-            else:
-                rel = ">" if p["score"] > p["threshold"] else "<="
-                detail = f"score {p['score']:.4f} {rel} threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
-            line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {p['alarm_id'][:8]} {detail}"
-        elif kind == "state":
-            line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
-        else:
-            return
-        print(line, file=self.out, flush=True)
-
-    def window(self, stream, w, score: float, decision) -> None:
-        thr = stream.bank.threshold
-        print(f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold {thr:.4f} "
-              f"level {w.level_dbfs:.1f} dBFS {stream.state}", file=self.out, flush=True)
-
-    def close(self) -> None:
-        pass
 
 
 def load_bank(state_dir: Path, machine: str, bundle: Bundle) -> Optional[MemoryBank]:

@@ -39,10 +39,12 @@ def _need_torch(command: str) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_run(a) -> int:
-    from .agent import Agent, ConsoleSink
+    from .agent import Agent
+    from .publish.sinks import ConsoleSink
     from .config import load_config
     from .health import Health, start_metrics
-    from .publisher import MQTTPublisher, OutboxOnlySink, open_outbox
+    from .publish.mqtt import MQTTPublisher
+    from .publish.sinks import open_outbox, OutboxOnlySink
 
     cfg = load_config(a.config)
     console = ConsoleSink()
@@ -184,12 +186,9 @@ def cmd_export(a) -> int:
 
 
 def cmd_build_engine(a) -> int:
-    from export.tensorrt_build import TensorRTMissing, build_engine
+    from export.tensorrt_build import build_engine
 
-    try:
-        path = build_engine(a.bundle, fp16=a.fp16, cache_dir=a.cache_dir, max_batch=a.max_batch)
-    except TensorRTMissing as e:
-        raise UsageError(str(e)) from None
+    path = build_engine(a.bundle, fp16=a.fp16, cache_dir=a.cache_dir, max_batch=a.max_batch)  # TensorRTMissing: exit 2
     print(f"engine written to {path}")
     return 0
 

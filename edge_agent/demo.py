@@ -32,7 +32,8 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
     from calibration.calibrate import enrol_paths
     from calibration.enrol import ThresholdPolicy
 
-    from .agent import Agent, ConsoleSink
+    from .agent import Agent
+    from .publish.sinks import ConsoleSink
     from .bank import bank_path
     from .bundle import Bundle
     from .config import parse_config

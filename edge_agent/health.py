@@ -114,7 +114,7 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
     ``publisher``: the durable sink (MQTT publisher or outbox-only), for outbox and broker metrics."""
     from prometheus_client import CollectorRegistry, Histogram, start_http_server
 
-    from .publisher import MQTTPublisher
+    from .publish.mqtt import MQTTPublisher
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     host, _, port = listen.rpartition(":")

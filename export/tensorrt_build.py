@@ -3,7 +3,7 @@
 TensorRT 10 Python builder API: explicit-batch network from the ONNX parser, one optimisation
 profile over the batch axis (1 .. max_batch, optimised for ``opt_batch``), an optional FP16 flag,
 and a timing cache kept beside the engines so rebuilds are fast. Engines are keyed by TensorRT
-version, GPU name and precision (``edge_agent.trt_engine.cache_key``). Needs TensorRT and a GPU;
+version, GPU name and precision (``edge_agent.engine.cache.cache_key``). Needs TensorRT and a GPU;
 without TensorRT it stops with a message saying how to install it.
 """
 from __future__ import annotations
@@ -15,14 +15,10 @@ from typing import Optional
 from edge_agent.atomic import atomic_write
 from edge_agent.bundle import Bundle
 from edge_agent.engine import EngineError
-from edge_agent.errors import UserError
-from edge_agent.trt_engine import INSTALL_HINT, engine_cache_dir, engine_path, gpu_name
+from edge_agent.engine.cache import engine_cache_dir, engine_path
+from edge_agent.engine.tensorrt import gpu_name, import_tensorrt
 
 log = logging.getLogger("edge_agent.build_engine")
-
-
-class TensorRTMissing(UserError):
-    pass
 
 
 def profile_shapes(bundle: Bundle, max_batch: int, opt_batch: int = 4) -> dict[str, tuple[tuple, tuple, tuple]]:
@@ -40,12 +36,7 @@ def profile_shapes(bundle: Bundle, max_batch: int, opt_batch: int = 4) -> dict[s
 def build_engine(model: str | Path, fp16: bool = False, cache_dir: Optional[Path] = None, max_batch: int = 32,
                  workspace_bytes: int = 1 << 30) -> Path:
     bundle = Bundle.load(model)
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise TensorRTMissing(f"TensorRT is not installed; {INSTALL_HINT}") from None
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old (needs 10); {INSTALL_HINT}")
+    trt = import_tensorrt()
     gpu = gpu_name()
     precision = "fp16" if fp16 else "fp32"
     out = engine_path(bundle, trt.__version__, gpu, precision, cache_dir)

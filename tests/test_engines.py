@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import Bundle
-from edge_agent.engine import EngineError, OnnxEngine, choose_providers, open_engine
-from edge_agent.trt_engine import cache_key, engine_cache_dir, engine_path
+from edge_agent.engine import EngineError, OnnxEngine, open_engine
+from edge_agent.engine.onnx import choose_providers
+from edge_agent.engine.cache import cache_key, engine_cache_dir, engine_path
 from export.tensorrt_build import profile_shapes
 
 from .test_run_replay import cli

@@ -12,11 +12,12 @@ import time
 from pathlib import Path
 
 
-from edge_agent import events
+from edge_agent.publish import events
 from edge_agent.config import parse_config
 from edge_agent.detector import Decision
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MQTTPublisher, Topics, discovery_payloads
+from edge_agent.publish.outbox import Outbox
+from edge_agent.publish.mqtt import MQTTPublisher
+from edge_agent.publish.discovery import discovery_payloads, Topics
 
 from .brokers import Subscriber, broker, secure_broker  # noqa: F401 - fixtures
 from .conftest import DEMO, ROOT

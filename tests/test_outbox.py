@@ -2,7 +2,7 @@
 import logging
 import time
 
-from edge_agent.outbox import Outbox
+from edge_agent.publish.outbox import Outbox
 
 
 def test_order_ack_and_persistence(tmp_path):

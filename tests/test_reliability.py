@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edge_agent.config import parse_config
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MQTTPublisher
+from edge_agent.publish.outbox import Outbox
+from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.audio.wavio import read_wav, write_wav
 
 from .agentproc import AgentProcess

@@ -1,8 +1,6 @@
 """Native TensorRT 10 engine backend (``engine: trt``).
 
-Engines are built from a bundle's ONNX by ``edge-agent build-engine`` and cached next to the
-bundle (or in the systemd ``CacheDirectory``), keyed by TensorRT version, GPU name and precision:
-an engine is only valid for the exact TensorRT and GPU that built it.
+Engines are built from a bundle's ONNX by ``edge-agent build-engine`` and cached (``cache``).
 
 Written against the TensorRT 10 Python API (``deserialize_cuda_engine``, ``num_io_tensors``,
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``) with pycuda buffers. What is
@@ -12,14 +10,15 @@ the CUDA path itself runs only where TensorRT and a GPU exist (a Jetson, a CUDA 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .bundle import Bundle
-from .engine import EngineError, l2_normalise
+from ..bundle import Bundle
+from ..errors import UserError
+from .base import EngineError, l2_normalise
+from .cache import engine_cache_dir, engine_path
 
 log = logging.getLogger("edge_agent.trt")
 
@@ -27,38 +26,18 @@ INSTALL_HINT = ("install TensorRT 10 and pycuda: pip install 'edge-agent[tensorr
                 "use the Dockerfile.jetson image)")
 
 
-def cache_key(trt_version: str, gpu_name: str, precision: str) -> str:
-    """File-system-safe engine cache key: TensorRT version, GPU and precision."""
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
-    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-").lower() or "gpu"
-    ver = re.sub(r"[^0-9.]+", "", trt_version) or "unknown"
-    return f"trt{ver}_{gpu}_{precision}"
-
-
-def engine_cache_dir(bundle: Bundle, cache_dir: Optional[Path] = None) -> Path:
-    """Engines live in ``cache_dir/<bundle name>-<model sha256 prefix>``; without ``cache_dir``, in
-    systemd's ``$CACHE_DIRECTORY`` (``CacheDirectory=``) when set, else in ``<bundle>/engines``."""
-    import os
-
-    if cache_dir is None and os.environ.get("CACHE_DIRECTORY"):
-        cache_dir = Path(os.environ["CACHE_DIRECTORY"].split(":")[0])
-    if cache_dir is not None:
-        return Path(cache_dir) / f"{bundle.name}-{bundle.sha256[:12]}"
-    return bundle.path / "engines"
-
-
-def engine_path(bundle: Bundle, trt_version: str, gpu_name: str, precision: str, cache_dir: Optional[Path] = None) -> Path:
-    return engine_cache_dir(bundle, cache_dir) / f"{cache_key(trt_version, gpu_name, precision)}.engine"
+class TensorRTMissing(UserError, EngineError):
+    """TensorRT (or pycuda) is not installed, or too old: an installation problem (exit code 2)."""
 
 
 def import_tensorrt():
+    """The one place TensorRT is imported (the engine and ``build-engine``)."""
     try:
         import tensorrt as trt
     except ImportError:
-        raise EngineError(f"TensorRT is not installed; {INSTALL_HINT}") from None
+        raise TensorRTMissing(f"TensorRT is not installed; {INSTALL_HINT}") from None
     if int(trt.__version__.split(".")[0]) < 10:
-        raise EngineError(f"TensorRT {trt.__version__} is too old: the native backend needs TensorRT 10; {INSTALL_HINT}")
+        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old: the native backend needs TensorRT 10; {INSTALL_HINT}")
     return trt
 
 
@@ -66,7 +45,7 @@ def gpu_name() -> str:
     try:
         import pycuda.driver as cuda
     except ImportError:
-        raise EngineError(f"pycuda is not installed; {INSTALL_HINT}") from None
+        raise TensorRTMissing(f"pycuda is not installed; {INSTALL_HINT}") from None
     cuda.init()
     if cuda.Device.count() == 0:
         raise EngineError("no CUDA GPU found; use engine: cpu (or auto)")

@@ -34,9 +34,10 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import __version__
-from .config import Config, MQTTConfig
-from .errors import UserError
+from .. import __version__
+from ..config import Config, MQTTConfig
+from ..errors import UserError
+from .discovery import Topics, discovery_payloads
 from .outbox import Outbox
 
 log = logging.getLogger("edge_agent.mqtt")
@@ -63,63 +64,6 @@ def read_password(cfg: MQTTConfig) -> Optional[str]:
         return path.read_text().rstrip("\r\n")
     except OSError as e:
         raise MQTTConfigError(f"mqtt.password_file {path}: cannot read it ({e.strerror})") from None
-
-
-class Topics:
-    def __init__(self, prefix: str, node: str, discovery_prefix: str = "homeassistant"):
-        self.prefix, self.node, self.discovery = prefix.rstrip("/"), node, discovery_prefix.rstrip("/")
-
-    @property
-    def status(self) -> str:
-        return f"{self.prefix}/{self.node}/status"
-
-    def machine(self, machine: str, kind: str) -> str:
-        return f"{self.prefix}/{self.node}/{machine}/{kind}"
-
-    def discovery_config(self, component: str, machine: str) -> str:
-        return f"{self.discovery}/{component}/{self.node}/{machine}/config"
-
-    @property
-    def ha_status(self) -> str:
-        return f"{self.discovery}/status"
-
-
-def discovery_payloads(topics: Topics, machine: str, model_name: str) -> dict[str, dict]:
-    """Home Assistant MQTT discovery configs for one machine: {topic: config}."""
-    node = topics.node
-    device = {
-        "identifiers": [f"edge_agent_{node}"],
-        "name": f"edge-agent {node}",
-        "manufacturer": "edge-agent",
-        "model": f"edge-agent ({model_name})",
-        "sw_version": __version__,
-    }
-    avail = {"availability_topic": topics.status, "payload_available": "online", "payload_not_available": "offline"}
-    return {
-        topics.discovery_config("binary_sensor", machine): {
-            "name": f"{machine} abnormal sound",
-            "unique_id": f"edge_agent_{node}_{machine}_problem",
-            "device_class": "problem",
-            "state_topic": topics.machine(machine, "state"),
-            "value_template": "{{ 'ON' if value_json.state == 'anomaly' else 'OFF' }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "json_attributes_topic": topics.machine(machine, "state"),
-            "qos": 1,
-            "device": device,
-            **avail,
-        },
-        topics.discovery_config("sensor", machine): {
-            "name": f"{machine} anomaly score",
-            "unique_id": f"edge_agent_{node}_{machine}_score",
-            "state_topic": topics.machine(machine, "score"),
-            "value_template": "{{ value_json.score }}",
-            "state_class": "measurement",
-            "json_attributes_topic": topics.machine(machine, "score"),
-            "device": device,
-            **avail,
-        },
-    }
 
 
 class MQTTPublisher:
@@ -355,24 +299,3 @@ def describe_connect_error(err: Optional[BaseException], host: str, port: int) -
     if isinstance(err, ssl.SSLError):
         return f"TLS handshake failed ({err}); check mqtt.tls"
     return f"{type(err).__name__}: {err}"
-
-
-def open_outbox(cfg: Config) -> Outbox:
-    return Outbox(cfg.resolved_state_dir() / "outbox.sqlite", cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
-
-
-class OutboxOnlySink:
-    """Without a broker: alarms and states are kept in the outbox, to be delivered once one is configured."""
-
-    def __init__(self, outbox: Outbox):
-        self.outbox = outbox
-
-    def handle(self, kind: str, machine: str, payload: dict) -> None:
-        if kind in ("alarm", "state"):
-            self.outbox.put(machine, kind, payload)
-
-    def status_line(self) -> str:
-        return f"mqtt: not configured, outbox {self.outbox.depth()} kept for a broker"
-
-    def close(self) -> None:
-        self.outbox.close()

@@ -1,7 +1,6 @@
-"""Inference engines: ONNX Runtime (CPU, CUDA or TensorRT execution providers) and, in
-``trt_engine``, native TensorRT.
+"""ONNX Runtime engine (CPU, CUDA or TensorRT execution providers).
 
-Both take the front end's named features for a batch of windows and return L2-normalised
+It takes the front end's named features for a batch of windows and returns L2-normalised
 embeddings (batch, dim). The providers actually in use are logged and checked against what was
 asked for: a silent fallback from GPU to CPU would make a Jetson miss real time unnoticed.
 """
@@ -11,11 +10,13 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Optional
 
 import numpy as np
 
-from .bundle import Bundle
+from ..bundle import Bundle
+from .base import EngineError, l2_normalise
+from .cache import engine_cache_dir
 
 log = logging.getLogger("edge_agent.engine")
 
@@ -24,18 +25,6 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
-
-
-class EngineError(Exception):
-    """The engine cannot run as configured; the message says what to install or change."""
-
-
-class Engine(Protocol):
-    providers: list[str]
-
-    def embed(self, features: dict[str, np.ndarray]) -> np.ndarray: ...
-
-    def infer(self, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 def choose_providers(kind: str, available: list[str]) -> list[str]:
@@ -61,10 +50,6 @@ def choose_providers(kind: str, available: list[str]) -> list[str]:
         ["CPUExecutionProvider"] if want != "CPUExecutionProvider" else [])
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 class OnnxEngine:
     def __init__(self, bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None):
         import onnxruntime as ort
@@ -78,8 +63,6 @@ class OnnxEngine:
         provider_opts = []
         for p in providers:
             if p == "TensorrtExecutionProvider":
-                from .trt_engine import engine_cache_dir
-
                 cache = engine_cache_dir(bundle, cache_dir) / "onnxruntime-trt"
                 provider_opts.append({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
             else:
@@ -120,12 +103,3 @@ class OnnxEngine:
         t = time.perf_counter()
         self.embed(fe(np.zeros((1, fe.window_samples), dtype=np.float32)))
         return time.perf_counter() - t
-
-
-def open_engine(bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None) -> Engine:
-    """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime."""
-    if kind == "trt":
-        from .trt_engine import TensorRTEngine
-
-        return TensorRTEngine(bundle, cache_dir=cache_dir)
-    return OnnxEngine(bundle, kind, threads, cache_dir)

@@ -1,0 +1,21 @@
+"""Inference engines: ONNX Runtime (``onnx``) and native TensorRT (``tensorrt``), one protocol
+(``base.Engine``) and one factory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..bundle import Bundle
+from .base import Engine, EngineError, l2_normalise
+from .onnx import OnnxEngine
+
+__all__ = ["Engine", "EngineError", "OnnxEngine", "l2_normalise", "open_engine"]
+
+
+def open_engine(bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None) -> Engine:
+    """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime."""
+    if kind == "trt":
+        from .tensorrt import TensorRTEngine
+
+        return TensorRTEngine(bundle, cache_dir=cache_dir)
+    return OnnxEngine(bundle, kind, threads, cache_dir)

@@ -1,0 +1,67 @@
+"""Where the agent's events go: the ``Sink`` protocol, the console, and the outbox alone when no
+broker is configured (``mqtt.MQTTPublisher`` is the third sink)."""
+from __future__ import annotations
+
+import sys
+from typing import Protocol
+
+from ..config import Config
+from . import events
+from .outbox import Outbox
+
+
+class Sink(Protocol):
+    def handle(self, kind: str, machine: str, payload: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleSink:
+    """Alarm events and state changes as one line each on stdout; with ``window`` hooked to the
+    agent's ``on_window`` (``run --scores``), every window's score too."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout
+
+    def handle(self, kind: str, machine: str, p: dict) -> None:
+        if kind == "alarm":
+            if p["event"] == "end":
+                detail = f"duration {p['duration_seconds']:.1f} s, peak {p['peak_score']:.4f} ({p['reason']})"
+            else:
+                rel = ">" if p["score"] > p["threshold"] else "<="
+                detail = f"score {p['score']:.4f} {rel} threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
+            line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {p['alarm_id'][:8]} {detail}"
+        elif kind == "state":
+            line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
+        else:
+            return
+        print(line, file=self.out, flush=True)
+
+    def window(self, stream, w, score: float, decision) -> None:
+        thr = stream.bank.threshold
+        print(f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold {thr:.4f} "
+              f"level {w.level_dbfs:.1f} dBFS {stream.state}", file=self.out, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def open_outbox(cfg: Config) -> Outbox:
+    return Outbox(cfg.resolved_state_dir() / "outbox.sqlite", cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
+
+
+class OutboxOnlySink:
+    """Without a broker: alarms and states are kept in the outbox, to be delivered once one is configured."""
+
+    def __init__(self, outbox: Outbox):
+        self.outbox = outbox
+
+    def handle(self, kind: str, machine: str, payload: dict) -> None:
+        if kind in ("alarm", "state"):
+            self.outbox.put(machine, kind, payload)
+
+    def status_line(self) -> str:
+        return f"mqtt: not configured, outbox {self.outbox.depth()} kept for a broker"
+
+    def close(self) -> None:
+        self.outbox.close()
