@@ -99,7 +99,7 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
 
 
 def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str]) -> Path:
-    from calibration.calibrate import enrol_paths
+    from calibration.service import enrol_paths
     from edge_agent.bank import bank_path
 
     bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), OnnxEngine(bundle, "cpu"), bundle.frontend.sample_rate)[0].bank
@@ -199,10 +199,8 @@ def bench_latency(repeats: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from brokers import Broker, Subscriber
 
-    from edge_agent.agent import Agent
     from edge_agent.config import parse_config
-    from edge_agent.publish.outbox import Outbox
-    from edge_agent.publish.mqtt import MQTTPublisher
+    from edge_agent.daemon import build_daemon
 
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")
@@ -221,10 +219,8 @@ def bench_latency(repeats: int) -> dict:
         sub = Subscriber(broker.port, "edge-agent/bench/fan01/alarm")
         got: list[float] = []
         sub.c.on_message = lambda c, u, m: got.append(time.time()) if b'"start"' in m.payload else None
-        agent = Agent.from_config(cfg, [], bundle=bundle, engine=engine)
-        pub = MQTTPublisher(cfg, Outbox(tmp / "outbox.sqlite"), ["fan01"], bundle.name, states=agent.current_states)
-        agent.sinks.append(pub)
-        pub.start()
+        daemon = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine)  # the production wiring
+        agent, pub = daemon.agent, daemon.durable
         pub.connected.wait(10)
         raised_at_offset = []
         agent.on_window.append(lambda s, w, score, d: raised_at_offset.append(w.offset) if d is not None and d.kind == "start" else None)

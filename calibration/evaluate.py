@@ -30,6 +30,7 @@ from edge_agent.audio.wavio import read_wav
 
 from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
+from .report import write_reports
 
 log = logging.getLogger("edge_agent.evaluate")
 
@@ -64,7 +65,7 @@ def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, 
                      normalise_domains: bool = False, policy: ThresholdPolicy = DCASE_POLICY, progress=None,
                      score: Optional[str] = None, class_name: Optional[str] = None) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
-    from .calibrate import enrol_paths
+    from .service import enrol_paths
 
     res, skipped = enrol_paths([c.path for c in clips], embedder.engine, embedder.hop, embedder.channel, n_centres=n_centres, k=k,
                                normalise_domains=normalise_domains, policy=policy, score=score, class_name=class_name)
@@ -82,7 +83,7 @@ def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
 
 def machine_class(model, machine_dir: Path, section: str, head: str = "classifier") -> str:
     """A machine folder's class for a head that needs one: the class whose group is a suffix of its path."""
-    from .calibrate import CalibrationError
+    from .embed import CalibrationError
 
     classes = bundle_heads(model.manifest).get(head, {}).get("classes")
     if not classes:
@@ -173,29 +174,5 @@ def evaluate(data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Pa
         "hmean": harmonic_mean(values) if values else float("nan"),
     }
     if out_dir is not None:
-        from .report import write_reports
-
         write_reports(Path(out_dir), results, summary)
     return {"summary": summary, "results": results}
-
-
-def write_submission_csvs(out_dir: Path, r: MachineResult) -> list[Path]:
-    """DCASE submission files per section: anomaly scores and 0/1 decisions."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    machine = r.machine.replace("/", "_")
-    for sec in sorted({c.section for c in r.clips}):
-        rows = [(c.path.name, s) for c, s in zip(r.clips, r.scores) if c.section == sec]
-        tag = sec if not sec.startswith("id_") else sec[3:]
-        a = out_dir / f"anomaly_score_{machine}_section_{tag}_test.csv"
-        d = out_dir / f"decision_result_{machine}_section_{tag}_test.csv"
-        with open(a, "w", newline="") as f:
-            csv.writer(f).writerows((n, f"{s:.6f}") for n, s in rows)
-        with open(d, "w", newline="") as f:
-            csv.writer(f).writerows((n, int(s > r.threshold)) for n, s in rows)
-        written += [a, d]
-    return written
-
-
-def dump_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

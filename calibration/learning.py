@@ -134,7 +134,7 @@ class Learner:
             self.save()
 
     def finish(self) -> MemoryBank:
-        from .calibrate import level_range
+        from .service import level_range
         from .enrol import Enrolment, enrol
 
         per_window = self.bundle.embeddings_per_window
@@ -161,7 +161,7 @@ def _span(seconds: float) -> str:
 def learner_factory(cfg, bundle):
     """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
     config for a machine that has no bank yet), or None."""
-    from .calibrate import threshold_policy
+    from .service import threshold_policy
 
     state_dir = cfg.resolved_state_dir()
 

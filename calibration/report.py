@@ -2,6 +2,8 @@
 DCASE submission CSVs, results.json and a markdown table after evaluation."""
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -82,7 +84,6 @@ def markdown_table(summary: dict) -> str:
 
 
 def write_reports(out: Path, results, summary: dict) -> None:
-    from .evaluate import dump_json, write_submission_csvs
 
     out.mkdir(parents=True, exist_ok=True)
     for r in results:
@@ -92,23 +93,23 @@ def write_reports(out: Path, results, summary: dict) -> None:
     (out / "results.md").write_text(markdown_table(summary))
 
 
-def evaluate_command(a) -> int:
-    from edge_agent.bundle import Bundle
-    from edge_agent.engine import open_engine
-    from edge_agent.errors import UserError
+def write_submission_csvs(out_dir: Path, r) -> list[Path]:
+    """DCASE submission files per section: anomaly scores and 0/1 decisions."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    machine = r.machine.replace("/", "_")
+    for sec in sorted({c.section for c in r.clips}):
+        rows = [(c.path.name, s) for c, s in zip(r.clips, r.scores) if c.section == sec]
+        tag = sec if not sec.startswith("id_") else sec[3:]
+        a = out_dir / f"anomaly_score_{machine}_section_{tag}_test.csv"
+        d = out_dir / f"decision_result_{machine}_section_{tag}_test.csv"
+        with open(a, "w", newline="") as f:
+            csv.writer(f).writerows((n, f"{s:.6f}") for n, s in rows)
+        with open(d, "w", newline="") as f:
+            csv.writer(f).writerows((n, int(s > r.threshold)) for n, s in rows)
+        written += [a, d]
+    return written
 
-    from .evaluate import ClipEmbedder, evaluate
 
-    if not a.data_dir.is_dir():
-        raise UserError(f"DATA_DIR {a.data_dir}: no such directory")
-    bundle = Bundle.load(a.model)
-    engine = open_engine(bundle, a.engine)
-    out = a.out or Path(f"evaluation-{bundle.name}")
-    try:
-        r = evaluate(a.data_dir, ClipEmbedder(engine, bundle.frontend, a.hop), bundle, out, progress=True,
-                     n_centres=a.centres, normalise_domains=a.normalise_domains, score=a.score)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    sys.stdout.write(markdown_table(r["summary"]))
-    print(f"wrote {out}/results.json, results.md, DCASE CSVs and ROC plots")
-    return 0
+def dump_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)) + "\n")

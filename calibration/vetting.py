@@ -1,4 +1,5 @@
-"""Enrolment clips that sound unlike the rest (white noise, another machine, someone talking, a
+"""Which clips may be enrolled. ``check_clip`` refuses unreadable, silent, clipped and short clips with
+the reason. Clips that sound unlike the rest (white noise, another machine, someone talking, a
 fault) are found before they reach the bank: one such clip among normal ones can raise the
 threshold several-fold and hide real faults.
 
@@ -12,12 +13,18 @@ fan), white noise 12-50x and a pure tone 5-30x.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
+from edge_agent.audio.convert import SILENT_PEAK, prepare
+from edge_agent.audio.wavio import AudioFileError, read_wav
 from edge_agent.bank import knn_distance
+from edge_agent.dataset import LabelError, parse_path
 
 FACTOR = 4.0
+CLIPPED_FRACTION = 0.01  # more than 1 % of samples at full scale
 MIN_CLIPS = 5  # fewer clips say too little about what is typical
 MAX_REFERENCE = 5000  # windows the distances are taken to (a random subset of larger enrolments)
 
@@ -51,3 +58,39 @@ def outlier_clips(emb: np.ndarray, groups: np.ndarray, factor: float = FACTOR, m
         if d > factor * max(typical, 1e-6):
             out.append(Outlier(clip, d, typical))
     return sorted(out, key=lambda o: -o.distance)
+
+
+@dataclass
+class ClipCheck:
+    path: Path
+    ok: bool
+    reason: str = ""
+    domain: str = "source"
+    audio: Optional[np.ndarray] = None  # mono at the model's rate
+
+
+def check_clip(path: Path, model_rate: int, window_seconds: float, channel="mix", domain: Optional[str] = None) -> ClipCheck:
+    """Read and vet one clip: unreadable, silent, clipped or too short clips are refused with the reason."""
+    try:
+        x, sr = read_wav(path)
+    except AudioFileError as e:
+        return ClipCheck(path, False, str(e).split(": ", 1)[-1])
+    seconds = x.shape[0] / sr
+    if seconds + 1e-6 < window_seconds:
+        return ClipCheck(path, False, f"too short: {seconds:.2f} s, the model needs windows of {window_seconds:g} s")
+    peak = float(np.abs(x).max())
+    if peak < SILENT_PEAK:
+        return ClipCheck(path, False, "silent (digital silence or a muted input)")
+    clipped = float(np.mean(np.abs(x) >= 0.999))
+    if clipped > CLIPPED_FRACTION:
+        return ClipCheck(path, False, f"clipped: {100 * clipped:.1f} % of samples at full scale (lower the input gain)")
+    if domain is None:
+        try:
+            domain = "target" if parse_path(path).domain == "target" else "source"
+        except LabelError:
+            domain = "source"
+    try:
+        mono = prepare(x, sr, model_rate, channel)
+    except ValueError as e:
+        return ClipCheck(path, False, str(e))
+    return ClipCheck(path, True, domain=domain, audio=mono)

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from .publish import events
-from .bank import BankError, MemoryBank, bank_path
+from .bank import BankError, load_machine_bank
 from .bundle import Bundle
 from .config import Config, MachineConfig, require_machines
 from .detector import Decision
@@ -38,17 +38,6 @@ MAX_BATCH = 4
 
 class ReplayError(UserError):
     """A replay that gave nothing to score (too short, empty or unreadable files)."""
-
-
-def load_bank(state_dir: Path, machine: str, bundle: Bundle) -> Optional[MemoryBank]:
-    p = bank_path(state_dir, machine)
-    if not p.is_file():
-        return None
-    bank = MemoryBank.load(p)
-    bank.check_model(bundle.sha256, f"of machine {machine}")
-    if bank.embeddings.shape[1] % bundle.embedding_dim:
-        raise BankError(f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes {bundle.embedding_dim}; recalibrate")
-    return bank
 
 
 @dataclass
@@ -98,7 +87,7 @@ class Agent:
         state_dir = cfg.resolved_state_dir()
         streams = {}
         for name, mc in cfg.machines.items():
-            bank = load_bank(state_dir, name, bundle)
+            bank = load_machine_bank(state_dir, name, bundle)
             streams[name] = MachineStream(name, mc, source_factory(name, mc, bundle.frontend.sample_rate), bundle.frontend, bank)
         return cls(cfg, bundle, engine, streams, sinks)
 
@@ -392,7 +381,7 @@ class Agent:
                         self.cfg.machines[m] = mc
         for m, s in self.streams.items():
             try:
-                bank = load_bank(state_dir, m, self.bundle)
+                bank = load_machine_bank(state_dir, m, self.bundle)
             except BankError as e:
                 log.error("reload: %s: keeping the running bank: %s", m, e)
                 continue

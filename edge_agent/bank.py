@@ -13,12 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from .atomic import atomic_write
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 BANK_FORMAT = 1
 DOMAINS = ("source", "target")
@@ -154,3 +157,15 @@ def combine_domains(dists: dict[str, np.ndarray], stats: dict[str, tuple[float, 
 
 def bank_path(state_dir: Path, machine: str) -> Path:
     return Path(state_dir) / "machines" / machine / "bank.npz"
+
+
+def load_machine_bank(state_dir: Path, machine: str, bundle: "Bundle") -> Optional[MemoryBank]:
+    """The bank calibrate wrote for ``machine``, checked against the running model; None if there is none."""
+    p = bank_path(state_dir, machine)
+    if not p.is_file():
+        return None
+    bank = MemoryBank.load(p)
+    bank.check_model(bundle.sha256, f"of machine {machine}")
+    if bank.embeddings.shape[1] % bundle.embedding_dim:
+        raise BankError(f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes {bundle.embedding_dim}; recalibrate")
+    return bank

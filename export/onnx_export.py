@@ -22,6 +22,7 @@ from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import read_wav
 
 from .recipes import build_model
+from .recipes.base import Recipe
 from .train import load_checkpoint
 
 OPSET = 17
@@ -40,7 +41,7 @@ def load_model(checkpoint: str | Path):
     return model, cfg, ck
 
 
-class Ensemble(torch.nn.Module):
+class Ensemble(Recipe, torch.nn.Module):
     """Several trained members of one recipe behind one front end. The embedding is the members'
     L2-normalised embeddings concatenated and scaled by 1/sqrt(n), so it is unit length and its
     cosine similarity is the mean of the members' similarities: k-NN on it averages the members."""
@@ -55,7 +56,7 @@ class Ensemble(torch.nn.Module):
         return torch.cat([m(*inputs) for m in self.members], dim=1) / len(self.members) ** 0.5
 
 
-class WithClassifier(torch.nn.Module):
+class WithClassifier(Recipe, torch.nn.Module):
     """A model plus its section classifier head: outputs (embedding, logits). The runtime can then
     score a machine the model was trained on by 1 - softmax(logits)[its class] (the STgram papers'
     score) instead of, or next to, the k-NN."""
@@ -78,7 +79,7 @@ class WithClassifier(torch.nn.Module):
 
 def attach_classifier(model, ck: dict):
     """WithClassifier for single-embedding models trained on section classes, else None."""
-    if getattr(model, "targets", ()) != ("section",) or getattr(model, "embeddings_per_window", 1) != 1 or "section" not in ck.get("heads", {}):
+    if model.targets != ("section",) or model.embeddings_per_window != 1 or "section" not in ck.get("heads", {}):
         return None
     from .losses import make_head
 
@@ -95,7 +96,7 @@ def load_models(checkpoints: Sequence[str | Path]):
     model, cfg, ck = loaded[0]
     if len(loaded) == 1:
         return model, cfg, ck, [ck]
-    if getattr(model, "embeddings_per_window", 1) > 1 or len(getattr(model, "output_names", ("embedding",))) > 1:
+    if model.embeddings_per_window > 1 or len(model.output_names) > 1:
         raise ValueError("ensembles of models with several embeddings per window or with score-head outputs are not supported")
     for (_, c, k), path in zip(loaded[1:], checkpoints[1:]):
         if k["recipe"] != ck["recipe"] or c.frontend() != cfg.frontend():
@@ -130,8 +131,8 @@ def export_bundle(
     classifier = attach_classifier(model, ck) if len(checkpoints) == 1 else None
     if classifier is not None:
         model = classifier
-    outputs = list(getattr(model, "output_names", ("embedding",)))
-    heads = model.heads(ck) if hasattr(model, "heads") else {}
+    outputs = list(model.output_names)
+    heads = model.heads(ck)
     frontend = cfg.frontend()
     out_dir = Path(out_dir)
     clips = list(parity_clips) or [DEFAULT_PARITY_CLIPS]
@@ -156,7 +157,7 @@ def export_bundle(
         if not parity <= tolerance:
             raise ParityError(f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written")
         shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
-        per_window = int(getattr(model, "embeddings_per_window", 1))
+        per_window = int(model.embeddings_per_window)
         manifest = write_manifest(tmp, {
             "name": name or Path(out_dir).name,
             "version": version or _dt.date.today().isoformat(),
@@ -178,7 +179,7 @@ def export_bundle(
             # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
             # score calibrate uses unless told otherwise.
             "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window,
-                      "head": getattr(model, "default_head", "knn")},
+                      "head": model.default_head},
             "training": {
                 "data": ck.get("data_summary", {}),
                 "args": ck.get("train_args", {}),

@@ -145,9 +145,9 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     if args.threads:
         torch.set_num_threads(args.threads)
     model, cfg = build_model(args.recipe, args.recipe_config)
-    pretrained = parse_pretrained(args.pretrained, getattr(model, "pretrained_slots", ()))
+    pretrained = parse_pretrained(args.pretrained, model.pretrained_slots)
     if args.speed_perturb is None:
-        args.speed_perturb = list(getattr(model, "speed_perturb", []))
+        args.speed_perturb = list(model.speed_perturb)
     frontend = cfg.frontend()
     t0 = time.time()
     ts = trainset or build_trainset(
@@ -159,7 +159,7 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     log.info("training data: %s", json.dumps(summary))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "fit"):  # recipes with their own procedure (clvae: CNN, then the VAE on its features)
+    if model.own_training:  # clvae: CNN, then the VAE on its features
         hist = model.fit(ts, frontend, args, rng, pretrained, progress, _epoch_features)
         final = hist["vae"] or hist["backbone"]
         save_checkpoint(out, _payload(args, cfg, model, {}, ts, "vae", len(final), final, summary, t0, {"stage_history": hist}))
@@ -203,11 +203,7 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
                 x = {k: v * lam_t.view(-1, *([1] * (v.dim() - 1))) + v[perm] * (1 - lam_t).view(-1, *([1] * (v.dim() - 1))) for k, v in x.items()}
                 ys = {t: y * lam_t[:, None] + y[perm] * (1 - lam_t[:, None]) for t, y in ys.items()}
             inputs = [x[n] for n in model.input_names]
-            if hasattr(model, "target_embeddings"):  # sub-systems trained on different labels (w2v-ast)
-                embs = model.target_embeddings(*inputs)
-            else:
-                emb = model.raw_embedding(*inputs)
-                embs = {t: emb for t in targets}
+            embs = model.target_embeddings(*inputs)  # w2v-ast: sub-systems trained on different labels
             loss = 0
             for t, y in ys.items():
                 reps = embs[t].shape[0] // len(idx)  # frame-sequence models give several embeddings per window

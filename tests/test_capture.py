@@ -55,7 +55,7 @@ def test_unknown_device_lists_the_inputs(pulse):
 def test_captured_real_clips_are_scored(pulse, tmp_path):
     """Calibrate on the demo's normal clips, play a normal and an anomalous real clip into the sink,
     and score what the agent captured."""
-    from calibration.calibrate import enrol_paths
+    from calibration.service import enrol_paths
     from edge_agent.bundle import Bundle
     from edge_agent.embedding import embed_signal
     from edge_agent.engine import open_engine

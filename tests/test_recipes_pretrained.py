@@ -138,7 +138,8 @@ def _weight_norm(sd, key):
 
 def test_wav2vec2_from_hugging_face_and_fairseq(tmp_path):
     from export.pretrained import PretrainedError
-    from export.recipes.w2vast import Wav2Vec2, load_wav2vec2
+    from export.recipes.w2vast import Wav2Vec2
+    from export.recipes.w2vast_weights import load_wav2vec2
     from safetensors.torch import save_file
 
     cfg = _small_w2v_cfg()
@@ -181,7 +182,8 @@ def test_wav2vec2_from_hugging_face_and_fairseq(tmp_path):
 
 
 def test_ast_from_hugging_face_and_original_with_position_grid(tmp_path):
-    from export.recipes.w2vast import AST, load_ast
+    from export.recipes.ast import AST
+    from export.recipes.w2vast_weights import load_ast
 
     cfg = _small_w2v_cfg()
     f, t = cfg.ast_grid
@@ -241,7 +243,7 @@ def test_panns_checkpoint_into_clvae(tmp_path):
 
 
 def test_train_with_pretrained_and_its_errors(tmp_path):
-    from export.recipes.w2vast import AST
+    from export.recipes.ast import AST
     from export.train import TrainArgs, load_checkpoint, train
 
     cfg = _small_w2v_cfg()

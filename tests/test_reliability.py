@@ -283,7 +283,7 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
     import threading
 
     from edge_agent.agent import Agent
-    from edge_agent.cli import _install_signals
+    from edge_agent.cli.run import install_signals as _install_signals
     from edge_agent.config import load_config
 
     agent = Agent.from_config(load_config(_config(tmp_path / "c.yaml", calibrated, DEMO / "replay")), [])

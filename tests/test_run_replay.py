@@ -88,8 +88,8 @@ def test_run_without_machines_or_with_bad_config_exits_2(tmp_path, state):
 def test_importing_the_runtime_does_not_import_torch():
     code = textwrap.dedent("""
         import sys
-        import edge_agent.cli, edge_agent.agent, edge_agent.engine, edge_agent.audio.replay, edge_agent.bank, edge_agent.demo
-        import calibration.calibrate, calibration.evaluate
+        import edge_agent.cli, edge_agent.agent, edge_agent.engine, edge_agent.audio.replay, edge_agent.bank, edge_agent.cli.demo
+        import calibration.service, calibration.evaluate
         assert 'torch' not in sys.modules, 'torch was imported'
         print('ok')
     """)

@@ -1,39 +1,40 @@
 """Training recipes, selectable by name with ``edge-agent train --recipe NAME``.
 
-Every recipe's model takes the front end's features (``input_names``), returns L2-normalised
-embeddings, and declares what it is trained on (``targets``: joint class, machine type, section)
-and its default loss (``default_loss``).
+Every recipe's model implements ``base.Recipe``: it takes the front end's features
+(``input_names``), returns L2-normalised embeddings, and declares what it is trained on
+(``targets``) and its default loss. ``REGISTRY`` is the one list of recipes; the CLI takes its
+choices from it. Importing this package does not import torch.
 """
 from __future__ import annotations
 
-RECIPES = ("dualbranch", "stgram", "sepstgram", "framevit", "clvae", "w2v-ast")
+from dataclasses import dataclass, field
+from importlib import import_module
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    module: str  # under export.recipes
+    model: str  # the model class (a base.Recipe and a torch module)
+    config: str  # its config dataclass
+    fixed: dict = field(default_factory=dict)  # config values the name implies
+
+
+REGISTRY: dict[str, RecipeEntry] = {
+    "dualbranch": RecipeEntry("dualbranch", "DualBranchNet", "DualBranchConfig"),
+    "stgram": RecipeEntry("stgram", "STgramNet", "STgramConfig", {"variant": "stgram"}),
+    "sepstgram": RecipeEntry("stgram", "STgramNet", "STgramConfig", {"variant": "sepstgram"}),
+    "framevit": RecipeEntry("framevit", "FrameViT", "FrameViTConfig"),
+    "clvae": RecipeEntry("clvae", "CLVAENet", "CLVAEConfig"),
+    "w2v-ast": RecipeEntry("w2vast", "W2VASTNet", "W2VASTConfig"),
+}
+RECIPES = tuple(REGISTRY)
 
 
 def build_model(recipe: str, config: dict):
     """(model, config object) for a recipe name and its config dict (from a checkpoint or defaults)."""
-    if recipe == "dualbranch":
-        from .dualbranch import DualBranchConfig, DualBranchNet
-
-        cfg = DualBranchConfig(**config)
-        return DualBranchNet(cfg), cfg
-    if recipe in ("stgram", "sepstgram"):
-        from .stgram import STgramConfig, STgramNet
-
-        cfg = STgramConfig(**{**config, "variant": recipe})
-        return STgramNet(cfg), cfg
-    if recipe == "framevit":
-        from .framevit import FrameViT, FrameViTConfig
-
-        cfg = FrameViTConfig(**config)
-        return FrameViT(cfg), cfg
-    if recipe == "clvae":
-        from .clvae import CLVAEConfig, CLVAENet
-
-        cfg = CLVAEConfig(**config)
-        return CLVAENet(cfg), cfg
-    if recipe == "w2v-ast":
-        from .w2vast import W2VASTConfig, W2VASTNet
-
-        cfg = W2VASTConfig(**config)
-        return W2VASTNet(cfg), cfg
-    raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    if recipe not in REGISTRY:
+        raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
+    e = REGISTRY[recipe]
+    mod = import_module(f"{__name__}.{e.module}")
+    cfg = getattr(mod, e.config)(**{**config, **e.fixed})
+    return getattr(mod, e.model)(cfg), cfg

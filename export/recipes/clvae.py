@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
-from .base import WindowedConfig
+from .base import Recipe, WindowedConfig
 
 log = logging.getLogger("edge_agent.train")
 
@@ -208,13 +208,14 @@ class CenterLossVAE(nn.Module):
             self.centers[j] -= rate * delta
 
 
-class CLVAENet(nn.Module):
+class CLVAENet(Recipe, nn.Module):
     input_names = ("logmel",)
     output_names = ("embedding", "rec_kld", "center_dist")
     targets = ("section",)
     default_loss = "softmax"
     pretrained_slots = ("panns",)
-    default_head = "rec-kld+rec-kld-center"  # the report's ensemble
+    default_head = "rec-kld+rec-kld-center"  # the published ensemble
+    own_training = True  # CNN first, then the VAE on its features
 
     def __init__(self, cfg: CLVAEConfig):
         super().__init__()

@@ -21,7 +21,7 @@ from torch import nn
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
-from .base import WindowedConfig
+from .base import Recipe, WindowedConfig
 
 
 @dataclass
@@ -134,7 +134,7 @@ class SpectrogramBranch(nn.Module):
         return self.fc(x.amax(dim=2).mean(dim=2))
 
 
-class DualBranchNet(nn.Module):
+class DualBranchNet(Recipe, nn.Module):
     """Inputs are the front end's features; output is the L2-normalised 2 x 128 embedding."""
 
     input_names = ("spectrum", "spectrogram")

@@ -26,7 +26,7 @@ from torch import nn
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
-from .base import WindowedConfig
+from .base import Recipe, WindowedConfig
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.n2(x)))
 
 
-class FrameViT(nn.Module):
+class FrameViT(Recipe, nn.Module):
     input_names = ("logmel",)
     targets = ("section",)
     default_loss = "arcface"

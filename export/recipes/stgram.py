@@ -20,7 +20,7 @@ from torch import nn
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
-from .base import WindowedConfig
+from .base import Recipe, WindowedConfig
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Tgram(nn.Module):
         return self.blocks(self.conv(wav[:, None, :])).transpose(1, 2)
 
 
-class STgramNet(nn.Module):
+class STgramNet(Recipe, nn.Module):
     input_names = ("waveform", "logmel")
     targets = ("section",)
     default_loss = "softmax"

@@ -29,7 +29,8 @@ from torch import nn
 
 from edge_agent.frontend import FeatureSpec, Frontend
 
-from .base import WindowedConfig
+from .ast import AST, attention
+from .base import Recipe, WindowedConfig
 
 
 @dataclass
@@ -81,17 +82,6 @@ class W2VASTConfig(WindowedConfig):
         if t < 1:
             raise ValueError(f"a {self.window_seconds} s window has {self.frames} fbank frames, fewer than one AST patch")
         return f, t
-
-
-def attention(x, q_proj, k_proj, v_proj, out_proj, heads: int, dropout: float, training: bool):
-    """Multi-head self-attention written out (exports to plain ONNX operators)."""
-    b, s, d = x.shape
-    hd = d // heads
-    q = q_proj(x).reshape(b, s, heads, hd).transpose(1, 2) * hd ** -0.5
-    k = k_proj(x).reshape(b, s, heads, hd).transpose(1, 2)
-    v = v_proj(x).reshape(b, s, heads, hd).transpose(1, 2)
-    att = F.dropout(torch.softmax(q @ k.transpose(-2, -1), dim=-1), dropout, training)
-    return out_proj((att @ v).transpose(1, 2).reshape(b, s, d))
 
 
 # -- wav2vec 2.0 ------------------------------------------------------------------------------------
@@ -244,99 +234,6 @@ class AttentiveStatsPooling(nn.Module):
 
 
 # -- Audio Spectrogram Transformer --------------------------------------------------------------------
-class PatchEmbeddings(nn.Module):
-    def __init__(self, c: W2VASTConfig):
-        super().__init__()
-        self.projection = nn.Conv2d(1, c.ast_hidden, c.ast_patch, (c.ast_fstride, c.ast_tstride))
-
-    def forward(self, fbank):  # (B, T, F) -> (B, patches, H), frequency-major as AST
-        return self.projection(fbank[:, None].transpose(2, 3)).flatten(2).transpose(1, 2)
-
-
-class ASTEmbeddings(nn.Module):
-    def __init__(self, c: W2VASTConfig):
-        super().__init__()
-        f, t = c.ast_grid
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.ast_hidden))
-        self.distillation_token = nn.Parameter(torch.zeros(1, 1, c.ast_hidden))
-        self.position_embeddings = nn.Parameter(torch.zeros(1, f * t + 2, c.ast_hidden))
-        nn.init.trunc_normal_(self.position_embeddings, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.patch_embeddings = PatchEmbeddings(c)
-        self.dropout = nn.Dropout(c.dropout)
-
-    def forward(self, fbank):
-        x = self.patch_embeddings(fbank)
-        b = x.shape[0]
-        x = torch.cat([self.cls_token.expand(b, -1, -1), self.distillation_token.expand(b, -1, -1), x], dim=1)
-        return self.dropout(x + self.position_embeddings)
-
-
-class _SelfAttention(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-
-
-class _Dense(nn.Module):
-    def __init__(self, a, b):
-        super().__init__()
-        self.dense = nn.Linear(a, b)
-
-
-class ASTAttention(nn.Module):
-    def __init__(self, d, heads, dropout):
-        super().__init__()
-        self.attention, self.output = _SelfAttention(d), _Dense(d, d)
-        self.heads, self.dropout = heads, dropout
-
-    def forward(self, x):
-        a = self.attention
-        return attention(x, a.query, a.key, a.value, self.output.dense, self.heads, self.dropout, self.training)
-
-
-class ASTLayer(nn.Module):
-    """Pre-norm ViT block (names as Hugging Face's ASTLayer)."""
-
-    def __init__(self, c: W2VASTConfig):
-        super().__init__()
-        d = c.ast_hidden
-        self.layernorm_before = nn.LayerNorm(d, eps=1e-12)
-        self.attention = ASTAttention(d, c.ast_heads, c.dropout)
-        self.layernorm_after = nn.LayerNorm(d, eps=1e-12)
-        self.intermediate = _Dense(d, c.ast_mlp)
-        self.output = _Dense(c.ast_mlp, d)
-        self.dropout = nn.Dropout(c.dropout)
-
-    def forward(self, x):
-        x = x + self.dropout(self.attention(self.layernorm_before(x)))
-        return x + self.dropout(self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x)))))
-
-
-class _Layers(nn.Module):
-    def __init__(self, c: W2VASTConfig):
-        super().__init__()
-        self.layer = nn.ModuleList([ASTLayer(c) for _ in range(c.ast_layers)])
-
-
-class AST(nn.Module):
-    """Audio Spectrogram Transformer (Gong et al. 2021): Kaldi fbank (B, T, F) -> CLS token (B, H)."""
-
-    def __init__(self, c: W2VASTConfig):
-        super().__init__()
-        self.c = c
-        self.embeddings = ASTEmbeddings(c)
-        self.encoder = _Layers(c)
-        self.layernorm = nn.LayerNorm(c.ast_hidden, eps=1e-12)
-
-    def forward(self, fbank):
-        x = self.embeddings((fbank - self.c.ast_mean) / (2 * self.c.ast_std))
-        for layer in self.encoder.layer:
-            x = layer(x)
-        return self.layernorm(x)[:, 0]
-
-
-# -- fusion -----------------------------------------------------------------------------------------
 class FusionCNN(nn.Module):
     """(B, 3, H): wav2vec 2.0 mean and std rows, AST CLS row -> embedding."""
 
@@ -368,7 +265,7 @@ class SubSystem(nn.Module):
         return self.fusion(torch.cat([w, a], dim=1))
 
 
-class W2VASTNet(nn.Module):
+class W2VASTNet(Recipe, nn.Module):
     input_names = ("waveform", "fbank")
     targets = ("machine", "joint")  # sub-system 1, sub-system 2
     default_loss = "arcface"
@@ -402,83 +299,12 @@ class W2VASTNet(nn.Module):
 
     def load_pretrained(self, name: str, path: str) -> dict:
         """The same pre-trained weights into both sub-systems (each is then fine-tuned on its labels)."""
+        from .w2vast_weights import load_ast, load_wav2vec2
+
         info = {}
         for sub in (self.sub1, self.sub2):
             info = load_wav2vec2(sub.wav2vec2, path) if name == "wav2vec2" else load_ast(sub.ast, path, self.cfg)
         return info
-
-
-# -- checkpoint loading -----------------------------------------------------------------------------
-W2V_HINT = ("set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, w2v_layers 24, "
-            "w2v_heads 16, w2v_ffn 4096, w2v_stable_layer_norm true, w2v_conv_bias true)")
-AST_HINT = "set ast_* and n_mels in --recipe-config to the checkpoint's sizes (base 10-10: the defaults)"
-
-FAIRSEQ_W2V = [
-    (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
-    (r"feature_extractor\.conv_layers\.(\d+)\.2\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
-    (r"layer_norm\.(weight|bias)", r"feature_projection.layer_norm.\1"),
-    (r"post_extract_proj\.(weight|bias)", r"feature_projection.projection.\1"),
-    (r"encoder\.pos_conv\.0\.(.+)", r"encoder.pos_conv_embed.conv.\1"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.(q|k|v|out)_proj\.(weight|bias)", r"encoder.layers.\1.attention.\2_proj.\3"),
-    (r"encoder\.layers\.(\d+)\.self_attn_layer_norm\.(weight|bias)", r"encoder.layers.\1.layer_norm.\2"),
-    (r"encoder\.layers\.(\d+)\.fc1\.(weight|bias)", r"encoder.layers.\1.feed_forward.intermediate_dense.\2"),
-    (r"encoder\.layers\.(\d+)\.fc2\.(weight|bias)", r"encoder.layers.\1.feed_forward.output_dense.\2"),
-]
-
-ORIGINAL_AST = [
-    (r"v\.cls_token", "embeddings.cls_token"),
-    (r"v\.dist_token", "embeddings.distillation_token"),
-    (r"v\.pos_embed", "embeddings.position_embeddings"),
-    (r"v\.patch_embed\.proj\.(weight|bias)", r"embeddings.patch_embeddings.projection.\1"),
-    (r"v\.blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layer.\1.layernorm_before.\2"),
-    (r"v\.blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layer.\1.layernorm_after.\2"),
-    (r"v\.blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layer.\1.attention.output.dense.\2"),
-    (r"v\.blocks\.(\d+)\.mlp\.fc1\.(weight|bias)", r"encoder.layer.\1.intermediate.dense.\2"),
-    (r"v\.blocks\.(\d+)\.mlp\.fc2\.(weight|bias)", r"encoder.layer.\1.output.dense.\2"),
-    (r"v\.norm\.(weight|bias)", r"layernorm.\1"),
-]
-
-
-def load_wav2vec2(module: Wav2Vec2, path: str) -> dict:
-    """Hugging Face (Wav2Vec2Model, ForPreTraining, ForCTC, ...) or fairseq wav2vec 2.0 weights."""
-    from ..pretrained import load_matching, read_layout, rename, weight_norm_to_weight
-
-    sd, hf = read_layout(path, "feature_extractor.conv_layers.0.conv.weight", "feature_extractor.conv_layers.0.0.weight", "wav2vec 2.0")
-    if not hf:
-        sd = rename(sd, FAIRSEQ_W2V)
-    sd = weight_norm_to_weight(sd, "encoder.pos_conv_embed.conv.", dim=2)
-    return load_matching(module, sd, f"wav2vec 2.0 checkpoint {path}", W2V_HINT)
-
-
-def load_ast(module: AST, path: str, cfg: W2VASTConfig) -> dict:
-    """Hugging Face ASTModel / ASTForAudioClassification or the AST repository's weights. Position
-    embeddings trained on another input length are cut to this window's patch grid from the middle
-    (shorter windows, as the AST code does) or interpolated (longer ones)."""
-    from ..pretrained import load_matching, read_layout, rename
-
-    sd, hf = read_layout(path, "embeddings.patch_embeddings.projection.weight", "v.patch_embed.proj.weight", "Audio Spectrogram Transformer")
-    if not hf:
-        for k in [k for k in sd if k.endswith("attn.qkv.weight") or k.endswith("attn.qkv.bias")]:
-            i, part = k.split(".")[2], k.rsplit(".", 1)[1]
-            for name, t in zip(("query", "key", "value"), sd.pop(k).chunk(3, dim=0)):
-                sd[f"encoder.layer.{i}.attention.attention.{name}.{part}"] = t
-        sd = rename(sd, ORIGINAL_AST)
-    f, t = cfg.ast_grid
-
-    def adapt(key, v, own):
-        if key != "embeddings.position_embeddings" or (v.shape[1] - 2) % f:
-            return v
-        tc = (v.shape[1] - 2) // f
-        grid = v[:, 2:].reshape(1, f, tc, -1)
-        if tc >= t:
-            s = tc // 2 - t // 2
-            grid = grid[:, :, s : s + t]
-        else:
-            grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(f, t), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
-        return torch.cat([v[:, :2], grid.reshape(1, f * t, -1)], dim=1)
-
-    return load_matching(module, sd, f"AST checkpoint {path}", AST_HINT, adapt=adapt)
 
 
 def count_parameters(cfg: W2VASTConfig) -> dict[str, int]:

@@ -13,10 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio.wavio import wav_info
+from ..audio.wavio import wav_info
 
-CLIPS = Path(__file__).parent / "demo_clips"
+CLIPS = Path(__file__).parent.parent / "demo_clips"
 MACHINE = "demo-fan"
+
+
+def add_parsers(command) -> None:
+    d = command("demo", help="the whole pipeline on bundled real clips, no set-up",
+                       description="Enrol a fan from bundled normal clips with the built-in model, then replay normal and "
+                       "anomalous clips through the production path and print what the agent decides.")
+    d.add_argument("--realtime", action="store_true", help="replay at real-time pace (default: as fast as possible)")
+    d.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(a) -> int:
+    return run_demo(realtime=a.realtime, model=a.model)
 
 
 def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
@@ -29,15 +42,15 @@ def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
 
 
 def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
-    from calibration.calibrate import enrol_paths
+    from calibration.service import enrol_paths
     from calibration.enrol import ThresholdPolicy
 
-    from .agent import Agent
-    from .publish.sinks import ConsoleSink
-    from .bank import bank_path
-    from .bundle import Bundle
-    from .config import parse_config
-    from .engine import open_engine
+    from ..bank import bank_path
+    from ..bundle import Bundle
+    from ..config import parse_config
+    from ..daemon import build_daemon
+    from ..engine import open_engine
+    from ..publish.sinks import ConsoleSink
 
     out = out or sys.stdout
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731
@@ -65,7 +78,8 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
         for t0, t1, f in segs:
             say(f"   {t0:5.1f}-{t1:5.1f} s  {f.name}")
         say("3) what the agent decides (one line per window; '*' = above threshold):")
-        agent = Agent.from_config(cfg, [ConsoleSink(out=out)], bundle=bundle, engine=engine)
+        agent = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine).agent
+        agent.sinks.append(ConsoleSink(out=out))
         agent.status_interval = 1e9
         per_seg: dict[Path, list[float]] = {f: [] for _, _, f in segs}
         thr = res.bank.threshold

@@ -1,0 +1,81 @@
+"""Score heads for a calibration: which heads (``--score``, default: the bundle's own) with their
+class resolved, and the threshold refitted on the enrolled windows' scores under them."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_score, head_scores, parse_score
+
+from .embed import CalibrationError
+from .enrol import EnrolResult, ThresholdPolicy, use_heads
+
+
+def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
+    """The class of a machine the model was trained on (``group|section``) for a head that needs one."""
+    classes = bundle_heads(bundle.manifest).get(head, {}).get("classes", [])
+    if head == "classifier" and len(classes) < 2:
+        raise CalibrationError(f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is always 0; use --score knn")
+    if name is None:
+        raise CalibrationError(f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}; "
+                               "for a machine the model was not trained on, use a head without a class (--score knn, or rec-kld for clvae)")
+    if name not in classes:
+        raise CalibrationError(f"--class {name!r} is not one of the model's classes: {', '.join(classes)}")
+    return name, classes.index(name)
+
+
+def score_members(bundle, score: Optional[str], class_name: Optional[str] = None) -> list[dict]:
+    """The score heads a calibration asks for (``--score``, default: the bundle's own), checked
+    against the bundle and with their class resolved."""
+    heads = bundle_heads(bundle.manifest)
+    try:
+        kinds = parse_score(score or default_score(bundle.manifest))
+    except ScoreError as e:
+        raise CalibrationError(str(e)) from None
+    members = []
+    for kind in kinds:
+        if kind not in heads:
+            raise CalibrationError(f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})")
+        m: dict = {"kind": kind}
+        if kind in CLASS_HEADS:
+            m["class"], m["class_index"] = resolve_class(bundle, kind, class_name)
+        if "weight" in heads[kind]:
+            m["weight"] = float(heads[kind]["weight"])
+        members.append(m)
+    return members
+
+
+def knn_only(members: list[dict]) -> bool:
+    """The plain k-NN needs nothing but the bank; other heads need the model's outputs per window."""
+    return [m["kind"] for m in members] == ["knn"]
+
+
+def apply_score(res: EnrolResult, members: list[dict], outputs: dict[str, list[dict]], policy: ThresholdPolicy,
+                fresh: bool, per_window: int) -> None:
+    """Give a new bank the asked score head(s) and refit its threshold on the enrolled windows'
+    scores under that head. ``outputs``: this enrolment's model outputs per domain, in enrolment order."""
+    if knn_only(members):
+        return
+    order = [d for d in ("source", "target") if outputs.get(d)]
+    keys = outputs[order[0]][0].keys()
+    outs = {k: np.concatenate([o[k] for d in order for o in outputs[d]]) for k in keys}
+    domains = np.concatenate([[d] * sum(len(o["embedding"]) for o in outputs[d]) for d in order])
+    scores = []
+    for m in members:
+        if m["kind"] == "knn":
+            # the k-NN member's enrolment scores are the leave-one-clip-out distances, which line up
+            # with this enrolment's windows only when the bank holds nothing else
+            if not fresh:
+                raise CalibrationError("an ensemble with knn is fitted on a new bank only; add --replace")
+            if per_window != 1 or len(res.loo_scores) != len(domains):
+                raise CalibrationError("an ensemble with knn needs a model with one embedding per window")
+            scores.append(res.loo_scores)
+        else:
+            scores.append(head_scores(m, outs))
+    if not fresh:
+        res.notes.append(f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only")
+    try:
+        use_heads(res, members, scores, domains, policy)
+    except ValueError as e:
+        raise CalibrationError(f"--score: {e}") from None

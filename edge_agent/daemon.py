@@ -1,0 +1,68 @@
+"""Assembling the running agent: machine streams, the durable sink (MQTT or the outbox alone), the
+console, health (systemd notify, watchdog) and metrics. The CLI's ``run``, the demo and the
+benchmarks build the daemon here, so there is one wiring.
+
+The runtime never imports calibration; a learning period's learners come in through
+``learner_factory`` (``calibration.learning.learner_factory``, passed by the CLI).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from .agent import Agent
+from .audio import open_source
+from .bundle import Bundle
+from .config import Config
+from .engine import Engine
+from .errors import UserError
+from .publish.mqtt import MQTTPublisher
+from .publish.outbox import Outbox
+from .publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
+
+log = logging.getLogger("edge_agent.daemon")
+
+
+@dataclass
+class Daemon:
+    agent: Agent
+    outbox: Outbox
+    durable: object  # MQTTPublisher, or OutboxOnlySink without an mqtt section
+    console: Optional[ConsoleSink]
+
+
+def build_daemon(cfg: Config, *, config_path: Optional[Path] = None, print_scores: bool = False, console: bool = True,
+                 learner_factory: Optional[Callable[[Config, Bundle], Callable]] = None, bundle: Optional[Bundle] = None,
+                 engine: Optional[Engine] = None, source_factory=open_source, health: bool = True) -> Daemon:
+    """The agent with every sink attached and started (the MQTT client connects in the background);
+    ``agent.run()`` is all that is left to do."""
+    agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
+    agent.config_path = config_path
+    if learner_factory is not None:
+        agent.use_learners(learner_factory(cfg, agent.bundle))
+    con = ConsoleSink() if console else None
+    if con is not None and print_scores:
+        agent.on_window.append(con.window)
+    outbox = open_outbox(cfg)
+    if cfg.mqtt is not None:
+        durable = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
+    else:
+        log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
+        durable = OutboxOnlySink(outbox)
+    # The durable sink first: an event printed on the console is already in the outbox.
+    agent.sinks += [durable] + ([con] if con is not None else [])
+    agent.status_sources.append(durable.status_line)
+    if isinstance(durable, MQTTPublisher):
+        durable.start()
+    if health:
+        from .health import Health, start_metrics
+
+        Health(agent)
+        if cfg.metrics is not None:
+            try:
+                start_metrics(agent, cfg.metrics.listen, durable)
+            except OSError as e:
+                raise UserError(f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})") from None
+    return Daemon(agent, outbox, durable, con)
