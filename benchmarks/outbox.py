@@ -3,6 +3,7 @@
 
     python benchmarks/outbox.py [--repeats 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,17 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.publish.outbox import Outbox  # noqa: E402
 
-PAYLOAD = {"schema": 1, "type": "alarm", "event": "start", "machine": "fan01", "score": 0.21, "threshold": 0.08,
-           "alarm_id": "a" * 32, "event_id": "b" * 32, "ts": "2026-11-22T20:00:00.000Z"}
+PAYLOAD = {
+    "schema": 1,
+    "type": "alarm",
+    "event": "start",
+    "machine": "fan01",
+    "score": 0.21,
+    "threshold": 0.08,
+    "alarm_id": "a" * 32,
+    "event_id": "b" * 32,
+    "ts": "2026-11-22T20:00:00.000Z",
+}
 
 
 def measure(backlog: int, repeats: int) -> dict:
@@ -29,8 +39,10 @@ def measure(backlog: int, repeats: int) -> dict:
         path = Path(d) / "outbox.sqlite"
         Outbox(path).close()
         with sqlite3.connect(path) as db:
-            db.executemany("INSERT INTO outbox (machine, kind, payload, created) VALUES ('fan01', 'alarm', ?, ?)",
-                           [(json.dumps(PAYLOAD), time.time())] * backlog)
+            db.executemany(
+                "INSERT INTO outbox (machine, kind, payload, created) VALUES ('fan01', 'alarm', ?, ?)",
+                [(json.dumps(PAYLOAD), time.time())] * backlog,
+            )
         ob = Outbox(path, max_rows=1_000_000)
         times = []
         for _ in range(repeats):
@@ -39,7 +51,11 @@ def measure(backlog: int, repeats: int) -> dict:
             times.append(time.perf_counter() - t)
         ob.close()
     times.sort()
-    return {"backlog_rows": backlog, "median_ms": 1e3 * statistics.median(times), "p95_ms": 1e3 * times[int(0.95 * len(times))]}
+    return {
+        "backlog_rows": backlog,
+        "median_ms": 1e3 * statistics.median(times),
+        "p95_ms": 1e3 * times[int(0.95 * len(times))],
+    }
 
 
 def main(argv=None) -> int:
@@ -54,8 +70,19 @@ def main(argv=None) -> int:
     ratio = rows[-1]["median_ms"] / rows[0]["median_ms"]
     print(f"median at 99k / median at 0: {ratio:.2f}")
     out = ROOT / "benchmarks" / "results" / "outbox.json"
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "repeats": a.repeats,
-                               "rows": rows, "ratio_99k_to_0": ratio}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": platform.machine(),
+                "repeats": a.repeats,
+                "rows": rows,
+                "ratio_99k_to_0": ratio,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"written {out}")
     return 0
 

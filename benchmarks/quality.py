@@ -11,6 +11,7 @@ markers in docs/model.md.
         # score only these bundles (every score head they carry; several paths = seeds, mean ± std)
         # and keep the other rows of benchmarks/results/quality.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,12 +58,23 @@ def score_bundle(bundle_dir, data: Path, score: str = "knn") -> dict:
 
 def aggregate(per_seed: list[dict]) -> dict:
     """Mean and standard deviation over seeds of every score."""
-    return {bench: {k: (float(np.mean([s[bench][k] for s in per_seed])), float(np.std([s[bench][k] for s in per_seed])))
-                    for k in per_seed[0][bench] if k != "hmean_ci"} for bench in BENCHMARKS}
+    return {
+        bench: {
+            k: (float(np.mean([s[bench][k] for s in per_seed])), float(np.std([s[bench][k] for s in per_seed])))
+            for k in per_seed[0][bench]
+            if k != "hmean_ci"
+        }
+        for bench in BENCHMARKS
+    }
 
 
-HEAD_LABELS = {"knn": "k-NN", "classifier": "classifier 1 - softmax", "rec-kld": "VAE L_rec + L_kld",
-               "rec-kld-center": "VAE L_rec + L_kld + 150 L_C", "rec-kld+rec-kld-center": "VAE ensemble of both"}
+HEAD_LABELS = {
+    "knn": "k-NN",
+    "classifier": "classifier 1 - softmax",
+    "rec-kld": "VAE L_rec + L_kld",
+    "rec-kld-center": "VAE L_rec + L_kld + 150 L_C",
+    "rec-kld+rec-kld-center": "VAE ensemble of both",
+}
 
 
 def bundle_rows(label: str, paths: list[str], data: Path) -> list[dict]:
@@ -78,7 +90,13 @@ def bundle_rows(label: str, paths: list[str], data: Path) -> list[dict]:
         if len(paths) == 1:
             rows.append({"system": f"{name} (1 seed)", "scores": per_seed[0]})
         else:
-            rows.append({"system": f"{name} ({len(paths)} seeds, mean ± std)", "scores": aggregate(per_seed), "per_seed": per_seed})
+            rows.append(
+                {
+                    "system": f"{name} ({len(paths)} seeds, mean ± std)",
+                    "scores": aggregate(per_seed),
+                    "per_seed": per_seed,
+                }
+            )
         print(rows[-1], flush=True)
     return rows
 
@@ -90,8 +108,17 @@ def train_seed(recipe: str, seed: int, work: Path, data: Path, epochs: int, reci
 
     ck = work / f"seed{seed}.ckpt"
     if not ck.is_file():
-        train(TrainArgs(data=[str(data)], out=str(ck), recipe=recipe, epochs=epochs, seed=seed, recipe_config=recipe_config,
-                        exclude_test_of=EXCLUDE))
+        train(
+            TrainArgs(
+                data=[str(data)],
+                out=str(ck),
+                recipe=recipe,
+                epochs=epochs,
+                seed=seed,
+                recipe_config=recipe_config,
+                exclude_test_of=EXCLUDE,
+            )
+        )
     bundle = work / f"bundle-seed{seed}"
     if not (bundle / "manifest.json").is_file():
         export_bundle(ck, bundle, name=f"{recipe}-seed{seed}", log=lambda *_: None)
@@ -113,8 +140,13 @@ def build_rows(a) -> list[dict]:
     for seed in a.seeds:
         per_seed.append(score_bundle(train_seed("dualbranch", seed, a.work, a.data, a.epochs, RECIPE), a.data))
         print({"seed": seed, **per_seed[-1]}, flush=True)
-    rows.append({"system": f"dualbranch, 2 s windows, single model ({len(a.seeds)} seeds, mean ± std)", "scores": aggregate(per_seed),
-                 "per_seed": per_seed})
+    rows.append(
+        {
+            "system": f"dualbranch, 2 s windows, single model ({len(a.seeds)} seeds, mean ± std)",
+            "scores": aggregate(per_seed),
+            "per_seed": per_seed,
+        }
+    )
     rows.append({"system": "default model (ensemble of the seeds above)", "scores": score_bundle("default", a.data)})
     print(rows[-1], flush=True)
     return rows
@@ -129,16 +161,27 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--work", type=Path, default=ROOT / "runs" / "default", help="seed checkpoints (reused when present)")
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "runs" / "default", help="seed checkpoints (reused when present)"
+    )
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "quality.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "model.md")
-    p.add_argument("--bundle", action="append", default=[], metavar="LABEL=PATH[,PATH...]",
-                   help="also score this bundle with every score head it carries; several paths (seeds of one recipe) give "
-                   "mean ± std, e.g. 'stgram=runs/recipes/stgram-seed0,runs/recipes/stgram-seed1,runs/recipes/stgram-seed2'")
-    p.add_argument("--update", action="store_true",
-                   help="score only the --bundle rows; keep the other rows of the JSON (--json) as they are")
-    p.add_argument("--rescore-default", action="store_true",
-                   help="with --update: score the built-in default model's row again too")
+    p.add_argument(
+        "--bundle",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH[,PATH...]",
+        help="also score this bundle with every score head it carries; several paths (seeds of one recipe) give "
+        "mean ± std, e.g. 'stgram=runs/recipes/stgram-seed0,runs/recipes/stgram-seed1,runs/recipes/stgram-seed2'",
+    )
+    p.add_argument(
+        "--update",
+        action="store_true",
+        help="score only the --bundle rows; keep the other rows of the JSON (--json) as they are",
+    )
+    p.add_argument(
+        "--rescore-default", action="store_true", help="with --update: score the built-in default model's row again too"
+    )
     a = p.parse_args(argv)
     if len(a.seeds) < 3:
         p.error("use at least 3 seeds")
@@ -161,25 +204,34 @@ def main(argv=None) -> int:
                         bench[k] = tuple(v)
     else:
         rows = build_rows(a) + extra
-    lines = ["| system | valve AUC source | valve AUC target | valve pAUC | **valve h-mean** | fan AUC | fan pAUC | **fan h-mean** |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| system | valve AUC source | valve AUC target | valve pAUC | **valve h-mean** | fan AUC | fan pAUC | **fan "
+        "h-mean** |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         v, f = r["scores"]["valve"], r["scores"]["fan"]
+
         def cell(d, k):
             text = fmt(*d[k]) if isinstance(d[k], tuple) else fmt(d[k])
             if k == "hmean" and "hmean_ci" in d:
                 text += f" [{d['hmean_ci'][0]:.1f}, {d['hmean_ci'][1]:.1f}]"
             return text
 
-        lines.append(f"| {r['system']} | {cell(v, 'auc_source')} | {cell(v, 'auc_target')} | {cell(v, 'pauc')} | **{cell(v, 'hmean')}** | "
-                     f"{cell(f, 'auc')} | {cell(f, 'pauc')} | **{cell(f, 'hmean')}** |")
+        lines.append(
+            f"| {r['system']} | {cell(v, 'auc_source')} | {cell(v, 'auc_target')} | {cell(v, 'pauc')} | "
+            f"**{cell(v, 'hmean')}** | "
+            f"{cell(f, 'auc')} | {cell(f, 'pauc')} | **{cell(f, 'hmean')}** |"
+        )
     for name, s in PUBLISHED.items():
         lines.append(f"| {name} | | | | {s['valve']:.2f} | | | {s['fan']:.2f} |")
     when = _dt.date.today().isoformat()
     table = "\n".join(lines)
-    header = (f"Measured {when} on {platform.machine()} with {platform.python_version()}, `python benchmarks/quality.py` "
-              f"(scores in %, hop 1 s, 16 source k-means centres + all target windows, 90th-percentile threshold; "
-              f"[lo, hi]: 95 % bootstrap interval of the h-mean, clips resampled within each class and domain).")
+    header = (
+        f"Measured {when} on {platform.machine()} with {platform.python_version()}, `python benchmarks/quality.py` "
+        f"(scores in %, hop 1 s, 16 source k-means centres + all target windows, 90th-percentile threshold; "
+        f"[lo, hi]: 95 % bootstrap interval of the h-mean, clips resampled within each class and domain)."
+    )
     print(header + "\n" + table)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"date": when, "rows": rows, "published": PUBLISHED}, indent=2) + "\n")

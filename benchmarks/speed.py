@@ -11,6 +11,7 @@ table between the markers in docs/performance.md.
 
     python benchmarks/speed.py [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,7 +91,9 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
                 model(*inputs)
                 t_t.append(time.perf_counter() - t0)
         out["engine_torch_eager"] = stats(t_t)
-        out["onnxruntime_speedup_vs_torch"] = out["engine_torch_eager"]["median_ms"] / out["engine_onnxruntime"]["median_ms"]
+        out["onnxruntime_speedup_vs_torch"] = (
+            out["engine_torch_eager"]["median_ms"] / out["engine_onnxruntime"]["median_ms"]
+        )
     out["window_seconds"] = fe.window_seconds
     out["per_10s_audio_hop_1s_ms"] = out["total_onnxruntime"]["median_ms"] * 10  # 10 windows per 10 s at hop 1 s
     out["per_10s_audio_no_overlap_ms"] = out["total_onnxruntime"]["median_ms"] * 10 / fe.window_seconds
@@ -102,7 +105,9 @@ def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str]) -> Path
     from calibration.service import enrol_paths
     from edge_agent.bank import bank_path
 
-    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), OnnxEngine(bundle, "cpu"), bundle.frontend.sample_rate)[0].bank
+    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), OnnxEngine(bundle, "cpu"), bundle.frontend.sample_rate)[
+        0
+    ].bank
     for m in machines:
         bank.save(bank_path(tmp, m))
     return tmp
@@ -113,10 +118,18 @@ def bench_process(seconds: float) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     _state_dir_with_bank(tmp, Bundle.load("default"), ["fan01"])
     cfg = tmp / "c.yaml"
-    cfg.write_text(f"state_dir: {tmp}\nengine: cpu\nmachines:\n  fan01:\n    input: {{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
-                   "    hop_seconds: 1.0\n")
+    cfg.write_text(
+        f"state_dir: {tmp}\nengine: cpu\nmachines:\n  fan01:\n    input: "
+        f"{{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
+        "    hop_seconds: 1.0\n"
+    )
     code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    p = subprocess.Popen([sys.executable, "-c", code, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     tick = os.sysconf("SC_CLK_TCK")
 
     def cpu():
@@ -133,7 +146,12 @@ def bench_process(seconds: float) -> dict:
     p.terminate()
     p.wait(20)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"peak_rss_mb": hwm, "rss_mb": rss, "cpu_percent_of_one_core": 100 * (c1 - c0) / (t1 - t0), "measured_seconds": seconds}
+    return {
+        "peak_rss_mb": hwm,
+        "rss_mb": rss,
+        "cpu_percent_of_one_core": 100 * (c1 - c0) / (t1 - t0),
+        "measured_seconds": seconds,
+    }
 
 
 def bench_streams(counts: list[int], seconds: float) -> dict:
@@ -148,8 +166,16 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
         tmp = Path(tempfile.mkdtemp(prefix="streams-"))
         machines = [f"m{i:03d}" for i in range(n)]
         _state_dir_with_bank(tmp, bundle, machines)
-        cfg = parse_config({"state_dir": str(tmp), "engine": "cpu", "status_interval_seconds": 1e9,
-                            "machines": {m: {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True}} for m in machines}})
+        cfg = parse_config(
+            {
+                "state_dir": str(tmp),
+                "engine": "cpu",
+                "status_interval_seconds": 1e9,
+                "machines": {
+                    m: {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True}} for m in machines
+                },
+            }
+        )
 
         class Null:
             def handle(self, *a):
@@ -168,10 +194,19 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
         th.join(30)
         expected = seconds - bundle.frontend.window_seconds
         ok = lag < 2.0 and min(windows) >= 0.9 * expected
-        results[n] = {"max_backlog_seconds": lag, "min_windows": min(windows), "expected_windows": expected, "real_time": ok,
-                      "mean_batch": agent.stats.windows / max(1, agent.stats.batches)}
+        results[n] = {
+            "max_backlog_seconds": lag,
+            "min_windows": min(windows),
+            "expected_windows": expected,
+            "real_time": ok,
+            "mean_batch": agent.stats.windows / max(1, agent.stats.batches),
+        }
         shutil.rmtree(tmp, ignore_errors=True)
-        print(f"  {n} streams: backlog {lag:.2f} s, windows {min(windows)}/{expected:.0f}, {'real time' if ok else 'FALLS BEHIND'}", flush=True)
+        print(
+            f"  {n} streams: backlog {lag:.2f} s, windows {min(windows)}/{expected:.0f}, "
+            f"{'real time' if ok else 'FALLS BEHIND'}",
+            flush=True,
+        )
         if not ok:
             break
     return results
@@ -205,7 +240,7 @@ def bench_latency(repeats: int) -> dict:
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")
     out = []
-    for r in range(repeats):
+    for _ in range(repeats):
         tmp = Path(tempfile.mkdtemp(prefix="latency-"))
         broker = Broker(tmp / "broker").start()
         _state_dir_with_bank(tmp, bundle, ["fan01"])
@@ -213,17 +248,27 @@ def bench_latency(repeats: int) -> dict:
         clips.mkdir()
         for name in ("01_normal_id_00_00000018.wav", "02_anomaly_id_00_00000002.wav"):
             shutil.copy(DEMO / "replay" / name, clips / name)
-        cfg = parse_config({"node_id": "bench", "state_dir": str(tmp), "engine": "cpu",
-                            "machines": {"fan01": {"input": {"file": str(clips), "realtime": True}}},
-                            "mqtt": {"host": "127.0.0.1", "port": broker.port, "homeassistant": {"enabled": False}}})
+        cfg = parse_config(
+            {
+                "node_id": "bench",
+                "state_dir": str(tmp),
+                "engine": "cpu",
+                "machines": {"fan01": {"input": {"file": str(clips), "realtime": True}}},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "homeassistant": {"enabled": False}},
+            }
+        )
         sub = Subscriber(broker.port, "edge-agent/bench/fan01/alarm")
         got: list[float] = []
-        sub.c.on_message = lambda c, u, m: got.append(time.time()) if b'"start"' in m.payload else None
+        sub.c.on_message = lambda c, u, m, got=got: got.append(time.time()) if b'"start"' in m.payload else None
         daemon = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine)  # the production wiring
         agent, pub = daemon.agent, daemon.durable
         pub.connected.wait(10)
         raised_at_offset = []
-        agent.on_window.append(lambda s, w, score, d: raised_at_offset.append(w.offset) if d is not None and d.kind == "start" else None)
+        agent.on_window.append(
+            lambda s, w, score, d, out=raised_at_offset: (
+                out.append(w.offset) if d is not None and d.kind == "start" else None
+            )
+        )
         th = threading.Thread(target=agent.run, daemon=True)
         th.start()
         th.join(60)
@@ -250,14 +295,22 @@ def bench_latency(repeats: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    p.add_argument("--ckpts", type=Path, nargs="*", default=sorted((ROOT / "runs" / "default").glob("seed*.ckpt")),
-                   help="the default model's training checkpoints, for the PyTorch eager comparison")
+    p.add_argument(
+        "--ckpts",
+        type=Path,
+        nargs="*",
+        default=sorted((ROOT / "runs" / "default").glob("seed*.ckpt")),
+        help="the default model's training checkpoints, for the PyTorch eager comparison",
+    )
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     a = p.parse_args(argv)
     bundle = Bundle.load("default")
-    res = {"date": _dt.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-           "model": bundle.describe()}
+    res = {
+        "date": _dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "model": bundle.describe(),
+    }
     print("per-window compute ...", flush=True)
     res["window"] = bench_window(bundle, 30 if a.quick else 200, list(a.ckpts))
     print("k-NN against bank size ...", flush=True)
@@ -272,28 +325,56 @@ def main(argv=None) -> int:
     sustained = max([n for n, r in res["streams"].items() if r["real_time"]], default=0)
     rows = [
         ("front end per window", f"{w['frontend']['median_ms']:.2f} ms (p95 {w['frontend']['p95_ms']:.2f})"),
-        ("engine per window, ONNX Runtime CPU", f"{w['engine_onnxruntime']['median_ms']:.2f} ms (p95 {w['engine_onnxruntime']['p95_ms']:.2f})"),
+        (
+            "engine per window, ONNX Runtime CPU",
+            f"{w['engine_onnxruntime']['median_ms']:.2f} ms (p95 {w['engine_onnxruntime']['p95_ms']:.2f})",
+        ),
     ]
     if "engine_torch_eager" in w:
-        rows.append(("engine per window, PyTorch eager", f"{w['engine_torch_eager']['median_ms']:.2f} ms (p95 {w['engine_torch_eager']['p95_ms']:.2f}); "
-                     f"ONNX Runtime {w['onnxruntime_speedup_vs_torch']:.2f}x faster"))
+        rows.append(
+            (
+                "engine per window, PyTorch eager",
+                f"{w['engine_torch_eager']['median_ms']:.2f} ms (p95 {w['engine_torch_eager']['p95_ms']:.2f}); "
+                f"ONNX Runtime {w['onnxruntime_speedup_vs_torch']:.2f}x faster",
+            )
+        )
     rows += [
         ("k-NN per window (106 entries)", f"{w['knn_106']['median_ms']:.3f} ms"),
-        (f"total per {w['window_seconds']:g} s window", f"{w['total_onnxruntime']['median_ms']:.2f} ms (p95 {w['total_onnxruntime']['p95_ms']:.2f})"),
-        ("compute per 10 s of audio", f"{w['per_10s_audio_no_overlap_ms']:.1f} ms without overlap; {w['per_10s_audio_hop_1s_ms']:.1f} ms at hop 1 s"),
+        (
+            f"total per {w['window_seconds']:g} s window",
+            f"{w['total_onnxruntime']['median_ms']:.2f} ms (p95 {w['total_onnxruntime']['p95_ms']:.2f})",
+        ),
+        (
+            "compute per 10 s of audio",
+            f"{w['per_10s_audio_no_overlap_ms']:.1f} ms without overlap; {w['per_10s_audio_hop_1s_ms']:.1f} ms at "
+            "hop 1 s",
+        ),
         ("real-time factor, one stream at hop 1 s", f"{w['real_time_factor_hop_1s']:.4f}"),
         ("edge-agent run, one machine: peak RSS", f"{res['process']['peak_rss_mb']:.0f} MB"),
         ("edge-agent run, one machine: CPU", f"{res['process']['cpu_percent_of_one_core']:.1f} % of one core"),
-        ("streams sustained in real time (hop 1 s)", f"{sustained}" + (" (the largest count tried)" if sustained == max(res["streams"]) else "")),
+        (
+            "streams sustained in real time (hop 1 s)",
+            f"{sustained}" + (" (the largest count tried)" if sustained == max(res["streams"]) else ""),
+        ),
     ]
     for size, s in res["knn"].items():
-        rows.append((f"k-NN, bank of {size:,} x {bundle.embedding_dim}", f"{s['median_ms']:.2f} ms (p95 {s['p95_ms']:.2f})"))
+        rows.append(
+            (f"k-NN, bank of {size:,} x {bundle.embedding_dim}", f"{s['median_ms']:.2f} ms (p95 {s['p95_ms']:.2f})")
+        )
     lat = res["latency"]
     if "latency_s" in lat:
-        rows.append(("alarm latency: anomaly enters ring -> MQTT subscriber", f"{lat['latency_s']:.2f} s, of which window + k-of-n wait "
-                     f"{lat['inherent_s']:.2f} s and processing + delivery {lat['processing_and_delivery_s'] * 1e3:.0f} ms"))
+        rows.append(
+            (
+                "alarm latency: anomaly enters ring -> MQTT subscriber",
+                f"{lat['latency_s']:.2f} s, of which window + k-of-n wait "
+                f"{lat['inherent_s']:.2f} s and processing + delivery {lat['processing_and_delivery_s'] * 1e3:.0f} ms",
+            )
+        )
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    header = f"Measured {res['date']} on {res['machine']} (`python benchmarks/speed.py`), model {bundle.name} {bundle.version}."
+    header = (
+        f"Measured {res['date']} on {res['machine']} (`python benchmarks/speed.py`), "
+        f"model {bundle.name} {bundle.version}."
+    )
     print(header + "\n" + table)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(res, indent=2, default=str) + "\n")

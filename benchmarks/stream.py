@@ -17,6 +17,7 @@ enrolment's leave-one-clip-out scores; the recorded scores then go through the a
     python benchmarks/stream.py                 # table, benchmarks/results/stream.json, docs/performance.md section
     python benchmarks/stream.py --machines fan  # one machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,14 +35,14 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration.service import enrol_paths  # noqa: E402
 from calibration.enrol import ThresholdPolicy  # noqa: E402
+from calibration.service import enrol_paths  # noqa: E402
 from edge_agent.agent import Agent  # noqa: E402
+from edge_agent.audio.wavio import wav_info  # noqa: E402
 from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.audio.wavio import wav_info  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MARK_BEGIN, MARK_END = "<!-- stream-table:begin -->", "<!-- stream-table:end -->"
@@ -57,13 +58,22 @@ def machines(data: Path) -> dict[str, dict[str, list[Path]]]:
     slider = sorted((data / "dcase2020t2" / "slider" / "train").glob("*.wav"))
     fan = data / "mimii" / "fan"
     return {
-        "valve": {"enrol": sorted((valve / "train").glob("*.wav")), "normal": sorted((valve / "test").glob("*_normal_*.wav")),
-                  "anomaly": sorted((valve / "test").glob("*_anomaly_*.wav"))},
+        "valve": {
+            "enrol": sorted((valve / "train").glob("*.wav")),
+            "normal": sorted((valve / "test").glob("*_normal_*.wav")),
+            "anomaly": sorted((valve / "test").glob("*_anomaly_*.wav")),
+        },
         # slider id_00: the 75 normal training clips split by number, 0-39 enrolled, 40-74 unseen
-        "slider": {"enrol": [p for p in slider if _slider_no(p) < 40], "normal": [p for p in slider if _slider_no(p) >= 40],
-                   "anomaly": sorted((data / "dcase2020t2" / "slider" / "test").glob("anomaly_id_00_*.wav"))},
-        "fan": {"enrol": sorted((fan / "train").glob("*.wav")), "normal": sorted((fan / "test").glob("normal_*.wav")),
-                "anomaly": sorted((fan / "test").glob("anomaly_*.wav"))},
+        "slider": {
+            "enrol": [p for p in slider if _slider_no(p) < 40],
+            "normal": [p for p in slider if _slider_no(p) >= 40],
+            "anomaly": sorted((data / "dcase2020t2" / "slider" / "test").glob("anomaly_id_00_*.wav")),
+        },
+        "fan": {
+            "enrol": sorted((fan / "train").glob("*.wav")),
+            "normal": sorted((fan / "test").glob("normal_*.wav")),
+            "anomaly": sorted((fan / "test").glob("anomaly_*.wav")),
+        },
     }
 
 
@@ -136,8 +146,14 @@ def replay(bundle: Bundle, engine, bank: MemoryBank, files: list[Path], alarm: d
             sec = wav_info(f).seconds
             spans.append((t, t + sec, f))
             t += sec
-        cfg = parse_config({"state_dir": str(d), "engine": "cpu", "status_interval_seconds": 1e9,
-                            "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}}})
+        cfg = parse_config(
+            {
+                "state_dir": str(d),
+                "engine": "cpu",
+                "status_interval_seconds": 1e9,
+                "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}},
+            }
+        )
         agent = Agent.from_config(cfg, [], bundle=bundle, engine=engine)
         rec = _Recorder(agent)
         agent.sinks.append(rec)
@@ -150,7 +166,9 @@ def offline_alarms(run: StreamRun, threshold: float, alarm: dict, hop: float) ->
     from edge_agent.detector import Detector
 
     a = AlarmConfig(**alarm)
-    det = Detector(threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds, a.smooth_windows(hop), a.smooth)
+    det = Detector(
+        threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds, a.smooth_windows(hop), a.smooth
+    )
     out, start = [], None
     for off, s in zip(run.offsets, run.scores):
         d = det.update(float(s), float(off))
@@ -184,7 +202,14 @@ def detection(anom: StreamRun, alarms, window_seconds: float) -> dict:
             delays.append(max(0.0, min(starts) - t0))
     r, lo, hi = wilson(hits, n)
     med, dlo, dhi = median_ci(delays)
-    return {"clips": n, "detected": hits, "recall": r, "recall_ci": [lo, hi], "delay_median_s": med, "delay_ci_s": [dlo, dhi]}
+    return {
+        "clips": n,
+        "detected": hits,
+        "recall": r,
+        "recall_ci": [lo, hi],
+        "delay_median_s": med,
+        "delay_ci_s": [dlo, dhi],
+    }
 
 
 # -- the benchmark ---------------------------------------------------------------------------
@@ -192,11 +217,16 @@ def detection(anom: StreamRun, alarms, window_seconds: float) -> dict:
 # (no smoothing; windows taken as independent for the budget), for comparison.
 SETTINGS = {
     "before: percentile 0.90": ({"percentile": 0.90, "independent_windows": True}, {"smooth_seconds": 0}),
-    "before: --false-alarms-per-day 1": ({"false_alarms_per_day": 1.0, "independent_windows": True},
-                                         {"smooth_seconds": 0}),
+    "before: --false-alarms-per-day 1": (
+        {"false_alarms_per_day": 1.0, "independent_windows": True},
+        {"smooth_seconds": 0},
+    ),
     "default (1 a week)": ({}, {}),
     "--false-alarms-per-day 1": ({"false_alarms_per_day": 1.0}, {}),
-    f"--false-alarms-per-day {HIGH_BUDGET_PER_DAY} (countable)": ({"false_alarms_per_day": float(HIGH_BUDGET_PER_DAY)}, {}),
+    f"--false-alarms-per-day {HIGH_BUDGET_PER_DAY} (countable)": (
+        {"false_alarms_per_day": float(HIGH_BUDGET_PER_DAY)},
+        {},
+    ),
 }
 
 
@@ -212,7 +242,9 @@ def policy_for(setting: dict, alarm: AlarmConfig) -> ThresholdPolicy:
 SWEEP_SECONDS = (0.0, 2.0, 4.0, 8.0)  # smoothing horizons tried at the default budget
 
 
-def evaluate_setting(res, normal: StreamRun, anom: StreamRun, policy: ThresholdPolicy, alarm: dict, window_seconds: float) -> dict:
+def evaluate_setting(
+    res, normal: StreamRun, anom: StreamRun, policy: ThresholdPolicy, alarm: dict, window_seconds: float
+) -> dict:
     """Threshold from the enrolment's leave-one-out scores under ``policy``, then the recorded streams
     through the agent's Detector at that threshold."""
     from calibration.enrol import pick_threshold
@@ -220,9 +252,16 @@ def evaluate_setting(res, normal: StreamRun, anom: StreamRun, policy: ThresholdP
     _, thr, rule, per_day, info = pick_threshold(res.loo_scores, policy, res.loo_groups)
     fa = false_alarms(normal, offline_alarms(normal, thr, alarm, policy.hop_seconds))
     det = detection(anom, offline_alarms(anom, thr, alarm, policy.hop_seconds), window_seconds)
-    return {"threshold": thr, "rule": {**rule, **policy.rule()}, "alarm": alarm, "predicted_per_hour": per_day / 24,
-            "predicted_ci_per_hour": [x / 24 for x in info.get("per_day_ci", [])], "rate_method": info.get("method"),
-            "false_alarms": fa, "detection": det}
+    return {
+        "threshold": thr,
+        "rule": {**rule, **policy.rule()},
+        "alarm": alarm,
+        "predicted_per_hour": per_day / 24,
+        "predicted_ci_per_hour": [x / 24 for x in info.get("per_day_ci", [])],
+        "rate_method": info.get("method"),
+        "false_alarms": fa,
+        "detection": det,
+    }
 
 
 def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> dict:
@@ -234,81 +273,133 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
     normal = replay(bundle, engine, res.bank, sets["normal"], default_alarm.model_dump())
     anom = replay(bundle, engine, res.bank, anomaly_stream, default_alarm.model_dump())
     for run in (normal, anom):  # ...and its alarms are exactly what the Detector gives on the recorded scores
-        assert offline_alarms(run, res.bank.threshold, default_alarm.model_dump(), 1.0) == run.alarms, "offline detector differs"
-    out = {"clips": {k: len(v) for k, v in sets.items()}, "enrolled_hours": sum(wav_info(f).seconds for f in sets["enrol"]) / 3600,
-           "settings": {}, "smoothing": {}}
+        assert offline_alarms(run, res.bank.threshold, default_alarm.model_dump(), 1.0) == run.alarms, (
+            "offline detector differs"
+        )
+    out = {
+        "clips": {k: len(v) for k, v in sets.items()},
+        "enrolled_hours": sum(wav_info(f).seconds for f in sets["enrol"]) / 3600,
+        "settings": {},
+        "smoothing": {},
+    }
     w = bundle.frontend.window_seconds
     for label, (setting, alarm_over) in SETTINGS.items():
         alarm_cfg = AlarmConfig(**alarm_over)
         r = evaluate_setting(res, normal, anom, policy_for(setting, alarm_cfg), alarm_cfg.model_dump(), w)
         out["settings"][label] = r
         fa, det = r["false_alarms"], r["detection"]
-        log(f"{name:7s} {label:38s} thr {r['threshold']:.4f}  FA {fa['alarms']} in {60 * fa['hours']:.1f} min = "
-            f"{fa['per_hour']:.2f}/h [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}]  predicted {r['predicted_per_hour']:.3g}/h  "
+        log(
+            f"{name:7s} {label:38s} thr {r['threshold']:.4f}  FA {fa['alarms']} in {60 * fa['hours']:.1f} min = "
+            f"{fa['per_hour']:.2f}/h [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}]  predicted "
+            f"{r['predicted_per_hour']:.3g}/h  "
             f"recall {det['detected']}/{det['clips']} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}]  "
-            f"delay {det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]")
+            f"delay {det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]"
+        )
     for sec in SWEEP_SECONDS:
         alarm_cfg = AlarmConfig(smooth_seconds=sec)
-        out["smoothing"][f"{sec:g} s"] = evaluate_setting(res, normal, anom, policy_for({}, alarm_cfg), alarm_cfg.model_dump(), w)
+        out["smoothing"][f"{sec:g} s"] = evaluate_setting(
+            res, normal, anom, policy_for({}, alarm_cfg), alarm_cfg.model_dump(), w
+        )
     # What a learning period on field audio does: half of the unseen normal clips (every other one,
     # so both domains) join the enrolment; the other half is the unseen stream.
     learn, rest = sets["normal"][::2], sets["normal"][1::2]
-    res2, _ = enrol_paths(sets["enrol"] + learn, engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm))
+    res2, _ = enrol_paths(
+        sets["enrol"] + learn, engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm)
+    )
     normal2 = replay(bundle, engine, res2.bank, rest, default_alarm.model_dump())
     anom2 = replay(bundle, engine, res2.bank, anomaly_stream, default_alarm.model_dump())
-    out["after_learning"] = evaluate_setting(res2, normal2, anom2, policy_for({}, default_alarm), default_alarm.model_dump(), w)
+    out["after_learning"] = evaluate_setting(
+        res2, normal2, anom2, policy_for({}, default_alarm), default_alarm.model_dump(), w
+    )
     out["after_learning"]["learned_clips"] = len(learn)
     r = out["after_learning"]
-    log(f"{name:7s} {'after learning half the unseen normals':38s} thr {r['threshold']:.4f}  FA " + " | ".join(_cells(r)))
+    log(
+        f"{name:7s} {'after learning half the unseen normals':38s} thr {r['threshold']:.4f}  FA "
+        + " | ".join(_cells(r))
+    )
     return out
 
 
 def _cells(s: dict) -> tuple[str, str, str]:
     """False alarms, recall and delay of one setting, as table cells."""
     fa, det = s["false_alarms"], s["detection"]
-    return (f"{fa['alarms']} in {60 * fa['hours']:.1f} min",
-            f"{det['detected']}/{det['clips']} = {det['recall']:.2f} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}]",
-            f"{det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]" if det["detected"] else "-")
+    return (
+        f"{fa['alarms']} in {60 * fa['hours']:.1f} min",
+        f"{det['detected']}/{det['clips']} = {det['recall']:.2f} [{det['recall_ci'][0]:.2f}, "
+        f"{det['recall_ci'][1]:.2f}]",
+        f"{det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]"
+        if det["detected"]
+        else "-",
+    )
 
 
 def table(results: dict) -> str:
-    rows = ["| machine | setting | threshold | false alarms (unseen normal) | per hour, 95 % interval | predicted per hour | "
-            "recall, 95 % interval | delay, median [95 %] |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| machine | setting | threshold | false alarms (unseen normal) | per hour, 95 % interval | predicted per "
+        "hour | "
+        "recall, 95 % interval | delay, median [95 %] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for m, r in results["machines"].items():
         for label, s in r["settings"].items():
             fa = s["false_alarms"]
             count, recall, delay = _cells(s)
-            rows.append(f"| {m} | {label} | {s['threshold']:.4f} | {count} | {fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, "
-                        f"{fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | {recall} | {delay} |")
+            rows.append(
+                f"| {m} | {label} | {s['threshold']:.4f} | {count} | {fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, "
+                f"{fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | {recall} | {delay} |"
+            )
     return "\n".join(rows)
 
 
 def sweep_table(results: dict) -> str:
-    rows = ["| machine | running median over | threshold (1 a week) | false alarms (unseen normal) | recall, 95 % interval | "
-            "delay, median [95 %] |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| machine | running median over | threshold (1 a week) | false alarms (unseen normal) | recall, 95 % "
+        "interval | "
+        "delay, median [95 %] |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, r in results["machines"].items():
         for label, s in r["smoothing"].items():
-            rows.append(f"| {m} | {label} ({s['rule']['smooth_windows']} windows) | {s['threshold']:.4f} | " + " | ".join(_cells(s)) + " |")
+            rows.append(
+                f"| {m} | {label} ({s['rule']['smooth_windows']} windows) | {s['threshold']:.4f} | "
+                + " | ".join(_cells(s))
+                + " |"
+            )
     return "\n".join(rows)
 
 
 def learning_table(results: dict) -> str:
-    rows = ["| machine | enrolled + learned clips | threshold (1 a week) | false alarms (other half of the unseen normal) | "
-            "recall, 95 % interval | delay, median [95 %] |", "|---|---|---|---|---|---|"]
+    rows = [
+        "| machine | enrolled + learned clips | threshold (1 a week) | false alarms (other half of the unseen "
+        "normal) | "
+        "recall, 95 % interval | delay, median [95 %] |",
+        "|---|---|---|---|---|---|",
+    ]
     for m, r in results["machines"].items():
         s = r["after_learning"]
-        rows.append(f"| {m} | {r['clips']['enrol']} + {s['learned_clips']} | {s['threshold']:.4f} | " + " | ".join(_cells(s)) + " |")
+        rows.append(
+            f"| {m} | {r['clips']['enrol']} + {s['learned_clips']} | {s['threshold']:.4f} | "
+            + " | ".join(_cells(s))
+            + " |"
+        )
     return "\n".join(rows)
 
 
 def write_docs(results: dict, doc: Path) -> None:
-    head = (f"Measured {results['date']} on {results['machine']} (`python benchmarks/stream.py`), model {results['model']}, "
-            f"hop 1 s, alarm after {results['alarm']['raise_after']} of {results['alarm']['of_last']} windows, "
-            f"clear after {results['alarm']['clear_after']}.")
-    block = (f"{MARK_BEGIN}\n{head}\n\n{table(results)}\n\nSmoothing horizon at the default budget (same streams; the "
-             f"default is {AlarmConfig().smooth_seconds:g} s):\n\n{sweep_table(results)}\n\nAfter a learning period on field audio "
-             f"(every other unseen normal clip joins the enrolment; the others are the unseen stream):\n\n{learning_table(results)}\n"
-             f"{MARK_END}")
+    head = (
+        f"Measured {results['date']} on {results['machine']} (`python benchmarks/stream.py`), model "
+        f"{results['model']}, "
+        f"hop 1 s, alarm after {results['alarm']['raise_after']} of {results['alarm']['of_last']} windows, "
+        f"clear after {results['alarm']['clear_after']}."
+    )
+    block = (
+        f"{MARK_BEGIN}\n{head}\n\n{table(results)}\n\nSmoothing horizon at the default budget (same streams; the "
+        f"default is {AlarmConfig().smooth_seconds:g} s):\n\n{sweep_table(results)}\n\nAfter a learning period on "
+        "field audio "
+        "(every other unseen normal clip joins the enrolment; the others are the unseen "
+        f"stream):\n\n{learning_table(results)}\n"
+        f"{MARK_END}"
+    )
     text = doc.read_text()
     if MARK_BEGIN in text:
         text = text.split(MARK_BEGIN)[0] + block + text.split(MARK_END, 1)[1]
@@ -320,16 +411,25 @@ def write_docs(results: dict, doc: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA, help="the shared data folder (default ../shared/data)")
-    p.add_argument("--machines", nargs="+", default=["valve", "slider", "fan"], help="which machines (default all three)")
+    p.add_argument(
+        "--machines", nargs="+", default=["valve", "slider", "fan"], help="which machines (default all three)"
+    )
     p.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite the table in docs/performance.md")
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "stream.json", help="JSON file to write")
+    p.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "stream.json", help="JSON file to write"
+    )
     a = p.parse_args(argv)
     bundle = Bundle.load(a.model)
     engine = OnnxEngine(bundle, "cpu")
     all_sets = machines(a.data)
-    results = {"date": _dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.python_version()}",
-               "model": f"{bundle.name} {bundle.version}", "alarm": AlarmConfig().model_dump(), "machines": {}}
+    results = {
+        "date": _dt.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "model": f"{bundle.name} {bundle.version}",
+        "alarm": AlarmConfig().model_dump(),
+        "machines": {},
+    }
     for m in a.machines:
         results["machines"][m] = bench_machine(m, all_sets[m], bundle, engine)
     print()

@@ -1,5 +1,6 @@
 """Embedding enrolment audio: clips from files (vetted first) and live recordings cut into chunks
 that act as clips for leave-one-clip-out scoring."""
+
 from __future__ import annotations
 
 import sys
@@ -34,9 +35,18 @@ def embed_piece(engine, fe, x: np.ndarray, hop_samples: int):
     return split_embeddings(engine, out["embedding"]), out
 
 
-def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Optional[str] = None, desc: str = "enrolling",
-                progress: bool = True, outputs_out: Optional[dict] = None, levels_out: Optional[list] = None
-                ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
+def embed_files(
+    paths,
+    engine,
+    fe,
+    hop_samples: int,
+    channel="mix",
+    domain: Optional[str] = None,
+    desc: str = "enrolling",
+    progress: bool = True,
+    outputs_out: Optional[dict] = None,
+    levels_out: Optional[list] = None,
+) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
     With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``; with
     ``levels_out``, every clip's window levels (dBFS)."""
@@ -71,7 +81,7 @@ def embed_files(paths, engine, fe, hop_samples: int, channel="mix", domain: Opti
 
 def split_embeddings(engine, emb):
     """(windows, n * dim) -> (windows * n, dim): every embedding of a frame-sequence model is its
-    own bank entry (the paper's memory bank of context-window embeddings)."""
+    own bank entry (the published memory bank of context-window embeddings)."""
     dim = engine.bundle.embedding_dim
     return emb.reshape(-1, dim)
 
@@ -80,8 +90,14 @@ def to_enrolments(per_domain: dict[str, tuple[list, list]]) -> dict[str, Enrolme
     return {d: Enrolment(np.concatenate(v[0]), np.array(v[1]), d) for d, v in per_domain.items()}
 
 
-def embed_recording(x: np.ndarray, engine, hop_samples: int, domain: str, outputs_out: Optional[dict] = None,
-                    levels_out: Optional[list] = None) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
+def embed_recording(
+    x: np.ndarray,
+    engine,
+    hop_samples: int,
+    domain: str,
+    outputs_out: Optional[dict] = None,
+    levels_out: Optional[list] = None,
+) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """A live recording as chunks of ``LIVE_CHUNK_SECONDS`` (silent chunks skipped), in the shape
     ``embed_files`` returns."""
     fe = engine.bundle.frontend

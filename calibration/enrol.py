@@ -5,6 +5,7 @@ samples if asked. Target domain: every sample (few-shot). Thresholds come from l
 scores: every enrolled window is scored against a bank built without the clip it came from (the
 k-means centres are refitted per fold), so the threshold reflects sound the bank has not seen.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -17,8 +18,17 @@ from edge_agent import __version__
 from edge_agent.bank import MemoryBank, combine_domains, knn_distance
 from edge_agent.scoring import ensemble_spec
 
-from .threshold import (GammaFit, alarm_rate_per_day, block_maxima, fit_block_maxima, fit_gamma, rate_interval, support_note,
-                        threshold_from_alarm_rate, threshold_from_percentile)
+from .threshold import (
+    GammaFit,
+    alarm_rate_per_day,
+    block_maxima,
+    fit_block_maxima,
+    fit_gamma,
+    rate_interval,
+    support_note,
+    threshold_from_alarm_rate,
+    threshold_from_percentile,
+)
 
 MAX_FOLDS = 10
 MIN_BLOCKS = 3  # held-out clips needed to estimate the alarm rate from sequences
@@ -48,8 +58,13 @@ class ThresholdPolicy:
     independent_windows: bool = False  # the former rate model (windows taken as independent), for comparison
 
     def rule(self) -> dict:
-        return {"hop_seconds": self.hop_seconds, "raise_after": self.raise_after, "of_last": self.of_last,
-                "smooth_windows": self.smooth_windows, "smooth": self.smooth}
+        return {
+            "hop_seconds": self.hop_seconds,
+            "raise_after": self.raise_after,
+            "of_last": self.of_last,
+            "smooth_windows": self.smooth_windows,
+            "smooth": self.smooth,
+        }
 
 
 DCASE_POLICY = ThresholdPolicy(percentile=0.90, false_alarms_per_day=None)  # evaluate: the DCASE baseline's convention
@@ -83,28 +98,43 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
     blocks = len(np.unique(groups)) if groups is not None else 0
     if groups is None or policy.independent_windows or blocks < MIN_BLOCKS:
         if thr is None:
-            thr = threshold_from_alarm_rate(fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last)
+            thr = threshold_from_alarm_rate(
+                fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last
+            )
         rate = alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
         info = {"method": "windows taken as independent"}
         if groups is not None and blocks < MIN_BLOCKS and not policy.independent_windows:
-            info["note"] = (f"only {blocks} clip(s) or recording chunk(s): too few to run the alarm rule over held-out audio, so "
-                            "the rate takes windows as independent and is optimistic; enrol at least 3 clips or 15 s")
+            info["note"] = (
+                f"only {blocks} clip(s) or recording chunk(s): too few to run the alarm rule over held-out audio, so "
+                "the rate takes windows as independent and is optimistic; enrol at least 3 clips or 15 s"
+            )
         return fit, float(thr), rule, rate, info
-    maxima, block_hours = block_maxima(scores, groups, policy.hop_seconds, policy.raise_after, policy.of_last,
-                                       policy.smooth_windows, policy.smooth)
+    maxima, block_hours = block_maxima(
+        scores, groups, policy.hop_seconds, policy.raise_after, policy.of_last, policy.smooth_windows, policy.smooth
+    )
     rfit = fit_block_maxima(maxima, block_hours)
     if thr is None:
         thr = rfit.threshold(policy.false_alarms_per_day / 24)
     per_hour = rfit.rate_per_hour(thr)
     lo, hi = rate_interval(maxima, block_hours, thr, shape=rfit.shape)
-    info = {"method": "decision rule over leave-one-clip-out sequences, extreme-value tail", "fit": rfit.to_dict(),
-            "per_day_ci": [24 * lo, 24 * hi], "hours": rfit.hours, "clips": rfit.blocks,
-            "note": support_note(rfit, policy.false_alarms_per_day / 24) if budget else ""}
+    info = {
+        "method": "decision rule over leave-one-clip-out sequences, extreme-value tail",
+        "fit": rfit.to_dict(),
+        "per_day_ci": [24 * lo, 24 * hi],
+        "hours": rfit.hours,
+        "clips": rfit.blocks,
+        "note": support_note(rfit, policy.false_alarms_per_day / 24) if budget else "",
+    }
     return fit, float(thr), rule, 24 * per_hour, info
 
 
-def use_heads(res: "EnrolResult", members: list[dict], member_scores: list[np.ndarray], domains: np.ndarray,
-              policy: ThresholdPolicy) -> None:
+def use_heads(
+    res: "EnrolResult",
+    members: list[dict],
+    member_scores: list[np.ndarray],
+    domains: np.ndarray,
+    policy: ThresholdPolicy,
+) -> None:
     """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.scoring``): one
     head, or an ensemble whose members are z-normalised with their enrolment statistics. The
     threshold is fitted on the enrolled windows' scores (leave-one-out k-NN scores for a k-NN member)."""
@@ -112,12 +142,21 @@ def use_heads(res: "EnrolResult", members: list[dict], member_scores: list[np.nd
         spec, combined = members[0], np.asarray(member_scores[0], np.float64)
     else:
         spec = ensemble_spec(members, member_scores)
-        combined = np.mean([(np.asarray(s) - m["mean"]) / m["std"] for s, m in zip(member_scores, spec["members"])], axis=0)
+        combined = np.mean(
+            [(np.asarray(s) - m["mean"]) / m["std"] for s, m in zip(member_scores, spec["members"])], axis=0
+        )
     fit, thr, rule, rate, info = pick_threshold(combined, policy)
     b = res.bank
     b.threshold = float(thr)
-    b.meta.update({"score": spec, "fit": fit.to_dict(), "threshold_rule": {**rule, **policy.rule()},
-                   "expected_alarms_per_day": rate, "alarm_rate": info})
+    b.meta.update(
+        {
+            "score": spec,
+            "fit": fit.to_dict(),
+            "threshold_rule": {**rule, **policy.rule()},
+            "expected_alarms_per_day": rate,
+            "alarm_rate": info,
+        }
+    )
     res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = combined, domains, fit, rate
 
 
@@ -132,20 +171,39 @@ def kmeans_centres(emb: np.ndarray, n_centres: int, seed: int = 0) -> np.ndarray
     return (c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def _entries(source: Optional[np.ndarray], target: Optional[np.ndarray], n_centres: int, keep_source_samples: bool, seed: int):
+def _entries(
+    source: Optional[np.ndarray], target: Optional[np.ndarray], n_centres: int, keep_source_samples: bool, seed: int
+):
     emb, dom, kind = [], [], []
     if source is not None and len(source):
         c = kmeans_centres(source, n_centres, seed)
-        emb += [c]; dom += ["source"] * len(c); kind += ["centre"] * len(c)
+        emb += [c]
+        dom += ["source"] * len(c)
+        kind += ["centre"] * len(c)
         if keep_source_samples:
-            emb += [source]; dom += ["source"] * len(source); kind += ["sample"] * len(source)
+            emb += [source]
+            dom += ["source"] * len(source)
+            kind += ["sample"] * len(source)
     if target is not None and len(target):
-        emb += [target]; dom += ["target"] * len(target); kind += ["sample"] * len(target)
+        emb += [target]
+        dom += ["target"] * len(target)
+        kind += ["sample"] * len(target)
     d = emb[0].shape[1] if emb else 0
-    return (np.concatenate(emb).astype(np.float32) if emb else np.zeros((0, d), np.float32)), np.array(dom), np.array(kind)
+    return (
+        (np.concatenate(emb).astype(np.float32) if emb else np.zeros((0, d), np.float32)),
+        np.array(dom),
+        np.array(kind),
+    )
 
 
-def _loo_distances(source: Optional[Enrolment], target: Optional[Enrolment], n_centres: int, keep_source_samples: bool, k: int, seed: int):
+def _loo_distances(
+    source: Optional[Enrolment],
+    target: Optional[Enrolment],
+    n_centres: int,
+    keep_source_samples: bool,
+    k: int,
+    seed: int,
+):
     """Leave-one-clip-out k-NN distances of every enrolled window, to each domain's entries."""
     rows = [e for e in (source, target) if e is not None and len(e.embeddings)]
     all_emb = np.concatenate([e.embeddings for e in rows])
@@ -199,18 +257,29 @@ def enrol(
         if source is None and prev_src is not None:
             source = prev_src
         elif source is not None and prev_src is not None:
-            source = Enrolment(np.concatenate([prev_src.embeddings, source.embeddings]),
-                               np.concatenate([prev_src.groups, np.char.add(f"v{existing.version + 1}:", source.groups.astype(str))]), "source")
+            source = Enrolment(
+                np.concatenate([prev_src.embeddings, source.embeddings]),
+                np.concatenate([prev_src.groups, np.char.add(f"v{existing.version + 1}:", source.groups.astype(str))]),
+                "source",
+            )
         if target is None and prev_tgt is not None:
             target = prev_tgt
         elif target is not None and prev_tgt is not None:
-            target = Enrolment(np.concatenate([prev_tgt.embeddings, target.embeddings]),
-                               np.concatenate([prev_tgt.groups, np.char.add(f"v{existing.version + 1}:", target.groups.astype(str))]), "target")
+            target = Enrolment(
+                np.concatenate([prev_tgt.embeddings, target.embeddings]),
+                np.concatenate([prev_tgt.groups, np.char.add(f"v{existing.version + 1}:", target.groups.astype(str))]),
+                "target",
+            )
         notes.append("added to the existing bank (use --replace to start over)")
     if source is None and target is None:
         raise ValueError("nothing to enrol")
-    emb, dom, kind = _entries(source.embeddings if source else None, target.embeddings if target else None,
-                              n_centres, keep_source_samples, seed)
+    emb, dom, kind = _entries(
+        source.embeddings if source else None,
+        target.embeddings if target else None,
+        n_centres,
+        keep_source_samples,
+        seed,
+    )
     all_emb, all_dom, dists = _loo_distances(source, target, n_centres, keep_source_samples, k, seed)
     all_grp = dists.pop("groups")
     stats: dict[str, tuple[float, float]] = {}
@@ -231,8 +300,16 @@ def enrol(
     fit, thr, rule, rate, info = pick_threshold(loo, policy, all_grp)
     version = (existing.version if existing is not None else 0) + 1
     bank = MemoryBank(
-        embeddings=emb, domains=dom, kinds=kind, model_sha256=model_sha256, model_name=model_name,
-        model_version=model_version, threshold=float(thr), k=k, normalise_domains=normalise_domains, domain_stats=stats,
+        embeddings=emb,
+        domains=dom,
+        kinds=kind,
+        model_sha256=model_sha256,
+        model_name=model_name,
+        model_version=model_version,
+        threshold=float(thr),
+        k=k,
+        normalise_domains=normalise_domains,
+        domain_stats=stats,
         meta={
             "version": version,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -246,6 +323,8 @@ def enrol(
             "n_centres": n_centres,
             "keep_source_samples": keep_source_samples,
         },
-        enrolled={e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None},
+        enrolled={
+            e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None
+        },
     )
     return EnrolResult(bank, loo, all_dom[finite], fit, rate, notes, all_grp)

@@ -7,10 +7,9 @@ its score is the mean of its window scores (one window when the clip fits the wi
 shorter than a window is repeated to fill it). A clip is decided anomalous when that score exceeds
 the bank's threshold.
 """
+
 from __future__ import annotations
 
-import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +18,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from edge_agent.audio.convert import prepare
+from edge_agent.audio.wavio import iter_wavs, read_wav
 from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset
-from edge_agent.audio.wavio import iter_wavs
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-from edge_agent.audio.convert import prepare
 from edge_agent.scoring import CLASS_HEADS, bundle_heads, default_score, parse_score, score_windows
-from edge_agent.audio.wavio import read_wav
 
 from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
@@ -58,17 +56,38 @@ class ClipEmbedder:
 
     def infer(self, path: Path) -> dict[str, np.ndarray]:
         x, sr = read_wav(path)
-        return infer_signal(self.engine, self.frontend, prepare(x, sr, self.frontend.sample_rate, self.channel), self.hop)
+        return infer_signal(
+            self.engine, self.frontend, prepare(x, sr, self.frontend.sample_rate, self.channel), self.hop
+        )
 
 
-def enrol_from_clips(embedder: ClipEmbedder, clips: Sequence[ClipLabel], model, n_centres: int = 16, k: int = 1,
-                     normalise_domains: bool = False, policy: ThresholdPolicy = DCASE_POLICY, progress=None,
-                     score: Optional[str] = None, class_name: Optional[str] = None) -> EnrolResult:
+def enrol_from_clips(
+    embedder: ClipEmbedder,
+    clips: Sequence[ClipLabel],
+    model,
+    n_centres: int = 16,
+    k: int = 1,
+    normalise_domains: bool = False,
+    policy: ThresholdPolicy = DCASE_POLICY,
+    progress=None,
+    score: Optional[str] = None,
+    class_name: Optional[str] = None,
+) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
     from .service import enrol_paths
 
-    res, skipped = enrol_paths([c.path for c in clips], embedder.engine, embedder.hop, embedder.channel, n_centres=n_centres, k=k,
-                               normalise_domains=normalise_domains, policy=policy, score=score, class_name=class_name)
+    res, skipped = enrol_paths(
+        [c.path for c in clips],
+        embedder.engine,
+        embedder.hop,
+        embedder.channel,
+        n_centres=n_centres,
+        k=k,
+        normalise_domains=normalise_domains,
+        policy=policy,
+        score=score,
+        class_name=class_name,
+    )
     for p, why in skipped:
         log.warning("not enrolled %s: %s", p, why)
     if progress:
@@ -91,13 +110,24 @@ def machine_class(model, machine_dir: Path, section: str, head: str = "classifie
     path = str(Path(machine_dir).resolve())
     hits = [c for c in classes if c.rsplit("|", 1)[1] == section and path.endswith("/" + c.rsplit("|", 1)[0])]
     if len(hits) != 1:
-        raise CalibrationError(f"{machine_dir} section {section}: not a class the model was trained on (classes: {', '.join(classes)})")
+        raise CalibrationError(
+            f"{machine_dir} section {section}: not a class the model was trained on (classes: {', '.join(classes)})"
+        )
     return hits[0]
 
 
-def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres: int = 16, k: int = 1,
-                     normalise_domains: bool = False, policy: ThresholdPolicy = DCASE_POLICY,
-                     progress: Optional[Callable[[int], None]] = None, name: Optional[str] = None, score: Optional[str] = None) -> MachineResult:
+def evaluate_machine(
+    machine_dir: Path,
+    embedder: ClipEmbedder,
+    model,
+    n_centres: int = 16,
+    k: int = 1,
+    normalise_domains: bool = False,
+    policy: ThresholdPolicy = DCASE_POLICY,
+    progress: Optional[Callable[[int], None]] = None,
+    name: Optional[str] = None,
+    score: Optional[str] = None,
+) -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:
         log.warning("skipped %s: %s", p, why)
@@ -112,9 +142,13 @@ def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres
     if class_heads:
         sections = sorted({c.section for c in train})
         if len(sections) != 1:
-            raise ValueError(f"{machine_dir}: --score {class_heads[0]} evaluates one section per machine folder, found {sections}")
+            raise ValueError(
+                f"{machine_dir}: --score {class_heads[0]} evaluates one section per machine folder, found {sections}"
+            )
         class_name = machine_class(model, machine_dir, sections[0], class_heads[0])
-    result = enrol_from_clips(embedder, train, model, n_centres, k, normalise_domains, policy, progress, score, class_name)
+    result = enrol_from_clips(
+        embedder, train, model, n_centres, k, normalise_domains, policy, progress, score, class_name
+    )
     bank = result.bank
     scores = []
     for c in test:
@@ -131,7 +165,9 @@ def evaluate_machine(machine_dir: Path, embedder: ClipEmbedder, model, n_centres
             continue
         sections[sec] = section_scores(y, scores[m], np.array([c.domain for c in test])[m], scores[m] > bank.threshold)
     values = [v for s in sections.values() for k_, v in s.items() if k_.startswith(("auc", "pauc"))]
-    return MachineResult(name or machine_dir.name, sections, harmonic_mean(values), test, scores, float(bank.threshold), result)
+    return MachineResult(
+        name or machine_dir.name, sections, harmonic_mean(values), test, scores, float(bank.threshold), result
+    )
 
 
 def find_machine_dirs(data_dir: Path) -> list[Path]:
@@ -148,12 +184,15 @@ def count_clips(machine_dirs: Sequence[Path]) -> int:
     return sum(1 for d in machine_dirs for p in iter_wavs([d / "train", d / "test"]))
 
 
-def evaluate(data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Path] = None, progress: bool = True,
-             **kwargs) -> dict:
+def evaluate(
+    data_dir: Path, embedder: ClipEmbedder, model, out_dir: Optional[Path] = None, progress: bool = True, **kwargs
+) -> dict:
     data_dir = Path(data_dir)
     dirs = find_machine_dirs(data_dir)
     if not dirs:
-        raise ValueError(f"{data_dir}: no machine folders with train/ and test/ (the DCASE layout <machine>/train, <machine>/test)")
+        raise ValueError(
+            f"{data_dir}: no machine folders with train/ and test/ (the DCASE layout <machine>/train, <machine>/test)"
+        )
     bar = tqdm(total=count_clips(dirs), desc="evaluating", unit="clip", disable=not progress)
     results = []
     for d in dirs:

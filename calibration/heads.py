@@ -1,5 +1,6 @@
 """Score heads for a calibration: which heads (``--score``, default: the bundle's own) with their
 class resolved, and the threshold refitted on the enrolled windows' scores under them."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -16,10 +17,15 @@ def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
     """The class of a machine the model was trained on (``group|section``) for a head that needs one."""
     classes = bundle_heads(bundle.manifest).get(head, {}).get("classes", [])
     if head == "classifier" and len(classes) < 2:
-        raise CalibrationError(f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is always 0; use --score knn")
+        raise CalibrationError(
+            f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is "
+            "always 0; use --score knn"
+        )
     if name is None:
-        raise CalibrationError(f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}; "
-                               "for a machine the model was not trained on, use a head without a class (--score knn, or rec-kld for clvae)")
+        raise CalibrationError(
+            f"--score {head} needs the machine's class in the model: --class NAME, one of {', '.join(classes)}; "
+            "for a machine the model was not trained on, use a head without a class (--score knn, or rec-kld for clvae)"
+        )
     if name not in classes:
         raise CalibrationError(f"--class {name!r} is not one of the model's classes: {', '.join(classes)}")
     return name, classes.index(name)
@@ -36,7 +42,9 @@ def score_members(bundle, score: Optional[str], class_name: Optional[str] = None
     members = []
     for kind in kinds:
         if kind not in heads:
-            raise CalibrationError(f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})")
+            raise CalibrationError(
+                f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})"
+            )
         m: dict = {"kind": kind}
         if kind in CLASS_HEADS:
             m["class"], m["class_index"] = resolve_class(bundle, kind, class_name)
@@ -51,8 +59,14 @@ def knn_only(members: list[dict]) -> bool:
     return [m["kind"] for m in members] == ["knn"]
 
 
-def apply_score(res: EnrolResult, members: list[dict], outputs: dict[str, list[dict]], policy: ThresholdPolicy,
-                fresh: bool, per_window: int) -> None:
+def apply_score(
+    res: EnrolResult,
+    members: list[dict],
+    outputs: dict[str, list[dict]],
+    policy: ThresholdPolicy,
+    fresh: bool,
+    per_window: int,
+) -> None:
     """Give a new bank the asked score head(s) and refit its threshold on the enrolled windows'
     scores under that head. ``outputs``: this enrolment's model outputs per domain, in enrolment order."""
     if knn_only(members):
@@ -74,7 +88,9 @@ def apply_score(res: EnrolResult, members: list[dict], outputs: dict[str, list[d
         else:
             scores.append(head_scores(m, outs))
     if not fresh:
-        res.notes.append(f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only")
+        res.notes.append(
+            f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only"
+        )
     try:
         use_heads(res, members, scores, domains, policy)
     except ValueError as e:

@@ -7,9 +7,10 @@ it raises no alarms; silent windows (and, with an earlier bank, windows of a sto
 not learned. Memory stays bounded: windows are grouped into blocks (a twentieth of the period,
 5-60 s of audio), and a reservoir keeps a uniform sample of blocks of at most ``MAX_WINDOWS``
 windows in all (about 15 MB of embeddings at the default model's 1024 dimensions), from which the
-bank (k-means source centres) and the threshold (the alarm rule over held-out blocks) are made. Progress and the reservoir are
-saved every few minutes and at stop, so a restart resumes the period.
+bank (k-means source centres) and the threshold (the alarm rule over held-out blocks) are made.
+Progress and the reservoir are saved every few minutes and at stop, so a restart resumes the period.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,16 @@ class Learner:
     """Takes a learning machine's windows (embedding, level) and, when the period is over, makes
     its bank. Implements the agent's learner seam: ``add``, ``progress``, ``describe``, ``save``."""
 
-    def __init__(self, machine: str, state_dir: Path, bundle, policy, hop_seconds: float, seconds: float,
-                 rng: Optional[np.random.Generator] = None):
+    def __init__(
+        self,
+        machine: str,
+        state_dir: Path,
+        bundle,
+        policy,
+        hop_seconds: float,
+        seconds: float,
+        rng: Optional[np.random.Generator] = None,
+    ):
         self.machine, self.state_dir, self.bundle, self.policy = machine, Path(state_dir), bundle, policy
         self.hop, self.seconds = hop_seconds, seconds
         self.block_seconds = min(MAX_BLOCK_SECONDS, max(MIN_BLOCK_SECONDS, seconds / 20))
@@ -111,10 +120,16 @@ class Learner:
     def save(self) -> None:
         meta, data = learning_paths(self.state_dir, self.machine)
         with atomic_write(data) as f:
-            np.savez(f, n_blocks=np.array(len(self.blocks)), **{f"emb_{i}": b for i, b in enumerate(self.blocks)},
-                     **{f"lev_{i}": v for i, v in enumerate(self.levels)})
+            np.savez(
+                f,
+                n_blocks=np.array(len(self.blocks)),
+                **{f"emb_{i}": b for i, b in enumerate(self.blocks)},
+                **{f"lev_{i}": v for i, v in enumerate(self.levels)},
+            )
         with atomic_write(meta, "w") as f:
-            json.dump({"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}, f)
+            json.dump(
+                {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}, f
+            )
 
     # -- inside ----------------------------------------------------------------------------------
     def _close_block(self) -> None:
@@ -134,28 +149,49 @@ class Learner:
             self.save()
 
     def finish(self) -> MemoryBank:
-        from .service import level_range
         from .enrol import Enrolment, enrol
+        from .service import level_range
 
         per_window = self.bundle.embeddings_per_window
         emb = np.concatenate(self.blocks)
         groups = np.concatenate([[f"block{i}"] * len(b) for i, b in enumerate(self.blocks)])
-        res = enrol(self.bundle.sha256, Enrolment(emb, groups, "source"), policy=self.policy, model_name=self.bundle.name,
-                    model_version=self.bundle.version)
+        res = enrol(
+            self.bundle.sha256,
+            Enrolment(emb, groups, "source"),
+            policy=self.policy,
+            model_name=self.bundle.name,
+            model_version=self.bundle.version,
+        )
         bank = res.bank
         bank.meta["levels_dbfs"] = level_range(self.levels)
-        bank.meta["learned"] = {"seconds": self.done, "blocks_seen": self.blocks_seen, "blocks_kept": len(self.blocks),
-                                "embeddings_per_window": per_window}
+        bank.meta["learned"] = {
+            "seconds": self.done,
+            "blocks_seen": self.blocks_seen,
+            "blocks_kept": len(self.blocks),
+            "embeddings_per_window": per_window,
+        }
         bank.save(bank_path(self.state_dir, self.machine))
         for p in learning_paths(self.state_dir, self.machine):
             p.unlink(missing_ok=True)
-        log.info("%s: learning done after %s: bank of %d entries, threshold %.4f, expected %.3g false alarms a day",
-                 self.machine, _span(self.done), len(bank.embeddings), bank.threshold, res.expected_alarms_per_day)
+        log.info(
+            "%s: learning done after %s: bank of %d entries, threshold %.4f, expected %.3g false alarms a day",
+            self.machine,
+            _span(self.done),
+            len(bank.embeddings),
+            bank.threshold,
+            res.expected_alarms_per_day,
+        )
         return bank
 
 
 def _span(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.0f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )
 
 
 def learner_factory(cfg, bundle):
@@ -169,7 +205,9 @@ def learner_factory(cfg, bundle):
         mc = stream.cfg
         if not learning_paths(state_dir, stream.machine)[0].is_file() and stream.bank is None and mc.learn:
             request_learning(state_dir, stream.machine, parse_duration(mc.learn))
-            log.info("%s: no bank yet and learn: %s in the config: starting the learning period", stream.machine, mc.learn)
+            log.info(
+                "%s: no bank yet and learn: %s in the config: starting the learning period", stream.machine, mc.learn
+            )
         policy = threshold_policy(None, None, mc.hop_seconds, mc.alarm)
         return Learner.resume(stream.machine, state_dir, bundle, policy, mc.hop_seconds)
 

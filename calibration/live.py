@@ -1,5 +1,6 @@
 """Recording a machine's normal sound live from its configured input, with a progress bar and a
 level meter (``calibrate --seconds``)."""
+
 from __future__ import annotations
 
 import sys
@@ -19,13 +20,21 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
     from tqdm import tqdm
 
     if machine not in cfg.machines:
-        raise CalibrationError(f"machine {machine!r} is not in the config (machines: {', '.join(cfg.machines) or 'none'}); "
-                               "add it with its input, or use --from with WAV files")
+        raise CalibrationError(
+            f"machine {machine!r} is not in the config (machines: {', '.join(cfg.machines) or 'none'}); "
+            "add it with its input, or use --from with WAV files"
+        )
     mc = cfg.machines[machine]
     src = open_source(machine, mc, model_rate)
     src.start()
     chunks, got, rate = [], 0, None
-    bar = tqdm(total=round(seconds, 1), desc=f"recording {machine}", unit="s", file=out, bar_format="{l_bar}{bar}| {n:.1f}/{total} s {postfix}")
+    bar = tqdm(
+        total=round(seconds, 1),
+        desc=f"recording {machine}",
+        unit="s",
+        file=out,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} s {postfix}",
+    )
     t_end = time.monotonic() + seconds + 30.0  # a dead input must not hang calibration
     try:
         while got < seconds and time.monotonic() < t_end:
@@ -40,7 +49,9 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
             got += len(frames) / rate
             db = level_dbfs(frames)
             meter = "#" * int(max(0, min(30, (db + 90) / 3)))
-            bar.set_postfix_str(f"level {db:6.1f} dBFS {meter:<30}" + ("  SILENT - is the microphone muted?" if db < -80 else ""))
+            bar.set_postfix_str(
+                f"level {db:6.1f} dBFS {meter:<30}" + ("  SILENT - is the microphone muted?" if db < -80 else "")
+            )
             bar.update(min(len(frames) / rate, seconds - bar.n))
             if src.finished:
                 break
@@ -48,5 +59,8 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
         bar.close()
         src.stop()
     if not chunks:
-        raise CalibrationError(f"no audio arrived from the input of {machine} ({src.error or 'nothing delivered'}); check 'edge-agent devices'")
+        raise CalibrationError(
+            f"no audio arrived from the input of {machine} ({src.error or 'nothing delivered'}); check 'edge-agent "
+            "devices'"
+        )
     return np.concatenate(chunks)

@@ -6,6 +6,7 @@
 - the harmonic mean of those; for data without domains, of AUC and pAUC;
 - precision, recall and F1 of thresholded decisions (anomaly = positive class).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -31,7 +32,9 @@ def harmonic_mean(values) -> float:
     return float(hmean(np.maximum(v, np.finfo(float).eps))) if v.size else float("nan")
 
 
-def section_scores(y_true: np.ndarray, scores: np.ndarray, domains: np.ndarray, decisions: Optional[np.ndarray] = None) -> dict:
+def section_scores(
+    y_true: np.ndarray, scores: np.ndarray, domains: np.ndarray, decisions: Optional[np.ndarray] = None
+) -> dict:
     """Scores of one section (machine id). ``domains``: "source"/"target" per clip."""
     y_true = np.asarray(y_true).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
@@ -49,7 +52,9 @@ def section_scores(y_true: np.ndarray, scores: np.ndarray, domains: np.ndarray, 
         out["pauc"] = pauc(y_true, scores)
         out["hmean"] = harmonic_mean([out["auc"], out["pauc"]])
     if decisions is not None:
-        p, r, f, _ = precision_recall_fscore_support(y_true, np.asarray(decisions).astype(int), average="binary", zero_division=0)
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, np.asarray(decisions).astype(int), average="binary", zero_division=0
+        )
         out.update(precision=float(p), recall=float(r), f1=float(f))
     return out
 

@@ -1,10 +1,10 @@
 """Pictures and files for people: the enrolment score histogram with its threshold, ROC curves,
 DCASE submission CSVs, results.json and a markdown table after evaluation."""
+
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,9 @@ def plot_enrolment(res, path: Path, machine: str) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     scores, doms = res.loo_scores, res.loo_domains
-    bins = np.linspace(min(scores.min(), res.bank.threshold) - 1e-3, max(scores.max(), res.bank.threshold) * 1.05 + 1e-3, 40)
+    bins = np.linspace(
+        min(scores.min(), res.bank.threshold) - 1e-3, max(scores.max(), res.bank.threshold) * 1.05 + 1e-3, 40
+    )
     for d, colour in (("source", "tab:blue"), ("target", "tab:orange")):
         m = doms == d
         if m.any():
@@ -72,13 +74,18 @@ def plot_roc(r, path: Path) -> Path:
 
 
 def markdown_table(summary: dict) -> str:
-    lines = ["| machine | section | AUC source | AUC target | AUC | pAUC | h-mean | precision | recall | F1 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| machine | section | AUC source | AUC target | AUC | pAUC | h-mean | precision | recall | F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     f = lambda v: "" if v is None else f"{100 * v:.2f}"  # noqa: E731
     for m, r in summary["machines"].items():
         for sec, s in r["sections"].items():
-            lines.append(f"| {m} | {sec} | {f(s.get('auc_source'))} | {f(s.get('auc_target'))} | {f(s.get('auc'))} | {f(s.get('pauc'))} | "
-                         f"{f(s.get('hmean'))} | {f(s.get('precision'))} | {f(s.get('recall'))} | {f(s.get('f1'))} |")
+            lines.append(
+                f"| {m} | {sec} | {f(s.get('auc_source'))} | {f(s.get('auc_target'))} | {f(s.get('auc'))} | "
+                f"{f(s.get('pauc'))} | "
+                f"{f(s.get('hmean'))} | {f(s.get('precision'))} | {f(s.get('recall'))} | {f(s.get('f1'))} |"
+            )
     lines.append(f"| **all** | | | | | | **{f(summary['hmean'])}** | | | |")
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@ threshold. ``calibrate(request, engine, existing)`` is what ``edge-agent calibra
 demo, ``evaluate`` and the benchmarks enrol through ``enrol_paths``. Nothing here prints, reads
 argparse or writes files; the CLI does that.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,18 +73,33 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
         for p in req.paths:
             if not Path(p).exists():
                 raise CalibrationError(f"--from {p}: no such file or folder")
-        per_domain, skipped = embed_files(req.paths, engine, fe, hop_samples, req.channel, req.domain, f"enrolling {req.machine}",
-                                          progress=req.progress, outputs_out=keep_outputs, levels_out=levels)
+        per_domain, skipped = embed_files(
+            req.paths,
+            engine,
+            fe,
+            hop_samples,
+            req.channel,
+            req.domain,
+            f"enrolling {req.machine}",
+            progress=req.progress,
+            outputs_out=keep_outputs,
+            levels_out=levels,
+        )
     elif req.recording is not None:
-        per_domain, skipped = embed_recording(req.recording, engine, hop_samples, req.domain or "source", keep_outputs, levels)
+        per_domain, skipped = embed_recording(
+            req.recording, engine, hop_samples, req.domain or "source", keep_outputs, levels
+        )
     else:
         raise CalibrationError("nothing to enrol: give WAV files or a recording")
     outliers = exclude_outliers(per_domain, outputs, req.keep_outliers)
     n_windows = sum(len(g) for _, g in per_domain.values())
     if n_windows < MIN_WINDOWS:
         err = CalibrationError(
-            f"only {n_windows} usable windows of {fe.window_seconds:g} s (need at least {MIN_WINDOWS}); give more normal audio "
-            f"(e.g. --seconds {int(MIN_WINDOWS * req.hop_seconds + fe.window_seconds) + 1}) or fix the clips listed above")
+            f"only {n_windows} usable windows of {fe.window_seconds:g} s (need at least {MIN_WINDOWS}); give more "
+            "normal audio "
+            f"(e.g. --seconds {int(MIN_WINDOWS * req.hop_seconds + fe.window_seconds) + 1}) or fix the clips listed "
+            "above"
+        )
         err.skipped, err.outliers = skipped, outliers  # for the caller to list before the error
         raise err
     if existing is not None and not req.replace:
@@ -92,27 +108,62 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
         existing = None
     enr = to_enrolments(per_domain)
     try:
-        res = enrol(bundle.sha256, enr.get("source"), enr.get("target"), existing=existing, replace=req.replace,
-                    n_centres=req.centres, keep_source_samples=req.keep_source_samples, k=req.k,
-                    normalise_domains=req.normalise_domains, policy=req.policy, model_name=bundle.name, model_version=bundle.version)
+        res = enrol(
+            bundle.sha256,
+            enr.get("source"),
+            enr.get("target"),
+            existing=existing,
+            replace=req.replace,
+            n_centres=req.centres,
+            keep_source_samples=req.keep_source_samples,
+            k=req.k,
+            normalise_domains=req.normalise_domains,
+            policy=req.policy,
+            model_name=bundle.name,
+            model_version=bundle.version,
+        )
     except ValueError as e:
         raise CalibrationError(str(e)) from None
     apply_score(res, members, outputs, req.policy, existing is None, bundle.embeddings_per_window)
     res.bank.meta["skipped_clips"] = len(skipped)
-    res.bank.meta["levels_dbfs"] = level_range(levels, existing.meta.get("levels_dbfs") if existing is not None else None)
+    res.bank.meta["levels_dbfs"] = level_range(
+        levels, existing.meta.get("levels_dbfs") if existing is not None else None
+    )
     res.bank.meta["outlier_clips"] = {"excluded" if not req.keep_outliers else "kept": [o.clip for _, o in outliers]}
     return Calibration(res, skipped, outliers)
 
 
-def enrol_paths(paths, engine, hop_samples: int, channel="mix", progress: bool = False, score: Optional[str] = None,
-                class_name: Optional[str] = None, policy: Optional[ThresholdPolicy] = None, n_centres: int = 16,
-                k: int = 1, **enrol_args) -> tuple[EnrolResult, list[tuple[Path, str]]]:
+def enrol_paths(
+    paths,
+    engine,
+    hop_samples: int,
+    channel="mix",
+    progress: bool = False,
+    score: Optional[str] = None,
+    class_name: Optional[str] = None,
+    policy: Optional[ThresholdPolicy] = None,
+    n_centres: int = 16,
+    k: int = 1,
+    **enrol_args,
+) -> tuple[EnrolResult, list[tuple[Path, str]]]:
     """Vet, embed and enrol normal clips into a new bank with the asked score head, every clip kept
     (as evaluation and the benchmarks need). Returns (EnrolResult, skipped clips)."""
     fe = engine.bundle.frontend
-    req = CalibrationRequest(machine="evaluation", paths=tuple(paths), channel=channel, hop_seconds=hop_samples / fe.sample_rate,
-                             policy=policy or ThresholdPolicy(), score=score, class_name=class_name, replace=True,
-                             centres=n_centres, k=k, keep_outliers=True, progress=progress, **enrol_args)
+    req = CalibrationRequest(
+        machine="evaluation",
+        paths=tuple(paths),
+        channel=channel,
+        hop_seconds=hop_samples / fe.sample_rate,
+        policy=policy or ThresholdPolicy(),
+        score=score,
+        class_name=class_name,
+        replace=True,
+        centres=n_centres,
+        k=k,
+        keep_outliers=True,
+        progress=progress,
+        **enrol_args,
+    )
     c = calibrate(req, engine)
     return c.result, c.skipped
 
@@ -123,28 +174,49 @@ def level_range(levels: list, existing: Optional[dict] = None) -> Optional[dict]
     x = np.concatenate(levels) if levels else np.zeros(0)
     if not len(x):
         return existing
-    r = {"low": float(np.percentile(x, 1)), "median": float(np.median(x)), "high": float(np.percentile(x, 99)), "windows": int(len(x))}
+    r = {
+        "low": float(np.percentile(x, 1)),
+        "median": float(np.median(x)),
+        "high": float(np.percentile(x, 99)),
+        "windows": int(len(x)),
+    }
     if existing:
-        r = {"low": min(r["low"], existing["low"]), "median": r["median"], "high": max(r["high"], existing["high"]),
-             "windows": r["windows"] + int(existing.get("windows", 0))}
+        r = {
+            "low": min(r["low"], existing["low"]),
+            "median": r["median"],
+            "high": max(r["high"], existing["high"]),
+            "windows": r["windows"] + int(existing.get("windows", 0)),
+        }
     return r
 
 
-def threshold_policy(percentile: Optional[float], false_alarms_per_day: Optional[float], hop: float,
-                     alarm=None, false_alarms_per_week: Optional[float] = None) -> ThresholdPolicy:
+def threshold_policy(
+    percentile: Optional[float],
+    false_alarms_per_day: Optional[float],
+    hop: float,
+    alarm=None,
+    false_alarms_per_week: Optional[float] = None,
+) -> ThresholdPolicy:
     """The threshold rule calibrate applies (also used by the benchmarks): the asked percentile (the
     DCASE convention) or false-alarm budget, else the machine's budget (``alarm.false_alarms_per_week``,
     1 a week), always with the machine's hop, smoothing and raise rule."""
     alarm = alarm or AlarmConfig()
     if percentile is None and false_alarms_per_day is None:
         false_alarms_per_day = (false_alarms_per_week or alarm.false_alarms_per_week) / 7
-    return ThresholdPolicy(percentile=percentile, false_alarms_per_day=None if percentile is not None else false_alarms_per_day,
-                           hop_seconds=hop, raise_after=alarm.raise_after, of_last=alarm.of_last,
-                           smooth_windows=alarm.smooth_windows(hop), smooth=alarm.smooth)
+    return ThresholdPolicy(
+        percentile=percentile,
+        false_alarms_per_day=None if percentile is not None else false_alarms_per_day,
+        hop_seconds=hop,
+        raise_after=alarm.raise_after,
+        of_last=alarm.of_last,
+        smooth_windows=alarm.smooth_windows(hop),
+        smooth=alarm.smooth,
+    )
 
 
-def exclude_outliers(per_domain: dict[str, tuple[list, list]], outputs: dict[str, list[dict]], keep: bool
-                     ) -> list[tuple[str, Outlier]]:
+def exclude_outliers(
+    per_domain: dict[str, tuple[list, list]], outputs: dict[str, list[dict]], keep: bool
+) -> list[tuple[str, Outlier]]:
     """Find the clips of each domain that sound unlike the rest and, unless ``keep``, take them
     (embeddings and model outputs) out of the enrolment. Returns (domain, outlier) pairs."""
     found = []

@@ -1,5 +1,6 @@
 """Alarm thresholds from enrolment scores: a gamma fit and its percentile (the DCASE baseline
 convention), or a false-alarm budget per day that accounts for the hop and the k-of-n raise rule."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,13 +55,17 @@ def alarm_rate_per_day(p_window: float, hop_seconds: float, raise_after: int, of
     return float(windows_per_day * p_start)
 
 
-def threshold_from_alarm_rate(fit: GammaFit, alarms_per_day: float, hop_seconds: float, raise_after: int, of_last: int) -> float:
+def threshold_from_alarm_rate(
+    fit: GammaFit, alarms_per_day: float, hop_seconds: float, raise_after: int, of_last: int
+) -> float:
     """The per-window threshold whose expected alarm rate on normal sound is ``alarms_per_day``."""
     if alarms_per_day <= 0:
         raise ValueError("--false-alarms-per-day must be > 0")
 
     def gap(log_p: float) -> float:
-        return np.log(alarm_rate_per_day(np.exp(log_p), hop_seconds, raise_after, of_last) + 1e-300) - np.log(alarms_per_day)
+        return np.log(alarm_rate_per_day(np.exp(log_p), hop_seconds, raise_after, of_last) + 1e-300) - np.log(
+            alarms_per_day
+        )
 
     lo, hi = np.log(1e-15), np.log(0.5)
     if gap(hi) < 0:  # even p = 0.5 gives fewer alarms than allowed
@@ -105,12 +110,25 @@ class RateFit:
         return float(stats.genextreme.isf(p, self.shape, loc=self.loc, scale=self.scale))
 
     def to_dict(self) -> dict:
-        return {"distribution": "genextreme", "shape": self.shape, "loc": self.loc, "scale": self.scale,
-                "block_hours": self.block_hours, "blocks": self.blocks}
+        return {
+            "distribution": "genextreme",
+            "shape": self.shape,
+            "loc": self.loc,
+            "scale": self.scale,
+            "block_hours": self.block_hours,
+            "blocks": self.blocks,
+        }
 
 
-def block_maxima(scores: np.ndarray, groups: np.ndarray, hop_seconds: float, raise_after: int, of_last: int,
-                 smooth_windows: int = 1, how: str = "median") -> tuple[np.ndarray, float]:
+def block_maxima(
+    scores: np.ndarray,
+    groups: np.ndarray,
+    hop_seconds: float,
+    raise_after: int,
+    of_last: int,
+    smooth_windows: int = 1,
+    how: str = "median",
+) -> tuple[np.ndarray, float]:
     """Per clip (in the order its windows were scored), the largest decision statistic; and the
     mean audio per clip in hours. Clips with fewer than ``raise_after`` windows cannot alarm alone
     and are left out."""
@@ -132,8 +150,10 @@ def fit_block_maxima(maxima: np.ndarray, block_hours: float, shape: float | None
     GEV shape (the bootstrap refits location and scale only)."""
     m = np.asarray(maxima, dtype=np.float64)
     if len(m) < 3 or np.ptp(m) <= 0:
-        raise ValueError(f"need at least 3 enrolment clips (or recording chunks) with distinct scores to fit a false-alarm "
-                         f"rate, got {len(m)}")
+        raise ValueError(
+            f"need at least 3 enrolment clips (or recording chunks) with distinct scores to fit a false-alarm "
+            f"rate, got {len(m)}"
+        )
     c = 0.0
     if shape is not None and shape != 0.0:
         c, loc, scale = stats.genextreme.fit(m, f0=shape)
@@ -146,8 +166,9 @@ def fit_block_maxima(maxima: np.ndarray, block_hours: float, shape: float | None
     return RateFit(float(c), float(loc), float(scale), block_hours, len(m))
 
 
-def rate_interval(maxima: np.ndarray, block_hours: float, threshold: float, n: int = BOOTSTRAP, seed: int = 0,
-                  shape: float = 0.0) -> tuple[float, float]:
+def rate_interval(
+    maxima: np.ndarray, block_hours: float, threshold: float, n: int = BOOTSTRAP, seed: int = 0, shape: float = 0.0
+) -> tuple[float, float]:
     """95 % bootstrap interval (clips resampled; location and scale refitted at the point fit's
     ``shape``) of the alarm rate per hour at a threshold."""
     rng = np.random.default_rng(seed)
@@ -166,9 +187,12 @@ def support_note(fit: RateFit, per_hour: float) -> str:
     period = 1.0 / per_hour  # hours between alarms the budget allows
     if fit.hours * 10 >= period:
         return ""
-    return (f"the budget of one false alarm per {_hours(period)} is extrapolated from {_hours(fit.hours)} of enrolled audio "
-            f"({period / fit.hours:.0f}x beyond it); for an estimate that rests on audio rather than on the fitted tail, "
-            f"enrol at least {_hours(period / 10)} of normal sound covering day, night and load changes")
+    return (
+        f"the budget of one false alarm per {_hours(period)} is extrapolated from {_hours(fit.hours)} of enrolled "
+        "audio "
+        f"({period / fit.hours:.0f}x beyond it); for an estimate that rests on audio rather than on the fitted tail, "
+        f"enrol at least {_hours(period / 10)} of normal sound covering day, night and load changes"
+    )
 
 
 def _hours(h: float) -> str:

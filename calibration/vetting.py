@@ -10,6 +10,7 @@ is ``factor`` times the 90th percentile of the other clips' distances. Measured 
 model: real normal clips reach at most 2.2x (dcase2020 slider, 75 clips; DCASE 2023 valve; MIMII
 fan), white noise 12-50x and a pure tone 5-30x.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,11 @@ class Outlier:
 def clip_distances(emb: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Each clip's median nearest-window distance to the other clips."""
     rng = np.random.default_rng(seed)
-    ref = np.arange(len(emb)) if len(emb) <= MAX_REFERENCE else np.sort(rng.choice(len(emb), MAX_REFERENCE, replace=False))
+    ref = (
+        np.arange(len(emb))
+        if len(emb) <= MAX_REFERENCE
+        else np.sort(rng.choice(len(emb), MAX_REFERENCE, replace=False))
+    )
     out = {}
     for g in np.unique(groups):
         others = ref[groups[ref] != g]
@@ -47,7 +52,9 @@ def clip_distances(emb: np.ndarray, groups: np.ndarray, seed: int = 0) -> dict[s
     return out
 
 
-def outlier_clips(emb: np.ndarray, groups: np.ndarray, factor: float = FACTOR, min_clips: int = MIN_CLIPS) -> list[Outlier]:
+def outlier_clips(
+    emb: np.ndarray, groups: np.ndarray, factor: float = FACTOR, min_clips: int = MIN_CLIPS
+) -> list[Outlier]:
     groups = np.asarray(groups)
     if len(np.unique(groups)) < min_clips:
         return []
@@ -69,7 +76,9 @@ class ClipCheck:
     audio: Optional[np.ndarray] = None  # mono at the model's rate
 
 
-def check_clip(path: Path, model_rate: int, window_seconds: float, channel="mix", domain: Optional[str] = None) -> ClipCheck:
+def check_clip(
+    path: Path, model_rate: int, window_seconds: float, channel="mix", domain: Optional[str] = None
+) -> ClipCheck:
     """Read and vet one clip: unreadable, silent, clipped or too short clips are refused with the reason."""
     try:
         x, sr = read_wav(path)

@@ -2,4 +2,5 @@
 
 The runtime package. It never imports torch, so it fits a small device.
 """
+
 __version__ = "0.1.0"

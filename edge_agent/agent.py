@@ -5,6 +5,7 @@ machine) through the front end and the engine, scores each against its machine's
 the detector. Audio arrives on the sources' own threads. Sinks (console, MQTT outbox) receive
 alarm, state and score payloads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,20 +13,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional
 
 import numpy as np
 
-from .publish import events
-from .bank import BankError, load_machine_bank
+from .audio import open_source
+from .bank import load_machine_bank
 from .bundle import Bundle
-from .config import Config, MachineConfig, require_machines
+from .config import Config, require_machines
 from .detector import Decision
 from .engine import Engine, open_engine
 from .errors import UserError
 from .open_alarms import OpenAlarm, OpenAlarmStore
-from .audio import open_source
-from .audio.replay import ReplaySource
+from .publish import events
 from .stream import MachineStream, Window
 
 log = logging.getLogger("edge_agent.agent")
@@ -51,8 +51,15 @@ class Stats:
 
 
 class Agent:
-    def __init__(self, cfg: Config, bundle: Bundle, engine: Engine, streams: dict[str, MachineStream], sinks: list,
-                 status_interval: Optional[float] = None):
+    def __init__(
+        self,
+        cfg: Config,
+        bundle: Bundle,
+        engine: Engine,
+        streams: dict[str, MachineStream],
+        sinks: list,
+        status_interval: Optional[float] = None,
+    ):
         self.cfg, self.bundle, self.engine, self.streams, self.sinks = cfg, bundle, engine, streams, sinks
         self.frontend = bundle.frontend
         self.model_info = bundle.describe()
@@ -79,8 +86,14 @@ class Agent:
         self._last_score_pub: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Config, sinks: list, source_factory=open_source, bundle: Optional[Bundle] = None,
-                    engine: Optional[Engine] = None) -> "Agent":
+    def from_config(
+        cls,
+        cfg: Config,
+        sinks: list,
+        source_factory=open_source,
+        bundle: Optional[Bundle] = None,
+        engine: Optional[Engine] = None,
+    ) -> "Agent":
         require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)
         engine = engine or open_engine(bundle, cfg.engine)
@@ -88,7 +101,9 @@ class Agent:
         streams = {}
         for name, mc in cfg.machines.items():
             bank = load_machine_bank(state_dir, name, bundle)
-            streams[name] = MachineStream(name, mc, source_factory(name, mc, bundle.frontend.sample_rate), bundle.frontend, bank)
+            streams[name] = MachineStream(
+                name, mc, source_factory(name, mc, bundle.frontend.sample_rate), bundle.frontend, bank
+            )
         return cls(cfg, bundle, engine, streams, sinks)
 
     # -- output ----------------------------------------------------------------------------
@@ -101,8 +116,16 @@ class Agent:
 
     def state_of(self, s: MachineStream, reason: str = "") -> dict:
         b = s.bank
-        return events.state_payload(s.machine, s.state, s.clock(), s.last_score, b.threshold if b else None, self.model_info,
-                                    b.version if b else None, reason or s.reason)
+        return events.state_payload(
+            s.machine,
+            s.state,
+            s.clock(),
+            s.last_score,
+            b.threshold if b else None,
+            self.model_info,
+            b.version if b else None,
+            reason or s.reason,
+        )
 
     def _emit_alarm(self, s: MachineStream, d: Decision, record: Optional[OpenAlarm] = None) -> None:
         """Emit an alarm event; the open-alarm record is written before a start/update goes out and
@@ -126,9 +149,19 @@ class Agent:
         if rec is None:
             return
         d = rec.decision
-        why = "agent restarted: the alarm was open when the agent stopped unexpectedly; a new alarm follows if the sound is still wrong"
-        log.warning("%s: closing alarm %s left open by the last run (started %s)", s.machine, d.alarm_id, events.iso(d.started_at))
-        end = Decision("end", d.alarm_id, max(s.clock(), d.ts), d.score, d.peak_score, d.started_at, d.windows_above, why)
+        why = (
+            "agent restarted: the alarm was open when the agent stopped unexpectedly; "
+            "a new alarm follows if the sound is still wrong"
+        )
+        log.warning(
+            "%s: closing alarm %s left open by the last run (started %s)",
+            s.machine,
+            d.alarm_id,
+            events.iso(d.started_at),
+        )
+        end = Decision(
+            "end", d.alarm_id, max(s.clock(), d.ts), d.score, d.peak_score, d.started_at, d.windows_above, why
+        )
         self._emit_alarm(s, end, rec)
 
     def _end_alarm(self, s: MachineStream, ts: float, reason: str) -> bool:
@@ -159,10 +192,18 @@ class Agent:
         for s in self.streams.values():
             self._attach_learner(s)
             if not s.calibrated and s.learner is None:
-                log.warning("machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. Enrol it: edge-agent "
-                            "calibrate --machine %s (or --learn 24h)", s.machine, self.cfg.resolved_state_dir(), s.machine)
+                log.warning(
+                    "machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. Enrol it: edge-agent "
+                    "calibrate --machine %s (or --learn 24h)",
+                    s.machine,
+                    self.cfg.resolved_state_dir(),
+                    s.machine,
+                )
             s.source.start()
-            s.wall_start, s.last_frames_at = time.time(), time.monotonic()  # silence is timed from the start, not from loading
+            s.wall_start, s.last_frames_at = (
+                time.time(),
+                time.monotonic(),
+            )  # silence is timed from the start, not from loading
             self._close_orphaned_alarm(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:
@@ -287,17 +328,14 @@ class Agent:
         last = self._last_score_pub.get(s.machine, 0.0)
         if w.ts - last >= interval:
             self._last_score_pub[s.machine] = w.ts
-            self._emit("score", s.machine, events.score_payload(s.machine, w.ts, score, b.threshold, self.model_info, b.version, w.level_dbfs))
+            self._emit(
+                "score",
+                s.machine,
+                events.score_payload(s.machine, w.ts, score, b.threshold, self.model_info, b.version, w.level_dbfs),
+            )
 
     def status_lines(self) -> list[str]:
-        out = [f() for f in self.status_sources]
-        for s in self.streams.values():
-            score = f"{s.last_score:.4f}" if s.last_score is not None else "-"
-            thr = f"{s.bank.threshold:.4f}" if s.bank and s.bank.threshold is not None else "-"
-            level = f"{s.last_level_dbfs:.0f} dBFS" if s.last_level_dbfs is not None else "-"
-            out.append(f"{s.machine}: {s.state} score {score} threshold {thr} windows {s.windows_processed} "
-                       f"level {level} overruns {s.source.ring.overruns}")
-        return out
+        return [f() for f in self.status_sources] + [s.status_line() for s in self.streams.values()]
 
     def run(self) -> int:
         self.start()
@@ -333,62 +371,16 @@ class Agent:
                     s.learner.save()  # the next start resumes the period
             for sink in self.sinks:
                 sink.close()
-        unscored = self.unscored_replays()
+        unscored = [u for s in self.streams.values() if (u := s.unscored_replay())]
         if unscored:
             raise ReplayError("nothing was scored for " + "; ".join(unscored))
         return 0
 
-    def unscored_replays(self) -> list[str]:
-        """Finished replays that gave no window at all, with what they held."""
-        out = []
-        for s in self.streams.values():
-            src = s.source
-            if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or s.windows_processed:
-                continue
-            held = src.frames_sent / src.sample_rate
-            bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
-            out.append(f"machine {s.machine}: {src.path} held {held:.2f} s of audio{bad}, less than one window of "
-                       f"{s.window_seconds:g} s; give recordings of at least {s.window_seconds:g} s")
-        return out
-
     def reload(self) -> None:
-        """SIGHUP: re-read banks, and the config settings that can change without a restart
-        (hop, k, alarm rules, silence timeout). Other changes are named in a log line."""
-        from .config import load_config
+        """SIGHUP: re-read banks and the settings that can change without a restart (``reload.py``)."""
+        from .reload import reload_agent
 
-        state_dir = self.cfg.resolved_state_dir()
-        if self.config_path is not None:
-            try:
-                new = load_config(self.config_path)
-            except Exception as e:  # noqa: BLE001 - a bad edit must not stop a running agent
-                log.error("reload: keeping the running config: %s", e)
-                new = None
-            if new is not None:
-                for key in ("model", "engine", "mqtt", "metrics", "state_dir", "node_id"):
-                    if getattr(new, key) != getattr(self.cfg, key):
-                        log.warning("reload: '%s' changed; that needs a restart (systemctl restart edge-agent)", key)
-                if set(new.machines) != set(self.cfg.machines):
-                    log.warning("reload: machines were added or removed; that needs a restart")
-                for m, s in self.streams.items():
-                    if m in new.machines:
-                        mc = new.machines[m]
-                        if mc.input != s.cfg.input:
-                            log.warning("reload: machines.%s.input changed; that needs a restart", m)
-                        mc = mc.model_copy(update={"input": s.cfg.input})
-                        if mc.hop_seconds != s.cfg.hop_seconds:
-                            s.windower = None  # rebuilt with the new hop
-                        s.cfg = mc
-                        self.cfg.machines[m] = mc
-        for m, s in self.streams.items():
-            try:
-                bank = load_machine_bank(state_dir, m, self.bundle)
-            except BankError as e:
-                log.error("reload: %s: keeping the running bank: %s", m, e)
-                continue
-            s.set_bank(bank)
-            log.info("reload: %s: %s", m, f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)")
-            self._attach_learner(s)
-            self.publish_state(s, "reloaded")
+        reload_agent(self)
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms so that offline runs get complete events."""

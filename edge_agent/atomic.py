@@ -1,5 +1,6 @@
 """One way to replace a file so that a crash leaves either the old or the new one, never a torn one:
 write a temporary file beside it, fsync, rename over, fsync the folder."""
+
 from __future__ import annotations
 
 import os

@@ -8,6 +8,7 @@ a domain with few clips does not dominate.
 
 Stored as one ``.npz`` (arrays, plus a JSON metadata string; never pickle), written atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,11 @@ class MemoryBank:
         return int(self.meta.get("version", 0))
 
     def counts(self) -> dict[str, int]:
-        return {f"{d}_{k}": int(np.sum((self.domains == d) & (self.kinds == k))) for d in DOMAINS for k in ("centre", "sample")}
+        return {
+            f"{d}_{k}": int(np.sum((self.domains == d) & (self.kinds == k)))
+            for d in DOMAINS
+            for k in ("centre", "sample")
+        }
 
     def domain_distances(self, emb: np.ndarray, exclude: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
         """k-NN distance to each domain's entries; ``exclude`` (bool mask over entries) leaves entries out."""
@@ -113,15 +118,29 @@ class MemoryBank:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
-            "format": BANK_FORMAT, "model_sha256": self.model_sha256, "model_name": self.model_name,
-            "model_version": self.model_version, "threshold": self.threshold, "k": self.k,
-            "normalise_domains": self.normalise_domains, "domain_stats": self.domain_stats, **self.meta,
+            "format": BANK_FORMAT,
+            "model_sha256": self.model_sha256,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "threshold": self.threshold,
+            "k": self.k,
+            "normalise_domains": self.normalise_domains,
+            "domain_stats": self.domain_stats,
+            **self.meta,
         }
         with atomic_write(path) as f:
-            np.savez(f, embeddings=self.embeddings.astype(np.float32), domains=self.domains.astype("U6"),
-                     kinds=self.kinds.astype("U6"), meta=np.array(json.dumps(meta)),
-                     **{f"enrolled_{d}_{part}": arr for d, pair in self.enrolled.items()
-                        for part, arr in zip(("emb", "groups"), (pair[0].astype(np.float32), pair[1].astype(str)))})
+            np.savez(
+                f,
+                embeddings=self.embeddings.astype(np.float32),
+                domains=self.domains.astype("U6"),
+                kinds=self.kinds.astype("U6"),
+                meta=np.array(json.dumps(meta)),
+                **{
+                    f"enrolled_{d}_{part}": arr
+                    for d, pair in self.enrolled.items()
+                    for part, arr in zip(("emb", "groups"), (pair[0].astype(np.float32), pair[1].astype(str)))
+                },
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> "MemoryBank":
@@ -131,18 +150,40 @@ class MemoryBank:
         try:
             with np.load(path, allow_pickle=False) as z:
                 emb, dom, kinds, meta = z["embeddings"], z["domains"], z["kinds"], json.loads(str(z["meta"]))
-                enrolled = {d: (z[f"enrolled_{d}_emb"], z[f"enrolled_{d}_groups"]) for d in DOMAINS if f"enrolled_{d}_emb" in z.files}
+                enrolled = {
+                    d: (z[f"enrolled_{d}_emb"], z[f"enrolled_{d}_groups"])
+                    for d in DOMAINS
+                    if f"enrolled_{d}_emb" in z.files
+                }
         except Exception as e:  # noqa: BLE001 - numpy/zipfile raise many kinds for a corrupt file
             raise BankError(f"bank {path} is unreadable ({e}); recalibrate the machine") from None
         if meta.get("format") != BANK_FORMAT:
-            raise BankError(f"bank {path} has format {meta.get('format')}, this version reads {BANK_FORMAT}; recalibrate")
-        known = {"format", "model_sha256", "model_name", "model_version", "threshold", "k", "normalise_domains", "domain_stats"}
+            raise BankError(
+                f"bank {path} has format {meta.get('format')}, this version reads {BANK_FORMAT}; recalibrate"
+            )
+        known = {
+            "format",
+            "model_sha256",
+            "model_name",
+            "model_version",
+            "threshold",
+            "k",
+            "normalise_domains",
+            "domain_stats",
+        }
         return cls(
-            embeddings=emb.astype(np.float32), domains=dom, kinds=kinds, model_sha256=meta["model_sha256"],
-            model_name=meta.get("model_name", ""), model_version=meta.get("model_version", ""), threshold=meta.get("threshold"),
-            k=int(meta.get("k", 1)), normalise_domains=bool(meta.get("normalise_domains", False)),
+            embeddings=emb.astype(np.float32),
+            domains=dom,
+            kinds=kinds,
+            model_sha256=meta["model_sha256"],
+            model_name=meta.get("model_name", ""),
+            model_version=meta.get("model_version", ""),
+            threshold=meta.get("threshold"),
+            k=int(meta.get("k", 1)),
+            normalise_domains=bool(meta.get("normalise_domains", False)),
             domain_stats={d: tuple(v) for d, v in meta.get("domain_stats", {}).items()},
-            meta={k: v for k, v in meta.items() if k not in known}, enrolled=enrolled,
+            meta={k: v for k, v in meta.items() if k not in known},
+            enrolled=enrolled,
         )
 
 
@@ -167,5 +208,8 @@ def load_machine_bank(state_dir: Path, machine: str, bundle: "Bundle") -> Option
     bank = MemoryBank.load(p)
     bank.check_model(bundle.sha256, f"of machine {machine}")
     if bank.embeddings.shape[1] % bundle.embedding_dim:
-        raise BankError(f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes {bundle.embedding_dim}; recalibrate")
+        raise BankError(
+            f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes "
+            f"{bundle.embedding_dim}; recalibrate"
+        )
     return bank

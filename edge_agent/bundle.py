@@ -4,6 +4,7 @@ The manifest carries everything the runtime needs to feed the model exactly as i
 sample rate, window length, the front end's feature list, input/output names and shapes, the
 embedding size and the scoring rule, next to the sha256 of every file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,7 +80,9 @@ class Bundle:
             if not f.is_file():
                 raise BundleError(f"{f}: listed in the manifest but missing; re-export or re-copy the bundle")
             if sha256_file(f) != digest:
-                raise BundleError(f"{f}: sha256 does not match the manifest (corrupt or modified); re-export or re-copy the bundle")
+                raise BundleError(
+                    f"{f}: sha256 does not match the manifest (corrupt or modified); re-export or re-copy the bundle"
+                )
 
     @property
     def name(self) -> str:

@@ -4,6 +4,7 @@ One YAML file, validated on load with pydantic; unknown keys are errors that nam
 (``machines.fan01.input.devcie``) so a typo never silently becomes a default. Secrets are never
 inline: the MQTT password comes from a file or from systemd credentials.
 """
+
 from __future__ import annotations
 
 import os
@@ -120,8 +121,10 @@ class MQTTConfig(_Strict):
     def _prefix(cls, v: str) -> str:
         # Levels separated by '/', none empty, no wildcards: the prefix is published to, never subscribed.
         if not v or any(c in v for c in "#+\0") or any(not lvl for lvl in v.split("/")):
-            raise ValueError(f"{v!r} is not a valid topic prefix: use levels like 'edge-agent' or 'plant1/edge-agent', "
-                             "without '#', '+', empty levels or a leading/trailing '/'")
+            raise ValueError(
+                f"{v!r} is not a valid topic prefix: use levels like 'edge-agent' or 'plant1/edge-agent', "
+                "without '#', '+', empty levels or a leading/trailing '/'"
+            )
         return v
 
 
@@ -159,8 +162,10 @@ class Config(_Strict):
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
-            raise ValueError(f"node id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-' and start with a "
-                             "letter or digit (it becomes one MQTT topic level: no '/', '#' or '+')")
+            raise ValueError(
+                f"node id {v!r} must be 1-64 characters of letters, digits, '_', '.', '-' and start with a "
+                "letter or digit (it becomes one MQTT topic level: no '/', '#' or '+')"
+            )
         return v
 
     def resolved_state_dir(self) -> Path:
@@ -212,7 +217,9 @@ def default_state_dir(explicit: Optional[Path] = None) -> Path:
 def default_config_path() -> Optional[Path]:
     candidates = [Path(p) for p in DEFAULT_CONFIG_PATHS]
     xdg = os.environ.get("XDG_CONFIG_HOME")
-    candidates.append(Path(xdg) / "edge-agent" / "config.yaml" if xdg else Path.home() / ".config" / "edge-agent" / "config.yaml")
+    candidates.append(
+        Path(xdg) / "edge-agent" / "config.yaml" if xdg else Path.home() / ".config" / "edge-agent" / "config.yaml"
+    )
     for c in candidates:
         if c.is_file():
             return c
@@ -234,7 +241,9 @@ def parse_config(data: object, source: str = "<config>") -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"invalid config {source}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"invalid config {source}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as e:
@@ -244,8 +253,10 @@ def parse_config(data: object, source: str = "<config>") -> Config:
 def require_machines(cfg: Config, source: str = "the config") -> Config:
     """Commands that listen (run) need at least one machine."""
     if not cfg.machines:
-        raise ConfigError(f"{source} has no machines: add one under 'machines:', e.g.\n"
-                          "machines:\n  fan01:\n    input: {device: \"USB Audio\"}\n(see docs/config.md)")
+        raise ConfigError(
+            f"{source} has no machines: add one under 'machines:', e.g.\n"
+            'machines:\n  fan01:\n    input: {device: "USB Audio"}\n(see docs/config.md)'
+        )
     return cfg
 
 

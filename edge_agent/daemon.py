@@ -5,6 +5,7 @@ benchmarks build the daemon here, so there is one wiring.
 The runtime never imports calibration; a learning period's learners come in through
 ``learner_factory`` (``calibration.learning.learner_factory``, passed by the CLI).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,18 @@ class Daemon:
     console: Optional[ConsoleSink]
 
 
-def build_daemon(cfg: Config, *, config_path: Optional[Path] = None, print_scores: bool = False, console: bool = True,
-                 learner_factory: Optional[Callable[[Config, Bundle], Callable]] = None, bundle: Optional[Bundle] = None,
-                 engine: Optional[Engine] = None, source_factory=open_source, health: bool = True) -> Daemon:
+def build_daemon(
+    cfg: Config,
+    *,
+    config_path: Optional[Path] = None,
+    print_scores: bool = False,
+    console: bool = True,
+    learner_factory: Optional[Callable[[Config, Bundle], Callable]] = None,
+    bundle: Optional[Bundle] = None,
+    engine: Optional[Engine] = None,
+    source_factory=open_source,
+    health: bool = True,
+) -> Daemon:
     """The agent with every sink attached and started (the MQTT client connects in the background);
     ``agent.run()`` is all that is left to do."""
     agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)

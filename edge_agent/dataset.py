@@ -8,12 +8,13 @@ evaluation names ``section_00_0001.wav``), the MIMII folder layout
 (``fan_id_00_normal_00000000.wav``). It lives in the runtime package (no torch) because calibrate
 and evaluate need it; the training index in ``export.dataindex`` is built on it.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from .audio.wavio import AudioFileError, iter_wavs, wav_info
 
@@ -90,17 +91,48 @@ def parse_path(path: str | Path, root: Optional[str | Path] = None) -> ClipLabel
     if m:
         if split != "unknown" and split != m["split"]:
             split = m["split"]  # the name is the authority; the folder may be a copy
-        return ClipLabel(path, machine_dir.name, m["section"], m["domain"], m["split"], m["cond"],
-                         parse_attributes(m["attrs"]), "dcase2023", group_of(machine_dir))
+        return ClipLabel(
+            path,
+            machine_dir.name,
+            m["section"],
+            m["domain"],
+            m["split"],
+            m["cond"],
+            parse_attributes(m["attrs"]),
+            "dcase2023",
+            group_of(machine_dir),
+        )
     m = _DCASE2021_EVAL.match(stem)
     if m:
-        return ClipLabel(path, machine_dir.name, m["section"], "unknown", split, "unknown", (), "dcase2023-eval", group_of(machine_dir))
+        return ClipLabel(
+            path,
+            machine_dir.name,
+            m["section"],
+            "unknown",
+            split,
+            "unknown",
+            (),
+            "dcase2023-eval",
+            group_of(machine_dir),
+        )
     m = _DCASE2020.match(stem)
     if m:
-        return ClipLabel(path, machine_dir.name, f"id_{m['id']}", "source", split, m["cond"], (), "dcase2020", group_of(machine_dir))
+        return ClipLabel(
+            path, machine_dir.name, f"id_{m['id']}", "source", split, m["cond"], (), "dcase2020", group_of(machine_dir)
+        )
     m = _DCASE2020_EVAL.match(stem)
     if m:
-        return ClipLabel(path, machine_dir.name, f"id_{m['id']}", "source", split, "unknown", (), "dcase2020-eval", group_of(machine_dir))
+        return ClipLabel(
+            path,
+            machine_dir.name,
+            f"id_{m['id']}",
+            "source",
+            split,
+            "unknown",
+            (),
+            "dcase2020-eval",
+            group_of(machine_dir),
+        )
     m = _MIMII_FLAT.match(stem)
     if m:
         cond = "anomaly" if m["cond"] == "abnormal" else "normal"
@@ -108,7 +140,9 @@ def parse_path(path: str | Path, root: Optional[str | Path] = None) -> ClipLabel
     if _MIMII_NUM.match(stem) and parent.name in ("normal", "abnormal") and parent.parent.name.startswith("id_"):
         machine = parent.parent.parent
         cond = "anomaly" if parent.name == "abnormal" else "normal"
-        return ClipLabel(path, machine.name, parent.parent.name, "source", "unknown", cond, (), "mimii", group_of(machine))
+        return ClipLabel(
+            path, machine.name, parent.parent.name, "source", "unknown", cond, (), "mimii", group_of(machine)
+        )
     raise LabelError(
         f"{path}: file name follows no known scheme (DCASE 2020 'normal_id_00_00000000.wav', DCASE 2021-2024 "
         "'section_00_source_train_normal_0000_<attr>_<value>.wav', or MIMII 'id_00/normal/00000000.wav')"
@@ -123,10 +157,15 @@ class DatasetIndex:
     def machines(self) -> list[str]:
         return sorted({c.group for c in self.clips})
 
-    def select(self, group: Optional[str] = None, split: Optional[str] = None, condition: Optional[str] = None) -> list[ClipLabel]:
+    def select(
+        self, group: Optional[str] = None, split: Optional[str] = None, condition: Optional[str] = None
+    ) -> list[ClipLabel]:
         return [
-            c for c in self.clips
-            if (group is None or c.group == group) and (split is None or c.split == split) and (condition is None or c.condition == condition)
+            c
+            for c in self.clips
+            if (group is None or c.group == group)
+            and (split is None or c.split == split)
+            and (condition is None or c.condition == condition)
         ]
 
     def summary(self) -> str:

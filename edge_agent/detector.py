@@ -4,6 +4,7 @@ clear it (hysteresis, as voice activity detectors do), with start / update / end
 
 ``smooth`` and ``decision_statistic`` are the same rule as pure functions over a whole sequence;
 calibration fits the threshold with them, so the threshold is fitted to exactly what decides."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,11 +1,12 @@
 """Windows of audio -> embeddings: the front end and the engine, batched. Shared by the runtime,
 calibration and evaluation so that all three score sound the same way."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from .frontend import Frontend
 from .audio.windows import frame_windows
+from .frontend import Frontend
 
 
 def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> dict[str, np.ndarray]:

@@ -4,18 +4,16 @@ Pure functions for the math, and a ``Frontend`` that applies the feature list a 
 manifest declares, so training and the runtime cannot drift apart. Every function takes a batch
 (..., samples) and works on the last axis.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
-from .audio.convert import prepare
-
 EPS = 1e-8
-
 
 
 def magnitude_spectrum(x: np.ndarray) -> np.ndarray:
@@ -75,7 +73,9 @@ def mel_to_hz(m):
 
 
 @lru_cache(maxsize=16)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """Triangular, area-normalised (Slaney) mel filters: (n_fft // 2 + 1, n_mels)."""
     fmax = sample_rate / 2 if fmax is None else fmax
     bins_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
@@ -87,8 +87,17 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
     return w.T.astype(np.float32)
 
 
-def log_mel(x: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None,
-            centre: bool = False, db: bool = False) -> np.ndarray:
+def log_mel(
+    x: np.ndarray,
+    sample_rate: int,
+    n_fft: int,
+    hop: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    centre: bool = False,
+    db: bool = False,
+) -> np.ndarray:
     """Log power mel spectrogram: (..., N) -> (..., frames, n_mels). ``db`` gives 10 log10 (PANNs'
     power_to_db with ref 1 and amin 1e-10) instead of the natural log."""
     if centre:
@@ -107,12 +116,14 @@ def kaldi_mel_banks(sample_rate: int, n_fft: int, n_mels: int, low: float = 20.0
     mel = lambda f: 1127.0 * np.log1p(np.asarray(f, np.float64) / 700.0)  # noqa: E731
     edges = np.linspace(mel(low), mel(high), n_mels + 2)
     bins = mel(np.arange(n_fft // 2) * sample_rate / n_fft)
-    l, c, r = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    w = np.maximum(0.0, np.minimum((bins - l) / (c - l), (r - bins) / (r - c)))
+    lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    w = np.maximum(0.0, np.minimum((bins - lo) / (c - lo), (hi - bins) / (hi - c)))
     return np.concatenate([w.T, np.zeros((1, n_mels))]).astype(np.float32)
 
 
-def kaldi_fbank(x: np.ndarray, sample_rate: int, n_mels: int = 128, frame_ms: float = 25.0, shift_ms: float = 10.0) -> np.ndarray:
+def kaldi_fbank(
+    x: np.ndarray, sample_rate: int, n_mels: int = 128, frame_ms: float = 25.0, shift_ms: float = 10.0
+) -> np.ndarray:
     """Kaldi-compatible log mel filterbank (torchaudio.compliance.kaldi.fbank with dither 0,
     hanning window, snip_edges, DC removal, pre-emphasis 0.97, power, no energy): the input the
     Audio Spectrogram Transformer checkpoints were trained on. (..., N) -> (..., frames, n_mels)."""
@@ -170,7 +181,11 @@ class FeatureSpec:
         if self.kind == "fbank":
             flen, fshift = int(sample_rate * self.frame_ms / 1000), int(sample_rate * self.shift_ms / 1000)
             return [n_frames(window_samples, flen, fshift), self.n_mels]
-        t = n_frames_centred(window_samples, self.hop) if self.centre else n_frames(window_samples, self.n_fft, self.hop)
+        t = (
+            n_frames_centred(window_samples, self.hop)
+            if self.centre
+            else n_frames(window_samples, self.n_fft, self.hop)
+        )
         return [t, self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1]
 
     def compute(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -201,10 +216,16 @@ class Frontend:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Frontend":
-        return cls(int(d["sample_rate"]), int(d["window_samples"]), tuple(FeatureSpec.from_dict(f) for f in d["features"]))
+        return cls(
+            int(d["sample_rate"]), int(d["window_samples"]), tuple(FeatureSpec.from_dict(f) for f in d["features"])
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sample_rate": self.sample_rate, "window_samples": self.window_samples, "features": [f.to_dict() for f in self.features]}
+        return {
+            "sample_rate": self.sample_rate,
+            "window_samples": self.window_samples,
+            "features": [f.to_dict() for f in self.features],
+        }
 
     @property
     def window_seconds(self) -> float:

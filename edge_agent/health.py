@@ -4,6 +4,7 @@ WATCHDOG pings are sent only while every live input delivers audio frames and th
 windows: a stalled capture or a stuck engine stops the pings, and systemd (``WatchdogSec=``)
 restarts the agent. READY is sent once config, model, engine warm-up and banks are loaded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -90,7 +91,11 @@ class Health:
                     log.info("watchdog: progress again")
                 self.stalled_reason = None
             elif reason != self.stalled_reason:
-                log.error("watchdog: %s for %.0f s; not pinging systemd (it will restart the agent)", reason, now - self._last_check)
+                log.error(
+                    "watchdog: %s for %.0f s; not pinging systemd (it will restart the agent)",
+                    reason,
+                    now - self._last_check,
+                )
                 self.stalled_reason = reason
             self._snapshot()
             self._last_check = now
@@ -113,25 +118,37 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
     """Prometheus endpoint on ``host:port``; values are read from the agent when scraped.
     ``publisher``: the durable sink (MQTT publisher or outbox-only), for outbox and broker metrics."""
     from prometheus_client import CollectorRegistry, Histogram, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     from .publish.mqtt import MQTTPublisher
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     host, _, port = listen.rpartition(":")
     registry = CollectorRegistry()
-    latency = Histogram("edge_agent_inference_seconds", "Front end + engine time per batch of windows", registry=registry,
-                        buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0))
+    latency = Histogram(
+        "edge_agent_inference_seconds",
+        "Front end + engine time per batch of windows",
+        registry=registry,
+        buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+    )
     agent.on_batch.append(lambda n, seconds: latency.observe(seconds))
 
     class AgentCollector:
         def collect(self):
-            windows = CounterMetricFamily("edge_agent_windows_processed", "Windows scored (or seen, when uncalibrated)", labels=["machine"])
-            overruns = CounterMetricFamily("edge_agent_ring_overruns", "Ring buffer overruns (audio lost)", labels=["machine"])
+            windows = CounterMetricFamily(
+                "edge_agent_windows_processed", "Windows scored (or seen, when uncalibrated)", labels=["machine"]
+            )
+            overruns = CounterMetricFamily(
+                "edge_agent_ring_overruns", "Ring buffer overruns (audio lost)", labels=["machine"]
+            )
             score = GaugeMetricFamily("edge_agent_last_score", "Last anomaly score", labels=["machine"])
             thr = GaugeMetricFamily("edge_agent_threshold", "Alarm threshold from calibration", labels=["machine"])
             level = GaugeMetricFamily("edge_agent_audio_level_dbfs", "RMS level of the last window", labels=["machine"])
-            state = GaugeMetricFamily("edge_agent_state", "1 for the machine's current state", labels=["machine", "state"])
-            learning = GaugeMetricFamily("edge_agent_learning_progress", "Share of the learning period done (0-1)", labels=["machine"])
+            state = GaugeMetricFamily(
+                "edge_agent_state", "1 for the machine's current state", labels=["machine", "state"]
+            )
+            learning = GaugeMetricFamily(
+                "edge_agent_learning_progress", "Share of the learning period done (0-1)", labels=["machine"]
+            )
             for m, s in agent.streams.items():
                 windows.add_metric([m], s.windows_processed)
                 overruns.add_metric([m], s.source.ring.overruns + s.source.input_overflows)
@@ -151,18 +168,31 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                 for k in ("alarm", "state", "score"):
                     depth.add_metric([k], publisher.outbox.depth(k))
                 yield depth
-                dropped = CounterMetricFamily("edge_agent_outbox_dropped", "Events dropped from a full or old outbox", labels=["kind"])
+                dropped = CounterMetricFamily(
+                    "edge_agent_outbox_dropped", "Events dropped from a full or old outbox", labels=["kind"]
+                )
                 for k, v in publisher.outbox.dropped.items():
                     dropped.add_metric([k], v)
                 yield dropped
                 if isinstance(publisher, MQTTPublisher):  # not the outbox-only sink
-                    yield GaugeMetricFamily("edge_agent_mqtt_connected", "1 while connected to the broker",
-                                            value=1.0 if publisher.connected.is_set() else 0.0)
-                    yield GaugeMetricFamily("edge_agent_mqtt_disconnected_seconds", "Seconds since the broker connection was "
-                                            "lost (or never made); 0 while connected", value=publisher.disconnected_seconds())
-                    yield CounterMetricFamily("edge_agent_mqtt_reconnects", "Reconnections to the broker", value=publisher.reconnects)
-                    yield CounterMetricFamily("edge_agent_mqtt_connect_failures", "Failed attempts to connect to the broker",
-                                              value=publisher.connect_failures)
+                    yield GaugeMetricFamily(
+                        "edge_agent_mqtt_connected",
+                        "1 while connected to the broker",
+                        value=1.0 if publisher.connected.is_set() else 0.0,
+                    )
+                    yield GaugeMetricFamily(
+                        "edge_agent_mqtt_disconnected_seconds",
+                        "Seconds since the broker connection was lost (or never made); 0 while connected",
+                        value=publisher.disconnected_seconds(),
+                    )
+                    yield CounterMetricFamily(
+                        "edge_agent_mqtt_reconnects", "Reconnections to the broker", value=publisher.reconnects
+                    )
+                    yield CounterMetricFamily(
+                        "edge_agent_mqtt_connect_failures",
+                        "Failed attempts to connect to the broker",
+                        value=publisher.connect_failures,
+                    )
 
     registry.register(AgentCollector())
     server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)

@@ -2,6 +2,7 @@
 has no audio, or the MQTT broker has been out of reach for longer than a grace period (alarms are
 then piling up in the outbox, unseen). ``python3 -m edge_agent.healthcheck [--url URL]
 [--broker-grace SECONDS]`` prints one line and exits 0 healthy, 1 not."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,20 @@ def check(url: str, timeout: float = 5.0, broker_grace: float = 120.0) -> tuple[
             connected = fam.samples[0].value == 1.0
         elif fam.name == "edge_agent_mqtt_disconnected_seconds":
             down = fam.samples[0].value
-    broker = ("mqtt not configured" if connected is None else "mqtt connected" if connected
-              else f"mqtt NOT CONNECTED for {down:.0f} s") + f", outbox {waiting:.0f}"
+    broker = (
+        "mqtt not configured"
+        if connected is None
+        else "mqtt connected"
+        if connected
+        else f"mqtt NOT CONNECTED for {down:.0f} s"
+    ) + f", outbox {waiting:.0f}"
     problems = []
     if dead:
         problems.append(f"no audio from: {', '.join(dead)}")
     if connected is False and down > broker_grace:
-        problems.append(f"the MQTT broker has been unreachable for {down:.0f} s; {waiting:.0f} event(s) waiting in the outbox")
+        problems.append(
+            f"the MQTT broker has been unreachable for {down:.0f} s; {waiting:.0f} event(s) waiting in the outbox"
+        )
     if problems:
         return False, "; ".join(problems) + f" ({broker})"
     return True, f"ok ({broker})"
@@ -41,9 +49,15 @@ def check(url: str, timeout: float = 5.0, broker_grace: float = 120.0) -> tuple[
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--url", default="http://127.0.0.1:9108/metrics", help="the agent's metrics endpoint (metrics.listen)")
-    p.add_argument("--broker-grace", type=float, default=120.0,
-                   help="seconds without a broker connection before the agent counts as unhealthy (default 120)")
+    p.add_argument(
+        "--url", default="http://127.0.0.1:9108/metrics", help="the agent's metrics endpoint (metrics.listen)"
+    )
+    p.add_argument(
+        "--broker-grace",
+        type=float,
+        default=120.0,
+        help="seconds without a broker connection before the agent counts as unhealthy (default 120)",
+    )
     a = p.parse_args(argv)
     ok, msg = check(a.url, broker_grace=a.broker_grace)
     print(msg)

@@ -5,6 +5,7 @@ has gone, so an agent that dies in between (SIGKILL, power loss) finds it at the
 closes it explicitly (reason ``agent restarted``); a new alarm is raised if the machine still
 sounds wrong. One small JSON file per machine under ``<state_dir>/alarms/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,14 @@ class OpenAlarm:
     model: dict
 
     def to_json(self) -> str:
-        return json.dumps({"decision": asdict(self.decision), "threshold": self.threshold, "bank_version": self.bank_version,
-                           "model": self.model})
+        return json.dumps(
+            {
+                "decision": asdict(self.decision),
+                "threshold": self.threshold,
+                "bank_version": self.bank_version,
+                "model": self.model,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "OpenAlarm":

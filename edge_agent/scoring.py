@@ -14,6 +14,7 @@ in the runtime, in calibration and in evaluation alike.
 
 Pure functions over numpy arrays; the bundle's manifest says which heads it carries.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -74,9 +75,13 @@ def head_scores(head: dict, outputs: dict[str, np.ndarray], bank=None) -> np.nda
         if kind == "rec-kld":
             return outputs["rec_kld"].reshape(-1).astype(np.float32)
         if kind == "rec-kld-center":
-            return (outputs["rec_kld"].reshape(-1) + head["weight"] * outputs["center_dist"][:, head["class_index"]]).astype(np.float32)
+            return (
+                outputs["rec_kld"].reshape(-1) + head["weight"] * outputs["center_dist"][:, head["class_index"]]
+            ).astype(np.float32)
     except KeyError as e:
-        raise ScoreError(f"the bank scores with {kind!r}, but the model has no {e} output; recalibrate with this model's heads") from None
+        raise ScoreError(
+            f"the bank scores with {kind!r}, but the model has no {e} output; recalibrate with this model's heads"
+        ) from None
     raise ScoreError(f"unknown score kind {kind!r} in the bank; recalibrate")
 
 

@@ -4,6 +4,7 @@ The windower cuts windows at the source's own rate (window and hop in seconds) a
 window as a whole to the model's rate and channel, exactly as offline scoring converts a clip, so
 live and recorded audio are scored the same way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,11 +14,12 @@ from typing import Optional
 
 import numpy as np
 
+from .audio import AudioSource, Windower
+from .audio.convert import SILENT_PEAK, level_dbfs, prepare
+from .audio.replay import ReplaySource
 from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
-from .audio import AudioSource, Windower
-from .audio.convert import SILENT_PEAK, level_dbfs, prepare
 from .frontend import Frontend
 from .scoring import score_windows
 
@@ -37,10 +39,16 @@ class Window:
     peak: float = 1.0
 
 
-
 class MachineStream:
-    def __init__(self, machine: str, cfg: MachineConfig, source: AudioSource, frontend: Frontend, bank: Optional[MemoryBank],
-                 window_seconds: Optional[float] = None):
+    def __init__(
+        self,
+        machine: str,
+        cfg: MachineConfig,
+        source: AudioSource,
+        frontend: Frontend,
+        bank: Optional[MemoryBank],
+        window_seconds: Optional[float] = None,
+    ):
         self.machine, self.cfg, self.source, self.frontend, self.bank = machine, cfg, source, frontend, bank
         self.window_seconds = window_seconds or frontend.window_seconds
         self.windower: Optional[Windower] = None
@@ -77,8 +85,15 @@ class MachineStream:
         self.bank = bank
         if bank is not None and bank.threshold is not None:
             a = self.cfg.alarm
-            self.detector = Detector(bank.threshold, a.raise_after, a.of_last, a.clear_after, a.update_seconds,
-                                     a.smooth_windows(self.cfg.hop_seconds), a.smooth)
+            self.detector = Detector(
+                bank.threshold,
+                a.raise_after,
+                a.of_last,
+                a.clear_after,
+                a.update_seconds,
+                a.smooth_windows(self.cfg.hop_seconds),
+                a.smooth,
+            )
         else:
             self.detector = None
 
@@ -127,8 +142,13 @@ class MachineStream:
             back = off is not None and self.condition == "off" and w.level_dbfs < off + OFF_HYSTERESIS_DB
             if off is not None and (w.level_dbfs < off or back):
                 low = self.bank.meta["levels_dbfs"]["low"]
-                cond, why = "off", (f"machine off: level {w.level_dbfs:.0f} dBFS, more than {self.cfg.off_margin_db:g} dB "
-                                    f"below the quietest enrolled sound ({low:.0f} dBFS)")
+                cond, why = (
+                    "off",
+                    (
+                        f"machine off: level {w.level_dbfs:.0f} dBFS, more than {self.cfg.off_margin_db:g} dB "
+                        f"below the quietest enrolled sound ({low:.0f} dBFS)"
+                    ),
+                )
             else:
                 cond, why = None, ""
         if cond != self.condition:
@@ -153,8 +173,12 @@ class MachineStream:
         frames = self.source.ring.read()
         lost = self.source.ring.overruns + self.source.input_overflows
         if lost != self._overruns_logged:
-            log.warning("%s: audio overrun (%d so far, %d frames lost): the agent fell behind the input",
-                        self.machine, lost, self.source.ring.frames_lost)
+            log.warning(
+                "%s: audio overrun (%d so far, %d frames lost): the agent fell behind the input",
+                self.machine,
+                lost,
+                self.source.ring.frames_lost,
+            )
             self._overruns_logged = lost
         if len(frames):
             self.last_frames_at = now
@@ -169,8 +193,16 @@ class MachineStream:
             level = level_dbfs(mono)
             self.last_level_dbfs = level
             offset = end / w.sample_rate
-            out.append(Window(self, mono, self.wall_start + offset if stream_clock else wall, offset, level,
-                              float(np.abs(mono).max())))
+            out.append(
+                Window(
+                    self,
+                    mono,
+                    self.wall_start + offset if stream_clock else wall,
+                    offset,
+                    level,
+                    float(np.abs(mono).max()),
+                )
+            )
         return out
 
     def check_liveness(self, now: Optional[float] = None) -> Optional[str]:
@@ -180,7 +212,9 @@ class MachineStream:
         if self.source.finished:
             return None
         if now - self.last_frames_at > limit:
-            return f"no audio frames for {now - self.last_frames_at:.0f} s" + (f" ({self.source.error})" if self.source.error else "")
+            return f"no audio frames for {now - self.last_frames_at:.0f} s" + (
+                f" ({self.source.error})" if self.source.error else ""
+            )
         return None  # digital silence is seen in each window at once (``gate``)
 
     def score(self, outputs: dict[str, np.ndarray]) -> float:
@@ -192,3 +226,24 @@ class MachineStream:
         self.last_score, self.last_ts = score, ts
         self.windows_processed += 1
         return self.detector.update(score, ts) if self.detector else None
+
+    def status_line(self) -> str:
+        score = f"{self.last_score:.4f}" if self.last_score is not None else "-"
+        thr = f"{self.bank.threshold:.4f}" if self.bank and self.bank.threshold is not None else "-"
+        level = f"{self.last_level_dbfs:.0f} dBFS" if self.last_level_dbfs is not None else "-"
+        return (
+            f"{self.machine}: {self.state} score {score} threshold {thr} windows {self.windows_processed} "
+            f"level {level} overruns {self.source.ring.overruns}"
+        )
+
+    def unscored_replay(self) -> Optional[str]:
+        """For a finished replay that gave no window at all: what it held, and what to do."""
+        src = self.source
+        if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or self.windows_processed:
+            return None
+        held = src.frames_sent / src.sample_rate
+        bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
+        return (
+            f"machine {self.machine}: {src.path} held {held:.2f} s of audio{bad}, less than one window of "
+            f"{self.window_seconds:g} s; give recordings of at least {self.window_seconds:g} s"
+        )

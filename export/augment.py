@@ -5,6 +5,7 @@
   the source classes;
 - mixup of features and (soft) targets.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,9 @@ def time_warp(x: np.ndarray, rng: np.random.Generator, strength: float = 0.1, kn
     return np.interp(pos, np.arange(n), x).astype(np.float32)
 
 
-def smote(features: dict[str, np.ndarray], labels: np.ndarray, minority: np.ndarray, rng_seed: int, k_neighbors: int = 3):
+def smote(
+    features: dict[str, np.ndarray], labels: np.ndarray, minority: np.ndarray, rng_seed: int, k_neighbors: int = 3
+):
     """Oversample the rows flagged ``minority`` class by class with SMOTE until each of their
     classes has as many rows as the largest class. Returns (features, labels, synthetic_mask)."""
     from imblearn.over_sampling import SMOTE
@@ -43,7 +46,7 @@ def smote(features: dict[str, np.ndarray], labels: np.ndarray, minority: np.ndar
         out[n] = np.ascontiguousarray(flat_res[:, off : off + sz].reshape((-1,) + s), dtype=np.float32)
         off += sz
     synthetic = np.zeros(len(lab_res), dtype=bool)
-    synthetic[len(labels):] = True
+    synthetic[len(labels) :] = True
     return out, lab_res, synthetic
 
 

@@ -5,6 +5,7 @@ Machines whose clips carry no attributes get k-means pseudo-attributes computed 
 statistics of the clips (training-free features), so that the joint classification task still has
 structure to learn for them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_agent.dataset import ClipLabel, DatasetIndex, index_dataset
-from edge_agent.frontend import log_mel
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import read_wav
+from edge_agent.dataset import ClipLabel, DatasetIndex, index_dataset
+from edge_agent.frontend import log_mel
 
 
 @dataclass
@@ -111,7 +112,9 @@ def build_trainset(
         for c in idx.clips:
             if c.condition != "normal":
                 continue
-            if c.split == "test" and (not include_test_normals or any(c.group == e or c.group.endswith("/" + e) for e in exclude_test_of)):
+            if c.split == "test" and (
+                not include_test_normals or any(c.group == e or c.group.endswith("/" + e) for e in exclude_test_of)
+            ):
                 continue
             clips.append(c)
     items: list[TrainItem] = []

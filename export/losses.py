@@ -10,6 +10,7 @@ soft, for mixup) targets. The embeddings these heads shape are what the runtime'
   probability is the sum of its centres' softmax probabilities, with the adaptive scale computed
   over all centres. Several centres let a class cover several modes of normal sound.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ The ONNX graph takes the front end's features (the manifest lists them) with a d
 and returns the L2-normalised embedding. Parity is checked on real clips: the same windows through
 PyTorch and through ONNX Runtime must agree to ``tolerance`` (max absolute difference).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,11 +16,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from edge_agent.bundle import write_manifest
-from edge_agent.audio.wavio import iter_wavs
-from edge_agent.audio.windows import frame_windows
 from edge_agent.audio.convert import prepare
-from edge_agent.audio.wavio import read_wav
+from edge_agent.audio.wavio import iter_wavs, read_wav
+from edge_agent.audio.windows import frame_windows
+from edge_agent.bundle import write_manifest
 
 from .recipes import build_model
 from .recipes.base import Recipe
@@ -97,7 +97,9 @@ def load_models(checkpoints: Sequence[str | Path]):
     if len(loaded) == 1:
         return model, cfg, ck, [ck]
     if model.embeddings_per_window > 1 or len(model.output_names) > 1:
-        raise ValueError("ensembles of models with several embeddings per window or with score-head outputs are not supported")
+        raise ValueError(
+            "ensembles of models with several embeddings per window or with score-head outputs are not supported"
+        )
     for (_, c, k), path in zip(loaded[1:], checkpoints[1:]):
         if k["recipe"] != ck["recipe"] or c.frontend() != cfg.frontend():
             raise ValueError(f"{path}: ensemble members need the same recipe and front end as {checkpoints[0]}")
@@ -145,54 +147,82 @@ def export_bundle(
     try:
         onnx_path = tmp / "model.onnx"
         torch.onnx.export(
-            model, example, str(onnx_path), input_names=names, output_names=outputs,
-            opset_version=OPSET, dynamo=False,
+            model,
+            example,
+            str(onnx_path),
+            input_names=names,
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=False,
             dynamic_axes={**{n: {0: "batch"} for n in names}, **{o: {0: "batch"} for o in outputs}},
         )
         import onnx
 
         onnx.checker.check_model(str(onnx_path))
         parity, ref_shapes = check_parity(model, onnx_path, feats, names)
-        log(f"parity on {len(windows)} real windows: max |torch - onnxruntime| = {parity:.2e} (relative to outputs above 1; tolerance {tolerance:.0e})")
+        log(
+            f"parity on {len(windows)} real windows: max |torch - onnxruntime| = {parity:.2e} (relative to outputs "
+            f"above 1; tolerance {tolerance:.0e})"
+        )
         if not parity <= tolerance:
-            raise ParityError(f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written")
+            raise ParityError(
+                f"ONNX output differs from PyTorch by {parity:.2e} > {tolerance:.0e}; the bundle was not written"
+            )
         shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
         per_window = int(model.embeddings_per_window)
-        manifest = write_manifest(tmp, {
-            "name": name or Path(out_dir).name,
-            "version": version or _dt.date.today().isoformat(),
-            "recipe": ck["recipe"],
-            "recipe_config": ck["config"],
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model_file": "model.onnx",
-            "opset": OPSET,
-            "sample_rate": frontend.sample_rate,
-            "window_seconds": frontend.window_seconds,
-            "frontend": frontend.to_dict(),
-            "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
-            "outputs": [{"name": o, "shape": [-1] + list(sh[1:]), "dtype": "float32"} for o, sh in zip(outputs, ref_shapes)],
-            # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
-            "classifier": heads.get("classifier"),
-            # score heads besides the k-NN that the outputs support (edge_agent.scoring)
-            "heads": heads,
-            "embedding_dim": model.embedding_dim,
-            # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
-            # score calibrate uses unless told otherwise.
-            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": per_window,
-                      "head": model.default_head},
-            "training": {
-                "data": ck.get("data_summary", {}),
-                "args": ck.get("train_args", {}),
-                "epochs": ck.get("epoch"),
-                "final_loss": (ck.get("loss_history") or [None])[-1],
-                "joint_classes": ck.get("joint_classes", []),
-                "section_classes": ck.get("section_classes", []),
-                "loss": ck.get("loss"),
-                "ensemble": [{"seed": k.get("train_args", {}).get("seed"), "epochs": k.get("epoch"),
-                              "final_loss": (k.get("loss_history") or [None])[-1]} for k in members] if len(members) > 1 else None,
+        manifest = write_manifest(
+            tmp,
+            {
+                "name": name or Path(out_dir).name,
+                "version": version or _dt.date.today().isoformat(),
+                "recipe": ck["recipe"],
+                "recipe_config": ck["config"],
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "model_file": "model.onnx",
+                "opset": OPSET,
+                "sample_rate": frontend.sample_rate,
+                "window_seconds": frontend.window_seconds,
+                "frontend": frontend.to_dict(),
+                "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
+                "outputs": [
+                    {"name": o, "shape": [-1] + list(sh[1:]), "dtype": "float32"} for o, sh in zip(outputs, ref_shapes)
+                ],
+                # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
+                "classifier": heads.get("classifier"),
+                # score heads besides the k-NN that the outputs support (edge_agent.scoring)
+                "heads": heads,
+                "embedding_dim": model.embedding_dim,
+                # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
+                # score calibrate uses unless told otherwise.
+                "score": {
+                    "kind": "knn",
+                    "distance": "cosine",
+                    "aggregate": "mean",
+                    "embeddings_per_window": per_window,
+                    "head": model.default_head,
+                },
+                "training": {
+                    "data": ck.get("data_summary", {}),
+                    "args": ck.get("train_args", {}),
+                    "epochs": ck.get("epoch"),
+                    "final_loss": (ck.get("loss_history") or [None])[-1],
+                    "joint_classes": ck.get("joint_classes", []),
+                    "section_classes": ck.get("section_classes", []),
+                    "loss": ck.get("loss"),
+                    "ensemble": [
+                        {
+                            "seed": k.get("train_args", {}).get("seed"),
+                            "epochs": k.get("epoch"),
+                            "final_loss": (k.get("loss_history") or [None])[-1],
+                        }
+                        for k in members
+                    ]
+                    if len(members) > 1
+                    else None,
+                },
+                "parity_max_abs_diff": parity,
             },
-            "parity_max_abs_diff": parity,
-        })
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -215,4 +245,6 @@ def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Se
     if len(got) != len(ref):
         raise ParityError(f"the ONNX model has {len(got)} outputs, PyTorch {len(ref)}")
     # relative to each output's scale (at least 1): embeddings are unit vectors, losses may be large
-    return max(float(np.abs(r - g).max() / max(1.0, float(np.abs(r).max()))) for r, g in zip(ref, got)), [r.shape for r in ref]
+    return max(float(np.abs(r - g).max() / max(1.0, float(np.abs(r).max()))) for r, g in zip(ref, got)), [
+        r.shape for r in ref
+    ]

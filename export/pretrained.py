@@ -6,6 +6,7 @@ Each recipe maps the checkpoint's names onto its own modules (``rename``) and lo
 shape checked; a checkpoint that does not fit says which tensors are missing or have another shape,
 and which recipe settings to change.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise PretrainedError("reading .safetensors needs the safetensors package: pip install safetensors") from None
+            raise PretrainedError(
+                "reading .safetensors needs the safetensors package: pip install safetensors"
+            ) from None
         return load_file(str(p))
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
@@ -58,10 +61,12 @@ def _under(sd: dict[str, torch.Tensor], anchor: str) -> dict[str, torch.Tensor]:
     if not hits:
         return {}
     prefix = hits[0][: -len(anchor)]
-    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def read_layout(path: str | Path, hf_anchor: str, original_anchor: str, what: str) -> tuple[dict[str, torch.Tensor], bool]:
+def read_layout(
+    path: str | Path, hf_anchor: str, original_anchor: str, what: str
+) -> tuple[dict[str, torch.Tensor], bool]:
     """A checkpoint's tensors with any wrapper prefix removed, and whether it has the Hugging Face
     layout (``hf_anchor`` found) rather than the original project's (``original_anchor``)."""
     sd = read_state_dict(path)
@@ -91,8 +96,10 @@ def weight_norm_to_weight(sd: dict[str, torch.Tensor], prefix: str, dim: int = 2
     """Fold a weight-normalised conv (``weight_g``/``weight_v``, or torch's parametrization
     ``original0``/``original1``) into a plain ``weight``: w = g * v / ||v|| over all axes but ``dim``."""
     sd = dict(sd)
-    pairs = [(prefix + "weight_g", prefix + "weight_v"),
-             (prefix + "parametrizations.weight.original0", prefix + "parametrizations.weight.original1")]
+    pairs = [
+        (prefix + "weight_g", prefix + "weight_v"),
+        (prefix + "parametrizations.weight.original0", prefix + "parametrizations.weight.original1"),
+    ]
     for gk, vk in pairs:
         if gk in sd and vk in sd:
             g, v = sd.pop(gk), sd.pop(vk)
@@ -101,9 +108,14 @@ def weight_norm_to_weight(sd: dict[str, torch.Tensor], prefix: str, dim: int = 2
     return sd
 
 
-def load_matching(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: str, hint: str = "",
-                  ignore: Callable[[str], bool] = lambda k: False, adapt: Optional[Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]] = None
-                  ) -> dict[str, int]:
+def load_matching(
+    module: torch.nn.Module,
+    sd: dict[str, torch.Tensor],
+    what: str,
+    hint: str = "",
+    ignore: Callable[[str], bool] = lambda k: False,
+    adapt: Optional[Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+) -> dict[str, int]:
     """Load ``sd`` into ``module``: every module tensor must be present with its shape (``adapt``
     may reshape one, e.g. position embeddings); checkpoint tensors the module has no use for are
     counted. Raises PretrainedError naming the mismatches."""
@@ -121,9 +133,16 @@ def load_matching(module: torch.nn.Module, sd: dict[str, torch.Tensor], what: st
         else:
             fixed[k] = v.to(t.dtype)
     if missing or wrong:
-        lines = ([f"missing {len(missing)}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}"] if missing else []) + (
-            [f"shape differs for {len(wrong)}: {'; '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}"] if wrong else [])
-        raise PretrainedError(f"{what}: the checkpoint does not fit the model ({' / '.join(lines)}){'; ' + hint if hint else ''}")
+        lines = (
+            [f"missing {len(missing)}: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}"] if missing else []
+        ) + (
+            [f"shape differs for {len(wrong)}: {'; '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''}"]
+            if wrong
+            else []
+        )
+        raise PretrainedError(
+            f"{what}: the checkpoint does not fit the model ({' / '.join(lines)}){'; ' + hint if hint else ''}"
+        )
     module.load_state_dict(fixed, strict=False)
     return {"loaded": len(fixed), "unused": len([k for k in sd if k not in own])}
 
@@ -135,10 +154,14 @@ def parse_pretrained(values: list[str], slots: tuple[str, ...]) -> dict[str, str
         name, sep, path = v.partition("=")
         if not sep:
             if len(slots) != 1:
-                raise PretrainedError(f"--pretrained {v}: this recipe has several pre-trained parts; say which: "
-                                      + ", ".join(f"{s}=PATH" for s in slots))
+                raise PretrainedError(
+                    f"--pretrained {v}: this recipe has several pre-trained parts; say which: "
+                    + ", ".join(f"{s}=PATH" for s in slots)
+                )
             name, path = slots[0], v
         if name not in slots:
-            raise PretrainedError(f"--pretrained {v}: unknown part {name!r}; this recipe takes {', '.join(slots) or 'none'}")
+            raise PretrainedError(
+                f"--pretrained {v}: unknown part {name!r}; this recipe takes {', '.join(slots) or 'none'}"
+            )
         out[name] = path
     return out

@@ -9,6 +9,7 @@ the same front end, engine, bank, k-NN and evaluation code as a trained model:
 
 Built with the ``onnx`` helper API (no torch needed).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -68,13 +69,23 @@ def build_reference(kind: str, out_dir: str | Path, window_seconds: float = 10.0
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     onnx.save(model, out_dir / "model.onnx")
-    write_manifest(out_dir, {
-        "name": f"reference-{kind}", "version": "1", "recipe": f"reference:{kind}",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model_file": "model.onnx", "opset": OPSET, "sample_rate": sample_rate, "window_seconds": window_seconds,
-        "frontend": fe.to_dict(), "inputs": [{"name": spec.name, "shape": [-1] + spec.shape(n), "dtype": "float32"}],
-        "outputs": [{"name": "embedding", "shape": [-1, dim], "dtype": "float32"}], "embedding_dim": dim,
-        "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": 1},
-        "training": {"data": {"note": "training-free reference"}},
-    })
+    write_manifest(
+        out_dir,
+        {
+            "name": f"reference-{kind}",
+            "version": "1",
+            "recipe": f"reference:{kind}",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model_file": "model.onnx",
+            "opset": OPSET,
+            "sample_rate": sample_rate,
+            "window_seconds": window_seconds,
+            "frontend": fe.to_dict(),
+            "inputs": [{"name": spec.name, "shape": [-1] + spec.shape(n), "dtype": "float32"}],
+            "outputs": [{"name": "embedding", "shape": [-1, dim], "dtype": "float32"}],
+            "embedding_dim": dim,
+            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": 1},
+            "training": {"data": {"note": "training-free reference"}},
+        },
+    )
     return out_dir

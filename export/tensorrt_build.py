@@ -6,6 +6,7 @@ and a timing cache kept beside the engines so rebuilds are fast. Engines are key
 version, GPU name and precision (``edge_agent.engine.cache.cache_key``). Needs TensorRT and a GPU;
 without TensorRT it stops with a message saying how to install it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,13 @@ def profile_shapes(bundle: Bundle, max_batch: int, opt_batch: int = 4) -> dict[s
     return out
 
 
-def build_engine(model: str | Path, fp16: bool = False, cache_dir: Optional[Path] = None, max_batch: int = 32,
-                 workspace_bytes: int = 1 << 30) -> Path:
+def build_engine(
+    model: str | Path,
+    fp16: bool = False,
+    cache_dir: Optional[Path] = None,
+    max_batch: int = 32,
+    workspace_bytes: int = 1 << 30,
+) -> Path:
     bundle = Bundle.load(model)
     trt = import_tensorrt()
     gpu = gpu_name()
@@ -60,7 +66,13 @@ def build_engine(model: str | Path, fp16: bool = False, cache_dir: Optional[Path
     cache_file = engine_cache_dir(bundle, cache_dir) / f"timing-{trt.__version__}.cache"
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    log.info("building %s engine for %s on %s (TensorRT %s); this takes a few minutes", precision, bundle.name, gpu, trt.__version__)
+    log.info(
+        "building %s engine for %s on %s (TensorRT %s); this takes a few minutes",
+        precision,
+        bundle.name,
+        gpu,
+        trt.__version__,
+    )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError("TensorRT failed to build the engine (see the TensorRT log above)")

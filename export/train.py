@@ -5,6 +5,7 @@ numpy front end that the runtime uses, balances the target domain with SMOTE, an
 embedding under the joint-class and machine-type angular-margin losses (L = L_joint + L_machine),
 with mixup. A checkpoint is written after every epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,7 +71,9 @@ def _epoch_features(ts: TrainSet, frontend, rng: np.random.Generator, args: Trai
     speeds = args.speed_perturb or [1.0]
     for _ in range(args.crops_per_clip):
         for it, j, t in zip(ts.items, joint, target):
-            w = speed_perturb(it.audio, frontend.window_samples, float(rng.choice(speeds)) if len(speeds) > 1 else 1.0, rng)
+            w = speed_perturb(
+                it.audio, frontend.window_samples, float(rng.choice(speeds)) if len(speeds) > 1 else 1.0, rng
+            )
             if t and args.time_warp > 0 and rng.random() < 0.5:
                 w = time_warp(w, rng, args.time_warp)
             wins.append(w)
@@ -116,8 +119,19 @@ def load_checkpoint(path: str | Path) -> dict:
     return ck
 
 
-def _payload(args: TrainArgs, cfg, model, heads: dict, ts: TrainSet, loss_kind: str, epoch: int, history: list, summary: dict,
-             t0: float, extra: Optional[dict] = None) -> dict:
+def _payload(
+    args: TrainArgs,
+    cfg,
+    model,
+    heads: dict,
+    ts: TrainSet,
+    loss_kind: str,
+    epoch: int,
+    history: list,
+    summary: dict,
+    t0: float,
+    extra: Optional[dict] = None,
+) -> dict:
     return {
         "format": CHECKPOINT_FORMAT,
         "recipe": args.recipe,
@@ -151,10 +165,18 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     frontend = cfg.frontend()
     t0 = time.time()
     ts = trainset or build_trainset(
-        args.data, frontend.sample_rate, args.exclude_test_of, args.include_test_normals, args.pseudo_k, args.seed, log=log.warning
+        args.data,
+        frontend.sample_rate,
+        args.exclude_test_of,
+        args.include_test_normals,
+        args.pseudo_k,
+        args.seed,
+        log=log.warning,
     )
     if len(ts.items) < 2:
-        raise ValueError(f"only {len(ts.items)} usable normal clips under {', '.join(args.data)}; training needs at least 2")
+        raise ValueError(
+            f"only {len(ts.items)} usable normal clips under {', '.join(args.data)}; training needs at least 2"
+        )
     summary = ts.summary()
     log.info("training data: %s", json.dumps(summary))
     out = Path(args.out)
@@ -162,9 +184,16 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     if model.own_training:  # clvae: CNN, then the VAE on its features
         hist = model.fit(ts, frontend, args, rng, pretrained, progress, _epoch_features)
         final = hist["vae"] or hist["backbone"]
-        save_checkpoint(out, _payload(args, cfg, model, {}, ts, "vae", len(final), final, summary, t0, {"stage_history": hist}))
-        return {"checkpoint": str(out), "epochs": len(final), "final_loss": final[-1] if final else None,
-                "seconds": round(time.time() - t0, 1), "data": summary}
+        save_checkpoint(
+            out, _payload(args, cfg, model, {}, ts, "vae", len(final), final, summary, t0, {"stage_history": hist})
+        )
+        return {
+            "checkpoint": str(out),
+            "epochs": len(final),
+            "final_loss": final[-1] if final else None,
+            "seconds": round(time.time() - t0, 1),
+            "data": summary,
+        }
     if pretrained:
         for name, path in pretrained.items():
             info = model.load_pretrained(name, path)
@@ -175,7 +204,9 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
     # Every target class is a function of the joint class, so SMOTE balances joint classes and the
     # other labels follow.
     joint_item = {it.joint: it for it in ts.items}
-    target_of_joint = {t: np.array([ts.classes(t).index(ts.class_of(joint_item[j], t)) for j in ts.joint_classes]) for t in targets}
+    target_of_joint = {
+        t: np.array([ts.classes(t).index(ts.class_of(joint_item[j], t)) for j in ts.joint_classes]) for t in targets
+    }
     heads = {t: make_head(loss_kind, dim, len(ts.classes(t)), args.sub_clusters) for t in targets}
     params = [p for m in (model, *heads.values()) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -196,11 +227,20 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
             if len(idx) < 2:
                 continue
             x = {k: torch.from_numpy(v[idx]) for k, v in feats.items()}
-            ys = {t: torch.nn.functional.one_hot(torch.from_numpy(target_of_joint[t][joint[idx]]), len(ts.classes(t))).float() for t in targets}
+            ys = {
+                t: torch.nn.functional.one_hot(
+                    torch.from_numpy(target_of_joint[t][joint[idx]]), len(ts.classes(t))
+                ).float()
+                for t in targets
+            }
             if args.mixup_alpha > 0 and rng.random() < args.mixup_prob:
                 lam, perm = mixup_weights(rng, len(idx), args.mixup_alpha)
                 lam_t = torch.from_numpy(lam)
-                x = {k: v * lam_t.view(-1, *([1] * (v.dim() - 1))) + v[perm] * (1 - lam_t).view(-1, *([1] * (v.dim() - 1))) for k, v in x.items()}
+                x = {
+                    k: v * lam_t.view(-1, *([1] * (v.dim() - 1)))
+                    + v[perm] * (1 - lam_t).view(-1, *([1] * (v.dim() - 1)))
+                    for k, v in x.items()
+                }
                 ys = {t: y * lam_t[:, None] + y[perm] * (1 - lam_t[:, None]) for t, y in ys.items()}
             inputs = [x[n] for n in model.input_names]
             embs = model.target_embeddings(*inputs)  # w2v-ast: sub-systems trained on different labels
@@ -217,5 +257,10 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         bar.set_postfix(loss=f"{history[-1]:.3f}")
         log.info("epoch %d/%d loss %.4f", epoch + 1, args.epochs, history[-1])
         save_checkpoint(out, _payload(args, cfg, model, heads, ts, loss_kind, epoch + 1, history, summary, t0))
-    return {"checkpoint": str(out), "epochs": args.epochs, "final_loss": history[-1] if history else None,
-            "seconds": round(time.time() - t0, 1), "data": summary}
+    return {
+        "checkpoint": str(out),
+        "epochs": args.epochs,
+        "final_loss": history[-1] if history else None,
+        "seconds": round(time.time() - t0, 1),
+        "data": summary,
+    }

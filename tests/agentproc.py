@@ -1,4 +1,5 @@
 """An `edge-agent run` process whose stdout and stderr lines are collected as they come."""
+
 from __future__ import annotations
 
 import subprocess
@@ -13,8 +14,10 @@ class AgentProcess:
         self.p = spawn(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.out: list[str] = []
         self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._pump, args=(s, d), daemon=True)
-                         for s, d in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        self._threads = [
+            threading.Thread(target=self._pump, args=(s, d), daemon=True)
+            for s, d in ((self.p.stdout, self.out), (self.p.stderr, self.err))
+        ]
         for t in self._threads:
             t.start()
 

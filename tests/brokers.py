@@ -1,5 +1,6 @@
 """A real Mosquitto broker for tests: started on free ports, stoppable and restartable, with
 optional password auth and a TLS listener using certificates made for the test."""
+
 from __future__ import annotations
 
 import os
@@ -25,11 +26,40 @@ def make_certs(d: Path) -> dict[str, Path]:
     def run(*a):
         subprocess.run(["openssl", *a], check=True, capture_output=True, cwd=d)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=edge-agent test CA")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=edge-agent test CA",
+    )
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
     (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2",
-        "-extfile", "san.ext")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    )
     return {"ca": d / "ca.pem", "cert": d / "server.pem", "key": d / "server.key"}
 
 
@@ -45,7 +75,9 @@ class Broker:
         self.certs = make_certs(d / "certs") if tls else None
         lines = [f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {d}/", "log_dest stderr"]
         if os.geteuid() == 0:
-            lines.append("user root")  # as root mosquitto would switch to 'mosquitto', which cannot read the test's files
+            lines.append(
+                "user root"
+            )  # as root mosquitto would switch to 'mosquitto', which cannot read the test's files
         if self.users:
             pw = d / "passwd"
             pw.write_text("")
@@ -55,22 +87,28 @@ class Broker:
         else:
             lines += ["allow_anonymous true"]
         if tls:
-            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {self.certs['ca']}", f"certfile {self.certs['cert']}",
-                      f"keyfile {self.certs['key']}"]
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.certs['ca']}",
+                f"certfile {self.certs['cert']}",
+                f"keyfile {self.certs['key']}",
+            ]
         self.conf = d / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
         self.log = d / "mosquitto.log"
 
     def start(self) -> "Broker":
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.log, "ab")
+        )
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", self.port), 0.2).close()
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-800:]}")
+                    raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-800:]}") from None
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start")
 
@@ -117,8 +155,11 @@ class Subscriber:
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self.connected = threading.Event()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"sub-{port}-{time.monotonic_ns()}",
-                             clean_session=not persistent)
+        self.c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"sub-{port}-{time.monotonic_ns()}",
+            clean_session=not persistent,
+        )
         self.topic = topic
 
         def on_connect(c, u, f, rc, p):

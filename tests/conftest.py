@@ -1,5 +1,6 @@
 """Shared fixtures: real clips (tests/data, the bundled demo clips, ../shared/data when present),
 a tiny trained model bundle, and the shipped default bundle."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,19 @@ def tiny_checkpoint(tmp_path_factory, valve_small) -> Path:
     from export.train import TrainArgs, train
 
     out = tmp_path_factory.mktemp("tiny") / "tiny.ckpt"
-    train(TrainArgs(data=[str(valve_small)], out=str(out), epochs=2, batch_size=8, recipe_config=TINY_RECIPE,
-                    sub_clusters=2, exclude_test_of=[], include_test_normals=False), progress=False)
+    train(
+        TrainArgs(
+            data=[str(valve_small)],
+            out=str(out),
+            epochs=2,
+            batch_size=8,
+            recipe_config=TINY_RECIPE,
+            sub_clusters=2,
+            exclude_test_of=[],
+            include_test_normals=False,
+        ),
+        progress=False,
+    )
     return out
 
 
@@ -54,7 +66,9 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     from export.onnx_export import export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export_bundle(tiny_checkpoint, out, name="tiny", version="test", parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
+    export_bundle(
+        tiny_checkpoint, out, name="tiny", version="test", parity_clips=[DATA / "valve" / "train"], log=lambda *_: None
+    )
     return out
 
 
@@ -80,10 +94,22 @@ def pulse(tmp_path_factory):
     env = {**os.environ, "HOME": str(d), "PULSE_RUNTIME_PATH": str(d / "run"), "XDG_RUNTIME_DIR": str(d)}
     sock = d / "run" / "native"
     proc = subprocess.Popen(
-        ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
-         "-L", f"module-native-protocol-unix socket={sock} auth-anonymous=1",
-         "-L", "module-null-sink sink_name=edgetest sink_properties=device.description=edgetest"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            "pulseaudio",
+            "-n",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "--disallow-exit",
+            "--use-pid-file=no",
+            "-L",
+            f"module-native-protocol-unix socket={sock} auth-anonymous=1",
+            "-L",
+            "module-null-sink sink_name=edgetest sink_properties=device.description=edgetest",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     for _ in range(100):
         if sock.exists():
             break
@@ -115,13 +141,23 @@ def small_recipe_bundle(recipe: str, config: dict, d: Path):
     from export.onnx_export import export_bundle
     from export.train import TrainArgs, load_checkpoint, train
 
-    train(TrainArgs(data=[str(DATA / "valve"), str(DEMO / "enrol")], out=str(d / "m.ckpt"), recipe=recipe, epochs=2, batch_size=8,
-                    recipe_config=config, exclude_test_of=[], include_test_normals=False), progress=False)
+    train(
+        TrainArgs(
+            data=[str(DATA / "valve"), str(DEMO / "enrol")],
+            out=str(d / "m.ckpt"),
+            recipe=recipe,
+            epochs=2,
+            batch_size=8,
+            recipe_config=config,
+            exclude_test_of=[],
+            include_test_normals=False,
+        ),
+        progress=False,
+    )
     ck = load_checkpoint(d / "m.ckpt")
     assert ck["section_classes"] == ["enrol|id_00", "valve|00"] and np.isfinite(ck["loss_history"]).all()
     export_bundle(d / "m.ckpt", d / "bundle", name=recipe, parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
     return d / "bundle", ck
-
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Real capture through PortAudio: a PulseAudio null sink plays WAVs, the agent captures its monitor."""
+
 import threading
 import time
 
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.config import parse_config
-from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.capture import CaptureSource, find_device
+from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.wavio import read_wav, write_wav
+from edge_agent.config import parse_config
 
 from .conftest import DEMO
 
@@ -114,7 +115,12 @@ class FlakyFactory:
 def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
     tone = pulse(_tone(tmp_path / "long.wav", 440, 25))
     factory = FlakyFactory()
-    cfg = parse_config({"state_dir": str(tmp_path / "state"), "machines": {"m1": {"input": {"device": "pulse", "silence_seconds": 1.0}}}})
+    cfg = parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "machines": {"m1": {"input": {"device": "pulse", "silence_seconds": 1.0}}},
+        }
+    )
     states = []
 
     class Rec:

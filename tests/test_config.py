@@ -1,4 +1,5 @@
 """Typed config: unknown keys and bad values are named by their key path."""
+
 import pytest
 
 from edge_agent.config import ConfigError, default_state_dir, load_config, parse_config

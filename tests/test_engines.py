@@ -1,4 +1,5 @@
 """Engine selection and the TensorRT paths, as far as a machine without a GPU allows."""
+
 import importlib.util
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 
 from edge_agent.bundle import Bundle
 from edge_agent.engine import EngineError, OnnxEngine, open_engine
-from edge_agent.engine.onnx import choose_providers
 from edge_agent.engine.cache import cache_key, engine_cache_dir, engine_path
+from edge_agent.engine.onnx import choose_providers
 from export.tensorrt_build import profile_shapes
 
 from .test_run_replay import cli
@@ -17,10 +18,19 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 def test_auto_prefers_tensorrt_then_cuda_then_cpu():
     assert choose_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
-    assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     assert choose_providers("auto", ["CPUExecutionProvider", "TensorrtExecutionProvider", "CUDAExecutionProvider"]) == [
-        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert choose_providers("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "TensorrtExecutionProvider"
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert (
+        choose_providers("tensorrt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])[0]
+        == "TensorrtExecutionProvider"
+    )
 
 
 def test_a_missing_gpu_provider_is_an_error_not_a_silent_fallback():

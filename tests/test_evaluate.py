@@ -1,4 +1,5 @@
 """DCASE metrics against hand-computed cases, the submission CSVs, and an end-to-end evaluate run."""
+
 import csv
 import json
 

@@ -1,4 +1,5 @@
 """Training a small recipe on real clips, exporting it and checking ONNX parity and the manifest."""
+
 import json
 
 import numpy as np
@@ -6,11 +7,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from edge_agent.bundle import Bundle, BundleError  # noqa: E402
-from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.audio.windows import frame_windows
 from edge_agent.audio.convert import prepare  # noqa: E402
 from edge_agent.audio.wavio import read_wav  # noqa: E402
+from edge_agent.audio.windows import frame_windows
+from edge_agent.bundle import Bundle, BundleError  # noqa: E402
+from edge_agent.engine import OnnxEngine  # noqa: E402
 
 from .conftest import DATA  # noqa: E402
 

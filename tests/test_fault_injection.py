@@ -5,6 +5,7 @@ started must have ended.
 
 The broker is stopped with SIGTERM, so that it saves its persistent sessions: a broker that is
 SIGKILLed loses what it had acknowledged but not yet delivered, which no publisher can recover."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,11 @@ SEED = 20261122
 
 def _config(path: Path, state: Path, port: int, replay: Path, loop: bool) -> Path:
     inp = f"{{file: {replay}, realtime: false, loop: {str(loop).lower()}}}"
-    path.write_text(f"node_id: n1\nstate_dir: {state}\nengine: cpu\nstatus_interval_seconds: 1000\nmachines:\n"
-                    f"  fan01:\n    input: {inp}\n  fan02:\n    input: {inp}\n"
-                    f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5}}\n")
+    path.write_text(
+        f"node_id: n1\nstate_dir: {state}\nengine: cpu\nstatus_interval_seconds: 1000\nmachines:\n"
+        f"  fan01:\n    input: {inp}\n  fan02:\n    input: {inp}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5}}\n"
+    )
     return path
 
 
@@ -95,7 +98,9 @@ def test_alarms_survive_broker_restarts_and_agent_kills(broker, tmp_path):  # no
     started = {(m, a) for m, a, e, _ in got if e == "start"}
     ended = {(m, a) for m, a, e, _ in got if e == "end"}
     assert started and started <= ended, f"alarms that never ended: {sorted(started - ended)}"
-    print(f"fault injection: {ROUNDS} rounds, {broker_stops} broker restarts, {kills} agent kills; "
-          f"{len(logged)} alarm events printed, {len(got)} received ({len(got) - len(set(got))} duplicates), "
-          f"{len(started)} alarms started, all ended")
+    print(
+        f"fault injection: {ROUNDS} rounds, {broker_stops} broker restarts, {kills} agent kills; "
+        f"{len(logged)} alarm events printed, {len(got)} received ({len(got) - len(set(got))} duplicates), "
+        f"{len(started)} alarms started, all ended"
+    )
     sub.close()

@@ -1,12 +1,23 @@
 """The numpy front end against references computed another way."""
+
 import numpy as np
 import pytest
 from scipy import signal
 
 from edge_agent.audio.convert import ChannelError, prepare, to_mono
-from edge_agent.frontend import FeatureSpec, Frontend, hz_to_mel, log_mel, magnitude_spectrum, mel_filterbank, mel_to_hz, remove_temporal_mean, stft_magnitude
-from edge_agent.audio.windows import frame_windows
 from edge_agent.audio.wavio import read_wav
+from edge_agent.audio.windows import frame_windows
+from edge_agent.frontend import (
+    FeatureSpec,
+    Frontend,
+    hz_to_mel,
+    log_mel,
+    magnitude_spectrum,
+    mel_filterbank,
+    mel_to_hz,
+    remove_temporal_mean,
+    stft_magnitude,
+)
 
 from .conftest import DATA
 
@@ -84,8 +95,15 @@ def test_prepare_resamples_and_mixes():
 
 
 def test_frontend_shapes_and_errors():
-    fe = Frontend(16000, 16000, (FeatureSpec("spectrum", "spectrum"), FeatureSpec("spec", "stft", n_fft=512, hop=256, mean_removed=True),
-                                 FeatureSpec("mel", "logmel", n_fft=512, hop=256, n_mels=32)))
+    fe = Frontend(
+        16000,
+        16000,
+        (
+            FeatureSpec("spectrum", "spectrum"),
+            FeatureSpec("spec", "stft", n_fft=512, hop=256, mean_removed=True),
+            FeatureSpec("mel", "logmel", n_fft=512, hop=256, n_mels=32),
+        ),
+    )
     out = fe(np.zeros((2, 16000), np.float32))
     assert out["spectrum"].shape == (2, 8000)
     assert out["spec"].shape == (2, *fe.features[1].shape(16000))
@@ -109,8 +127,12 @@ def test_centred_db_log_mel_matches_a_frame_loop(clip):
     pad = np.pad(x, n_fft // 2, mode="reflect")
     win = signal.get_window("hann", n_fft)
     fb = mel_filterbank(32000, n_fft, 64, 50.0, 14000.0).astype(np.float64)
-    ref = np.stack([10 * np.log10(np.maximum((np.abs(np.fft.rfft(pad[s : s + n_fft] * win)) ** 2) @ fb, 1e-10))
-                    for s in range(0, len(pad) - n_fft + 1, hop)])
+    ref = np.stack(
+        [
+            10 * np.log10(np.maximum((np.abs(np.fft.rfft(pad[s : s + n_fft] * win)) ** 2) @ fb, 1e-10))
+            for s in range(0, len(pad) - n_fft + 1, hop)
+        ]
+    )
     ours = FeatureSpec("m", "logmel", n_fft=n_fft, hop=hop, n_mels=64, fmin=50.0, fmax=14000.0, centre=True, db=True)
     got = ours.compute(x.astype(np.float32)[None], 32000)[0]
     assert got.shape == ref.shape == tuple(ours.shape(32000)) == (1 + 32000 // hop, 64)

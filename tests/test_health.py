@@ -1,5 +1,6 @@
 """Running for months: the systemd unit, the Jetson Dockerfile, the notify/watchdog protocol against
 a real socket, the metrics endpoint over HTTP, and SIGHUP/SIGTERM on a running agent process."""
+
 from __future__ import annotations
 
 import os
@@ -11,10 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 import urllib.request
 
 import pytest
+import tomllib
 
 from edge_agent.agent import Agent
 from edge_agent.config import parse_config
@@ -36,10 +37,24 @@ def test_systemd_unit_verifies_and_has_the_contract(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     text = UNIT.read_text()
-    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StartLimitBurst=", "StateDirectory=edge-agent",
-                 "CacheDirectory=edge-agent", "ConfigurationDirectory=edge-agent", "LoadCredential=mqtt_password:",
-                 "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RestrictAddressFamilies=",
-                 "DeviceAllow=/dev/snd", "SupplementaryGroups=audio video", "After=sound.target network-online.target"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StartLimitBurst=",
+        "StateDirectory=edge-agent",
+        "CacheDirectory=edge-agent",
+        "ConfigurationDirectory=edge-agent",
+        "LoadCredential=mqtt_password:",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=",
+        "DeviceAllow=/dev/snd",
+        "SupplementaryGroups=audio video",
+        "After=sound.target network-online.target",
+    ):
         assert line in text, line
     assert not re.search(r"^PrivateDevices=", text, re.M)
 
@@ -53,10 +68,12 @@ def test_dockerfile_lints_and_installs_what_pyproject_declares():
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^FROM nvcr\.io/nvidia/l4t-jetpack:r36", docker, re.M)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = lambda reqs: [re.split(r"[<>=!~ \[]", q, 1)[0].lower() for q in reqs]  # noqa: E731
+    names = lambda reqs: [re.split(r"[<>=!~ \[]", q, maxsplit=1)[0].lower() for q in reqs]  # noqa: E731
     for dep in names(project["dependencies"]):
         if dep == "onnxruntime":
-            assert "onnxruntime-gpu" in docker and "pip3 show onnxruntime" in docker  # the Jetson build, and never the CPU one
+            assert (
+                "onnxruntime-gpu" in docker and "pip3 show onnxruntime" in docker
+            )  # the Jetson build, and never the CPU one
         else:
             assert f'"{dep}' in docker, f"Dockerfile.jetson does not install {dep}"
     for dep in names(project["optional-dependencies"]["tensorrt"]):
@@ -108,8 +125,16 @@ class StateRecorder:
 
 
 def _agent(tmp_path, silence=1.5, metrics=None):
-    cfg = {"state_dir": str(tmp_path / "st"), "engine": "cpu", "status_interval_seconds": 1e9,
-           "machines": {"fan01": {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True, "silence_seconds": silence}}}}
+    cfg = {
+        "state_dir": str(tmp_path / "st"),
+        "engine": "cpu",
+        "status_interval_seconds": 1e9,
+        "machines": {
+            "fan01": {
+                "input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True, "silence_seconds": silence}
+            }
+        },
+    }
     if metrics:
         cfg["metrics"] = {"listen": metrics}
     rec = StateRecorder()
@@ -176,10 +201,14 @@ def test_metrics_endpoint_scraped_and_parsed(tmp_path):
     fams = {f.name: f for f in text_string_to_metric_families(text)}
     windows = [s for s in fams["edge_agent_windows_processed"].samples if s.name.endswith("_total")]
     assert windows[0].labels == {"machine": "fan01"} and windows[0].value >= 2
-    assert fams["edge_agent_inference_seconds"].samples and any(s.name.endswith("_count") and s.value >= 2 for s in fams["edge_agent_inference_seconds"].samples)
+    assert fams["edge_agent_inference_seconds"].samples and any(
+        s.name.endswith("_count") and s.value >= 2 for s in fams["edge_agent_inference_seconds"].samples
+    )
     states = {s.labels["state"]: s.value for s in fams["edge_agent_state"].samples}
     assert states["normal"] + states["anomaly"] == 1.0 and states["no_audio"] == 0.0
-    assert "edge_agent_last_score" in fams and "edge_agent_audio_level_dbfs" in fams and "edge_agent_ring_overruns" in fams
+    assert (
+        "edge_agent_last_score" in fams and "edge_agent_audio_level_dbfs" in fams and "edge_agent_ring_overruns" in fams
+    )
     assert fams["edge_agent_threshold"].samples[0].value > 0
 
 
@@ -189,9 +218,11 @@ def test_sighup_reloads_the_bank_and_sigterm_stops_cleanly(broker, tmp_path):  #
     assert r.returncode == 0, r.stderr
     cfg = tmp_path / "c.yaml"
     port = free_port()
-    cfg.write_text(f"node_id: n1\nstate_dir: {st}\nengine: cpu\nmetrics: {{listen: '127.0.0.1:{port}'}}\nmachines:\n  fan01:\n"
-                   f"    input: {{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
-                   f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}\n")
+    cfg.write_text(
+        f"node_id: n1\nstate_dir: {st}\nengine: cpu\nmetrics: {{listen: '127.0.0.1:{port}'}}\nmachines:\n  fan01:\n"
+        f"    input: {{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {broker.port}}}\n"
+    )
     ns = NotifySocket(tmp_path / "notify")
     sub = Subscriber(broker.port, "edge-agent/n1/status")
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify")}
@@ -201,7 +232,18 @@ def test_sighup_reloads_the_bank_and_sigterm_stops_cleanly(broker, tmp_path):  #
         while time.monotonic() < t_end and "READY" not in ns.keys():
             time.sleep(0.1)
         assert "READY" in ns.keys()
-        r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", "--percentile", "0.95")
+        r = cli(
+            "calibrate",
+            "--machine",
+            "fan01",
+            "--from",
+            DEMO / "enrol",
+            "--state-dir",
+            st,
+            "--no-plot",
+            "--percentile",
+            "0.95",
+        )
         assert r.returncode == 0
         p.send_signal(signal.SIGHUP)
         time.sleep(3.0)

@@ -1,11 +1,12 @@
 """The label parser on every naming scheme, and indexing that skips bad files without crashing."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_agent.dataset import index_dataset, LabelError, parse_attributes, parse_path
 from edge_agent.audio.wavio import write_wav
+from edge_agent.dataset import LabelError, index_dataset, parse_attributes, parse_path
 
 from .conftest import DATA, SHARED
 
@@ -32,7 +33,14 @@ def test_dcase2024_no_attribute_and_eval_names():
 
 def test_dcase2020_names():
     c = parse_path(Path("/d/fan/test/anomaly_id_04_00000006.wav"))
-    assert (c.machine, c.section, c.domain, c.split, c.condition, c.scheme) == ("fan", "id_04", "source", "test", "anomaly", "dcase2020")
+    assert (c.machine, c.section, c.domain, c.split, c.condition, c.scheme) == (
+        "fan",
+        "id_04",
+        "source",
+        "test",
+        "anomaly",
+        "dcase2020",
+    )
     assert parse_path(Path("/d/pump/train/normal_id_00_00000001.wav")).condition == "normal"
 
 

@@ -1,6 +1,7 @@
 """The learning period end to end: a machine without a bank learns from its own replayed sound
 (state `learning`, no alarms), then monitors and alarms on a real anomalous clip, seen on a real
 broker; a period interrupted by a stop resumes at the next start; `calibrate --learn` requests one."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def _stream(d: Path, normals: int, anomalous: bool) -> Path:
 
 def _config(path: Path, state: Path, replay: Path, learn: str, port=None) -> Path:
     mqtt = f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5}}\n" if port else ""
-    path.write_text(f"node_id: n1\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
-                    f"    input: {{file: {replay}, realtime: false}}\n    learn: {learn}\n{mqtt}")
+    path.write_text(
+        f"node_id: n1\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
+        f"    input: {{file: {replay}, realtime: false}}\n    learn: {learn}\n{mqtt}"
+    )
     return path
 
 

@@ -1,4 +1,5 @@
 """Angular-margin heads: shapes, gradients and margin behaviour."""
+
 import math
 
 import pytest

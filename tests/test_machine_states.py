@@ -1,14 +1,15 @@
 """Machine off and muted input are states, not anomalies: digital silence makes a machine
 `no_audio` at once and a level far below the enrolled range makes it `off`, before any score is
 taken; an open alarm ends with that reason. Real clips through `edge-agent run`."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.audio.convert import level_dbfs
 from edge_agent.audio.wavio import read_wav, write_wav
+from edge_agent.bank import MemoryBank, bank_path
 
 from .conftest import DEMO
 from .test_run_replay import cli
@@ -25,7 +26,9 @@ def bank_dir(tmp_path_factory):
 
 def _run(st, folder, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"state_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n    input: {{file: {folder}, realtime: false}}\n")
+    cfg.write_text(
+        f"state_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n    input: {{file: {folder}, realtime: false}}\n"
+    )
     r = cli("run", "--config", cfg)
     assert r.returncode == 0, r.stderr
     return [ln.split(" ", 1)[1] for ln in r.stdout.splitlines()]
@@ -35,16 +38,22 @@ def test_silence_and_a_machine_30_db_below_the_enrolled_range_never_alarm(bank_d
     low = MemoryBank.load(bank_path(bank_dir, "fan01")).meta["levels_dbfs"]["low"]
     normal, sr = read_wav(DEMO / "replay" / "01_normal_id_00_00000018.wav")
     anomaly, _ = read_wav(DEMO / "replay" / "02_anomaly_id_00_00000002.wav")
-    quiet = anomaly[:, 0] * 10 ** ((low - 30 - level_dbfs(anomaly)) / 20)  # a real anomalous clip, 30 dB below the range
+    quiet = anomaly[:, 0] * 10 ** (
+        (low - 30 - level_dbfs(anomaly)) / 20
+    )  # a real anomalous clip, 30 dB below the range
     assert level_dbfs(quiet) == pytest.approx(low - 30, abs=0.1)
     d = tmp_path / "stream"
     d.mkdir()
-    for i, x in enumerate([normal[:, 0], np.zeros(10 * sr), normal[:, 0], quiet, quiet, normal[:, 0], np.zeros(15 * sr), normal[:, 0]]):
+    for i, x in enumerate(
+        [normal[:, 0], np.zeros(10 * sr), normal[:, 0], quiet, quiet, normal[:, 0], np.zeros(15 * sr), normal[:, 0]]
+    ):
         write_wav(d / f"{i:02d}.wav", x, sr)
     lines = _run(bank_dir, d, tmp_path)
     assert not [ln for ln in lines if "ALARM" in ln], lines
     states = [ln.split("state ", 1)[1] for ln in lines if ": state " in ln]
-    assert [s.split()[0] for s in states] == ["normal", "no_audio", "normal", "off", "normal", "no_audio", "normal"], states
+    assert [s.split()[0] for s in states] == ["normal", "no_audio", "normal", "off", "normal", "no_audio", "normal"], (
+        states
+    )
     assert "digital silence" in states[1] and "machine off: level" in states[3] and "sound is back" in states[2]
 
 

@@ -1,6 +1,7 @@
 """MQTT against a real Mosquitto: payload shapes as documented, alarms from real clips, a broker
 that goes away during a burst, an agent killed with events in its outbox, the last will, wrong
 credentials, TLS with auth, and Home Assistant discovery."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
-
-from edge_agent.publish import events
 from edge_agent.config import parse_config
 from edge_agent.detector import Decision
-from edge_agent.publish.outbox import Outbox
+from edge_agent.publish import events
+from edge_agent.publish.discovery import Topics, discovery_payloads
 from edge_agent.publish.mqtt import MQTTPublisher
-from edge_agent.publish.discovery import discovery_payloads, Topics
+from edge_agent.publish.outbox import Outbox
 
 from .brokers import Subscriber, broker, secure_broker  # noqa: F401 - fixtures
 from .conftest import DEMO, ROOT
@@ -46,7 +46,9 @@ def test_payloads_have_exactly_the_documented_shape():
     d = Decision("start", "a" * 32, 1.0e9, 0.3, 0.3, 1.0e9, 3)
     start = events.alarm_payload("fan01", d, 0.1, MODEL, 3)
     update = events.alarm_payload("fan01", Decision("update", "a" * 32, 1.0e9 + 30, 0.2, 0.4, 1.0e9, 20), 0.1, MODEL, 3)
-    end = events.alarm_payload("fan01", Decision("end", "a" * 32, 1.0e9 + 60, 0.05, 0.4, 1.0e9, 40, "sound back to normal"), 0.1, MODEL, 3)
+    end = events.alarm_payload(
+        "fan01", Decision("end", "a" * 32, 1.0e9 + 60, 0.05, 0.4, 1.0e9, 40, "sound back to normal"), 0.1, MODEL, 3
+    )
     assert [shape(p) for p in (start, update, end)] == [shape(p) for p in docs["alarm"]]
     assert shape(events.state_payload("fan01", "normal", 1.0e9, 0.1, 0.2, MODEL, 1)) == shape(docs["state"][0])
     assert shape(events.state_payload("fan01", "no_audio", 1.0e9, 0.1, 0.2, MODEL, 1, "why")) == shape(docs["state"][1])
@@ -54,7 +56,9 @@ def test_payloads_have_exactly_the_documented_shape():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", start["ts"])
 
 
-def agent_config(path: Path, state: Path, port: int, replay, extra: str = "", loop: bool = False, keepalive: int = 30) -> Path:
+def agent_config(
+    path: Path, state: Path, port: int, replay, extra: str = "", loop: bool = False, keepalive: int = 30
+) -> Path:
     path.write_text(f"""node_id: testnode
 state_dir: {state}
 engine: cpu
@@ -71,8 +75,11 @@ mqtt:
 
 
 def test_real_anomalous_clips_reach_mosquitto_sub(broker, calibrated, tmp_path):  # noqa: F811
-    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "edge-agent/#", "-v", "-q", "1"],
-                           stdout=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", "edge-agent/#", "-v", "-q", "1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.5)
     cfg = agent_config(tmp_path / "c.yaml", calibrated, broker.port, DEMO / "replay")
     r = cli("run", "--config", cfg, timeout=300)
@@ -102,13 +109,21 @@ def _state_with_banks_of(calibrated: Path, tmp_path: Path) -> Path:
 
 
 def _publisher(port, state: Path, states=None, **mqtt):
-    cfg = parse_config({"node_id": "n1", "state_dir": str(state), "machines": {"m1": {}, "m2": {}},
-                        "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt}})
+    cfg = parse_config(
+        {
+            "node_id": "n1",
+            "state_dir": str(state),
+            "machines": {"m1": {}, "m2": {}},
+            "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt},
+        }
+    )
     return MQTTPublisher(cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], "default", states=states)
 
 
 def _alarm(machine: str, i: int) -> dict:
-    p = events.alarm_payload(machine, Decision("start", f"{i:032x}", time.time(), 0.5, 0.5, time.time(), 3), 0.1, MODEL, 1)
+    p = events.alarm_payload(
+        machine, Decision("start", f"{i:032x}", time.time(), 0.5, 0.5, time.time(), 3), 0.1, MODEL, 1
+    )
     p["seq"] = i
     return p
 
@@ -159,7 +174,10 @@ def test_outbox_survives_sigkill_and_is_delivered_after_restart(broker, calibrat
             return []
         try:  # the file appears before the agent has created the table in it
             with sqlite3.connect(db) as c:
-                return [json.loads(r[0])["event_id"] for r in c.execute("SELECT payload FROM outbox WHERE kind = 'alarm' ORDER BY id")]
+                return [
+                    json.loads(r[0])["event_id"]
+                    for r in c.execute("SELECT payload FROM outbox WHERE kind = 'alarm' ORDER BY id")
+                ]
         except sqlite3.OperationalError:
             return []
 
@@ -216,7 +234,10 @@ def test_wrong_password_is_reported_and_retried(secure_broker, tmp_path):  # noq
         assert pub.connect_failures >= 2  # retried, not crashed
         refused = [m for m in logs if "refused the connection" in m]
         assert len(refused) == 1, logs  # said once, not at every attempt (rate-limited)
-        assert "check mqtt.username and the password file" in refused[0] and "1 event(s) waiting in the outbox" in refused[0]
+        assert (
+            "check mqtt.username and the password file" in refused[0]
+            and "1 event(s) waiting in the outbox" in refused[0]
+        )
         assert "NOT CONNECTED" in pub.status_line() and "Not authorized" in pub.status_line()
         assert "wrong-password" not in " ".join(logs)
         assert pub.outbox.depth() == 1 and not pub.connected.is_set()
@@ -230,9 +251,19 @@ def test_tls_with_password_from_systemd_credentials(secure_broker, tmp_path, mon
     creds.mkdir()
     (creds / "mqtt_password").write_text("s3cret-pass")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    cfg = parse_config({"node_id": "n1", "state_dir": str(tmp_path / "st"), "machines": {"m1": {}},
-                        "mqtt": {"host": "localhost", "port": secure_broker.tls_port, "username": "edge",
-                                 "tls": {"ca_file": str(secure_broker.certs["ca"])}}})
+    cfg = parse_config(
+        {
+            "node_id": "n1",
+            "state_dir": str(tmp_path / "st"),
+            "machines": {"m1": {}},
+            "mqtt": {
+                "host": "localhost",
+                "port": secure_broker.tls_port,
+                "username": "edge",
+                "tls": {"ca_file": str(secure_broker.certs["ca"])},
+            },
+        }
+    )
     pub = MQTTPublisher(cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["m1"], "default")
     pub.start()
     try:
@@ -260,15 +291,31 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
         assert "value_json.state == 'anomaly'" in bs["value_template"]
         sensor = configs["homeassistant/sensor/n1/m2/config"]
         assert sensor["state_topic"] == "edge-agent/n1/m2/score" and sensor["state_class"] == "measurement"
-        allowed = {"name", "unique_id", "device_class", "state_topic", "value_template", "payload_on", "payload_off", "json_attributes_topic",
-                   "qos", "device", "availability_topic", "payload_available", "payload_not_available", "state_class", "unit_of_measurement"}
+        allowed = {
+            "name",
+            "unique_id",
+            "device_class",
+            "state_topic",
+            "value_template",
+            "payload_on",
+            "payload_off",
+            "json_attributes_topic",
+            "qos",
+            "device",
+            "availability_topic",
+            "payload_available",
+            "payload_not_available",
+            "state_class",
+            "unit_of_measurement",
+        }
         for c in configs.values():
             assert set(c) <= allowed and {"identifiers", "name"} <= set(c["device"])
         n = len(sub.messages)
         sub.c.publish("homeassistant/status", "online")  # Home Assistant restarted
         assert sub.wait_for(lambda: len([1 for t, _, _ in sub.messages[n:] if t.endswith("/config")]) >= 4, 10)
         assert discovery_payloads(Topics("edge-agent", "n1"), "m1", "default") == {
-            t: c for t, c in configs.items() if "/m1/" in t}
+            t: c for t, c in configs.items() if "/m1/" in t
+        }
     finally:
         pub.close()
         sub.close()
@@ -277,8 +324,10 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
 def test_without_a_broker_alarms_wait_in_the_outbox_until_one_is_configured(broker, calibrated, tmp_path):  # noqa: F811
     state = _state_with_banks_of(calibrated, tmp_path)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"node_id: testnode\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
-                   f"    input: {{file: {DEMO / 'replay'}, realtime: false}}\n")
+    cfg.write_text(
+        f"node_id: testnode\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
+        f"    input: {{file: {DEMO / 'replay'}, realtime: false}}\n"
+    )
     r = cli("run", "--config", cfg)
     assert r.returncode == 0 and "ALARM START" in r.stdout
     waiting = Outbox(state / "outbox.sqlite").depth("alarm")

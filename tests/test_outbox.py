@@ -1,4 +1,5 @@
 """The durable outbox: WAL mode, order, acknowledgement, bounds that drop telemetry first and say so."""
+
 import logging
 import time
 
@@ -51,8 +52,9 @@ def _fill(path, n: int) -> None:
 
     Outbox(path).close()
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO outbox (machine, kind, payload, created) VALUES ('m1', 'alarm', '{}', ?)",
-                       [(time.time(),)] * n)
+        db.executemany(
+            "INSERT INTO outbox (machine, kind, payload, created) VALUES ('m1', 'alarm', '{}', ?)", [(time.time(),)] * n
+        )
 
 
 def _vm_steps_of_put(path) -> int:

@@ -1,5 +1,6 @@
 """The more recipes (issue 8): stgram, sepstgram and framevit train on real clips (small configs),
 export with the parity check, and run unchanged through calibrate, run and evaluate."""
+
 import json
 import math
 
@@ -14,10 +15,34 @@ from .conftest import DATA, DEMO, small_recipe_bundle  # noqa: E402
 from .test_run_replay import cli, write_config  # noqa: E402
 
 SMALL = {
-    "stgram": {"window_seconds": 1.0, "n_fft": 512, "hop": 256, "n_mels": 32, "resnet_widths": [8, 8, 16, 16], "embedding_dim": 16},
-    "sepstgram": {"window_seconds": 1.0, "n_fft": 512, "hop": 256, "n_mels": 32, "resnet_widths": [8, 8, 16, 16], "embedding_dim": 16},
-    "framevit": {"window_seconds": 1.0, "n_fft": 512, "hop": 256, "n_mels": 32, "context": 16, "shift": 4, "layers": 2, "hidden": 32,
-                 "mlp": 64, "heads": 2},
+    "stgram": {
+        "window_seconds": 1.0,
+        "n_fft": 512,
+        "hop": 256,
+        "n_mels": 32,
+        "resnet_widths": [8, 8, 16, 16],
+        "embedding_dim": 16,
+    },
+    "sepstgram": {
+        "window_seconds": 1.0,
+        "n_fft": 512,
+        "hop": 256,
+        "n_mels": 32,
+        "resnet_widths": [8, 8, 16, 16],
+        "embedding_dim": 16,
+    },
+    "framevit": {
+        "window_seconds": 1.0,
+        "n_fft": 512,
+        "hop": 256,
+        "n_mels": 32,
+        "context": 16,
+        "shift": 4,
+        "layers": 2,
+        "hidden": 32,
+        "mlp": 64,
+        "heads": 2,
+    },
 }
 
 
@@ -40,7 +65,18 @@ def test_export_parity_and_manifest(recipe_bundle):
 def test_calibrate_run_and_evaluate_unchanged(recipe_bundle, tmp_path):
     recipe, path = recipe_bundle
     st = tmp_path / "st"
-    r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot")
+    r = cli(
+        "calibrate",
+        "--machine",
+        "m1",
+        "--from",
+        DATA / "valve" / "train",
+        "--model",
+        path,
+        "--state-dir",
+        st,
+        "--no-plot",
+    )
     assert r.returncode == 0, r.stderr
     bank = MemoryBank.load(bank_path(st, "m1"))
     b = Bundle.load(path)
@@ -76,8 +112,20 @@ def test_stgram_arcface_option_and_bad_variant(tmp_path):
     from export.recipes import build_model
     from export.train import TrainArgs, train
 
-    train(TrainArgs(data=[str(DATA / "valve")], out=str(tmp_path / "a.ckpt"), recipe="stgram", epochs=1, batch_size=8, loss="arcface",
-                    recipe_config=SMALL["stgram"], exclude_test_of=[], include_test_normals=False), progress=False)
+    train(
+        TrainArgs(
+            data=[str(DATA / "valve")],
+            out=str(tmp_path / "a.ckpt"),
+            recipe="stgram",
+            epochs=1,
+            batch_size=8,
+            loss="arcface",
+            recipe_config=SMALL["stgram"],
+            exclude_test_of=[],
+            include_test_normals=False,
+        ),
+        progress=False,
+    )
     assert torch.load(tmp_path / "a.ckpt", weights_only=True)["loss"] == "arcface"
     model, _ = build_model("sepstgram", SMALL["sepstgram"])
     assert hasattr(model, "backbone_t") and hasattr(model, "backbone_s")
@@ -90,18 +138,59 @@ def test_stgram_classifier_score_in_calibrate_run_and_evaluate(recipe_bundle, tm
     b = Bundle.load(path)
     if recipe == "framevit":
         assert b.manifest["classifier"] is None  # several embeddings per window: k-NN only
-        r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", tmp_path,
-                "--score", "classifier", "--class", "valve|00")
+        r = cli(
+            "calibrate",
+            "--machine",
+            "m1",
+            "--from",
+            DATA / "valve" / "train",
+            "--model",
+            path,
+            "--state-dir",
+            tmp_path,
+            "--score",
+            "classifier",
+            "--class",
+            "valve|00",
+        )
         assert r.returncode == 2 and "no classifier head" in r.stderr
         return
     assert b.manifest["classifier"]["classes"] == ["enrol|id_00", "valve|00"]
     assert [o["name"] for o in b.manifest["outputs"]] == ["embedding", "logits"]
     st = tmp_path / "st"
-    r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot",
-            "--score", "classifier", "--class", "nope|00")
+    r = cli(
+        "calibrate",
+        "--machine",
+        "m1",
+        "--from",
+        DATA / "valve" / "train",
+        "--model",
+        path,
+        "--state-dir",
+        st,
+        "--no-plot",
+        "--score",
+        "classifier",
+        "--class",
+        "nope|00",
+    )
     assert r.returncode == 2 and "not one of the model's classes: enrol|id_00, valve|00" in r.stderr
-    r = cli("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot",
-            "--score", "classifier", "--class", "valve|00")
+    r = cli(
+        "calibrate",
+        "--machine",
+        "m1",
+        "--from",
+        DATA / "valve" / "train",
+        "--model",
+        path,
+        "--state-dir",
+        st,
+        "--no-plot",
+        "--score",
+        "classifier",
+        "--class",
+        "valve|00",
+    )
     assert r.returncode == 0, r.stderr
     bank = MemoryBank.load(bank_path(st, "m1"))
     assert bank.meta["score"] == {"kind": "classifier", "class": "valve|00", "class_index": 1}

@@ -1,6 +1,7 @@
 """The more recipes (issue 9): clvae and w2v-ast train on real clips (small configs, random
 weights), export with the parity check, run through calibrate, run and evaluate; pre-trained
 weights load from local files in the Hugging Face and the original projects' formats."""
+
 import json
 
 import numpy as np
@@ -14,11 +15,36 @@ from edge_agent.bundle import Bundle  # noqa: E402
 from .conftest import DATA, small_recipe_bundle  # noqa: E402
 from .test_run_replay import cli, write_config  # noqa: E402
 
-SMALL_CLVAE = {"window_seconds": 1.0, "stem": 8, "blocks": [1, 1, 1, 1], "widths": [8, 16, 16, 32], "encoder": [64, 64, 32],
-               "latent": 16, "backbone_epochs": 1, "vae_epochs": 4, "feature_crops": 2}
-SMALL_W2V = {"window_seconds": 1.0, "w2v_conv_dim": [16, 16, 16], "w2v_conv_kernel": [10, 3, 3], "w2v_conv_stride": [5, 4, 4],
-             "w2v_hidden": 32, "w2v_layers": 2, "w2v_heads": 2, "w2v_ffn": 64, "w2v_pos_kernel": 8, "w2v_pos_groups": 4,
-             "ast_hidden": 32, "ast_layers": 2, "ast_heads": 2, "ast_mlp": 64, "n_mels": 32, "fusion_channels": 4, "embedding_dim": 16}
+SMALL_CLVAE = {
+    "window_seconds": 1.0,
+    "stem": 8,
+    "blocks": [1, 1, 1, 1],
+    "widths": [8, 16, 16, 32],
+    "encoder": [64, 64, 32],
+    "latent": 16,
+    "backbone_epochs": 1,
+    "vae_epochs": 4,
+    "feature_crops": 2,
+}
+SMALL_W2V = {
+    "window_seconds": 1.0,
+    "w2v_conv_dim": [16, 16, 16],
+    "w2v_conv_kernel": [10, 3, 3],
+    "w2v_conv_stride": [5, 4, 4],
+    "w2v_hidden": 32,
+    "w2v_layers": 2,
+    "w2v_heads": 2,
+    "w2v_ffn": 64,
+    "w2v_pos_kernel": 8,
+    "w2v_pos_groups": 4,
+    "ast_hidden": 32,
+    "ast_layers": 2,
+    "ast_heads": 2,
+    "ast_mlp": 64,
+    "n_mels": 32,
+    "fusion_channels": 4,
+    "embedding_dim": 16,
+}
 SMALL = {"clvae": SMALL_CLVAE, "w2v-ast": SMALL_W2V}
 
 
@@ -35,7 +61,11 @@ def test_export_declares_outputs_and_heads(recipe_bundle):
     if recipe == "clvae":
         assert [o["name"] for o in m["outputs"]] == ["embedding", "rec_kld", "center_dist"]
         assert m["outputs"][2]["shape"] == [-1, 2]
-        assert m["heads"]["rec-kld-center"] == {"outputs": ["rec_kld", "center_dist"], "weight": 150.0, "classes": ["enrol|id_00", "valve|00"]}
+        assert m["heads"]["rec-kld-center"] == {
+            "outputs": ["rec_kld", "center_dist"],
+            "weight": 150.0,
+            "classes": ["enrol|id_00", "valve|00"],
+        }
         assert m["score"]["head"] == "rec-kld+rec-kld-center"
         assert [f["kind"] for f in m["frontend"]["features"]] == ["logmel"] and m["frontend"]["sample_rate"] == 32000
         assert ck["stage_history"]["backbone"] and len(ck["stage_history"]["vae"]) == 4
@@ -49,7 +79,18 @@ def test_export_declares_outputs_and_heads(recipe_bundle):
 def test_calibrate_run_and_evaluate(recipe_bundle, tmp_path):
     recipe, path, _ = recipe_bundle
     st = tmp_path / "st"
-    args = ("calibrate", "--machine", "m1", "--from", DATA / "valve" / "train", "--model", path, "--state-dir", st, "--no-plot")
+    args = (
+        "calibrate",
+        "--machine",
+        "m1",
+        "--from",
+        DATA / "valve" / "train",
+        "--model",
+        path,
+        "--state-dir",
+        st,
+        "--no-plot",
+    )
     if recipe == "clvae":
         # the bundle's own score is the ensemble with the center head, which needs the machine's class
         r = cli(*args)
@@ -137,10 +178,11 @@ def _weight_norm(sd, key):
 
 
 def test_wav2vec2_from_hugging_face_and_fairseq(tmp_path):
+    from safetensors.torch import save_file
+
     from export.pretrained import PretrainedError
     from export.recipes.w2vast import Wav2Vec2
     from export.recipes.w2vast_weights import load_wav2vec2
-    from safetensors.torch import save_file
 
     cfg = _small_w2v_cfg()
     src = Wav2Vec2(cfg)
@@ -161,11 +203,17 @@ def test_wav2vec2_from_hugging_face_and_fairseq(tmp_path):
     # fairseq layout, named independently here
     fs = {}
     for k, t in sd.items():
-        k = (k.replace("feature_extractor.conv_layers.0.layer_norm", "feature_extractor.conv_layers.0.2")
-             .replace(".conv.weight", ".0.weight").replace("feature_projection.layer_norm", "layer_norm")
-             .replace("feature_projection.projection", "post_extract_proj").replace("pos_conv_embed.conv.bias", "pos_conv.0.bias")
-             .replace(".attention.", ".self_attn.").replace(".layer_norm.", ".self_attn_layer_norm.")
-             .replace("feed_forward.intermediate_dense", "fc1").replace("feed_forward.output_dense", "fc2"))
+        k = (
+            k.replace("feature_extractor.conv_layers.0.layer_norm", "feature_extractor.conv_layers.0.2")
+            .replace(".conv.weight", ".0.weight")
+            .replace("feature_projection.layer_norm", "layer_norm")
+            .replace("feature_projection.projection", "post_extract_proj")
+            .replace("pos_conv_embed.conv.bias", "pos_conv.0.bias")
+            .replace(".attention.", ".self_attn.")
+            .replace(".layer_norm.", ".self_attn_layer_norm.")
+            .replace("feed_forward.intermediate_dense", "fc1")
+            .replace("feed_forward.output_dense", "fc2")
+        )
         k = k.replace("encoder.self_attn_layer_norm.", "encoder.layer_norm.")
         fs[k] = t
     fs["encoder.pos_conv.0.weight_g"], fs["encoder.pos_conv.0.weight_v"] = g, v
@@ -190,17 +238,24 @@ def test_ast_from_hugging_face_and_original_with_position_grid(tmp_path):
     src = AST(cfg)
     sd = {k: v.clone() for k, v in src.state_dict().items()}
     x = torch.randn(2, cfg.frames, cfg.n_mels)
-    torch.save({f"audio_spectrogram_transformer.{k}": v for k, v in sd.items()} | {"classifier.dense.weight": torch.zeros(3, 32)},
-               tmp_path / "pytorch_model.bin")
+    torch.save(
+        {f"audio_spectrogram_transformer.{k}": v for k, v in sd.items()}
+        | {"classifier.dense.weight": torch.zeros(3, 32)},
+        tmp_path / "pytorch_model.bin",
+    )
     dst = AST(cfg)
     load_ast(dst, str(tmp_path), cfg)
     assert _same_outputs(src, dst, x)
     # the AST repository's layout (fused qkv, timm names), trained on a longer input: the time
     # positions are cut from the middle of a grid three times as long
-    orig = {"module.v.cls_token": sd["embeddings.cls_token"], "module.v.dist_token": sd["embeddings.distillation_token"],
-            "module.v.patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
-            "module.v.patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-            "module.v.norm.weight": sd["layernorm.weight"], "module.v.norm.bias": sd["layernorm.bias"]}
+    orig = {
+        "module.v.cls_token": sd["embeddings.cls_token"],
+        "module.v.dist_token": sd["embeddings.distillation_token"],
+        "module.v.patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
+        "module.v.patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
+        "module.v.norm.weight": sd["layernorm.weight"],
+        "module.v.norm.bias": sd["layernorm.bias"],
+    }
     pos = sd["embeddings.position_embeddings"]
     grid = pos[:, 2:].reshape(1, f, t, -1)
     long = torch.cat([torch.randn(1, f, t, grid.shape[-1]), grid, torch.randn(1, f, t, grid.shape[-1])], dim=2)
@@ -208,7 +263,9 @@ def test_ast_from_hugging_face_and_original_with_position_grid(tmp_path):
     for i in range(cfg.ast_layers):
         p = f"encoder.layer.{i}."
         for part in ("weight", "bias"):
-            orig[f"module.v.blocks.{i}.attn.qkv.{part}"] = torch.cat([sd[p + f"attention.attention.{n}.{part}"] for n in ("query", "key", "value")])
+            orig[f"module.v.blocks.{i}.attn.qkv.{part}"] = torch.cat(
+                [sd[p + f"attention.attention.{n}.{part}"] for n in ("query", "key", "value")]
+            )
             orig[f"module.v.blocks.{i}.attn.proj.{part}"] = sd[p + f"attention.output.dense.{part}"]
             orig[f"module.v.blocks.{i}.norm1.{part}"] = sd[p + f"layernorm_before.{part}"]
             orig[f"module.v.blocks.{i}.norm2.{part}"] = sd[p + f"layernorm_after.{part}"]
@@ -239,7 +296,11 @@ def test_panns_checkpoint_into_clvae(tmp_path):
     assert info["unused"] == 2
     assert _same_outputs(src, dst, torch.randn(2, 101, 64))
     with pytest.raises(PretrainedError, match="ResNet38"):
-        load_panns(PANNsFeatures(CLVAEConfig(stem=8, blocks=[2, 1, 1, 1], widths=[8, 16, 16, 32])), str(tmp_path / "ResNet38_mAP=0.434.pth"), cfg)
+        load_panns(
+            PANNsFeatures(CLVAEConfig(stem=8, blocks=[2, 1, 1, 1], widths=[8, 16, 16, 32])),
+            str(tmp_path / "ResNet38_mAP=0.434.pth"),
+            cfg,
+        )
 
 
 def test_train_with_pretrained_and_its_errors(tmp_path):
@@ -249,16 +310,51 @@ def test_train_with_pretrained_and_its_errors(tmp_path):
     cfg = _small_w2v_cfg()
     ast = AST(cfg)
     torch.save({f"audio_spectrogram_transformer.{k}": v for k, v in ast.state_dict().items()}, tmp_path / "ast.bin")
-    train(TrainArgs(data=[str(DATA / "valve")], out=str(tmp_path / "m.ckpt"), recipe="w2v-ast", epochs=1, batch_size=8, lr=0.0,
-                    recipe_config=SMALL_W2V, exclude_test_of=[], include_test_normals=False, pretrained=[f"ast={tmp_path / 'ast.bin'}"]),
-          progress=False)
+    train(
+        TrainArgs(
+            data=[str(DATA / "valve")],
+            out=str(tmp_path / "m.ckpt"),
+            recipe="w2v-ast",
+            epochs=1,
+            batch_size=8,
+            lr=0.0,
+            recipe_config=SMALL_W2V,
+            exclude_test_of=[],
+            include_test_normals=False,
+            pretrained=[f"ast={tmp_path / 'ast.bin'}"],
+        ),
+        progress=False,
+    )
     sd = load_checkpoint(tmp_path / "m.ckpt")["state_dict"]
     # lr 0: both sub-systems still hold the given AST weights after an epoch
     for sub in ("sub1", "sub2"):
-        assert torch.equal(sd[f"{sub}.ast.embeddings.patch_embeddings.projection.weight"], ast.embeddings.patch_embeddings.projection.weight)
-    r = cli("train", "--recipe", "w2v-ast", "--data", DATA / "valve", "--out", tmp_path / "x.ckpt", "--pretrained", tmp_path / "ast.bin")
+        assert torch.equal(
+            sd[f"{sub}.ast.embeddings.patch_embeddings.projection.weight"],
+            ast.embeddings.patch_embeddings.projection.weight,
+        )
+    r = cli(
+        "train",
+        "--recipe",
+        "w2v-ast",
+        "--data",
+        DATA / "valve",
+        "--out",
+        tmp_path / "x.ckpt",
+        "--pretrained",
+        tmp_path / "ast.bin",
+    )
     assert r.returncode == 2 and "wav2vec2=PATH, ast=PATH" in r.stderr
-    r = cli("train", "--recipe", "clvae", "--data", DATA / "valve", "--out", tmp_path / "x.ckpt", "--pretrained", "panns=/nonexistent.pth")
+    r = cli(
+        "train",
+        "--recipe",
+        "clvae",
+        "--data",
+        DATA / "valve",
+        "--out",
+        tmp_path / "x.ckpt",
+        "--pretrained",
+        "panns=/nonexistent.pth",
+    )
     assert r.returncode == 2 and "no such file" in r.stderr
 
 

@@ -1,6 +1,7 @@
 """Reliability end to end (real Mosquitto, real clips): acknowledgements matched only to what the
 outbox handed over, a broker out of reach said loudly, alarms closed on stop and after a crash,
 backlog before state on reconnect, and bad input that used to crash, spin or say nothing."""
+
 from __future__ import annotations
 
 import json
@@ -14,21 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.config import parse_config
-from edge_agent.publish.outbox import Outbox
-from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.audio.wavio import read_wav, write_wav
+from edge_agent.config import parse_config
+from edge_agent.publish.mqtt import MQTTPublisher
+from edge_agent.publish.outbox import Outbox
 
 from .agentproc import AgentProcess
 from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
 from .brokers import wait_for as _wait
-from .test_mqtt import _alarm, _publisher
 from .conftest import DEMO
+from .test_mqtt import _alarm, _publisher
 from .test_run_replay import cli
 
 MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
-
-
 
 
 # -- 1. acknowledgements -----------------------------------------------------------------------
@@ -58,18 +57,28 @@ def test_rows_wait_for_their_own_puback_across_the_message_id_wrap(broker, tmp_p
 
 
 # -- 2. a broker out of reach ------------------------------------------------------------------
-@pytest.mark.parametrize("host,expect", [("127.0.0.1", "connection refused"), ("no-such-host.invalid", "cannot resolve the host name")])
+@pytest.mark.parametrize(
+    "host,expect", [("127.0.0.1", "connection refused"), ("no-such-host.invalid", "cannot resolve the host name")]
+)
 def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthcheck(tmp_path, caplog, host, expect):
     from edge_agent.agent import Agent
     from edge_agent.health import start_metrics
     from edge_agent.healthcheck import check
 
     port, mport = free_port(), free_port()  # nothing listens on `port`
-    cfg = parse_config({"node_id": "n1", "state_dir": str(tmp_path / "st"), "engine": "cpu",
-                        "machines": {"fan01": {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True}}},
-                        "mqtt": {"host": host, "port": port}})
+    cfg = parse_config(
+        {
+            "node_id": "n1",
+            "state_dir": str(tmp_path / "st"),
+            "engine": "cpu",
+            "machines": {"fan01": {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True}}},
+            "mqtt": {"host": host, "port": port},
+        }
+    )
     agent = Agent.from_config(cfg, [])
-    pub = MQTTPublisher(cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["fan01"], "default", states=agent.current_states)
+    pub = MQTTPublisher(
+        cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["fan01"], "default", states=agent.current_states
+    )
     agent.sinks.append(pub)
     agent.status_sources.append(pub.status_line)
     server = start_metrics(agent, f"127.0.0.1:{mport}", pub)
@@ -81,7 +90,11 @@ def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthchec
             errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
             assert len(errors) == 1 and expect in errors[0] and "1 event(s) waiting in the outbox" in errors[0], errors
             line = agent.status_lines()[0]
-            assert line.startswith(f"mqtt: NOT CONNECTED to {host}:{port}") and expect in line and "outbox 1 waiting" in line
+            assert (
+                line.startswith(f"mqtt: NOT CONNECTED to {host}:{port}")
+                and expect in line
+                and "outbox 1 waiting" in line
+            )
             ok, msg = check(f"http://127.0.0.1:{mport}/metrics", broker_grace=0.5)
             assert not ok and "the MQTT broker has been unreachable" in msg and "1 event(s) waiting" in msg, msg
             ok, msg = check(f"http://127.0.0.1:{mport}/metrics", broker_grace=600)
@@ -107,8 +120,10 @@ def _anomalous_only(d: Path) -> Path:
 
 def _config(path: Path, state: Path, replay: Path, port=None, loop=True, extra_input="") -> Path:
     mqtt = f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5, score_interval_seconds: 0}}\n" if port else ""
-    path.write_text(f"node_id: n1\nstate_dir: {state}\nengine: cpu\nstatus_interval_seconds: 1000\nmachines:\n  fan01:\n"
-                    f"    input: {{file: {replay}, realtime: false, loop: {str(loop).lower()}{extra_input}}}\n{mqtt}")
+    path.write_text(
+        f"node_id: n1\nstate_dir: {state}\nengine: cpu\nstatus_interval_seconds: 1000\nmachines:\n  fan01:\n"
+        f"    input: {{file: {replay}, realtime: false, loop: {str(loop).lower()}{extra_input}}}\n{mqtt}"
+    )
     return path
 
 
@@ -216,15 +231,26 @@ def test_a_config_without_machines_exits_2_with_a_message(tmp_path, capsys, text
     assert rc == 2 and "has no machines: add one under 'machines:'" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("key,value", [("node_id", "line/3"), ("node_id", "plant#"), ("node_id", "+"),
-                                       ("mqtt", {"topic_prefix": "edge/#"}), ("mqtt", {"topic_prefix": "a/+/b"}),
-                                       ("mqtt", {"topic_prefix": "edge/"})])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("node_id", "line/3"),
+        ("node_id", "plant#"),
+        ("node_id", "+"),
+        ("mqtt", {"topic_prefix": "edge/#"}),
+        ("mqtt", {"topic_prefix": "a/+/b"}),
+        ("mqtt", {"topic_prefix": "edge/"}),
+    ],
+)
 def test_topic_wildcards_and_separators_are_refused(key, value):
     from edge_agent.config import ConfigError
 
     with pytest.raises(ConfigError, match="node id|topic prefix"):
         parse_config({key: value})
-    assert parse_config({"node_id": "line3-jetson", "mqtt": {"topic_prefix": "plant1/edge-agent"}}).mqtt.topic_prefix == "plant1/edge-agent"
+    assert (
+        parse_config({"node_id": "line3-jetson", "mqtt": {"topic_prefix": "plant1/edge-agent"}}).mqtt.topic_prefix
+        == "plant1/edge-agent"
+    )
 
 
 def _corrupt_chunk(src: Path, dst: Path) -> Path:
@@ -254,7 +280,10 @@ def test_corrupt_truncated_short_and_empty_wavs_in_run(calibrated, tmp_path):
     x, sr = read_wav(good)
     write_wav(tmp_path / "short.wav", x[: sr // 2, 0], sr)
     write_wav(tmp_path / "empty.wav", np.zeros(0), sr)
-    for f, held in (("short.wav", "held 0.50 s of audio"), ("empty.wav", "held 0.00 s of audio, 1 unreadable or empty file")):
+    for f, held in (
+        ("short.wav", "held 0.50 s of audio"),
+        ("empty.wav", "held 0.00 s of audio, 1 unreadable or empty file"),
+    ):
         r = cli("run", "--config", _config(tmp_path / f"c-{f}.yaml", calibrated, tmp_path / f, loop=False))
         assert r.returncode == 2 and "nothing was scored for machine fan01" in r.stderr and held in r.stderr, r.stderr
         assert "less than one window of 2 s" in r.stderr and "Traceback" not in r.stderr
@@ -297,7 +326,7 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
 
     def interrupted_wait():
         with agent.stop_event._cond, agent.reload_requested._cond:  # what wait()/clear() hold
-            for (h, signum) in zip(handlers, (signal.SIGHUP, signal.SIGTERM)):
+            for h, signum in zip(handlers, (signal.SIGHUP, signal.SIGTERM)):
                 h(signum, None)
 
     t = threading.Thread(target=interrupted_wait, daemon=True)
@@ -332,7 +361,12 @@ def test_devices_without_portaudio_names_the_library(monkeypatch, capsys):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)  # as on a machine without libportaudio2
     rc, _, err = _main(["devices"], capsys)
-    assert rc == 2 and "needs the PortAudio library" in err and "apt-get install libportaudio2" in err and "Traceback" not in err
+    assert (
+        rc == 2
+        and "needs the PortAudio library" in err
+        and "apt-get install libportaudio2" in err
+        and "Traceback" not in err
+    )
 
 
 def test_console_words_scores_and_verbose_after_the_command(calibrated, tmp_path):
@@ -368,9 +402,29 @@ def test_a_noise_clip_among_enrolment_clips_is_named_and_left_out(tmp_path):
     rng = np.random.default_rng(0)
     write_wav(tmp_path / "white-noise.wav", 0.1 * rng.standard_normal(16000 * 10), 16000)
     clean = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", "--state-dir", tmp_path / "a", "--no-plot")
-    noisy = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", tmp_path / "white-noise.wav", "--state-dir", tmp_path / "b", "--no-plot")
-    kept = cli("calibrate", "--machine", "f", "--from", DEMO / "enrol", tmp_path / "white-noise.wav", "--state-dir", tmp_path / "c", "--no-plot",
-               "--keep-outliers")
+    noisy = cli(
+        "calibrate",
+        "--machine",
+        "f",
+        "--from",
+        DEMO / "enrol",
+        tmp_path / "white-noise.wav",
+        "--state-dir",
+        tmp_path / "b",
+        "--no-plot",
+    )
+    kept = cli(
+        "calibrate",
+        "--machine",
+        "f",
+        "--from",
+        DEMO / "enrol",
+        tmp_path / "white-noise.wav",
+        "--state-dir",
+        tmp_path / "c",
+        "--no-plot",
+        "--keep-outliers",
+    )
     assert clean.returncode == noisy.returncode == kept.returncode == 0, noisy.stderr
     assert "excluded " + str(tmp_path / "white-noise.wav") + ": it sounds unlike the other source clips" in noisy.stderr
     assert "excluded" not in clean.stderr and "kept (--keep-outliers)" in kept.stderr

@@ -1,5 +1,6 @@
 """The production path on recorded audio: calibrate from real clips, then `edge-agent run` over
 replays (one machine, two machines, an 8-channel file), and the runtime without torch."""
+
 import os
 import subprocess
 import sys
@@ -21,9 +22,13 @@ BLOCK_TORCH = (
 
 
 def cli(*args, block_torch=False, timeout=300, env=None):
-    code = (BLOCK_TORCH if block_torch else "") + "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    code = (
+        BLOCK_TORCH if block_torch else ""
+    ) + "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     e = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e
+    )
 
 
 def spawn(*args, **popen):
@@ -35,7 +40,9 @@ def spawn(*args, **popen):
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     st = tmp_path_factory.mktemp("state")
-    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", block_torch=True)
+    r = cli(
+        "calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", block_torch=True
+    )
     assert r.returncode == 0, r.stderr
     return st
 
@@ -64,10 +71,14 @@ def test_run_replay_real_clips_flags_the_anomaly(tmp_path, state):
 def test_two_machines_and_an_uncalibrated_one_that_says_so(tmp_path, state):
     eight = shared("mimii_8ch")
     cfg = tmp_path / "c.yaml"
-    write_config(cfg, state, {
-        "fan01": {"file": eight / "fan_id_00_normal_00000000.wav", "realtime": "false", "channel": 3},
-        "pump9": {"file": DATA / "valve" / "test", "realtime": "false"},
-    })
+    write_config(
+        cfg,
+        state,
+        {
+            "fan01": {"file": eight / "fan_id_00_normal_00000000.wav", "realtime": "false", "channel": 3},
+            "pump9": {"file": DATA / "valve" / "test", "realtime": "false"},
+        },
+    )
     r = cli("run", "--config", cfg, block_torch=True)
     assert r.returncode == 0, r.stderr
     assert "pump9: state uncalibrated (no bank: run edge-agent calibrate)" in r.stdout
@@ -88,7 +99,8 @@ def test_run_without_machines_or_with_bad_config_exits_2(tmp_path, state):
 def test_importing_the_runtime_does_not_import_torch():
     code = textwrap.dedent("""
         import sys
-        import edge_agent.cli, edge_agent.agent, edge_agent.engine, edge_agent.audio.replay, edge_agent.bank, edge_agent.cli.demo
+        import edge_agent.cli, edge_agent.agent, edge_agent.engine, edge_agent.audio.replay, edge_agent.bank
+        import edge_agent.cli.demo, edge_agent.daemon
         import calibration.service, calibration.evaluate
         assert 'torch' not in sys.modules, 'torch was imported'
         print('ok')

@@ -1,11 +1,12 @@
 """Pure parts of the runtime: ring buffer, windower, detector, k-NN and bank storage."""
+
 import numpy as np
 import pytest
 
-from edge_agent.bank import BankError, MemoryBank, combine_domains, knn_distance
-from edge_agent.detector import Detector
 from edge_agent.audio.ringbuffer import RingBuffer
 from edge_agent.audio.windows import Windower
+from edge_agent.bank import BankError, MemoryBank, combine_domains, knn_distance
+from edge_agent.detector import Detector
 
 
 def test_ringbuffer_order_wrap_and_overrun():
@@ -63,15 +64,25 @@ def test_knn_distance_matches_brute_force():
 
 
 def test_domain_normalisation_takes_the_smaller_z():
-    z = combine_domains({"source": np.array([0.2, 0.5]), "target": np.array([0.4, 0.4])}, {"source": (0.2, 0.1), "target": (0.5, 0.1)})
+    z = combine_domains(
+        {"source": np.array([0.2, 0.5]), "target": np.array([0.4, 0.4])}, {"source": (0.2, 0.1), "target": (0.5, 0.1)}
+    )
     np.testing.assert_allclose(z, [-1.0, -1.0])
 
 
 def test_bank_round_trip_and_model_check(tmp_path):
     rng = np.random.default_rng(1)
-    b = MemoryBank(_unit(rng.normal(size=(5, 8))), np.array(["source"] * 3 + ["target"] * 2), np.array(["centre"] * 3 + ["sample"] * 2),
-                   "a" * 64, "m", "1", threshold=0.3, meta={"version": 2},
-                   enrolled={"source": (_unit(rng.normal(size=(4, 8))), np.array(["c1", "c1", "c2", "c2"]))})
+    b = MemoryBank(
+        _unit(rng.normal(size=(5, 8))),
+        np.array(["source"] * 3 + ["target"] * 2),
+        np.array(["centre"] * 3 + ["sample"] * 2),
+        "a" * 64,
+        "m",
+        "1",
+        threshold=0.3,
+        meta={"version": 2},
+        enrolled={"source": (_unit(rng.normal(size=(4, 8))), np.array(["c1", "c1", "c2", "c2"]))},
+    )
     p = tmp_path / "machines" / "fan01" / "bank.npz"
     b.save(p)
     assert not [f for f in p.parent.iterdir() if f.name.startswith(".bank-")]  # no temp files left

@@ -1,6 +1,7 @@
 """Thresholds in-process: the detector's smoothing and raise rule as sequence functions, the
 extreme-value false-alarm rate against a long simulated stream, and what is said when the
 enrolment is too short for the budget."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,9 @@ def test_predicted_rate_matches_a_long_simulated_stream():
     hours = 10
     stream = ar1_scores(int(hours * 3600), np.random.default_rng(12))
     det = Detector(thr, 3, 5, 5, 1e9, smooth_windows=5)
-    alarms = sum(1 for i, v in enumerate(stream) if (d := det.update(float(v), float(i))) is not None and d.kind == "start")
+    alarms = sum(
+        1 for i, v in enumerate(stream) if (d := det.update(float(v), float(i))) is not None and d.kind == "start"
+    )
     measured = alarms / hours
     assert budget / 3 < measured < budget * 3, (measured, budget)
 
@@ -77,8 +80,12 @@ def test_enrol_records_the_rate_its_interval_and_the_audio_behind_it():
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((120, 16)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    res = enrol("ab" * 32, Enrolment(emb, np.repeat([f"c{i}" for i in range(12)], 10), "source"), n_centres=4,
-                policy=ThresholdPolicy(false_alarms_per_day=1 / 7, smooth_windows=5))
+    res = enrol(
+        "ab" * 32,
+        Enrolment(emb, np.repeat([f"c{i}" for i in range(12)], 10), "source"),
+        n_centres=4,
+        policy=ThresholdPolicy(false_alarms_per_day=1 / 7, smooth_windows=5),
+    )
     info = res.bank.meta["alarm_rate"]
     assert info["clips"] == 12 and info["hours"] == pytest.approx(120 / 3600)
     assert res.expected_alarms_per_day == pytest.approx(1 / 7, rel=1e-3)

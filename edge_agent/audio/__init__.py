@@ -1,5 +1,6 @@
 """Audio input: sources that fill a ring buffer (live capture, WAV replay), conversion to the
 model's rate and channel, windows, WAV files and devices. Knows nothing of models or alarms."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

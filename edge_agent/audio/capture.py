@@ -2,16 +2,13 @@
 reopened with exponential back-off when it fails to open or stops delivering (unplugged USB
 microphone, PulseAudio restart); the agent sees ``no_audio`` in the meantime and never dies of it.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable, Optional, Union
 
-import numpy as np
-
-from .convert import to_mono
 from .devices import import_sounddevice
 from .ringbuffer import RingBuffer
 from .source import RING_SECONDS, AudioDeviceError, AudioSource
@@ -35,15 +32,25 @@ def find_device(device: Union[int, str, None], sd=None) -> int | None:
         return i
     matches = [i for i, d in inputs if device.lower() in d["name"].lower()]
     if not matches:
-        raise AudioDeviceError(f"no input device whose name contains {device!r} (inputs: {listing}); see 'edge-agent devices'")
+        raise AudioDeviceError(
+            f"no input device whose name contains {device!r} (inputs: {listing}); see 'edge-agent devices'"
+        )
     return matches[0]
 
 
 class CaptureSource(AudioSource):
     """Live capture. ``stream_factory`` is ``sounddevice.InputStream`` (tests inject one that fails)."""
 
-    def __init__(self, name: str, device: Union[int, str, None], sample_rate: int, channel: Union[int, str] = "mix",
-                 stream_factory: Optional[Callable] = None, max_backoff: float = 30.0, blocksize: int = 0):
+    def __init__(
+        self,
+        name: str,
+        device: Union[int, str, None],
+        sample_rate: int,
+        channel: Union[int, str] = "mix",
+        stream_factory: Optional[Callable] = None,
+        max_backoff: float = 30.0,
+        blocksize: int = 0,
+    ):
         super().__init__(name)
         sd = import_sounddevice()
         self._sd = sd
@@ -63,7 +70,9 @@ class CaptureSource(AudioSource):
         info = self._sd.query_devices(index, "input")
         max_ch = int(info["max_input_channels"])
         if isinstance(self.channel, int) and self.channel >= max_ch:
-            raise AudioDeviceError(f"channel {self.channel} requested but device {info['name']!r} has {max_ch} input channels")
+            raise AudioDeviceError(
+                f"channel {self.channel} requested but device {info['name']!r} has {max_ch} input channels"
+            )
         channels = self.channel + 1 if isinstance(self.channel, int) else max_ch
         for rate in (self.wanted_rate, int(info["default_samplerate"])):
             try:
@@ -94,12 +103,24 @@ class CaptureSource(AudioSource):
                     self.ring = RingBuffer(int(RING_SECONDS * rate), channels)
                 # No finished_callback: PortAudio would call it from its own thread while another
                 # thread closes the stream, which can deadlock on the GIL. Loss is found by polling.
-                stream = self.stream_factory(device=index, channels=channels, samplerate=rate, dtype="float32",
-                                             blocksize=self.blocksize, callback=self._callback)
+                stream = self.stream_factory(
+                    device=index,
+                    channels=channels,
+                    samplerate=rate,
+                    dtype="float32",
+                    blocksize=self.blocksize,
+                    callback=self._callback,
+                )
                 stream.start()
                 self.error = None
                 self.opened.set()
-                log.info("%s: capturing from device %s at %d Hz, %d channel(s)", self.name, index if index is not None else "default", rate, channels)
+                log.info(
+                    "%s: capturing from device %s at %d Hz, %d channel(s)",
+                    self.name,
+                    index if index is not None else "default",
+                    rate,
+                    channels,
+                )
                 backoff = 1.0
                 while not self._stop.is_set():
                     if not stream.active:

@@ -1,5 +1,6 @@
 """Audio conversion shared by capture, replay, calibration and the model front end: one channel,
 the model's rate, and the level in dBFS."""
+
 from __future__ import annotations
 
 from math import gcd

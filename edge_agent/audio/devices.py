@@ -1,10 +1,13 @@
 """Audio input devices as PortAudio (sounddevice) sees them."""
+
 from __future__ import annotations
 
 from ..errors import UserError
 
-PORTAUDIO_HINT = ("install it with 'sudo apt-get install libportaudio2' (Debian, Ubuntu, Jetson L4T) or your distribution's "
-                  "portaudio package; replaying WAV files (machines.<id>.input.file) works without it")
+PORTAUDIO_HINT = (
+    "install it with 'sudo apt-get install libportaudio2' (Debian, Ubuntu, Jetson L4T) or your distribution's "
+    "portaudio package; replaying WAV files (machines.<id>.input.file) works without it"
+)
 
 
 class PortAudioMissing(UserError):
@@ -16,7 +19,9 @@ def import_sounddevice():
     try:
         import sounddevice
     except OSError as e:  # sounddevice raises OSError('PortAudio library not found') at import
-        raise PortAudioMissing(f"live audio needs the PortAudio library, which was not found ({e}); {PORTAUDIO_HINT}") from None
+        raise PortAudioMissing(
+            f"live audio needs the PortAudio library, which was not found ({e}); {PORTAUDIO_HINT}"
+        ) from None
     return sounddevice
 
 
@@ -30,6 +35,13 @@ def list_inputs(sd=None) -> list[dict]:
     rows = []
     for i, d in enumerate(sd.query_devices()):
         if d["max_input_channels"] > 0:
-            rows.append({"index": i, "name": d["name"], "channels": d["max_input_channels"], "rate": d["default_samplerate"],
-                         "default": i == default_in})
+            rows.append(
+                {
+                    "index": i,
+                    "name": d["name"],
+                    "channels": d["max_input_channels"],
+                    "rate": d["default_samplerate"],
+                    "default": i == default_in,
+                }
+            )
     return rows

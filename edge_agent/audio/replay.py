@@ -1,5 +1,6 @@
 """Replay of WAV files through the very ring buffer live capture fills, so tests, the demo and
 offline users run the production path."""
+
 from __future__ import annotations
 
 import logging
@@ -105,8 +106,13 @@ class ReplaySource(AudioSource):
                 # A looping replay with nothing playable (empty, corrupt or deleted files) must not
                 # spin: wait, with back-off, and look at the folder again.
                 if backoff == 1.0:
-                    log.error("%s: nothing to replay in %s (%s); retrying every %.0f s at most", self.name, self.path,
-                              "no WAV files" if not self.files else f"{len(self.files)} file(s), none with audio", 30.0)
+                    log.error(
+                        "%s: nothing to replay in %s (%s); retrying every %.0f s at most",
+                        self.name,
+                        self.path,
+                        "no WAV files" if not self.files else f"{len(self.files)} file(s), none with audio",
+                        30.0,
+                    )
                 self._stop.wait(backoff)
                 backoff = min(30.0, backoff * 2)
                 t0 = time.monotonic() - self.frames_sent / self.sample_rate

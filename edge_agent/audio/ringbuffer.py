@@ -5,6 +5,7 @@ preallocated array and advances a counter; it never allocates and never blocks. 
 what is new; if it fell more than a buffer behind, the oldest frames are lost, counted as an
 overrun and the read skips to the newest data.
 """
+
 from __future__ import annotations
 
 import threading
@@ -37,7 +38,7 @@ class RingBuffer:
         """Copy (n, channels) frames in. Safe to call from a real-time callback."""
         n = frames.shape[0]
         if n > self.capacity:  # keep only what fits; the reader will count the loss
-            frames = frames[-self.capacity:]
+            frames = frames[-self.capacity :]
             self._written += n - self.capacity
             n = self.capacity
         start = self._written % self.capacity

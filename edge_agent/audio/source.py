@@ -1,4 +1,5 @@
 """What every audio input is: a thread that fills a ring buffer the agent reads."""
+
 from __future__ import annotations
 
 import threading

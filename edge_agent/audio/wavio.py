@@ -1,9 +1,10 @@
 """Reading WAV files into float32 arrays, with errors that name the file and the problem."""
+
 from __future__ import annotations
 
 import logging
-import wave
 import warnings
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -44,7 +45,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             warnings.simplefilter("always", wavfile.WavFileWarning)
             sr, x = wavfile.read(path)
     except Exception as e:  # noqa: BLE001 - scipy raises many kinds (even UnboundLocalError) on a corrupt header
-        raise AudioFileError(f"{path}: not a readable WAV file ({type(e).__name__}: {e}); re-record or re-export it as PCM WAV") from None
+        raise AudioFileError(
+            f"{path}: not a readable WAV file ({type(e).__name__}: {e}); re-record or re-export it as PCM WAV"
+        ) from None
     for w in caught:
         # e.g. a recording cut off while it was written: say so once, in words, and use what is there
         if (str(path), str(w.message)) in _warned:

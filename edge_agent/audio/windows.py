@@ -1,5 +1,6 @@
 """Cutting audio into the model's windows: a whole signal at once (``frame_windows``) or a stream
 block by block (``Windower``), with the same window and hop."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,6 +4,7 @@ Exit codes: 0 ok, 2 usage or config error (the message names the bad key or file
 1 runtime failure. Commands that need torch (train, export) or TensorRT (build-engine) import it
 only when they run and say how to install it when it is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,18 @@ __all__ = ["UsageError", "build_parser", "main"]
 def _common() -> argparse.ArgumentParser:
     """Options every command takes, before or after its name (``edge-agent run -v`` as ``edge-agent -v run``)."""
     c = argparse.ArgumentParser(add_help=False)
-    c.add_argument("-v", "--verbose", dest="verbose_sub", action="count", default=0,
-                   help="more log output (-v info, -vv debug)")
+    c.add_argument(
+        "-v", "--verbose", dest="verbose_sub", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
     return c
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     p = argparse.ArgumentParser(
         prog="edge-agent",
-        description="Listen to machines, learn what normal sounds like, and raise MQTT alarms when they start to sound wrong.",
+        description="Listen to machines, learn what normal sounds like, and raise MQTT alarms when they start to "
+        "sound wrong.",
         epilog="Start with 'edge-agent demo'. Docs: README.md and docs/ in the source tree.",
     )
     p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -36,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
+
     run.add_parsers(command)
     demo.add_parsers(command)
     calibrate.add_parsers(command, common)

@@ -1,8 +1,8 @@
 """``calibrate``, ``bank show`` and ``evaluate``: the calibration library (``calibration.service``)
 behind a command line."""
+
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
@@ -12,77 +12,144 @@ from ..bundle import Bundle
 from ..config import Config, check_machine_id, default_state_dir, load_config, parse_duration
 from .common import UsageError, help_of
 
-SCORE_HELP = ("score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
-              "(1 - softmax(logits)[--class], stgram/sepstgram); rec-kld (VAE reconstruction + KL, clvae, any machine); "
-              "rec-kld-center (+ lambda x center-loss distance, clvae, --class); join heads with '+' for an ensemble of "
-              "z-normalised scores, e.g. rec-kld+rec-kld-center or knn+rec-kld")
+SCORE_HELP = (
+    "score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
+    "(1 - softmax(logits)[--class], stgram/sepstgram); rec-kld (VAE reconstruction + KL, clvae, any machine); "
+    "rec-kld-center (+ lambda x center-loss distance, clvae, --class); join heads with '+' for an ensemble of "
+    "z-normalised scores, e.g. rec-kld+rec-kld-center or knn+rec-kld"
+)
 
 
 def add_parsers(command, common) -> None:
-    c = command("calibrate", help="enrol normal sound of a machine and set its alarm threshold",
-                       description="Record (or read) normal sound of one machine, add its embeddings to the machine's memory bank "
-                       "and fit the alarm threshold. Run it again with --domain target after a change of operating condition.")
+    c = command(
+        "calibrate",
+        help="enrol normal sound of a machine and set its alarm threshold",
+        description="Record (or read) normal sound of one machine, add its embeddings to the machine's memory bank "
+        "and fit the alarm threshold. Run it again with --domain target after a change of operating condition.",
+    )
     c.add_argument("--machine", required=True, help="machine id (a name: letters, digits, _ . -)")
     c.add_argument("--config", type=Path, help="config file (needed for live recording; optional with --from)")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--seconds", type=float, help="record this many seconds from the machine's configured input")
-    src.add_argument("--from", dest="from_paths", nargs="+", type=Path, metavar="PATH", help="WAV files or folders (DCASE layout or plain)")
-    src.add_argument("--learn", metavar="DURATION", default=None,
-                     help="let the running agent learn this machine from its own sound for DURATION (e.g. 24h, 2d): state "
-                     "'learning', no alarms, then the bank and threshold from that audio; picked up at the agent's next start "
-                     "or reload (SIGHUP)")
-    c.add_argument("--domain", choices=["source", "target"], default=None,
-                   help="operating condition of this audio: source (the first, well-covered one) or target (a new one, few clips); "
-                   "default: source, or as the DCASE file names say")
+    src.add_argument(
+        "--from",
+        dest="from_paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="WAV files or folders (DCASE layout or plain)",
+    )
+    src.add_argument(
+        "--learn",
+        metavar="DURATION",
+        default=None,
+        help="let the running agent learn this machine from its own sound for DURATION (e.g. 24h, 2d): state "
+        "'learning', no alarms, then the bank and threshold from that audio; picked up at the agent's next start "
+        "or reload (SIGHUP)",
+    )
+    c.add_argument(
+        "--domain",
+        choices=["source", "target"],
+        default=None,
+        help="operating condition of this audio: source (the first, well-covered one) or target (a new one, few "
+        "clips); "
+        "default: source, or as the DCASE file names say",
+    )
     c.add_argument("--replace", action="store_true", help="start a new bank instead of adding to the existing one")
     thr = c.add_mutually_exclusive_group()
-    thr.add_argument("--false-alarms-per-week", type=float, default=None,
-                     help="threshold for this many false alarms a week on normal sound, estimated with the real alarm rule "
-                     "(smoothing, k of n) over held-out enrolment clips (default: the machine's alarm.false_alarms_per_week, 1)")
+    thr.add_argument(
+        "--false-alarms-per-week",
+        type=float,
+        default=None,
+        help="threshold for this many false alarms a week on normal sound, estimated with the real alarm rule "
+        "(smoothing, k of n) over held-out enrolment clips (default: the machine's alarm.false_alarms_per_week, 1)",
+    )
     thr.add_argument("--false-alarms-per-day", type=float, default=None, help="the same budget per day")
-    thr.add_argument("--percentile", type=float, default=None,
-                     help="instead, the DCASE convention: this percentile (e.g. 0.90) of a gamma fitted to window scores; "
-                     "not an alarm budget (expect many false alarms a day)")
+    thr.add_argument(
+        "--percentile",
+        type=float,
+        default=None,
+        help="instead, the DCASE convention: this percentile (e.g. 0.90) of a gamma fitted to window scores; "
+        "not an alarm budget (expect many false alarms a day)",
+    )
     c.add_argument("--centres", type=int, default=16, help="k-means centres kept for the source domain (default 16)")
-    c.add_argument("--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres")
-    c.add_argument("--normalise-domains", action="store_true", help="z-score each domain's distances (needs source and target audio)")
-    c.add_argument("--keep-outliers", action="store_true",
-                   help="enrol clips that sound unlike the others too (by default they are named and left out: one noise "
-                   "clip can raise the threshold several-fold)")
+    c.add_argument(
+        "--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres"
+    )
+    c.add_argument(
+        "--normalise-domains",
+        action="store_true",
+        help="z-score each domain's distances (needs source and target audio)",
+    )
+    c.add_argument(
+        "--keep-outliers",
+        action="store_true",
+        help="enrol clips that sound unlike the others too (by default they are named and left out: one noise "
+        "clip can raise the threshold several-fold)",
+    )
     c.add_argument("--score", default=None, metavar="HEAD[+HEAD...]", help=SCORE_HELP)
-    c.add_argument("--class", dest="class_name", default=None, metavar="NAME",
-                   help="for classifier and rec-kld-center: the machine's class in the model (group|section, listed in the manifest)")
+    c.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        metavar="NAME",
+        help="for classifier and rec-kld-center: the machine's class in the model (group|section, listed in the "
+        "manifest)",
+    )
     c.add_argument("--model", default=None, help="bundle name or directory (default: the config's model, or 'default')")
-    c.add_argument("--state-dir", type=Path, default=None, help="state directory (default: the config's, else the standard rule)")
-    c.add_argument("--hop", type=float, default=None, help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)")
+    c.add_argument(
+        "--state-dir", type=Path, default=None, help="state directory (default: the config's, else the standard rule)"
+    )
+    c.add_argument(
+        "--hop",
+        type=float,
+        default=None,
+        help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)",
+    )
     c.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the score histogram PNG")
     c.set_defaults(func=cmd_calibrate)
 
     b = command("bank", help="inspect memory banks", description="Inspect the memory banks that calibrate wrote.")
     b.set_defaults(func=lambda _a: help_of(b))
     bsub = b.add_subparsers(dest="bank_command", metavar="SUBCOMMAND")
-    bs = bsub.add_parser("show", help="print a machine's bank summary", parents=[common],
-                         description="Entries per domain, enrolled windows and clips, threshold and its rule, the expected "
-                         "false-alarm rate and the model the bank was made with.")
+    bs = bsub.add_parser(
+        "show",
+        help="print a machine's bank summary",
+        parents=[common],
+        description="Entries per domain, enrolled windows and clips, threshold and its rule, the expected "
+        "false-alarm rate and the model the bank was made with.",
+    )
     bs.add_argument("--machine", required=True, help="machine id, as given to calibrate")
     bs.add_argument("--config", type=Path, help="config file whose state_dir holds the bank (optional)")
     bs.add_argument("--state-dir", type=Path, help="state directory (default: the config's, else the standard rule)")
     bs.set_defaults(func=cmd_bank_show)
 
-    e = command("evaluate", help="DCASE-style scores on a dataset folder",
-                       description="For every machine folder (<machine>/train, <machine>/test) under DATA_DIR: build the bank from "
-                       "train/ as calibrate does, score test/ as the runtime does, and report AUC (source, target), pAUC, "
-                       "harmonic mean, precision/recall/F1, DCASE submission CSVs and ROC plots.")
+    e = command(
+        "evaluate",
+        help="DCASE-style scores on a dataset folder",
+        description="For every machine folder (<machine>/train, <machine>/test) under DATA_DIR: build the bank from "
+        "train/ as calibrate does, score test/ as the runtime does, and report AUC (source, target), pAUC, "
+        "harmonic mean, precision/recall/F1, DCASE submission CSVs and ROC plots.",
+    )
     e.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     e.add_argument("--model", default="default", help="bundle name or directory")
     e.add_argument("--out", type=Path, default=None, help="output folder (default ./evaluation-<model>)")
     e.add_argument("--hop", type=float, default=1.0, help="hop between windows in seconds (default 1.0)")
     e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
-    e.add_argument("--centres", type=int, default=16, help="k-means centres per machine for the source domain (default 16)")
-    e.add_argument("--normalise-domains", action="store_true",
-                   help="z-score each domain's distances with its enrolment statistics before taking the minimum")
-    e.add_argument("--score", default=None, metavar="HEAD[+HEAD...]",
-                   help=SCORE_HELP + "; heads that need a class take the class whose group|section matches the machine folder")
+    e.add_argument(
+        "--centres", type=int, default=16, help="k-means centres per machine for the source domain (default 16)"
+    )
+    e.add_argument(
+        "--normalise-domains",
+        action="store_true",
+        help="z-score each domain's distances with its enrolment statistics before taking the minimum",
+    )
+    e.add_argument(
+        "--score",
+        default=None,
+        metavar="HEAD[+HEAD...]",
+        help=SCORE_HELP + "; heads that need a class take the class whose group|section matches the machine folder",
+    )
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -98,8 +165,10 @@ def cmd_calibrate(a) -> int:
     if a.learn:
         return request_learn(a)
     if a.seconds is None and not a.from_paths:
-        raise UsageError("say where the normal sound comes from: --seconds N (record from the configured input), --from PATH... "
-                         "or --learn DURATION (the running agent learns from its own sound)")
+        raise UsageError(
+            "say where the normal sound comes from: --seconds N (record from the configured input), --from PATH... "
+            "or --learn DURATION (the running agent learns from its own sound)"
+        )
     cfg, bundle, state_dir = resolve_setup(a)
     mc = cfg.machines.get(a.machine) if cfg else None
     hop = a.hop or (mc.hop_seconds if mc else 1.0)
@@ -107,12 +176,26 @@ def cmd_calibrate(a) -> int:
     recording = None if a.from_paths else record_live(cfg, a.machine, a.seconds, bundle.frontend.sample_rate)
     path = bank_path(state_dir, a.machine)
     existing = MemoryBank.load(path) if path.exists() and not a.replace else None
-    policy = threshold_policy(a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None, a.false_alarms_per_week)
+    policy = threshold_policy(
+        a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None, a.false_alarms_per_week
+    )
     req = CalibrationRequest(
-        machine=a.machine, paths=tuple(a.from_paths or ()), recording=recording, domain=a.domain,
-        channel=mc.input.channel if mc else "mix", hop_seconds=hop, policy=policy, score=a.score, class_name=a.class_name,
-        replace=a.replace, centres=a.centres, keep_source_samples=a.keep_source_samples, k=mc.k if mc else 1,
-        normalise_domains=a.normalise_domains, keep_outliers=a.keep_outliers)
+        machine=a.machine,
+        paths=tuple(a.from_paths or ()),
+        recording=recording,
+        domain=a.domain,
+        channel=mc.input.channel if mc else "mix",
+        hop_seconds=hop,
+        policy=policy,
+        score=a.score,
+        class_name=a.class_name,
+        replace=a.replace,
+        centres=a.centres,
+        keep_source_samples=a.keep_source_samples,
+        k=mc.k if mc else 1,
+        normalise_domains=a.normalise_domains,
+        keep_outliers=a.keep_outliers,
+    )
     try:
         c = calibrate(req, engine, existing)
     except CalibrationError as e:
@@ -133,9 +216,12 @@ def cmd_calibrate(a) -> int:
     if info.get("note"):
         print(f"warning: {info['note']}")
     if policy.percentile is not None and res.expected_alarms_per_day > 1.0:
-        print(f"warning: with this threshold about {res.expected_alarms_per_day:.0f} false alarms a day are expected on normal sound "
-              f"(the {100 * policy.percentile:g}th percentile is the DCASE convention, not an alarm budget); "
-              "for live monitoring leave --percentile out (default: 1 false alarm a week)")
+        print(
+            f"warning: with this threshold about {res.expected_alarms_per_day:.0f} false alarms a day are expected "
+            "on normal sound "
+            f"(the {100 * policy.percentile:g}th percentile is the DCASE convention, not an alarm budget); "
+            "for live monitoring leave --percentile out (default: 1 false alarm a week)"
+        )
     return 0
 
 
@@ -144,9 +230,12 @@ def _report_left_out(skipped, outliers, kept: bool) -> None:
         print(f"skipped {p}: {why}", file=sys.stderr)
     for d, o in outliers:
         what = "kept (--keep-outliers)" if kept else "excluded"
-        print(f"{what} {o.clip}: it sounds unlike the other {d} clips (distance {o.distance:.3f} to them; the others are "
-              f"within {o.typical:.3f}): noise, another machine or a fault?"
-              + ("" if kept else " If it is normal sound of this machine, enrol it anyway with --keep-outliers"), file=sys.stderr)
+        print(
+            f"{what} {o.clip}: it sounds unlike the other {d} clips (distance {o.distance:.3f} to them; the others are "
+            f"within {o.typical:.3f}): noise, another machine or a fault?"
+            + ("" if kept else " If it is normal sound of this machine, enrol it anyway with --keep-outliers"),
+            file=sys.stderr,
+        )
 
 
 def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
@@ -178,8 +267,12 @@ def request_learn(a) -> int:
     cfg = load_config(a.config) if a.config else None
     state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
     path = request_learning(Path(state_dir), a.machine, seconds)
-    print(f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at its next "
-          f"start or reload (systemctl reload edge-agent); until it is over the machine is 'learning' and raises no alarms.")
+    print(
+        f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at "
+        "its next "
+        "start or reload (systemctl reload edge-agent); until it is over the machine is 'learning' and raises no "
+        "alarms."
+    )
     return 0
 
 
@@ -208,8 +301,16 @@ def cmd_evaluate(a) -> int:
     engine = open_engine(bundle, a.engine)
     out = a.out or Path(f"evaluation-{bundle.name}")
     try:
-        r = evaluate(a.data_dir, ClipEmbedder(engine, bundle.frontend, a.hop), bundle, out, progress=True,
-                     n_centres=a.centres, normalise_domains=a.normalise_domains, score=a.score)
+        r = evaluate(
+            a.data_dir,
+            ClipEmbedder(engine, bundle.frontend, a.hop),
+            bundle,
+            out,
+            progress=True,
+            n_centres=a.centres,
+            normalise_domains=a.normalise_domains,
+            score=a.score,
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     sys.stdout.write(markdown_table(r["summary"]))

@@ -1,4 +1,5 @@
 """What every command shares: the usage error (exit code 2), logging set-up and the torch check."""
+
 from __future__ import annotations
 
 import argparse

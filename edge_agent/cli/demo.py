@@ -5,6 +5,7 @@ state directory, exactly as ``edge-agent calibrate --from`` does, then replays n
 anomalous clips and a normal clip again through the ring buffer and the production agent, and
 prints each window's score and what the agent decides.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,9 +21,12 @@ MACHINE = "demo-fan"
 
 
 def add_parsers(command) -> None:
-    d = command("demo", help="the whole pipeline on bundled real clips, no set-up",
-                       description="Enrol a fan from bundled normal clips with the built-in model, then replay normal and "
-                       "anomalous clips through the production path and print what the agent decides.")
+    d = command(
+        "demo",
+        help="the whole pipeline on bundled real clips, no set-up",
+        description="Enrol a fan from bundled normal clips with the built-in model, then replay normal and "
+        "anomalous clips through the production path and print what the agent decides.",
+    )
     d.add_argument("--realtime", action="store_true", help="replay at real-time pace (default: as fast as possible)")
     d.add_argument("--model", default="default", help="bundle name or directory (default: the built-in model)")
     d.set_defaults(func=cmd_demo)
@@ -42,8 +46,8 @@ def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
 
 
 def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
-    from calibration.service import enrol_paths
     from calibration.enrol import ThresholdPolicy
+    from calibration.service import enrol_paths
 
     from ..bank import bank_path
     from ..bundle import Bundle
@@ -59,22 +63,43 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
     fe = bundle.frontend
     replay = sorted((CLIPS / "replay").glob("*.wav"))
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as state:
-        cfg = parse_config({
-            "node_id": "demo", "model": model, "state_dir": state,
-            "machines": {MACHINE: {"input": {"file": str(CLIPS / "replay"), "realtime": realtime}, "hop_seconds": 1.0}},
-        }, "demo")
-        say(f"edge-agent demo: model {bundle.name} {bundle.version}, window {fe.window_seconds:g} s, hop 1 s, "
-            f"engine {', '.join(engine.providers)}")
+        cfg = parse_config(
+            {
+                "node_id": "demo",
+                "model": model,
+                "state_dir": state,
+                "machines": {
+                    MACHINE: {"input": {"file": str(CLIPS / "replay"), "realtime": realtime}, "hop_seconds": 1.0}
+                },
+            },
+            "demo",
+        )
+        say(
+            f"edge-agent demo: model {bundle.name} {bundle.version}, window {fe.window_seconds:g} s, hop 1 s, "
+            f"engine {', '.join(engine.providers)}"
+        )
         enrol_files = sorted((CLIPS / "enrol").glob("*.wav"))
         say(f"1) enrolling '{MACHINE}' from {len(enrol_files)} normal clips of a real fan (MIMII fan id_00) ...")
         a = cfg.machines[MACHINE].alarm
-        res, _ = enrol_paths(enrol_files, engine, int(fe.sample_rate * 1.0), policy=ThresholdPolicy(0.90, None, 1.0, a.raise_after, a.of_last))
+        res, _ = enrol_paths(
+            enrol_files,
+            engine,
+            int(fe.sample_rate * 1.0),
+            policy=ThresholdPolicy(0.90, None, 1.0, a.raise_after, a.of_last),
+        )
         res.bank.save(bank_path(Path(state), MACHINE))
-        say(f"   {sum(res.bank.meta['enrolled_windows'].values())} windows, bank of {len(res.bank.embeddings)} entries, "
-            f"threshold {res.bank.threshold:.4f} (gamma fit, 90th percentile); alarm after {a.raise_after} of {a.of_last} windows above it, "
-            f"clear after {a.clear_after} below")
+        say(
+            f"   {sum(res.bank.meta['enrolled_windows'].values())} windows, bank of {len(res.bank.embeddings)} "
+            "entries, "
+            f"threshold {res.bank.threshold:.4f} (gamma fit, 90th percentile); alarm after {a.raise_after} of "
+            f"{a.of_last} windows above it, "
+            f"clear after {a.clear_after} below"
+        )
         segs = _segments(replay)
-        say(f"2) replaying {len(replay)} clips through the ring buffer ({'real time' if realtime else 'as fast as possible'}):")
+        say(
+            f"2) replaying {len(replay)} clips through the ring buffer "
+            f"({'real time' if realtime else 'as fast as possible'}):"
+        )
         for t0, t1, f in segs:
             say(f"   {t0:5.1f}-{t1:5.1f} s  {f.name}")
         say("3) what the agent decides (one line per window; '*' = above threshold):")
@@ -89,7 +114,10 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
             seg = next((f for t0, t1, f in segs if t0 <= start + fe.window_seconds / 2 < t1), segs[-1][2])
             per_seg[seg].append(score)
             bar = "#" * int(max(0, min(40, 20 * score / max(thr, 1e-9))))
-            say(f"   {start:5.1f}-{w.offset:5.1f} s  score {score:.4f} {'*' if score > thr else ' '} {bar:<40} {stream.state}")
+            say(
+                f"   {start:5.1f}-{w.offset:5.1f} s  score {score:.4f} {'*' if score > thr else ' '} {bar:<40} "
+                f"{stream.state}"
+            )
 
         agent.on_window.append(on_window)
         recorder = _AlarmRecorder(agent)
@@ -104,8 +132,10 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
             say(f"   {f.name:<32} windows {len(sc):3d}  mean score {mean}  above threshold {above}")
         starts = [e for e in alarms if e[1]["event"] == "start"]
         ends = [e for e in alarms if e[1]["event"] == "end"]
-        say(f"   alarms: {len(starts)} started, {len(ends)} ended" + "".join(
-            f"; alarm {i + 1} from {t0:.1f} s to {t1:.1f} s" for i, (t0, t1) in enumerate(_spans(alarms))))
+        say(
+            f"   alarms: {len(starts)} started, {len(ends)} ended"
+            + "".join(f"; alarm {i + 1} from {t0:.1f} s to {t1:.1f} s" for i, (t0, t1) in enumerate(_spans(alarms)))
+        )
         return rc
 
 

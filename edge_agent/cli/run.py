@@ -1,21 +1,36 @@
 """``run`` (the daemon) and ``devices``."""
+
 from __future__ import annotations
 
-import argparse
 import signal
 from pathlib import Path
 
 
 def add_parsers(command) -> None:
-    r = command("run", help="run the agent (the daemon)", description="Listen to every configured machine until SIGTERM/SIGINT; "
-                       "with only non-looping WAV replays as inputs, exit 0 once every window is scored.")
-    r.add_argument("--config", type=Path, help="config file (default /etc/edge-agent/config.yaml, then $XDG_CONFIG_HOME/edge-agent/config.yaml)")
-    r.add_argument("--scores", action="store_true",
-                   help="also print every window's score, its threshold, level and the machine's state (one line per window)")
+    r = command(
+        "run",
+        help="run the agent (the daemon)",
+        description="Listen to every configured machine until SIGTERM/SIGINT; "
+        "with only non-looping WAV replays as inputs, exit 0 once every window is scored.",
+    )
+    r.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default /etc/edge-agent/config.yaml, then $XDG_CONFIG_HOME/edge-agent/config.yaml)",
+    )
+    r.add_argument(
+        "--scores",
+        action="store_true",
+        help="also print every window's score, its threshold, level and the machine's state (one line per window)",
+    )
     r.set_defaults(func=cmd_run)
 
-    v = command("devices", help="list audio input devices", description="Input devices with index, channels and default sample rate; "
-                       "use the index or a part of the name as machines.<id>.input.device.")
+    v = command(
+        "devices",
+        help="list audio input devices",
+        description="Input devices with index, channels and default sample rate; "
+        "use the index or a part of the name as machines.<id>.input.device.",
+    )
     v.set_defaults(func=cmd_devices)
 
 
@@ -25,7 +40,9 @@ def cmd_run(a) -> int:
     from ..config import load_config
     from ..daemon import build_daemon
 
-    daemon = build_daemon(load_config(a.config), config_path=a.config, print_scores=a.scores, learner_factory=learner_factory)
+    daemon = build_daemon(
+        load_config(a.config), config_path=a.config, print_scores=a.scores, learner_factory=learner_factory
+    )
     install_signals(daemon.agent)
     return daemon.agent.run()
 
@@ -52,5 +69,8 @@ def cmd_devices(a) -> int:
         return 1
     print(f"{'index':>5}  {'channels':>8}  {'rate':>7}  name")
     for r in rows:
-        print(f"{r['index']:>5}  {r['channels']:>8}  {r['rate']:>7.0f}  {r['name']}{'  (default)' if r['default'] else ''}")
+        print(
+            f"{r['index']:>5}  {r['channels']:>8}  {r['rate']:>7.0f}  "
+            f"{r['name']}{'  (default)' if r['default'] else ''}"
+        )
     return 0

@@ -1,5 +1,6 @@
 """Inference engines: ONNX Runtime (``onnx``) and native TensorRT (``tensorrt``), one protocol
 (``base.Engine``) and one factory."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """What every inference engine is. Engines take the front end's named features for a batch of
 windows and return the model's outputs, with L2-normalised embeddings (batch, dim)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol

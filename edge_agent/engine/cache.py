@@ -1,6 +1,7 @@
 """Where built TensorRT engines live: next to the bundle or in systemd's ``CacheDirectory``, keyed by
 TensorRT version, GPU name and precision (an engine is valid only for the TensorRT and GPU that
 built it). Used by the ONNX Runtime TensorRT provider, the native engine and ``build-engine``."""
+
 from __future__ import annotations
 
 import re
@@ -31,5 +32,7 @@ def engine_cache_dir(bundle: Bundle, cache_dir: Optional[Path] = None) -> Path:
     return bundle.path / "engines"
 
 
-def engine_path(bundle: Bundle, trt_version: str, gpu_name: str, precision: str, cache_dir: Optional[Path] = None) -> Path:
+def engine_path(
+    bundle: Bundle, trt_version: str, gpu_name: str, precision: str, cache_dir: Optional[Path] = None
+) -> Path:
     return engine_cache_dir(bundle, cache_dir) / f"{cache_key(trt_version, gpu_name, precision)}.engine"

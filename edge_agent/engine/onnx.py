@@ -4,6 +4,7 @@ It takes the front end's named features for a batch of windows and returns L2-no
 embeddings (batch, dim). The providers actually in use are logged and checked against what was
 asked for: a silent fallback from GPU to CPU would make a Jetson miss real time unnoticed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,15 @@ def choose_providers(kind: str, available: list[str]) -> list[str]:
             "cuda": "install onnxruntime-gpu (on a Jetson: the JetPack build of onnxruntime-gpu)",
             "tensorrt": "install onnxruntime-gpu built with TensorRT and TensorRT 10",
         }.get(kind, "")
-        raise EngineError(f"engine {kind!r} needs {want}, which this onnxruntime does not have (has: {', '.join(available)}); {hint}")
+        raise EngineError(
+            f"engine {kind!r} needs {want}, which this onnxruntime does not have (has: {', '.join(available)}); {hint}"
+        )
     # Keep CPU last so that nodes the GPU provider cannot run still run.
-    return [want] + (["CUDAExecutionProvider"] if kind == "tensorrt" and "CUDAExecutionProvider" in available else []) + (
-        ["CPUExecutionProvider"] if want != "CPUExecutionProvider" else [])
+    return (
+        [want]
+        + (["CUDAExecutionProvider"] if kind == "tensorrt" and "CUDAExecutionProvider" in available else [])
+        + (["CPUExecutionProvider"] if want != "CPUExecutionProvider" else [])
+    )
 
 
 class OnnxEngine:
@@ -64,21 +70,35 @@ class OnnxEngine:
         for p in providers:
             if p == "TensorrtExecutionProvider":
                 cache = engine_cache_dir(bundle, cache_dir) / "onnxruntime-trt"
-                provider_opts.append({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True})
+                provider_opts.append(
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_timing_cache_enable": True,
+                    }
+                )
             else:
                 provider_opts.append({})
         try:
-            self.session = ort.InferenceSession(str(bundle.model_path), sess_options=opts, providers=providers, provider_options=provider_opts)
+            self.session = ort.InferenceSession(
+                str(bundle.model_path), sess_options=opts, providers=providers, provider_options=provider_opts
+            )
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise EngineError(f"cannot load {bundle.model_path} in ONNX Runtime ({e}); re-export the bundle") from None
         self.providers = self.session.get_providers()
         if self.providers[0] != providers[0]:
-            raise EngineError(f"asked for {providers[0]} but ONNX Runtime runs {self.providers[0]}; check the GPU drivers and onnxruntime-gpu")
+            raise EngineError(
+                f"asked for {providers[0]} but ONNX Runtime runs {self.providers[0]}; check the GPU drivers and "
+                "onnxruntime-gpu"
+            )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         declared = [i["name"] for i in bundle.manifest["inputs"]]
         if sorted(self.input_names) != sorted(declared):
-            raise EngineError(f"{bundle.model_path}: model inputs {self.input_names} differ from the manifest's {declared}; re-export the bundle")
+            raise EngineError(
+                f"{bundle.model_path}: model inputs {self.input_names} differ from the manifest's {declared}; "
+                "re-export the bundle"
+            )
         self._lock = threading.Lock()  # one run at a time keeps the thread pool from oversubscribing
         log.info("engine: ONNX Runtime %s with %s (%s)", ort.__version__, ", ".join(self.providers), bundle.name)
 

@@ -7,6 +7,7 @@ Written against the TensorRT 10 Python API (``deserialize_cuda_engine``, ``num_i
 verified where: cache keys, selection and the error paths are tested on machines without a GPU;
 the CUDA path itself runs only where TensorRT and a GPU exist (a Jetson, a CUDA workstation).
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,10 @@ from .cache import engine_cache_dir, engine_path
 
 log = logging.getLogger("edge_agent.trt")
 
-INSTALL_HINT = ("install TensorRT 10 and pycuda: pip install 'edge-agent[tensorrt]' (on a Jetson, JetPack 6 ships TensorRT; "
-                "use the Dockerfile.jetson image)")
+INSTALL_HINT = (
+    "install TensorRT 10 and pycuda: pip install 'edge-agent[tensorrt]' (on a Jetson, JetPack 6 ships TensorRT; "
+    "use the Dockerfile.jetson image)"
+)
 
 
 class TensorRTMissing(UserError, EngineError):
@@ -37,7 +40,9 @@ def import_tensorrt():
     except ImportError:
         raise TensorRTMissing(f"TensorRT is not installed; {INSTALL_HINT}") from None
     if int(trt.__version__.split(".")[0]) < 10:
-        raise TensorRTMissing(f"TensorRT {trt.__version__} is too old: the native backend needs TensorRT 10; {INSTALL_HINT}")
+        raise TensorRTMissing(
+            f"TensorRT {trt.__version__} is too old: the native backend needs TensorRT 10; {INSTALL_HINT}"
+        )
     return trt
 
 
@@ -52,7 +57,9 @@ def gpu_name() -> str:
     return cuda.Device(0).name()
 
 
-def find_engine(bundle: Bundle, cache_dir: Optional[Path] = None, trt_version: Optional[str] = None, gpu: Optional[str] = None) -> Path:
+def find_engine(
+    bundle: Bundle, cache_dir: Optional[Path] = None, trt_version: Optional[str] = None, gpu: Optional[str] = None
+) -> Path:
     """The cached engine for this TensorRT and GPU, preferring fp16; an error says how to build one."""
     trt_version = trt_version or import_tensorrt().__version__
     gpu = gpu or gpu_name()
@@ -61,7 +68,8 @@ def find_engine(bundle: Bundle, cache_dir: Optional[Path] = None, trt_version: O
         if p.is_file():
             return p
     raise EngineError(
-        f"no TensorRT engine for {bundle.name} with TensorRT {trt_version} on {gpu} in {engine_cache_dir(bundle, cache_dir)}; "
+        f"no TensorRT engine for {bundle.name} with TensorRT {trt_version} on {gpu} in "
+        f"{engine_cache_dir(bundle, cache_dir)}; "
         f"build it: edge-agent build-engine {bundle.path} --fp16"
     )
 
@@ -80,7 +88,10 @@ class TensorRTEngine:
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise EngineError(f"{path}: TensorRT could not load the engine (built by another TensorRT?); rebuild it with edge-agent build-engine")
+            raise EngineError(
+                f"{path}: TensorRT could not load the engine (built by another TensorRT?); rebuild it with "
+                "edge-agent build-engine"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -88,7 +99,9 @@ class TensorRTEngine:
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         declared = sorted(i["name"] for i in bundle.manifest["inputs"])
         if sorted(self.inputs) != declared:
-            raise EngineError(f"{path}: engine inputs {self.inputs} differ from the bundle's {declared}; rebuild the engine")
+            raise EngineError(
+                f"{path}: engine inputs {self.inputs} differ from the bundle's {declared}; rebuild the engine"
+            )
         self.max_batch = max_batch
         self._buffers: dict[str, tuple[int, object]] = {}  # name -> (capacity in bytes, device allocation)
         self.providers = [f"TensorRT {trt.__version__} ({path.name})"]
@@ -121,7 +134,9 @@ class TensorRTEngine:
             self._cuda.memcpy_dtoh_async(host[n], self._buffers[n][1], self.stream)
         self.stream.synchronize()
         res = {n: np.array(host[n]) for n in self.outputs}
-        res["embedding"] = l2_normalise(res["embedding"].reshape(batch, -1, self.bundle.embedding_dim)).reshape(batch, -1)
+        res["embedding"] = l2_normalise(res["embedding"].reshape(batch, -1, self.bundle.embedding_dim)).reshape(
+            batch, -1
+        )
         return res
 
     def embed(self, features: dict[str, np.ndarray]) -> np.ndarray:

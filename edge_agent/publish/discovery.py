@@ -1,5 +1,6 @@
 """MQTT topic names and Home Assistant discovery payloads (one device per node; a binary_sensor
 and a score sensor per machine)."""
+
 from __future__ import annotations
 
 from .. import __version__

@@ -4,6 +4,7 @@ Every payload carries ``schema``, ``event_id``, an ISO-8601 UTC ``ts``, ``machin
 ``threshold``, the model's name/version/sha256 and the bank version; docs/mqtt.md shows one of
 each and tests check that the code produces exactly that shape.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -21,7 +22,14 @@ def _r(x: Optional[float]) -> Optional[float]:
     return None if x is None else round(float(x), 6)
 
 
-def base(machine: str, ts: float, score: Optional[float], threshold: Optional[float], model: dict, bank_version: Optional[int]) -> dict[str, Any]:
+def base(
+    machine: str,
+    ts: float,
+    score: Optional[float],
+    threshold: Optional[float],
+    model: dict,
+    bank_version: Optional[int],
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "event_id": uuid.uuid4().hex,
@@ -36,14 +44,16 @@ def base(machine: str, ts: float, score: Optional[float], threshold: Optional[fl
 
 def alarm_payload(machine: str, decision, threshold: float, model: dict, bank_version: Optional[int]) -> dict[str, Any]:
     p = base(machine, decision.ts, decision.score, threshold, model, bank_version)
-    p.update({
-        "type": "alarm",
-        "event": decision.kind,
-        "alarm_id": decision.alarm_id,
-        "started_at": iso(decision.started_at),
-        "peak_score": _r(decision.peak_score),
-        "windows_above": decision.windows_above,
-    })
+    p.update(
+        {
+            "type": "alarm",
+            "event": decision.kind,
+            "alarm_id": decision.alarm_id,
+            "started_at": iso(decision.started_at),
+            "peak_score": _r(decision.peak_score),
+            "windows_above": decision.windows_above,
+        }
+    )
     if decision.kind == "end":
         p["ended_at"] = iso(decision.ts)
         p["duration_seconds"] = round(decision.ts - decision.started_at, 3)
@@ -51,8 +61,16 @@ def alarm_payload(machine: str, decision, threshold: float, model: dict, bank_ve
     return p
 
 
-def state_payload(machine: str, state: str, ts: float, score: Optional[float], threshold: Optional[float], model: dict,
-                  bank_version: Optional[int], reason: str = "") -> dict[str, Any]:
+def state_payload(
+    machine: str,
+    state: str,
+    ts: float,
+    score: Optional[float],
+    threshold: Optional[float],
+    model: dict,
+    bank_version: Optional[int],
+    reason: str = "",
+) -> dict[str, Any]:
     p = base(machine, ts, score, threshold, model, bank_version)
     p.update({"type": "state", "state": state})
     if reason:
@@ -60,8 +78,15 @@ def state_payload(machine: str, state: str, ts: float, score: Optional[float], t
     return p
 
 
-def score_payload(machine: str, ts: float, score: float, threshold: Optional[float], model: dict, bank_version: Optional[int],
-                  level_dbfs: Optional[float]) -> dict[str, Any]:
+def score_payload(
+    machine: str,
+    ts: float,
+    score: float,
+    threshold: Optional[float],
+    model: dict,
+    bank_version: Optional[int],
+    level_dbfs: Optional[float],
+) -> dict[str, Any]:
     p = base(machine, ts, score, threshold, model, bank_version)
     p.update({"type": "score", "level_dbfs": _r(level_dbfs)})
     return p

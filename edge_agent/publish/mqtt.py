@@ -22,6 +22,7 @@ Topics (prefix default ``edge-agent``):
 plus Home Assistant discovery (one device per node, a binary_sensor and a score sensor per machine),
 re-sent on every connect and whenever Home Assistant announces itself on ``<discovery>/status``.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,6 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import __version__
 from ..config import Config, MQTTConfig
 from ..errors import UserError
 from .discovery import Topics, discovery_payloads
@@ -69,8 +69,15 @@ def read_password(cfg: MQTTConfig) -> Optional[str]:
 class MQTTPublisher:
     """A sink for the agent: outbox first, then the broker."""
 
-    def __init__(self, cfg: Config, outbox: Outbox, machines: list[str], model_name: str = "",
-                 states: Optional[Callable[[], list[tuple[str, dict]]]] = None, client_factory=None):
+    def __init__(
+        self,
+        cfg: Config,
+        outbox: Outbox,
+        machines: list[str],
+        model_name: str = "",
+        states: Optional[Callable[[], list[tuple[str, dict]]]] = None,
+        client_factory=None,
+    ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -98,7 +105,12 @@ class MQTTPublisher:
         factory = client_factory or mqtt.Client
         self.client = factory(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{cfg.node_id}", clean_session=True)
         c = self.client
-        c.on_connect, c.on_disconnect, c.on_publish, c.on_message = self._on_connect, self._on_disconnect, self._on_publish, self._on_message
+        c.on_connect, c.on_disconnect, c.on_publish, c.on_message = (
+            self._on_connect,
+            self._on_disconnect,
+            self._on_publish,
+            self._on_message,
+        )
         c.on_connect_fail = self._on_connect_fail
         # Exponential back-off from 1 s, capped low: a restarted broker gets the backlog within seconds.
         c.reconnect_delay_set(1, max(1, int(round(self.mq.reconnect_max_seconds))))
@@ -112,16 +124,24 @@ class MQTTPublisher:
                 v = getattr(t, key)
                 if v is not None and not Path(v).is_file():
                     raise MQTTConfigError(f"mqtt.tls.{key}: {v} does not exist")
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
-                      keyfile=str(t.key_file) if t.key_file else None)
+            c.tls_set(
+                ca_certs=str(t.ca_file) if t.ca_file else None,
+                certfile=str(t.cert_file) if t.cert_file else None,
+                keyfile=str(t.key_file) if t.key_file else None,
+            )
             if t.insecure:
                 c.tls_insecure_set(True)
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        log.info("MQTT: connecting to %s:%d as %s (TLS %s)", self.mq.host, self.mq.port, self.mq.username or "anonymous",
-                 "on" if self.mq.tls else "off")
+        log.info(
+            "MQTT: connecting to %s:%d as %s (TLS %s)",
+            self.mq.host,
+            self.mq.port,
+            self.mq.username or "anonymous",
+            "on" if self.mq.tls else "off",
+        )
         self.client.connect_async(self.mq.host, self.mq.port, keepalive=self.mq.keepalive)
         self.client.loop_start()
         self._sender.start()
@@ -157,7 +177,11 @@ class MQTTPublisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             text = str(reason_code)
-            hint = " (check mqtt.username and the password file)" if "authori" in text.lower() or "password" in text.lower() else ""
+            hint = (
+                " (check mqtt.username and the password file)"
+                if "authori" in text.lower() or "password" in text.lower()
+                else ""
+            )
             self._connect_failed(f"the broker refused the connection: {text}{hint}")
             return
         self.connects += 1
@@ -166,8 +190,13 @@ class MQTTPublisher:
         down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
         self.last_error, self.down_since, self._fails_since_log = None, None, 0
         self._fail_logged_at = float("-inf")
-        log.info("MQTT: connected to %s:%d%s; %d event(s) waiting in the outbox", self.mq.host, self.mq.port,
-                 f" after {down:.0f} s without a broker" if self.connects > 1 or down > 5 else "", self.outbox.depth())
+        log.info(
+            "MQTT: connected to %s:%d%s; %d event(s) waiting in the outbox",
+            self.mq.host,
+            self.mq.port,
+            f" after {down:.0f} s without a broker" if self.connects > 1 or down > 5 else "",
+            self.outbox.depth(),
+        )
         client.publish(self.topics.status, "online", qos=1, retain=True)
         if self.mq.homeassistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
@@ -190,9 +219,18 @@ class MQTTPublisher:
         now = time.monotonic()
         if now - self._fail_logged_at >= FAIL_LOG_EVERY:
             down = now - self.down_since
-            log.error("MQTT: cannot connect to %s:%d: %s (%d failed attempt(s) in %.0f s; %d event(s) waiting in the outbox); "
-                      "retrying every %g s at most", self.mq.host, self.mq.port, why, self._fails_since_log, down,
-                      self.outbox.depth(), self.mq.reconnect_max_seconds)
+            log.error(
+                "MQTT: cannot connect to %s:%d: %s (%d failed attempt(s) in %.0f s; %d event(s) waiting in the "
+                "outbox); "
+                "retrying every %g s at most",
+                self.mq.host,
+                self.mq.port,
+                why,
+                self._fails_since_log,
+                down,
+                self.outbox.depth(),
+                self.mq.reconnect_max_seconds,
+            )
             self._fail_logged_at, self._fails_since_log = now, 0
         else:
             log.debug("MQTT: cannot connect to %s:%d: %s", self.mq.host, self.mq.port, why)
@@ -203,8 +241,10 @@ class MQTTPublisher:
         if self.connected.is_set():
             return f"mqtt: connected to {self.mq.host}:{self.mq.port}, outbox {waiting}"
         down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
-        return (f"mqtt: NOT CONNECTED to {self.mq.host}:{self.mq.port} for {down:.0f} s"
-                f"{f' ({self.last_error})' if self.last_error else ''}, outbox {waiting} waiting")
+        return (
+            f"mqtt: NOT CONNECTED to {self.mq.host}:{self.mq.port} for {down:.0f} s"
+            f"{f' ({self.last_error})' if self.last_error else ''}, outbox {waiting} waiting"
+        )
 
     def disconnected_seconds(self) -> float:
         return 0.0 if self.down_since is None else time.monotonic() - self.down_since
@@ -225,7 +265,12 @@ class MQTTPublisher:
             log.info("MQTT: %d score telemetry message(s) lost with the connection", len(lost))
         if was and not self._stop.is_set():
             self.last_error = str(reason_code)
-            log.warning("MQTT: disconnected from %s:%d (%s); reconnecting with back-off", self.mq.host, self.mq.port, reason_code)
+            log.warning(
+                "MQTT: disconnected from %s:%d (%s); reconnecting with back-off",
+                self.mq.host,
+                self.mq.port,
+                reason_code,
+            )
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Only queued here: the sender matches it once everything it handed over is recorded.
@@ -278,7 +323,7 @@ class MQTTPublisher:
             if room > 0 and len(rows) < room and self._states_due and self.connected.is_set():
                 # The backlog is handed over (paho sends in order): now the current state.
                 self._states_due = False
-                for machine, payload in (self.states() if self.states else []):
+                for machine, payload in self.states() if self.states else []:
                     self.client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
 
 

@@ -8,6 +8,7 @@ score telemetry first, then state updates, and alarms last, and it counts and lo
 Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
 events written while no broker was configured are delivered once one is.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,10 @@ class Outbox:
         if kind not in KINDS:
             raise ValueError(f"unknown outbox kind {kind!r}")
         with self._lock:
-            cur = self._db.execute("INSERT INTO outbox (machine, kind, payload, created) VALUES (?, ?, ?, ?)",
-                                   (machine, kind, json.dumps(payload, separators=(",", ":")), time.time()))
+            cur = self._db.execute(
+                "INSERT INTO outbox (machine, kind, payload, created) VALUES (?, ?, ?, ?)",
+                (machine, kind, json.dumps(payload, separators=(",", ":")), time.time()),
+            )
             self.written += 1
             self._count[kind] += 1
             self._enforce_bounds()
@@ -89,8 +92,11 @@ class Outbox:
             excess = sum(self._count.values()) - self.max_rows
             if excess <= 0:
                 break
-            n = self._delete("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?) RETURNING kind",
-                             (kind, excess))
+            n = self._delete(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE kind = ? ORDER BY id LIMIT ?) RETURNING "
+                "kind",
+                (kind, excess),
+            )
             if n:
                 self._count_drop(kind, n, f"outbox full ({self.max_rows} rows)")
 
@@ -119,7 +125,8 @@ class Outbox:
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Row]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, machine, kind, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+                "SELECT id, machine, kind, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
             ).fetchall()
         return [Row(*r) for r in rows]
 

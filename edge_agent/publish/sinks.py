@@ -1,5 +1,6 @@
 """Where the agent's events go: the ``Sink`` protocol, the console, and the outbox alone when no
 broker is configured (``mqtt.MQTTPublisher`` is the third sink)."""
+
 from __future__ import annotations
 
 import sys
@@ -39,8 +40,13 @@ class ConsoleSink:
 
     def window(self, stream, w, score: float, decision) -> None:
         thr = stream.bank.threshold
-        print(f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold {thr:.4f} "
-              f"level {w.level_dbfs:.1f} dBFS {stream.state}", file=self.out, flush=True)
+        print(
+            f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold "
+            f"{thr:.4f} "
+            f"level {w.level_dbfs:.1f} dBFS {stream.state}",
+            file=self.out,
+            flush=True,
+        )
 
     def close(self) -> None:
         pass

@@ -5,6 +5,7 @@ Every recipe's model implements ``base.Recipe``: it takes the front end's featur
 (``targets``) and its default loss. ``REGISTRY`` is the one list of recipes; the CLI takes its
 choices from it. Importing this package does not import torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,6 +1,7 @@
 """The Audio Spectrogram Transformer with the Hugging Face module names (``ASTModel``), so its
 checkpoints load with prefixes stripped; the spectrogram branch of ``w2vast``. ``c`` is a
 ``w2vast.W2VASTConfig`` (its ``ast_*`` sizes)."""
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,7 @@ def attention(x, q_proj, k_proj, v_proj, out_proj, heads: int, dropout: float, t
     """Multi-head self-attention written out (exports to plain ONNX operators)."""
     b, s, d = x.shape
     hd = d // heads
-    q = q_proj(x).reshape(b, s, heads, hd).transpose(1, 2) * hd ** -0.5
+    q = q_proj(x).reshape(b, s, heads, hd).transpose(1, 2) * hd**-0.5
     k = k_proj(x).reshape(b, s, heads, hd).transpose(1, 2)
     v = v_proj(x).reshape(b, s, heads, hd).transpose(1, 2)
     att = F.dropout(torch.softmax(q @ k.transpose(-2, -1), dim=-1), dropout, training)

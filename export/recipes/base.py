@@ -2,6 +2,7 @@
 module mixes it in: ``class DualBranchNet(Recipe, nn.Module)``); ``WindowedConfig`` is what every
 recipe config shares (dataclasses with sample_rate, window_seconds, n_fft, hop). Training and export
 read these attributes and never probe a model for what it has."""
+
 from __future__ import annotations
 
 from dataclasses import asdict

@@ -21,6 +21,7 @@ metric learning based variational autoencoder").
   center). Score heads: ``rec-kld``, ``rec-kld-center`` (= rec-kld + lambda L_C[class]) and their
   ensemble, the bundle's declared default.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,9 +63,23 @@ class CLVAEConfig(WindowedConfig):
     n_classes: int = 0  # section classes (set by training; sizes the center buffer)
 
     def frontend(self) -> Frontend:
-        return Frontend(self.sample_rate, self.window_samples, (
-            FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax,
-                        centre=True, db=True),))
+        return Frontend(
+            self.sample_rate,
+            self.window_samples,
+            (
+                FeatureSpec(
+                    "logmel",
+                    "logmel",
+                    n_fft=self.n_fft,
+                    hop=self.hop,
+                    n_mels=self.n_mels,
+                    fmin=self.fmin,
+                    fmax=self.fmax,
+                    centre=True,
+                    db=True,
+                ),
+            ),
+        )
 
     @property
     def feature_dim(self) -> int:
@@ -160,15 +175,23 @@ def load_panns(backbone: PANNsFeatures, path: str, cfg: CLVAEConfig) -> dict:
     from ..pretrained import load_matching, read_state_dict
 
     sd = read_state_dict(path)
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
     mel = sd.get("logmel_extractor.melW")
     if mel is not None:
         ours = torch.from_numpy(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax))
         if mel.shape != ours.shape or float((mel - ours).abs().max()) > 1e-3:
-            log.warning("the checkpoint's mel filters differ from this front end's (%s vs %s); check n_fft, n_mels, fmin, fmax",
-                        tuple(mel.shape), tuple(ours.shape))
-    return load_matching(backbone, sd, f"PANNs checkpoint {path}",
-                         hint="the default clvae config is ResNet38 (stem 64, blocks [3, 4, 6, 3], widths [64, 128, 256, 512], 64 mel bands)")
+            log.warning(
+                "the checkpoint's mel filters differ from this front end's (%s vs %s); check n_fft, n_mels, fmin, fmax",
+                tuple(mel.shape),
+                tuple(ours.shape),
+            )
+    return load_matching(
+        backbone,
+        sd,
+        f"PANNs checkpoint {path}",
+        hint="the default clvae config is ResNet38 (stem 64, blocks [3, 4, 6, 3], widths [64, 128, 256, 512], 64 mel "
+        "bands)",
+    )
 
 
 # -- center-loss VAE --------------------------------------------------------------------------------
@@ -196,8 +219,11 @@ class CenterLossVAE(nn.Module):
         return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(dim=1)
 
     def center_dist(self, mu):  # (B, C): mean over latent dimensions of (mu - c)^2 / 2
-        return 0.5 * (mu.pow(2).mean(dim=1, keepdim=True) - 2 * mu @ self.centers.T / mu.shape[1]
-                      + self.centers.pow(2).mean(dim=1)[None, :])
+        return 0.5 * (
+            mu.pow(2).mean(dim=1, keepdim=True)
+            - 2 * mu @ self.centers.T / mu.shape[1]
+            + self.centers.pow(2).mean(dim=1)[None, :]
+        )
 
     @torch.no_grad()
     def update_centers(self, mu, y, rate: float):
@@ -243,11 +269,19 @@ class CLVAENet(Recipe, nn.Module):
 
     def heads(self, ck: dict) -> dict:
         classes = ck["section_classes"]
-        return {"rec-kld": {"outputs": ["rec_kld"]},
-                "rec-kld-center": {"outputs": ["rec_kld", "center_dist"], "weight": self.cfg.center_weight, "classes": classes}}
+        return {
+            "rec-kld": {"outputs": ["rec_kld"]},
+            "rec-kld-center": {
+                "outputs": ["rec_kld", "center_dist"],
+                "weight": self.cfg.center_weight,
+                "classes": classes,
+            },
+        }
 
     # -- training (two stages; called by export.train) ---------------------------------------------
-    def fit(self, ts, frontend, args, rng: np.random.Generator, pretrained: dict, progress: bool = True, epoch_features=None):
+    def fit(
+        self, ts, frontend, args, rng: np.random.Generator, pretrained: dict, progress: bool = True, epoch_features=None
+    ):
         cfg = self.cfg
         sections = ts.section_classes
         section_of_joint = {it.joint: sections.index(ts.section_of(it)) for it in ts.items}
@@ -256,9 +290,16 @@ class CLVAENet(Recipe, nn.Module):
         history = {"backbone": [], "vae": []}
         if "panns" in pretrained:
             info = load_panns(self.backbone, pretrained["panns"], cfg)
-            log.info("loaded PANNs weights from %s (%d tensors; %d unused)", pretrained["panns"], info["loaded"], info["unused"])
+            log.info(
+                "loaded PANNs weights from %s (%d tensors; %d unused)",
+                pretrained["panns"],
+                info["loaded"],
+                info["unused"],
+            )
         elif cfg.backbone_epochs > 0:
-            history["backbone"] = self._train_backbone(ts, frontend, args, rng, section_of_joint, len(sections), progress, epoch_features)
+            history["backbone"] = self._train_backbone(
+                ts, frontend, args, rng, section_of_joint, len(sections), progress, epoch_features
+            )
         self.backbone.eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)

@@ -11,6 +11,7 @@ design.
 The front end (spectrum, STFT) runs in numpy in ``edge_agent.frontend`` both here and at run time;
 the network receives its outputs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,7 +46,14 @@ class DualBranchConfig(WindowedConfig):
             self.window_samples,
             (
                 FeatureSpec("spectrum", "spectrum"),
-                FeatureSpec("spectrogram", "stft", n_fft=self.n_fft, hop=self.hop, compress=self.stft_compress, mean_removed=True),
+                FeatureSpec(
+                    "spectrogram",
+                    "stft",
+                    n_fft=self.n_fft,
+                    hop=self.hop,
+                    compress=self.stft_compress,
+                    mean_removed=True,
+                ),
             ),
         )
 
@@ -83,7 +91,10 @@ class CBAMResBlock(nn.Module):
         self.att = nn.Sequential(ChannelAttention(cout), SpatialAttention()) if cbam else nn.Identity()
         self.short = None
         if stride != 1 or cin != cout:
-            self.short = nn.Sequential(nn.MaxPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity(), nn.Conv2d(cin, cout, 1, bias=False))
+            self.short = nn.Sequential(
+                nn.MaxPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity(),
+                nn.Conv2d(cin, cout, 1, bias=False),
+            )
 
     def forward(self, x):
         h = F.relu(self.bn1(x))
@@ -105,8 +116,14 @@ class SpectrumBranch(nn.Module):
         self.convs = nn.Sequential(*layers)
         d = cfg.branch_dim
         self.dense = nn.Sequential(
-            nn.Flatten(), nn.Linear(cin * length, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True),
-            nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True), nn.Linear(d, d),
+            nn.Flatten(),
+            nn.Linear(cin * length, d),
+            nn.BatchNorm1d(d),
+            nn.ReLU(inplace=True),
+            nn.Linear(d, d),
+            nn.BatchNorm1d(d),
+            nn.ReLU(inplace=True),
+            nn.Linear(d, d),
         )
 
     def forward(self, spectrum):  # (B, n_bins)
@@ -118,7 +135,9 @@ class SpectrogramBranch(nn.Module):
     def __init__(self, cfg: DualBranchConfig):
         super().__init__()
         self.bn = nn.BatchNorm2d(1)
-        self.stem = nn.Sequential(nn.Conv2d(1, cfg.stem_channels, 7, stride=2, padding=3, bias=False), nn.MaxPool2d(3, stride=2, padding=1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, cfg.stem_channels, 7, stride=2, padding=3, bias=False), nn.MaxPool2d(3, stride=2, padding=1)
+        )
         blocks, cin = [], cfg.stem_channels
         for i, c in enumerate(cfg.res_channels):
             blocks.append(CBAMResBlock(cin, c, 1 if i == 0 else 2, cfg.cbam))

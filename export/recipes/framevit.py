@@ -15,6 +15,7 @@ embeddings extractor for unsupervised anomalous sound detection under domain gen
 The attention is written out (linear q/k/v, softmax) rather than nn.TransformerEncoder so that it
 exports to plain ONNX operators.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,12 +48,17 @@ class FrameViTConfig(WindowedConfig):
     @property
     def n_context(self) -> int:
         if self.frames < self.context:
-            raise ValueError(f"a {self.window_seconds} s window has {self.frames} frames, fewer than the context of {self.context}")
+            raise ValueError(
+                f"a {self.window_seconds} s window has {self.frames} frames, fewer than the context of {self.context}"
+            )
         return max(1, math.ceil((self.frames - self.context) / self.shift))
 
     def frontend(self) -> Frontend:
-        return Frontend(self.sample_rate, self.window_samples,
-                        (FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),))
+        return Frontend(
+            self.sample_rate,
+            self.window_samples,
+            (FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),),
+        )
 
 
 class Block(nn.Module):
@@ -96,7 +102,9 @@ class FrameViT(Recipe, nn.Module):
         self.blocks = nn.Sequential(*[Block(cfg.hidden, cfg.heads, cfg.mlp, cfg.dropout) for _ in range(cfg.layers)])
         self.norm_out = nn.LayerNorm(cfg.hidden)
         starts = torch.arange(cfg.n_context) * cfg.shift
-        self.register_buffer("index", (starts[:, None] + torch.arange(cfg.context)[None, :]).reshape(-1), persistent=False)
+        self.register_buffer(
+            "index", (starts[:, None] + torch.arange(cfg.context)[None, :]).reshape(-1), persistent=False
+        )
 
     @property
     def embedding_dim(self) -> int:

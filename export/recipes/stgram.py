@@ -10,6 +10,7 @@ Anomalous Sounds for Machine Condition Monitoring").
 - Trained as a classifier of machine section (cross-entropy; ArcFace as an option); the embedding
   (before the classifier) is what the runtime's k-NN uses.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,10 +36,14 @@ class STgramConfig(WindowedConfig):
     embedding_dim: int = 128
 
     def frontend(self) -> Frontend:
-        return Frontend(self.sample_rate, self.window_samples, (
-            FeatureSpec("waveform", "waveform"),
-            FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),
-        ))
+        return Frontend(
+            self.sample_rate,
+            self.window_samples,
+            (
+                FeatureSpec("waveform", "waveform"),
+                FeatureSpec("logmel", "logmel", n_fft=self.n_fft, hop=self.hop, n_mels=self.n_mels),
+            ),
+        )
 
 
 class BasicBlock(nn.Module):
@@ -64,8 +69,12 @@ class ResNet18(nn.Module):
     def __init__(self, in_channels: int, widths=(64, 128, 256, 512)):
         super().__init__()
         w0 = widths[0]
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, w0, 7, 2, 3, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, w0, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
         layers, cin = [], w0
         for i, w in enumerate(widths):
             layers += [BasicBlock(cin, w, 1 if i == 0 else 2), BasicBlock(w, w, 1)]
@@ -82,7 +91,9 @@ class Tgram(nn.Module):
         super().__init__()
         c, t = cfg.n_mels, cfg.frames
         self.conv = nn.Conv1d(1, c, cfg.n_fft, cfg.hop, bias=False)
-        self.blocks = nn.Sequential(*[nn.Sequential(nn.LayerNorm(t), nn.LeakyReLU(0.2), nn.Conv1d(c, c, 3, 1, 1, bias=False)) for _ in range(3)])
+        self.blocks = nn.Sequential(
+            *[nn.Sequential(nn.LayerNorm(t), nn.LeakyReLU(0.2), nn.Conv1d(c, c, 3, 1, 1, bias=False)) for _ in range(3)]
+        )
 
     def forward(self, wav):  # (B, N) -> (B, frames, n_mels), laid out like the log-mel map
         return self.blocks(self.conv(wav[:, None, :])).transpose(1, 2)
@@ -108,7 +119,9 @@ class STgramNet(Recipe, nn.Module):
             self.backbone_t = ResNet18(1, cfg.resnet_widths)
             self.backbone_s = ResNet18(1, cfg.resnet_widths)
             w = 2 * self.backbone_t.out_dim
-            self.head = nn.Sequential(nn.Linear(w, w // 2), nn.BatchNorm1d(w // 2), nn.ReLU(inplace=True), nn.Linear(w // 2, d))
+            self.head = nn.Sequential(
+                nn.Linear(w, w // 2), nn.BatchNorm1d(w // 2), nn.ReLU(inplace=True), nn.Linear(w // 2, d)
+            )
 
     @property
     def embedding_dim(self) -> int:

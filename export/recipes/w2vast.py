@@ -19,6 +19,7 @@ with prefixes stripped; fairseq wav2vec 2.0 and the AST repository's checkpoints
 load (``load_wav2vec2``, ``load_ast``). The defaults are the base models (wav2vec2-base, AST
 base 10-10); smaller settings are for CPUs and tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,18 +70,29 @@ class W2VASTConfig(WindowedConfig):
     dropout: float = 0.1
 
     def frontend(self) -> Frontend:
-        return Frontend(self.sample_rate, self.window_samples, (
-            FeatureSpec("waveform", "waveform"),
-            FeatureSpec("fbank", "fbank", n_mels=self.n_mels, frame_ms=1000 * self.n_fft / self.sample_rate,
-                        shift_ms=1000 * self.hop / self.sample_rate),
-        ))
+        return Frontend(
+            self.sample_rate,
+            self.window_samples,
+            (
+                FeatureSpec("waveform", "waveform"),
+                FeatureSpec(
+                    "fbank",
+                    "fbank",
+                    n_mels=self.n_mels,
+                    frame_ms=1000 * self.n_fft / self.sample_rate,
+                    shift_ms=1000 * self.hop / self.sample_rate,
+                ),
+            ),
+        )
 
     @property
     def ast_grid(self) -> tuple[int, int]:
         f = (self.n_mels - self.ast_patch) // self.ast_fstride + 1
         t = (self.frames - self.ast_patch) // self.ast_tstride + 1
         if t < 1:
-            raise ValueError(f"a {self.window_seconds} s window has {self.frames} fbank frames, fewer than one AST patch")
+            raise ValueError(
+                f"a {self.window_seconds} s window has {self.frames} fbank frames, fewer than one AST patch"
+            )
         return f, t
 
 
@@ -136,7 +148,9 @@ class PositionalConv(nn.Module):
     def __init__(self, c: W2VASTConfig):
         super().__init__()
         # weight-normalised in the original; a plain weight here (checkpoints are folded on load)
-        self.conv = nn.Conv1d(c.w2v_hidden, c.w2v_hidden, c.w2v_pos_kernel, padding=c.w2v_pos_kernel // 2, groups=c.w2v_pos_groups)
+        self.conv = nn.Conv1d(
+            c.w2v_hidden, c.w2v_hidden, c.w2v_pos_kernel, padding=c.w2v_pos_kernel // 2, groups=c.w2v_pos_groups
+        )
         self.trim = 1 if c.w2v_pos_kernel % 2 == 0 else 0
 
     def forward(self, x):  # (B, T, H)
@@ -153,7 +167,9 @@ class W2VAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(d, d) for _ in range(4))
 
     def forward(self, x):
-        return attention(x, self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.heads, self.dropout, self.training)
+        return attention(
+            x, self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.heads, self.dropout, self.training
+        )
 
 
 class W2VFeedForward(nn.Module):
@@ -240,8 +256,12 @@ class FusionCNN(nn.Module):
     def __init__(self, h: int, channels: int, dim: int):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv1d(3, channels, 3, 1, 1, bias=False), nn.BatchNorm1d(channels), nn.ReLU(inplace=True),
-            nn.Conv1d(channels, channels, 3, 2, 1, bias=False), nn.BatchNorm1d(channels), nn.ReLU(inplace=True),
+            nn.Conv1d(3, channels, 3, 1, 1, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(channels, channels, 3, 2, 1, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
         )
         self.fc = nn.Linear(channels * ((h + 1) // 2), dim)
 
@@ -310,5 +330,9 @@ class W2VASTNet(Recipe, nn.Module):
 def count_parameters(cfg: W2VASTConfig) -> dict[str, int]:
     m = W2VASTNet(cfg)
     n = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
-    return {"wav2vec2": n(m.sub1.wav2vec2), "ast": n(m.sub1.ast), "fusion": n(m.sub1.fusion) + n(m.sub1.pooling), "total": n(m)}
-
+    return {
+        "wav2vec2": n(m.sub1.wav2vec2),
+        "ast": n(m.sub1.ast),
+        "fusion": n(m.sub1.fusion) + n(m.sub1.pooling),
+        "total": n(m),
+    }

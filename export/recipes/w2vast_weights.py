@@ -1,12 +1,18 @@
 """Pre-trained weights for ``w2vast``: Hugging Face and fairseq wav2vec 2.0, Hugging Face and the AST
 repository's AST checkpoints, renamed to the modules' names and checked shape by shape."""
+
 from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
 
 from .ast import AST
 
-
-W2V_HINT = ("set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, w2v_layers 24, "
-            "w2v_heads 16, w2v_ffn 4096, w2v_stable_layer_norm true, w2v_conv_bias true)")
+W2V_HINT = (
+    "set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, w2v_layers "
+    "24, "
+    "w2v_heads 16, w2v_ffn 4096, w2v_stable_layer_norm true, w2v_conv_bias true)"
+)
 AST_HINT = "set ast_* and n_mels in --recipe-config to the checkpoint's sizes (base 10-10: the defaults)"
 
 FAIRSEQ_W2V = [
@@ -40,7 +46,9 @@ def load_wav2vec2(module, path: str) -> dict:
     """Hugging Face (Wav2Vec2Model, ForPreTraining, ForCTC, ...) or fairseq wav2vec 2.0 weights."""
     from ..pretrained import load_matching, read_layout, rename, weight_norm_to_weight
 
-    sd, hf = read_layout(path, "feature_extractor.conv_layers.0.conv.weight", "feature_extractor.conv_layers.0.0.weight", "wav2vec 2.0")
+    sd, hf = read_layout(
+        path, "feature_extractor.conv_layers.0.conv.weight", "feature_extractor.conv_layers.0.0.weight", "wav2vec 2.0"
+    )
     if not hf:
         sd = rename(sd, FAIRSEQ_W2V)
     sd = weight_norm_to_weight(sd, "encoder.pos_conv_embed.conv.", dim=2)
@@ -53,7 +61,12 @@ def load_ast(module: AST, path: str, cfg) -> dict:
     (shorter windows, as the AST code does) or interpolated (longer ones)."""
     from ..pretrained import load_matching, read_layout, rename
 
-    sd, hf = read_layout(path, "embeddings.patch_embeddings.projection.weight", "v.patch_embed.proj.weight", "Audio Spectrogram Transformer")
+    sd, hf = read_layout(
+        path,
+        "embeddings.patch_embeddings.projection.weight",
+        "v.patch_embed.proj.weight",
+        "Audio Spectrogram Transformer",
+    )
     if not hf:
         for k in [k for k in sd if k.endswith("attn.qkv.weight") or k.endswith("attn.qkv.bias")]:
             i, part = k.split(".")[2], k.rsplit(".", 1)[1]
@@ -71,7 +84,9 @@ def load_ast(module: AST, path: str, cfg) -> dict:
             s = tc // 2 - t // 2
             grid = grid[:, :, s : s + t]
         else:
-            grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(f, t), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(f, t), mode="bilinear", align_corners=False).permute(
+                0, 2, 3, 1
+            )
         return torch.cat([v[:, :2], grid.reshape(1, f * t, -1)], dim=1)
 
     return load_matching(module, sd, f"AST checkpoint {path}", AST_HINT, adapt=adapt)
