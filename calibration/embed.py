@@ -25,14 +25,35 @@ class CalibrationError(UserError):
     """Not enough usable audio, or a request the model cannot serve; exit code 2. ``skipped`` and
     ``outliers``: the clips left out, when the error is about too little audio."""
 
-    skipped: list = []
-    outliers: list = []
+    def __init__(self, message: str, skipped: tuple = (), outliers: tuple = ()):
+        super().__init__(message)
+        self.skipped, self.outliers = list(skipped), list(outliers)
 
 
 def embed_piece(engine, fe, x: np.ndarray, hop_samples: int):
     """Embeddings of a signal's windows, one row per embedding, and all the model's outputs per window."""
     out = infer_signal(engine, fe, x, hop_samples)
     return split_embeddings(engine, out["embedding"]), out
+
+
+class _Gather:
+    """Embeds pieces of enrolment audio and gathers them per domain: embeddings, the clip id of
+    every window, and (when asked) the model's outputs and the window levels."""
+
+    def __init__(self, engine, hop_samples: int, outputs_out: Optional[dict], levels_out: Optional[list]):
+        self.engine, self.hop, self.outputs_out, self.levels_out = engine, hop_samples, outputs_out, levels_out
+        self.per_domain: dict[str, tuple[list, list]] = {}
+
+    def add(self, domain: str, group: str, audio: np.ndarray) -> None:
+        fe = self.engine.bundle.frontend
+        e, out = embed_piece(self.engine, fe, audio, self.hop)
+        if self.outputs_out is not None:
+            self.outputs_out.setdefault(domain, []).append(out)
+        if self.levels_out is not None:
+            self.levels_out.append(window_levels(audio, fe.window_samples, self.hop))
+        embs, groups = self.per_domain.setdefault(domain, ([], []))
+        embs.append(e)
+        groups.extend([group] * len(e))
 
 
 def embed_files(
@@ -55,7 +76,7 @@ def embed_files(
     files = list(iter_wavs(paths))
     if not files:
         raise CalibrationError(f"no WAV files in {', '.join(map(str, paths))}")
-    per_domain: dict[str, tuple[list, list]] = {}
+    gather = _Gather(engine, hop_samples, outputs_out, levels_out)
     skipped: list[tuple[Path, str]] = []
     for f in tqdm(files, desc=desc, unit="clip", file=sys.stderr, disable=not progress):
         try:
@@ -68,15 +89,8 @@ def embed_files(
         if not c.ok:
             skipped.append((f, c.reason))
             continue
-        e, out = embed_piece(engine, fe, c.audio, hop_samples)
-        if outputs_out is not None:
-            outputs_out.setdefault(c.domain, []).append(out)
-        if levels_out is not None:
-            levels_out.append(window_levels(c.audio, fe.window_samples, hop_samples))
-        per_domain.setdefault(c.domain, ([], []))
-        per_domain[c.domain][0].append(e)
-        per_domain[c.domain][1].extend([str(f)] * len(e))
-    return per_domain, skipped
+        gather.add(c.domain, str(f), c.audio)
+    return gather.per_domain, skipped
 
 
 def split_embeddings(engine, emb):
@@ -102,21 +116,16 @@ def embed_recording(
     ``embed_files`` returns."""
     fe = engine.bundle.frontend
     chunk = int(LIVE_CHUNK_SECONDS * fe.sample_rate)
-    embs, groups, skipped = [], [], []
+    gather = _Gather(engine, hop_samples, outputs_out, levels_out)
+    skipped = []
     for i, s in enumerate(range(0, len(x), chunk)):
         piece = x[s : s + chunk]
         if len(piece) < fe.window_samples:
-            if embs:
+            if gather.per_domain:
                 break
             piece = x  # a recording shorter than one chunk is one group
         if float(np.abs(piece).max()) < SILENT_PEAK:
             skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
             continue
-        e, out = embed_piece(engine, fe, piece, hop_samples)
-        if outputs_out is not None:
-            outputs_out.setdefault(domain, []).append(out)
-        if levels_out is not None:
-            levels_out.append(window_levels(piece, fe.window_samples, hop_samples))
-        embs.append(e)
-        groups.extend([f"chunk{i}"] * len(e))
-    return ({domain: (embs, groups)} if embs else {}), skipped
+        gather.add(domain, f"chunk{i}", piece)
+    return gather.per_domain, skipped

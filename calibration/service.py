@@ -43,6 +43,7 @@ class CalibrationRequest:
     k: int = 1
     normalise_domains: bool = False
     keep_outliers: bool = False
+    find_outliers: bool = True  # False: no search at all (evaluation keeps and reports no outliers)
     progress: bool = True
 
 
@@ -91,17 +92,16 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
         )
     else:
         raise CalibrationError("nothing to enrol: give WAV files or a recording")
-    outliers = exclude_outliers(per_domain, outputs, req.keep_outliers)
+    outliers = exclude_outliers(per_domain, outputs, req.keep_outliers) if req.find_outliers else []
     n_windows = sum(len(g) for _, g in per_domain.values())
     if n_windows < MIN_WINDOWS:
-        err = CalibrationError(
+        raise CalibrationError(
             f"only {n_windows} usable windows of {fe.window_seconds:g} s (need at least {MIN_WINDOWS}); give more "
-            "normal audio "
-            f"(e.g. --seconds {int(MIN_WINDOWS * req.hop_seconds + fe.window_seconds) + 1}) or fix the clips listed "
-            "above"
+            f"normal audio (e.g. --seconds {int(MIN_WINDOWS * req.hop_seconds + fe.window_seconds) + 1}) or fix the "
+            "clips listed above",
+            skipped,  # for the caller to list before the error
+            outliers,
         )
-        err.skipped, err.outliers = skipped, outliers  # for the caller to list before the error
-        raise err
     if existing is not None and not req.replace:
         existing.check_model(bundle.sha256, f"of machine {req.machine}")
     else:
@@ -129,7 +129,8 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
     res.bank.meta["levels_dbfs"] = level_range(
         levels, existing.meta.get("levels_dbfs") if existing is not None else None
     )
-    res.bank.meta["outlier_clips"] = {"excluded" if not req.keep_outliers else "kept": [o.clip for _, o in outliers]}
+    if req.find_outliers:
+        res.bank.meta["outlier_clips"] = {"kept" if req.keep_outliers else "excluded": [o.clip for _, o in outliers]}
     return Calibration(res, skipped, outliers)
 
 
@@ -160,7 +161,7 @@ def enrol_paths(
         replace=True,
         centres=n_centres,
         k=k,
-        keep_outliers=True,
+        find_outliers=False,
         progress=progress,
         **enrol_args,
     )

@@ -11,24 +11,24 @@ from .config import load_config
 log = logging.getLogger("edge_agent.agent")
 
 
-def reload_agent(self) -> None:
+def reload_agent(agent) -> None:
     """SIGHUP: re-read banks, and the config settings that can change without a restart
     (hop, k, alarm rules, silence timeout). Other changes are named in a log line."""
 
-    state_dir = self.cfg.resolved_state_dir()
-    if self.config_path is not None:
+    state_dir = agent.cfg.resolved_state_dir()
+    if agent.config_path is not None:
         try:
-            new = load_config(self.config_path)
+            new = load_config(agent.config_path)
         except Exception as e:  # noqa: BLE001 - a bad edit must not stop a running agent
             log.error("reload: keeping the running config: %s", e)
             new = None
         if new is not None:
             for key in ("model", "engine", "mqtt", "metrics", "state_dir", "node_id"):
-                if getattr(new, key) != getattr(self.cfg, key):
+                if getattr(new, key) != getattr(agent.cfg, key):
                     log.warning("reload: '%s' changed; that needs a restart (systemctl restart edge-agent)", key)
-            if set(new.machines) != set(self.cfg.machines):
+            if set(new.machines) != set(agent.cfg.machines):
                 log.warning("reload: machines were added or removed; that needs a restart")
-            for m, s in self.streams.items():
+            for m, s in agent.streams.items():
                 if m in new.machines:
                     mc = new.machines[m]
                     if mc.input != s.cfg.input:
@@ -37,10 +37,10 @@ def reload_agent(self) -> None:
                     if mc.hop_seconds != s.cfg.hop_seconds:
                         s.windower = None  # rebuilt with the new hop
                     s.cfg = mc
-                    self.cfg.machines[m] = mc
-    for m, s in self.streams.items():
+                    agent.cfg.machines[m] = mc
+    for m, s in agent.streams.items():
         try:
-            bank = load_machine_bank(state_dir, m, self.bundle)
+            bank = load_machine_bank(state_dir, m, agent.bundle)
         except BankError as e:
             log.error("reload: %s: keeping the running bank: %s", m, e)
             continue
@@ -50,5 +50,5 @@ def reload_agent(self) -> None:
             m,
             f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)",
         )
-        self._attach_learner(s)
-        self.publish_state(s, "reloaded")
+        agent._attach_learner(s)
+        agent.publish_state(s, "reloaded")

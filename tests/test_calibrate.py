@@ -109,6 +109,15 @@ def test_too_few_windows_fails_with_exit_2(tmp_path):
     r = cli("calibrate", "--machine", "v", "--from", one, "--state-dir", tmp_path, "--hop", "4")
     assert r.returncode == 2
     assert "usable windows" in r.stderr and "need at least 5" in r.stderr
+    # the clips left out are still listed before the error, so the user knows what to fix
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.wav").write_bytes(one.read_bytes())
+    (clips / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    r = cli("calibrate", "--machine", "v", "--from", clips, "--state-dir", tmp_path, "--hop", "4")
+    assert r.returncode == 2 and "need at least 5" in r.stderr
+    assert "skipped " + str(clips / "corrupt.wav") + ": not a readable WAV" in r.stderr
+    assert r.stderr.index("skipped ") < r.stderr.index("need at least 5")
     r = cli("calibrate", "--machine", "v", "--from", tmp_path / "nothing")
     assert r.returncode == 2 and "no such file or folder" in r.stderr
     r = cli("calibrate", "--machine", "bad id!", "--from", one)
