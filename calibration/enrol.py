@@ -96,22 +96,36 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
         q = policy.percentile if policy.percentile is not None else 0.90
         thr, rule = threshold_from_percentile(fit, q), {"rule": "percentile", "value": q}
     blocks = len(np.unique(groups)) if groups is not None else 0
-    if groups is None or policy.independent_windows or blocks < MIN_BLOCKS:
+    maxima, block_hours, why = None, 0.0, ""
+    if groups is not None and not policy.independent_windows:
+        if blocks < MIN_BLOCKS:
+            why = f"only {blocks} clip(s) or recording chunk(s): too few"
+        else:
+            maxima, block_hours = block_maxima(
+                scores,
+                groups,
+                policy.hop_seconds,
+                policy.raise_after,
+                policy.of_last,
+                policy.smooth_windows,
+                policy.smooth,
+            )
+            if len(maxima) < MIN_BLOCKS or np.ptp(maxima) <= 0:
+                why = f"{len(maxima)} clip(s) of {policy.raise_after} windows or more (with distinct peaks): too few"
+                maxima = None
+    if maxima is None:
         if thr is None:
             thr = threshold_from_alarm_rate(
                 fit, policy.false_alarms_per_day, policy.hop_seconds, policy.raise_after, policy.of_last
             )
         rate = alarm_rate_per_day(fit.sf(thr), policy.hop_seconds, policy.raise_after, policy.of_last)
         info = {"method": "windows taken as independent"}
-        if groups is not None and blocks < MIN_BLOCKS and not policy.independent_windows:
+        if why:
             info["note"] = (
-                f"only {blocks} clip(s) or recording chunk(s): too few to run the alarm rule over held-out audio, so "
-                "the rate takes windows as independent and is optimistic; enrol at least 3 clips or 15 s"
+                f"{why} to run the alarm rule over held-out audio, so the rate takes windows as independent and is "
+                "optimistic; enrol at least 3 clips or 15 s"
             )
         return fit, float(thr), rule, rate, info
-    maxima, block_hours = block_maxima(
-        scores, groups, policy.hop_seconds, policy.raise_after, policy.of_last, policy.smooth_windows, policy.smooth
-    )
     rfit = fit_block_maxima(maxima, block_hours)
     if thr is None:
         thr = rfit.threshold(policy.false_alarms_per_day / 24)

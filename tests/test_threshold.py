@@ -92,3 +92,16 @@ def test_enrol_records_the_rate_its_interval_and_the_audio_behind_it():
     assert info["per_day_ci"][0] <= 1 / 7 <= info["per_day_ci"][1]
     assert "extrapolated from 2 min of enrolled audio" in info["note"]
     assert res.bank.meta["threshold_rule"]["smooth_windows"] == 5
+
+
+@pytest.mark.parametrize("policy", [ThresholdPolicy(percentile=0.9, false_alarms_per_day=None), ThresholdPolicy()])
+def test_clips_shorter_than_the_alarm_rule_fall_back_to_independent_windows(policy):
+    """One window per clip (a whole-clip model): no clip holds the k of n rule, so the rate cannot
+    be measured over clips; the threshold is still set and the estimate says it is optimistic
+    (this raised, and evaluate skipped the machine)."""
+    rng = np.random.default_rng(0)
+    scores = rng.gamma(4.0, 0.02, 40)
+    fit, thr, rule, per_day, info = pick_threshold(scores, policy, np.arange(40).astype(str))
+    assert np.isfinite(thr) and np.isfinite(per_day)
+    assert info["method"] == "windows taken as independent"
+    assert "0 clip(s) of 3 windows or more" in info["note"] and "optimistic" in info["note"]
