@@ -30,7 +30,6 @@ from calibration.evaluate import ClipEmbedder, evaluate  # noqa: E402
 from calibration.metrics import bootstrap_hmean  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.scoring import bundle_heads, default_score  # noqa: E402
 
 BENCHMARKS = {"valve": "dcase2023t2/valve", "fan": "mimii/fan"}
 # Reference measurements on this machine type (from the evaluation issue), for comparison.
@@ -80,9 +79,9 @@ HEAD_LABELS = {
 def bundle_rows(label: str, paths: list[str], data: Path) -> list[dict]:
     """One row per score head the bundles carry (k-NN, classifier, VAE heads, the declared default)."""
     m = Bundle.load(paths[0]).manifest
-    heads = list(bundle_heads(m))
-    if default_score(m) not in heads:
-        heads.append(default_score(m))
+    heads = list(m.all_heads())
+    if m.score.head not in heads:
+        heads.append(m.score.head)
     rows = []
     for head in heads:
         per_seed = [score_bundle(p, data, head) for p in paths]

@@ -24,7 +24,7 @@ from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-from edge_agent.scoring import CLASS_HEADS, bundle_heads, default_score, parse_score, score_windows
+from edge_agent.scoring import CLASS_HEADS, parse_score, score_windows
 
 from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
 from .metrics import harmonic_mean, section_scores
@@ -104,7 +104,8 @@ def machine_class(model, machine_dir: Path, section: str, head: str = "classifie
     """A machine folder's class for a head that needs one: the class whose group is a suffix of its path."""
     from .embed import CalibrationError
 
-    classes = bundle_heads(model.manifest).get(head, {}).get("classes")
+    head_spec = model.manifest.all_heads().get(head)
+    classes = head_spec.classes if head_spec else []
     if not classes:
         raise CalibrationError(f"--score {head}: model {model.name} has no {head} head")
     path = str(Path(machine_dir).resolve())
@@ -138,7 +139,7 @@ def evaluate_machine(
     if not test:
         raise ValueError(f"{machine_dir}: no labelled clips in test/")
     class_name = None
-    class_heads = [h for h in parse_score(score or default_score(model.manifest)) if h in CLASS_HEADS]
+    class_heads = [h for h in parse_score(score or model.manifest.score.head) if h in CLASS_HEADS]
     if class_heads:
         sections = sorted({c.section for c in train})
         if len(sections) != 1:

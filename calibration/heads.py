@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.scoring import CLASS_HEADS, ScoreError, bundle_heads, default_score, head_scores, parse_score
+from edge_agent.scoring import CLASS_HEADS, ScoreError, head_scores, parse_score
 
 from .embed import CalibrationError
 from .enrol import EnrolResult, ThresholdPolicy, use_heads
@@ -15,7 +15,8 @@ from .enrol import EnrolResult, ThresholdPolicy, use_heads
 
 def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
     """The class of a machine the model was trained on (``group|section``) for a head that needs one."""
-    classes = bundle_heads(bundle.manifest).get(head, {}).get("classes", [])
+    head_spec = bundle.manifest.all_heads().get(head)
+    classes = head_spec.classes if head_spec else []
     if head == "classifier" and len(classes) < 2:
         raise CalibrationError(
             f"--score classifier: model {bundle.name} was trained on one class only, so its classifier score is "
@@ -34,9 +35,9 @@ def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:
 def score_members(bundle, score: Optional[str], class_name: Optional[str] = None) -> list[dict]:
     """The score heads a calibration asks for (``--score``, default: the bundle's own), checked
     against the bundle and with their class resolved."""
-    heads = bundle_heads(bundle.manifest)
+    heads = bundle.manifest.all_heads()
     try:
-        kinds = parse_score(score or default_score(bundle.manifest))
+        kinds = parse_score(score or bundle.manifest.score.head)
     except ScoreError as e:
         raise CalibrationError(str(e)) from None
     members = []
@@ -48,8 +49,8 @@ def score_members(bundle, score: Optional[str], class_name: Optional[str] = None
         m: dict = {"kind": kind}
         if kind in CLASS_HEADS:
             m["class"], m["class_index"] = resolve_class(bundle, kind, class_name)
-        if "weight" in heads[kind]:
-            m["weight"] = float(heads[kind]["weight"])
+        if heads[kind].weight is not None:
+            m["weight"] = float(heads[kind].weight)
         members.append(m)
     return members
 

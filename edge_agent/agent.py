@@ -200,10 +200,7 @@ class Agent:
                     s.machine,
                 )
             s.source.start()
-            s.wall_start, s.last_frames_at = (
-                time.time(),
-                time.monotonic(),
-            )  # silence is timed from the start, not from loading
+            s.started()
             self._close_orphaned_alarm(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:
@@ -214,7 +211,7 @@ class Agent:
 
     def done(self) -> bool:
         """Every input is a finished replay and nothing is left to score."""
-        return all(s.source.finished and s.source.ring.available() == 0 for s in self.streams.values())
+        return all(s.drained for s in self.streams.values())
 
     def step(self) -> int:
         """Pump every stream once and score what is ready. Returns the number of windows scored."""
@@ -222,7 +219,8 @@ class Agent:
         ready: list[Window] = []
         for s in self.streams.values():
             ready += s.pump(now)
-            self._liveness(s, now)
+            if s.update_liveness(now):
+                self._interrupt(s, s.clock())
         pending: list[Window] = []
         scored = 0
         for w in ready:  # in time order per stream
@@ -236,7 +234,7 @@ class Agent:
             if score_it and (st.calibrated or st.learner is not None):
                 pending.append(w)
             else:
-                st.windows_processed += 1
+                st.skip(w)
         scored += self._score(pending)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
@@ -259,15 +257,6 @@ class Agent:
             for j, w in enumerate(batch):
                 self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
         return len(windows)
-
-    def _liveness(self, s: MachineStream, now: float) -> None:
-        reason = s.check_liveness(now)
-        if reason and not s.no_audio:
-            s.no_audio, s.no_audio_reason = True, reason
-            self._interrupt(s, s.clock())
-        elif not reason and s.no_audio and now - s.last_frames_at < 1.0:
-            s.no_audio, s.no_audio_reason = False, ""
-            self._interrupt(s, s.clock())
 
     def _interrupt(self, s: MachineStream, ts: float) -> None:
         """The input changed state (no audio, machine off, or back): an open alarm ends with the
@@ -292,19 +281,14 @@ class Agent:
     def _attach_learner(self, s: MachineStream) -> None:
         if self.learner_factory is None or s.learner is not None:
             return
-        s.learner = self.learner_factory(s)
-        if s.learner is not None:
+        if s.attach_learner(self.learner_factory(s)):
             log.info("%s: learning: no alarms until the period is over (%s)", s.machine, s.learner.describe())
 
     def _learn(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream
         step = int(10 * s.learner.progress())
-        s.windows_processed += 1
-        s.last_ts = w.ts
-        bank = s.learner.add(outputs["embedding"][0], w.level_dbfs)
+        bank = s.learn(w, outputs["embedding"][0])
         if bank is not None:
-            s.learner = None
-            s.set_bank(bank)
             self.publish_state(s, f"learning done: monitoring (threshold {bank.threshold:.4f})")
         elif int(10 * s.learner.progress()) != step:
             self.publish_state(s)  # progress in 10 % steps on the retained state

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import UserError
 from .frontend import Frontend
+from .manifest import Manifest, parse_manifest
 
 MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 1
 BUILTIN_DIR = Path(__file__).parent / "models"
 
 
@@ -57,25 +58,28 @@ def resolve_bundle_path(model: str | Path) -> Path:
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
 
     @classmethod
     def load(cls, model: str | Path, verify: bool = True) -> "Bundle":
         path = resolve_bundle_path(model)
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
+            raw = json.loads((path / MANIFEST).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise BundleError(f"{path / MANIFEST}: unreadable manifest ({e}); re-export the bundle") from None
-        for key in ("name", "version", "frontend", "files", "inputs", "outputs", "embedding_dim"):
-            if key not in manifest:
-                raise BundleError(f"{path / MANIFEST}: missing key {key!r}; re-export the bundle with this version")
+        try:
+            manifest = parse_manifest(raw)
+        except ValueError as e:
+            raise BundleError(
+                f"{path / MANIFEST}: invalid manifest ({e}); re-export the bundle with this version"
+            ) from None
         b = cls(path, manifest)
         if verify:
             b.verify()
         return b
 
     def verify(self) -> None:
-        for fname, digest in self.manifest["files"].items():
+        for fname, digest in self.manifest.files.items():
             f = self.path / fname
             if not f.is_file():
                 raise BundleError(f"{f}: listed in the manifest but missing; re-export or re-copy the bundle")
@@ -86,47 +90,41 @@ class Bundle:
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def model_path(self) -> Path:
-        return self.path / self.manifest.get("model_file", "model.onnx")
+        return self.path / self.manifest.model_file
 
     @property
     def sha256(self) -> str:
         """Identity of the model: banks record it, so a bank made with another model is refused."""
-        return self.manifest["files"][self.model_path.name]
+        return self.manifest.files[self.manifest.model_file]
 
     @property
     def frontend(self) -> Frontend:
-        return Frontend.from_dict(self.manifest["frontend"])
+        return self.manifest.frontend
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.manifest["embedding_dim"])
-
-    @property
-    def score(self) -> dict[str, Any]:
-        return self.manifest.get("score", {"kind": "knn", "aggregate": "mean"})
+        return self.manifest.embedding_dim
 
     @property
     def embeddings_per_window(self) -> int:
-        return int(self.score.get("embeddings_per_window", 1))
+        return self.manifest.score.embeddings_per_window
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
 
-def write_manifest(bundle_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Fill in the sha256 of every file in the bundle and write the manifest."""
-    files = {}
-    for f in sorted(bundle_dir.iterdir()):
-        if f.is_file() and f.name != MANIFEST:
-            files[f.name] = sha256_file(f)
-    manifest = {"schema": MANIFEST_SCHEMA, **manifest, "files": files}
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:
+    """Fill in the sha256 of every file in the bundle and write the (validated) manifest."""
+    files = {f.name: sha256_file(f) for f in sorted(bundle_dir.iterdir()) if f.is_file() and f.name != MANIFEST}
+    manifest = parse_manifest({**manifest.to_json(), "files": files})
+    with atomic_write(bundle_dir / MANIFEST, "w") as f:
+        f.write(json.dumps(manifest.to_json(), indent=2) + "\n")
     return manifest

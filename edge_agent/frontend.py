@@ -151,6 +151,9 @@ def _compress(s: np.ndarray, how: str) -> np.ndarray:
 class FeatureSpec:
     """One model input, as a bundle manifest declares it."""
 
+    # read by pydantic when a manifest is validated (edge_agent.manifest): unknown keys are refused
+    __pydantic_config__ = {"extra": "forbid"}
+
     name: str
     kind: Literal["spectrum", "stft", "logmel", "waveform", "fbank"]
     n_fft: int = 1024
@@ -209,6 +212,8 @@ class FeatureSpec:
 @dataclass(frozen=True)
 class Frontend:
     """The feature list of one model: windows of audio at ``sample_rate`` -> named model inputs."""
+
+    __pydantic_config__ = {"extra": "forbid"}
 
     sample_rate: int
     window_samples: int

@@ -59,19 +59,20 @@ class Health:
         self._snapshot()
 
     def _snapshot(self) -> None:
-        self._last_frames = {m: s.source.ring.frames_written for m, s in self.agent.streams.items()}
+        self._last_frames = {m: s.stats().frames_written for m, s in self.agent.streams.items()}
         self._last_windows = self.windows()
 
     def windows(self) -> int:
         """Windows taken from every stream: scored, or seen while uncalibrated, silent or off."""
-        return sum(s.windows_processed for s in self.agent.streams.values())
+        return sum(s.stats().windows_processed for s in self.agent.streams.values())
 
     def progress(self) -> Optional[str]:
         """None while audio and inference advance; else what is stuck."""
         for m, s in self.agent.streams.items():
-            if s.source.finished:
+            st = s.stats()
+            if st.finished:
                 continue
-            if s.source.ring.frames_written == self._last_frames.get(m, -1):
+            if st.frames_written == self._last_frames.get(m, -1):
                 return f"{m}: no audio frames"
         if self.windows() == self._last_windows:
             return "no windows scored"
@@ -106,8 +107,9 @@ class Health:
     def summary(self) -> str:
         parts = [f() for f in self.agent.status_sources]  # broker and outbox first: cut last when long
         for m, s in self.agent.streams.items():
-            score = f" {s.last_score:.3f}" if s.last_score is not None else ""
-            parts.append(f"{m} {s.state}{score}")
+            st = s.stats()
+            score = f" {st.last_score:.3f}" if st.last_score is not None else ""
+            parts.append(f"{m} {st.state}{score}")
         return "; ".join(parts)[:200]
 
     def _stopping(self, agent: Agent) -> None:
@@ -150,18 +152,19 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                 "edge_agent_learning_progress", "Share of the learning period done (0-1)", labels=["machine"]
             )
             for m, s in agent.streams.items():
-                windows.add_metric([m], s.windows_processed)
-                overruns.add_metric([m], s.source.ring.overruns + s.source.input_overflows)
-                if s.last_score is not None:
-                    score.add_metric([m], s.last_score)
-                if s.bank is not None and s.bank.threshold is not None:
-                    thr.add_metric([m], s.bank.threshold)
-                if s.last_level_dbfs is not None:
-                    level.add_metric([m], s.last_level_dbfs)
-                for st in STATES:
-                    state.add_metric([m, st], 1.0 if s.state == st else 0.0)
-                if s.learner is not None:
-                    learning.add_metric([m], s.learner.progress())
+                st = s.stats()
+                windows.add_metric([m], st.windows_processed)
+                overruns.add_metric([m], st.overruns)
+                if st.last_score is not None:
+                    score.add_metric([m], st.last_score)
+                if st.threshold is not None:
+                    thr.add_metric([m], st.threshold)
+                if st.last_level_dbfs is not None:
+                    level.add_metric([m], st.last_level_dbfs)
+                for name in STATES:
+                    state.add_metric([m, name], 1.0 if st.state == name else 0.0)
+                if st.learning_progress is not None:
+                    learning.add_metric([m], st.learning_progress)
             yield from (windows, overruns, score, thr, level, state, learning)
             if publisher is not None:
                 depth = GaugeMetricFamily("edge_agent_outbox_depth", "Events waiting in the outbox", labels=["kind"])

@@ -34,9 +34,7 @@ def reload_agent(agent) -> None:
                     if mc.input != s.cfg.input:
                         log.warning("reload: machines.%s.input changed; that needs a restart", m)
                     mc = mc.model_copy(update={"input": s.cfg.input})
-                    if mc.hop_seconds != s.cfg.hop_seconds:
-                        s.windower = None  # rebuilt with the new hop
-                    s.cfg = mc
+                    s.apply_config(mc)
                     agent.cfg.machines[m] = mc
     for m, s in agent.streams.items():
         try:

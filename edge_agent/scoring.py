@@ -42,20 +42,6 @@ def parse_score(text: str) -> list[str]:
     return parts
 
 
-def bundle_heads(manifest: dict) -> dict[str, dict]:
-    """The score heads a bundle carries: {name: spec}; every bundle has ``knn``."""
-    heads = {"knn": {}}
-    heads.update(manifest.get("heads") or {})
-    if manifest.get("classifier") and "classifier" not in heads:  # bundles exported before "heads" existed
-        heads["classifier"] = manifest["classifier"]
-    return heads
-
-
-def default_score(manifest: dict) -> str:
-    """The score a bundle declares as its own (``score.head``), else the k-NN."""
-    return (manifest.get("score") or {}).get("head", "knn")
-
-
 def softmax_score(logits: np.ndarray, class_index: int) -> np.ndarray:
     """1 - softmax(logits)[class]: the STgram papers' anomaly score for a machine the model knows."""
     z = logits - logits.max(axis=1, keepdims=True)

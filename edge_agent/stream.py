@@ -29,6 +29,23 @@ STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off", "learning")
 OFF_HYSTERESIS_DB = 3.0  # back on only this far above the "off" level, so a machine at the edge does not flap
 
 
+@dataclass(frozen=True)
+class StreamStats:
+    """A consistent snapshot of one stream for health, metrics and status (read, never written)."""
+
+    machine: str
+    state: str
+    reason: str
+    windows_processed: int
+    frames_written: int  # audio frames the source delivered so far
+    overruns: int  # ring overruns + device input overflows: audio lost
+    finished: bool  # a replay that has played everything
+    last_score: Optional[float]
+    last_level_dbfs: Optional[float]
+    threshold: Optional[float]
+    learning_progress: Optional[float]  # 0-1 while learning, else None
+
+
 @dataclass
 class Window:
     stream: "MachineStream"
@@ -96,6 +113,13 @@ class MachineStream:
             )
         else:
             self.detector = None
+
+    def apply_config(self, cfg: MachineConfig) -> None:
+        """A reloaded machine config (the input stays as opened). The alarm rule takes effect with the
+        next ``set_bank``; a new hop rebuilds the windower."""
+        if cfg.hop_seconds != self.cfg.hop_seconds:
+            self.windower = None
+        self.cfg = cfg
 
     @property
     def calibrated(self) -> bool:
@@ -205,6 +229,27 @@ class MachineStream:
             )
         return out
 
+    def started(self) -> None:
+        """The source has just started: wall clock and silence are timed from now, not from loading."""
+        self.wall_start, self.last_frames_at = time.time(), time.monotonic()
+
+    @property
+    def drained(self) -> bool:
+        """A finished replay with nothing left to read."""
+        return self.source.finished and self.source.ring.available() == 0
+
+    def update_liveness(self, now: Optional[float] = None) -> bool:
+        """Enter or leave ``no_audio`` from the frames' arrival; True when that changed."""
+        now = time.monotonic() if now is None else now
+        reason = self.check_liveness(now)
+        if reason and not self.no_audio:
+            self.no_audio, self.no_audio_reason = True, reason
+            return True
+        if not reason and self.no_audio and now - self.last_frames_at < 1.0:
+            self.no_audio, self.no_audio_reason = False, ""
+            return True
+        return False
+
     def check_liveness(self, now: Optional[float] = None) -> Optional[str]:
         """Return a reason when no frames have arrived for ``silence_seconds``."""
         now = time.monotonic() if now is None else now
@@ -226,6 +271,42 @@ class MachineStream:
         self.last_score, self.last_ts = score, ts
         self.windows_processed += 1
         return self.detector.update(score, ts) if self.detector else None
+
+    def skip(self, w: Window) -> None:
+        """A window taken but not scored (uncalibrated, silent, off, or settling after those)."""
+        self.windows_processed += 1
+
+    def attach_learner(self, learner) -> bool:
+        """Commissioning: windows go to ``learner`` (None: none) instead of the detector until it
+        hands back a bank. True when one was attached."""
+        self.learner = learner
+        return learner is not None
+
+    def learn(self, w: Window, embedding: np.ndarray) -> Optional[MemoryBank]:
+        """Give a window to the learner; when the learning period ends, its bank takes over (returned)."""
+        self.windows_processed += 1
+        self.last_ts = w.ts
+        bank = self.learner.add(embedding, w.level_dbfs)
+        if bank is not None:
+            self.learner = None
+            self.set_bank(bank)
+        return bank
+
+    def stats(self) -> StreamStats:
+        src = self.source
+        return StreamStats(
+            self.machine,
+            self.state,
+            self.reason,
+            self.windows_processed,
+            src.ring.frames_written,
+            src.ring.overruns + src.input_overflows,
+            src.finished,
+            self.last_score,
+            self.last_level_dbfs,
+            self.bank.threshold if self.bank is not None else None,
+            self.learner.progress() if self.learner is not None else None,
+        )
 
     def status_line(self) -> str:
         score = f"{self.last_score:.4f}" if self.last_score is not None else "-"

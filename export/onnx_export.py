@@ -20,6 +20,7 @@ from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import iter_wavs, read_wav
 from edge_agent.audio.windows import frame_windows
 from edge_agent.bundle import write_manifest
+from edge_agent.manifest import Manifest, Score, Tensor
 
 from .recipes import build_model
 from .recipes.base import Recipe
@@ -172,36 +173,28 @@ def export_bundle(
         per_window = int(model.embeddings_per_window)
         manifest = write_manifest(
             tmp,
-            {
-                "name": name or Path(out_dir).name,
-                "version": version or _dt.date.today().isoformat(),
-                "recipe": ck["recipe"],
-                "recipe_config": ck["config"],
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "model_file": "model.onnx",
-                "opset": OPSET,
-                "sample_rate": frontend.sample_rate,
-                "window_seconds": frontend.window_seconds,
-                "frontend": frontend.to_dict(),
-                "inputs": [{"name": n, "shape": shape(n), "dtype": "float32"} for n in names],
-                "outputs": [
-                    {"name": o, "shape": [-1] + list(sh[1:]), "dtype": "float32"} for o, sh in zip(outputs, ref_shapes)
-                ],
+            Manifest(
+                name=name or Path(out_dir).name,
+                version=version or _dt.date.today().isoformat(),
+                recipe=ck["recipe"],
+                recipe_config=ck["config"],
+                created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                model_file="model.onnx",
+                opset=OPSET,
+                sample_rate=frontend.sample_rate,
+                window_seconds=frontend.window_seconds,
+                frontend=frontend,
+                inputs=[Tensor(name=n, shape=shape(n)) for n in names],
+                outputs=[Tensor(name=o, shape=[-1, *sh[1:]]) for o, sh in zip(outputs, ref_shapes)],
                 # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
-                "classifier": heads.get("classifier"),
+                classifier=heads.get("classifier"),
                 # score heads besides the k-NN that the outputs support (edge_agent.scoring)
-                "heads": heads,
-                "embedding_dim": model.embedding_dim,
+                heads=heads,
+                embedding_dim=model.embedding_dim,
                 # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
                 # score calibrate uses unless told otherwise.
-                "score": {
-                    "kind": "knn",
-                    "distance": "cosine",
-                    "aggregate": "mean",
-                    "embeddings_per_window": per_window,
-                    "head": model.default_head,
-                },
-                "training": {
+                score=Score(embeddings_per_window=per_window, head=model.default_head),
+                training={
                     "data": ck.get("data_summary", {}),
                     "args": ck.get("train_args", {}),
                     "epochs": ck.get("epoch"),
@@ -220,8 +213,8 @@ def export_bundle(
                     if len(members) > 1
                     else None,
                 },
-                "parity_max_abs_diff": parity,
-            },
+                parity_max_abs_diff=parity,
+            ),
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -229,8 +222,8 @@ def export_bundle(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log(f"wrote bundle {out_dir} (model sha256 {manifest['files']['model.onnx'][:12]}...)")
-    return {"bundle": str(out_dir), "parity": parity, "manifest": manifest}
+    log(f"wrote bundle {out_dir} (model sha256 {manifest.files['model.onnx'][:12]}...)")
+    return {"bundle": str(out_dir), "parity": parity, "manifest": manifest.to_json()}
 
 
 def check_parity(model, onnx_path: Path, feats: dict[str, np.ndarray], names: Sequence[str]) -> tuple[float, list]:

@@ -21,6 +21,7 @@ from onnx import TensorProto, helper
 
 from edge_agent.bundle import write_manifest
 from edge_agent.frontend import FeatureSpec, Frontend
+from edge_agent.manifest import Manifest, Tensor
 
 REFERENCES = ("logmel-stats", "spectrum")
 OPSET = 17
@@ -71,21 +72,19 @@ def build_reference(kind: str, out_dir: str | Path, window_seconds: float = 10.0
     onnx.save(model, out_dir / "model.onnx")
     write_manifest(
         out_dir,
-        {
-            "name": f"reference-{kind}",
-            "version": "1",
-            "recipe": f"reference:{kind}",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "model_file": "model.onnx",
-            "opset": OPSET,
-            "sample_rate": sample_rate,
-            "window_seconds": window_seconds,
-            "frontend": fe.to_dict(),
-            "inputs": [{"name": spec.name, "shape": [-1] + spec.shape(n), "dtype": "float32"}],
-            "outputs": [{"name": "embedding", "shape": [-1, dim], "dtype": "float32"}],
-            "embedding_dim": dim,
-            "score": {"kind": "knn", "distance": "cosine", "aggregate": "mean", "embeddings_per_window": 1},
-            "training": {"data": {"note": "training-free reference"}},
-        },
+        Manifest(
+            name=f"reference-{kind}",
+            version="1",
+            recipe=f"reference:{kind}",
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            opset=OPSET,
+            sample_rate=sample_rate,
+            window_seconds=window_seconds,
+            frontend=fe,
+            inputs=[Tensor(name=spec.name, shape=[-1, *spec.shape(n)])],
+            outputs=[Tensor(name="embedding", shape=[-1, dim])],
+            embedding_dim=dim,
+            training={"data": {"note": "training-free reference"}},
+        ),
     )
     return out_dir

@@ -28,9 +28,9 @@ def profile_shapes(bundle: Bundle, max_batch: int, opt_batch: int = 4) -> dict[s
         raise ValueError("max_batch must be >= 1")
     opt_batch = min(opt_batch, max_batch)
     out = {}
-    for inp in bundle.manifest["inputs"]:
-        rest = tuple(int(d) for d in inp["shape"][1:])
-        out[inp["name"]] = ((1,) + rest, (opt_batch,) + rest, (max_batch,) + rest)
+    for inp in bundle.manifest.inputs:
+        rest = tuple(int(d) for d in inp.shape[1:])
+        out[inp.name] = ((1,) + rest, (opt_batch,) + rest, (max_batch,) + rest)
     return out
 
 

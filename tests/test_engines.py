@@ -65,7 +65,7 @@ def test_profile_shapes_follow_the_manifest():
     shapes = profile_shapes(b, max_batch=16, opt_batch=4)
     assert set(shapes) == {"spectrum", "spectrogram"}
     mn, opt, mx = shapes["spectrogram"]
-    assert mn[0] == 1 and opt[0] == 4 and mx[0] == 16 and mn[1:] == tuple(b.manifest["inputs"][1]["shape"][1:])
+    assert mn[0] == 1 and opt[0] == 4 and mx[0] == 16 and mn[1:] == tuple(b.manifest.inputs[1].shape[1:])
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")

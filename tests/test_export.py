@@ -12,6 +12,7 @@ from edge_agent.audio.wavio import read_wav  # noqa: E402
 from edge_agent.audio.windows import frame_windows
 from edge_agent.bundle import Bundle, BundleError  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.frontend import Frontend  # noqa: E402
 
 from .conftest import DATA  # noqa: E402
 
@@ -28,7 +29,7 @@ def test_train_writes_checkpoint_with_data_summary(tiny_checkpoint):
 
 def test_export_parity_and_manifest(tiny_bundle):
     b = Bundle.load(tiny_bundle)
-    m = b.manifest
+    m = b.manifest.to_json()
     assert m["parity_max_abs_diff"] <= 1e-4
     assert m["opset"] >= 17 and m["recipe"] == "dualbranch"
     assert set(m["files"]) == {"model.onnx"} and len(b.sha256) == 64
@@ -74,14 +75,14 @@ def test_corrupt_bundle_is_refused(tiny_bundle_copy):
 def test_manifest_frontend_round_trip(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     b = Bundle.load(tiny_bundle)
-    assert b.frontend.to_dict() == m["frontend"]
+    assert Frontend.from_dict(m["frontend"]) == b.frontend == Frontend.from_dict(b.frontend.to_dict())
     assert b.frontend.window_samples == 16000
 
 
 def test_default_bundle_ships_and_loads():
     b = Bundle.load("default")
-    assert b.name == "default" and b.manifest["recipe"] == "dualbranch"
-    assert "machines" in b.manifest["training"]["data"]
+    assert b.name == "default" and b.manifest.recipe == "dualbranch"
+    assert "machines" in b.manifest.training["data"]
     assert b.model_path.stat().st_size < 16 * 2**20  # four ensemble members of about 3 MB
 
 

@@ -57,8 +57,8 @@ def recipe_bundle(request, tmp_path_factory):
 def test_export_parity_and_manifest(recipe_bundle):
     recipe, path = recipe_bundle
     b = Bundle.load(path)
-    assert b.manifest["recipe"] == recipe and b.manifest["parity_max_abs_diff"] <= 1e-4
-    n = b.manifest["score"]["embeddings_per_window"]
+    assert b.manifest.recipe == recipe and b.manifest.parity_max_abs_diff <= 1e-4
+    n = b.manifest.score.embeddings_per_window
     assert n == (math.ceil((b.frontend.features[0].shape(16000)[0] - 16) / 4) if recipe == "framevit" else 1)
 
 
@@ -80,7 +80,7 @@ def test_calibrate_run_and_evaluate_unchanged(recipe_bundle, tmp_path):
     assert r.returncode == 0, r.stderr
     bank = MemoryBank.load(bank_path(st, "m1"))
     b = Bundle.load(path)
-    per_window = b.manifest["score"]["embeddings_per_window"]
+    per_window = b.manifest.score.embeddings_per_window
     assert bank.embeddings.shape[1] == b.embedding_dim
     # every window of the two 4 s target clips (1 s windows, hop 1 s) is kept, each with its embeddings
     assert bank.counts()["target_sample"] == 2 * 4 * per_window
@@ -137,7 +137,7 @@ def test_stgram_classifier_score_in_calibrate_run_and_evaluate(recipe_bundle, tm
     recipe, path = recipe_bundle
     b = Bundle.load(path)
     if recipe == "framevit":
-        assert b.manifest["classifier"] is None  # several embeddings per window: k-NN only
+        assert b.manifest.classifier is None  # several embeddings per window: k-NN only
         r = cli(
             "calibrate",
             "--machine",
@@ -155,8 +155,8 @@ def test_stgram_classifier_score_in_calibrate_run_and_evaluate(recipe_bundle, tm
         )
         assert r.returncode == 2 and "no classifier head" in r.stderr
         return
-    assert b.manifest["classifier"]["classes"] == ["enrol|id_00", "valve|00"]
-    assert [o["name"] for o in b.manifest["outputs"]] == ["embedding", "logits"]
+    assert b.manifest.classifier.classes == ["enrol|id_00", "valve|00"]
+    assert b.manifest.output_names == ["embedding", "logits"]
     st = tmp_path / "st"
     r = cli(
         "calibrate",

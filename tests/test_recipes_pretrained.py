@@ -56,7 +56,7 @@ def recipe_bundle(request, tmp_path_factory):
 
 def test_export_declares_outputs_and_heads(recipe_bundle):
     recipe, path, ck = recipe_bundle
-    m = Bundle.load(path).manifest
+    m = Bundle.load(path).manifest.to_json()
     assert m["parity_max_abs_diff"] <= 1e-4
     if recipe == "clvae":
         assert [o["name"] for o in m["outputs"]] == ["embedding", "rec_kld", "center_dist"]

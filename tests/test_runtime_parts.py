@@ -96,3 +96,37 @@ def test_bank_round_trip_and_model_check(tmp_path):
     p.write_bytes(b"not a zip")
     with pytest.raises(BankError, match="unreadable"):
         MemoryBank.load(p)
+
+
+def test_a_machine_stream_owns_its_state_changes(tmp_path):
+    """Liveness, skipped windows, a reloaded config and the stats snapshot go through the stream's own
+    methods (the agent and health only call them), on a real replay of a real WAV."""
+    from edge_agent.audio.replay import ReplaySource
+    from edge_agent.audio.wavio import write_wav
+    from edge_agent.bundle import Bundle
+    from edge_agent.config import MachineConfig
+    from edge_agent.stream import MachineStream
+
+    sr = 16000
+    write_wav(tmp_path / "a.wav", 0.1 * np.sin(np.arange(5 * sr) * 0.05).astype(np.float32), sr)
+    cfg = MachineConfig.model_validate({"input": {"file": str(tmp_path / "a.wav"), "realtime": False}})
+    src = ReplaySource("m", tmp_path / "a.wav", realtime=False)
+    s = MachineStream("m", cfg, src, Bundle.load("default").frontend, None)
+    s.started()
+    assert s.update_liveness(s.last_frames_at + cfg.input.silence_seconds + 1)  # nothing came: no_audio
+    assert s.state == "no_audio" and "no audio frames" in s.reason
+    assert not s.update_liveness(s.last_frames_at + cfg.input.silence_seconds + 2)  # said once
+    src.start()
+    windows = []
+    while not s.drained:
+        windows += s.pump()
+    src.stop()
+    assert s.update_liveness() and s.state == "uncalibrated"  # frames came back
+    for w in windows:
+        assert not s.calibrated and s.gate(w)
+        s.skip(w)
+    st = s.stats()
+    assert (st.windows_processed, st.frames_written, st.finished) == (len(windows), 5 * sr, True)
+    assert st.state == "uncalibrated" and st.threshold is None and st.last_level_dbfs is not None
+    s.apply_config(cfg.model_copy(update={"hop_seconds": 0.5}))
+    assert s.windower is None and s.cfg.hop_seconds == 0.5  # rebuilt with the new hop at the next pump

@@ -6,8 +6,6 @@ import pytest
 from edge_agent.bank import MemoryBank
 from edge_agent.scoring import (
     ScoreError,
-    bundle_heads,
-    default_score,
     ensemble_spec,
     parse_score,
     score_windows,
@@ -56,9 +54,5 @@ def test_missing_output_and_bad_names_are_clear():
     assert parse_score(" rec-kld + rec-kld-center ") == ["rec-kld", "rec-kld-center"]
 
 
-def test_bundle_heads_and_default():
-    assert bundle_heads({}) == {"knn": {}} and default_score({}) == "knn"
-    old = {"classifier": {"output": "logits", "classes": ["a", "b"]}}  # bundles exported before "heads"
-    assert bundle_heads(old)["classifier"]["classes"] == ["a", "b"]
-    assert default_score({"score": {"head": "rec-kld+rec-kld-center"}}) == "rec-kld+rec-kld-center"
+def test_softmax_score():
     assert np.allclose(softmax_score(np.zeros((1, 4), np.float32), 2), 0.75)

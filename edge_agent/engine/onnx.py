@@ -93,7 +93,7 @@ class OnnxEngine:
             )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        declared = [i["name"] for i in bundle.manifest["inputs"]]
+        declared = bundle.manifest.input_names
         if sorted(self.input_names) != sorted(declared):
             raise EngineError(
                 f"{bundle.model_path}: model inputs {self.input_names} differ from the manifest's {declared}; "

@@ -97,7 +97,7 @@ class TensorRTEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        declared = sorted(i["name"] for i in bundle.manifest["inputs"])
+        declared = sorted(bundle.manifest.input_names)
         if sorted(self.inputs) != declared:
             raise EngineError(
                 f"{path}: engine inputs {self.inputs} differ from the bundle's {declared}; rebuild the engine"
