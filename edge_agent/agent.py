@@ -24,6 +24,7 @@ from .config import Config, require_machines
 from .detector import Decision
 from .engine import Engine, open_engine
 from .errors import UserError
+from .evidence import EvidenceRecorder
 from .open_alarms import OpenAlarm, OpenAlarmStore
 from .publish import events
 from .stream import MachineStream, Window
@@ -82,6 +83,13 @@ class Agent:
         # machine stream -> its learner or None (calibration.learning.learner_factory, wired by the CLI)
         self.learner_factory: Optional[Callable[[MachineStream], object]] = None
         self.open_alarms = OpenAlarmStore(cfg.resolved_state_dir())
+        self.evidence: Optional[EvidenceRecorder] = (
+            EvidenceRecorder(
+                cfg.evidence, cfg.resolved_state_dir(), self.frontend.sample_rate, self.frontend.window_seconds
+            )
+            if cfg.evidence.enabled
+            else None
+        )
         self._last_status = time.monotonic()
         self._last_score_pub: dict[str, float] = {}
 
@@ -136,7 +144,10 @@ class Agent:
                 self.open_alarms.save(s.machine, rec)
             except OSError as e:  # a full or read-only disk must not stop the alarm itself
                 log.error("%s: cannot record the open alarm in %s (%s)", s.machine, self.open_alarms.dir, e)
-        self._emit("alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version))
+        files = self.evidence.files_of(d.alarm_id) if self.evidence is not None else None
+        self._emit(
+            "alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version, files)
+        )
         if d.kind == "end":
             try:
                 self.open_alarms.clear(s.machine)
@@ -235,6 +246,7 @@ class Agent:
                 pending.append(w)
             else:
                 st.skip(w)
+                self._keep(w)
         scored += self._score(pending)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
@@ -255,8 +267,15 @@ class Agent:
             for cb in self.on_batch:
                 cb(len(batch), took)
             for j, w in enumerate(batch):
+                self._keep(w)
                 self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
         return len(windows)
+
+    def _keep(self, w: Window) -> None:
+        """The window's audio into its machine's evidence history, in decision order: a fast replay
+        pumps far more audio per step than the history holds, so this must not run ahead."""
+        if self.evidence is not None:
+            self.evidence.window(w.stream.machine, w.samples, w.offset)
 
     def _interrupt(self, s: MachineStream, ts: float) -> None:
         """The input changed state (no audio, machine off, or back): an open alarm ends with the
@@ -302,6 +321,10 @@ class Agent:
         before = s.state
         d = s.decide(score, w.ts)
         b = s.bank
+        if self.evidence is not None:
+            self.evidence.score(s.machine, w.offset, score)
+            if d is not None and d.kind == "start":  # the alarm began this far before this window's end
+                self.evidence.alarm_started(s.machine, d.alarm_id, w.offset - (w.ts - d.started_at), b.threshold)
         if d is not None:
             self._emit_alarm(s, d)
         for cb in self.on_window:
@@ -350,6 +373,8 @@ class Agent:
             except Exception:  # noqa: BLE001 - stopping must go on
                 log.exception("scoring the last windows failed")
             self._close_open_alarms("agent stopped")
+            if self.evidence is not None:
+                self.evidence.close()  # what is held of alarms still waiting for their post-roll
             for s in self.streams.values():
                 if s.learner is not None:
                     s.learner.save()  # the next start resumes the period

@@ -137,6 +137,16 @@ class MetricsConfig(_Strict):
     listen: str = "127.0.0.1:9108"
 
 
+class EvidenceConfig(_Strict):
+    """What each alarm keeps to be heard back: the audio around its start as a WAV and a spectrogram
+    PNG with the window scores and the threshold, under <state_dir>/evidence/<machine>/."""
+
+    enabled: bool = True
+    pre_seconds: float = Field(default=10.0, ge=0, le=300)  # audio before the alarm's start
+    post_seconds: float = Field(default=10.0, ge=0, le=300)  # and after it
+    max_mb: float = Field(default=200.0, gt=0)  # all evidence together; the oldest files go first
+
+
 class Config(_Strict):
     node_id: str = Field(default_factory=lambda: default_node_id())
     model: str = "default"
@@ -146,6 +156,7 @@ class Config(_Strict):
     mqtt: Optional[MQTTConfig] = None
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     metrics: Optional[MetricsConfig] = None
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     status_interval_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("machines")

@@ -44,10 +44,13 @@ def test_payloads_have_exactly_the_documented_shape():
     docs = documented_examples()
     assert len(docs["alarm"]) == 3 and len(docs["state"]) == 2 and len(docs["score"]) == 1
     d = Decision("start", "a" * 32, 1.0e9, 0.3, 0.3, 1.0e9, 3)
-    start = events.alarm_payload("fan01", d, 0.1, MODEL, 3)
-    update = events.alarm_payload("fan01", Decision("update", "a" * 32, 1.0e9 + 30, 0.2, 0.4, 1.0e9, 20), 0.1, MODEL, 3)
+    ev = {"wav": "/x/a.wav", "png": "/x/a.png"}
+    start = events.alarm_payload("fan01", d, 0.1, MODEL, 3, ev)
+    update = events.alarm_payload(
+        "fan01", Decision("update", "a" * 32, 1.0e9 + 30, 0.2, 0.4, 1.0e9, 20), 0.1, MODEL, 3, ev
+    )
     end = events.alarm_payload(
-        "fan01", Decision("end", "a" * 32, 1.0e9 + 60, 0.05, 0.4, 1.0e9, 40, "sound back to normal"), 0.1, MODEL, 3
+        "fan01", Decision("end", "a" * 32, 1.0e9 + 60, 0.05, 0.4, 1.0e9, 40, "sound back to normal"), 0.1, MODEL, 3, ev
     )
     assert [shape(p) for p in (start, update, end)] == [shape(p) for p in docs["alarm"]]
     assert shape(events.state_payload("fan01", "normal", 1.0e9, 0.1, 0.2, MODEL, 1)) == shape(docs["state"][0])
@@ -91,6 +94,11 @@ def test_real_anomalous_clips_reach_mosquitto_sub(broker, calibrated, tmp_path):
     alarms = [json.loads(p) for t, p in lines if t == "edge-agent/testnode/fan01/alarm"]
     kinds = [a["event"] for a in alarms]
     assert "start" in kinds and "end" in kinds and kinds.index("start") < kinds.index("end")
+    # every event names the alarm's evidence, and the files are there (and are what they say)
+    for a in alarms:
+        assert a["evidence"]["wav"] == str(calibrated / "evidence" / "fan01" / f"{a['alarm_id']}.wav")
+        wav, png = Path(a["evidence"]["wav"]), Path(a["evidence"]["png"])
+        assert wav.stat().st_size > 44 and png.read_bytes()[:4] == b"\x89PNG"
     docs = documented_examples()
     assert shape(next(a for a in alarms if a["event"] == "start")) == shape(docs["alarm"][0])
     status = [p for t, p in lines if t == "edge-agent/testnode/status"]

@@ -15,6 +15,8 @@ from edge_agent.bundle import Bundle  # noqa: E402
 from .conftest import DATA, small_recipe_bundle  # noqa: E402
 from .test_run_replay import cli, write_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains a model per recipe
+
 SMALL_CLVAE = {
     "window_seconds": 1.0,
     "stem": 8,

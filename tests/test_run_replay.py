@@ -1,40 +1,14 @@
 """The production path on recorded audio: calibrate from real clips, then `edge-agent run` over
 replays (one machine, two machines, an 8-channel file), and the runtime without torch."""
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from .cliproc import BLOCK_TORCH, cli, spawn  # noqa: F401 - the other test modules import them from here
 from .conftest import DATA, DEMO, ROOT, shared
-
-# A meta-path finder that refuses torch: any import of it in the child process fails loudly.
-BLOCK_TORCH = (
-    "import sys\n"
-    "class _NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ImportError('torch is blocked: the runtime must not import it')\n"
-    "sys.meta_path.insert(0, _NoTorch())\n"
-)
-
-
-def cli(*args, block_torch=False, timeout=300, env=None):
-    code = (
-        BLOCK_TORCH if block_torch else ""
-    ) + "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    e = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e
-    )
-
-
-def spawn(*args, **popen):
-    """`edge-agent ARGS` as a background process (for signals and SIGKILL)."""
-    code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, **popen)
 
 
 @pytest.fixture(scope="module")

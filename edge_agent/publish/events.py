@@ -42,7 +42,14 @@ def base(
     }
 
 
-def alarm_payload(machine: str, decision, threshold: float, model: dict, bank_version: Optional[int]) -> dict[str, Any]:
+def alarm_payload(
+    machine: str,
+    decision,
+    threshold: float,
+    model: dict,
+    bank_version: Optional[int],
+    evidence: Optional[dict] = None,
+) -> dict[str, Any]:
     p = base(machine, decision.ts, decision.score, threshold, model, bank_version)
     p.update(
         {
@@ -54,6 +61,8 @@ def alarm_payload(machine: str, decision, threshold: float, model: dict, bank_ve
             "windows_above": decision.windows_above,
         }
     )
+    if evidence:  # the alarm's WAV and spectrogram PNG (written post_seconds after its start)
+        p["evidence"] = dict(evidence)
     if decision.kind == "end":
         p["ended_at"] = iso(decision.ts)
         p["duration_seconds"] = round(decision.ts - decision.started_at, 3)

@@ -1,0 +1,299 @@
+"""Evidence for every alarm: the audio around its start as a WAV, and a spectrogram PNG with the
+window scores and the threshold drawn under it, so an engineer can hear and see what the agent heard.
+
+Each machine keeps a short history of its audio (mono, at the model's rate) and window scores,
+rebuilt from the windows the agent already cuts, so evidence costs no second copy of the input.
+When an alarm starts, its files are named at once (the alarm payload carries the names) and written
+``post_seconds`` later by a writer thread: the processing thread never waits for the disk, and a
+full or failing disk costs the evidence, never the alarm. Disk use is bounded: after each write the
+oldest files go until all evidence fits in ``max_mb``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .audio.wavio import write_wav
+from .config import EvidenceConfig
+from .frontend import stft_magnitude
+
+log = logging.getLogger("edge_agent.evidence")
+
+SUFFIXES = (".wav", ".png")
+
+
+class History:
+    """The last ``seconds`` of one stream's audio and scores. Overlapping windows each add only the
+    samples past the previous window's end; after a gap (a stall, a stopped source) the whole window."""
+
+    def __init__(self, sample_rate: int, seconds: float):
+        self.sample_rate = sample_rate
+        self.capacity = max(1, int(round(seconds * sample_rate)))
+        self.seconds = seconds
+        self.chunks: deque[np.ndarray] = deque()
+        self.size = 0
+        self.end: Optional[float] = None  # stream offset (s) of the newest sample
+        self.scores: deque[tuple[float, float]] = deque()  # (window end offset, score)
+
+    def add(self, samples: np.ndarray, offset: float) -> None:
+        n = len(samples)
+        if self.end is not None and offset <= self.end:  # nothing new (never goes back in time)
+            return
+        if self.end is None or offset - self.end >= n / self.sample_rate:
+            new = samples
+        else:
+            new = (
+                samples[n - int(round((offset - self.end) * self.sample_rate)) :] if offset > self.end else samples[:0]
+            )
+        if len(new):
+            self.chunks.append(np.asarray(new, dtype=np.float32))
+            self.size += len(new)
+        self.end = offset
+        while self.chunks and self.size - len(self.chunks[0]) >= self.capacity:
+            self.size -= len(self.chunks.popleft())
+
+    def add_score(self, offset: float, score: float) -> None:
+        self.scores.append((offset, score))
+        while self.scores and self.scores[0][0] < offset - self.seconds:
+            self.scores.popleft()
+
+    def audio(self, start: float, stop: float) -> tuple[np.ndarray, float]:
+        """Audio between two stream offsets, clipped to what is held; returns it and its start offset."""
+        if not self.chunks:
+            return np.zeros(0, np.float32), start
+        x = np.concatenate(self.chunks)
+        first = self.end - len(x) / self.sample_rate
+        i = int(round((max(start, first) - first) * self.sample_rate))
+        j = int(round((min(stop, self.end) - first) * self.sample_rate))
+        return x[i : max(i, j)], first + i / self.sample_rate
+
+
+@dataclass
+class _Pending:
+    machine: str
+    alarm_id: str
+    start: float  # stream offset of the alarm's start
+    until: float  # written once audio up to here is held
+    threshold: float
+    wav: Path
+    png: Path
+    files: dict = field(default_factory=dict)
+
+
+class EvidenceRecorder:
+    def __init__(self, cfg: EvidenceConfig, state_dir: Path, sample_rate: int, window_seconds: float):
+        self.cfg = cfg
+        self.dir = Path(state_dir) / "evidence"
+        self.sample_rate = sample_rate
+        self.keep_seconds = cfg.pre_seconds + cfg.post_seconds + 2 * window_seconds
+        self.histories: dict[str, History] = {}
+        self.pending: list[_Pending] = []
+        self.by_alarm: dict[str, dict] = {}  # alarm id -> its evidence names, for its update and end events
+        self.written = 0
+        self.failed = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self._thread: Optional[threading.Thread] = None
+
+    def _history(self, machine: str) -> History:
+        h = self.histories.get(machine)
+        if h is None:
+            h = self.histories[machine] = History(self.sample_rate, self.keep_seconds)
+        return h
+
+    # -- called by the agent's processing thread --------------------------------------------------
+    def window(self, machine: str, samples: np.ndarray, offset: float) -> None:
+        self._history(machine).add(samples, offset)
+        for p in [p for p in self.pending if p.machine == machine and offset >= p.until]:
+            self._finish(p)
+
+    def score(self, machine: str, offset: float, score: float) -> None:
+        self._history(machine).add_score(offset, score)
+
+    def alarm_started(self, machine: str, alarm_id: str, start: float, threshold: float) -> dict:
+        """Name the alarm's evidence files (they exist ``post_seconds`` later) for its payloads."""
+        folder = self.dir / machine
+        p = _Pending(
+            machine,
+            alarm_id,
+            start,
+            start + self.cfg.post_seconds,
+            threshold,
+            folder / f"{alarm_id}.wav",
+            folder / f"{alarm_id}.png",
+        )
+        p.files = {"wav": str(p.wav), "png": str(p.png)}
+        self.by_alarm[alarm_id] = p.files
+        self.pending.append(p)
+        h = self._history(machine)
+        if h.end is not None and h.end >= p.until:
+            self._finish(p)
+        return p.files
+
+    def files_of(self, alarm_id: str) -> Optional[dict]:
+        return self.by_alarm.get(alarm_id)
+
+    def _finish(self, p: _Pending) -> None:
+        self.pending.remove(p)
+        h = self._history(p.machine)
+        audio, first = h.audio(p.start - self.cfg.pre_seconds, p.until)
+        scores = [(t - first, s) for t, s in h.scores if first <= t <= first + len(audio) / self.sample_rate + 1e-6]
+        job = (p, audio, p.start - first, scores)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
+            self._thread.start()
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:  # the disk is far behind: drop evidence, never hold up detection
+            self.failed += 1
+            log.error("%s: evidence for alarm %s dropped: the writer is behind", p.machine, p.alarm_id)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """At stop: write what is held for alarms still waiting for their post-roll."""
+        for p in list(self.pending):
+            self._finish(p)
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    # -- the writer thread -----------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._write(*job)
+            try:
+                enforce_budget(self.dir, int(self.cfg.max_mb * 2**20))
+            except OSError as e:
+                log.error("evidence: cannot prune %s (%s)", self.dir, e)
+
+    def _write(self, p: _Pending, audio: np.ndarray, start: float, scores: list) -> None:
+        try:
+            p.wav.parent.mkdir(parents=True, exist_ok=True)
+            _replace(p.wav, partial(write_wav, x=audio, sample_rate=self.sample_rate))
+            _replace(
+                p.png,
+                partial(
+                    render_png,
+                    audio=audio,
+                    sample_rate=self.sample_rate,
+                    start=start,
+                    scores=scores,
+                    threshold=p.threshold,
+                ),
+            )
+            self.written += 1
+            seconds = len(audio) / self.sample_rate
+            log.info("%s: evidence of alarm %s: %s (%.1f s)", p.machine, p.alarm_id, p.wav, seconds)
+        except Exception as e:  # noqa: BLE001 - a full disk or a bad plot costs the evidence, not the agent
+            self.failed += 1
+            log.error("%s: cannot write the evidence of alarm %s (%s)", p.machine, p.alarm_id, e)
+
+
+def _replace(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def enforce_budget(root: Path, max_bytes: int) -> list[Path]:
+    """Delete the oldest evidence files until all of it fits in ``max_bytes``; returns those deleted."""
+    if not root.is_dir():
+        return []
+    files = [(f.stat().st_mtime, f.stat().st_size, f) for f in root.rglob("*") if f.suffix in SUFFIXES and f.is_file()]
+    total = sum(size for _, size, _ in files)
+    gone = []
+    for _, size, f in sorted(files):
+        if total <= max_bytes:
+            break
+        f.unlink(missing_ok=True)
+        total -= size
+        gone.append(f)
+    return gone
+
+
+# A perceptual dark-to-bright gradient (black, purple, red, orange, pale yellow) for the spectrogram.
+_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+
+
+def colour(v: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB."""
+    x = np.clip(v, 0, 1) * (len(_ANCHORS) - 1)
+    pos = np.arange(len(_ANCHORS))
+    return np.stack([np.interp(x, pos, _ANCHORS[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
+
+
+def render_png(
+    path: Path,
+    audio: np.ndarray,
+    sample_rate: int,
+    start: float,
+    scores: list[tuple[float, float]],
+    threshold: float,
+    width: int = 900,
+) -> None:
+    """Spectrogram (0 to Nyquist, 80 dB range) above the window scores with the threshold dashed and
+    the alarm's start marked; times in seconds from the clip's start. Pillow: no plotting stack."""
+    from PIL import Image, ImageDraw
+
+    spec_h, score_h, margin = 260, 150, 40
+    seconds = max(len(audio) / sample_rate, 1e-3)
+    img = Image.new("RGB", (width + 2 * margin, spec_h + score_h + 3 * margin), "white")
+    d = ImageDraw.Draw(img)
+    if len(audio) >= 512:
+        db = 20 * np.log10(stft_magnitude(audio.astype(np.float32), 512, 256) + 1e-9)  # (frames, bins)
+        v = (db - (db.max() - 80.0)) / 80.0
+        spec = Image.fromarray(colour(v.T[::-1])).resize((width, spec_h))
+        img.paste(spec, (margin, margin))
+    d.rectangle([margin, margin, margin + width, margin + spec_h], outline="black")
+    d.text(
+        (margin, 8),
+        f"spectrogram 0-{sample_rate // 2000} kHz; below: raw window scores (the alarm rule decides on their "
+        "running median)",
+        fill="black",
+    )
+
+    top = 2 * margin + spec_h
+    values = [s for _, s in scores] + [threshold]
+    lo, hi = min(0.0, min(values)), max(values) * 1.15 or 1.0
+
+    def x_of(t: float) -> float:
+        return margin + width * min(max(t / seconds, 0.0), 1.0)
+
+    def y_of(s: float) -> float:
+        return top + score_h * (1 - (s - lo) / (hi - lo))
+
+    d.rectangle([margin, top, margin + width, top + score_h], outline="black")
+    y = y_of(threshold)
+    for x0 in range(margin, margin + width, 12):  # dashed threshold
+        d.line([(x0, y), (min(x0 + 6, margin + width), y)], fill=(200, 0, 0), width=2)
+    d.text((margin + 4, y - 14), f"threshold {threshold:.4f}", fill=(200, 0, 0))
+    if len(scores) > 1:
+        d.line([(x_of(t), y_of(s)) for t, s in scores], fill=(20, 60, 200), width=2)
+    for t, s in scores:
+        d.ellipse([x_of(t) - 2, y_of(s) - 2, x_of(t) + 2, y_of(s) + 2], fill=(20, 60, 200))
+    xs = x_of(start)
+    d.line([(xs, margin), (xs, top + score_h)], fill=(200, 0, 0), width=2)
+    d.text((xs + 4, margin + 4), "alarm", fill="white")
+    step = 5 if seconds > 12 else 1
+    for t in range(0, int(seconds) + 1, step):
+        d.line([(x_of(t), top + score_h), (x_of(t), top + score_h + 5)], fill="black")
+        d.text((x_of(t) - 4, top + score_h + 8), f"{t}s", fill="black")
+    d.text((margin, top - 14), f"score (max {max(values[:-1], default=float('nan')):.4f})", fill="black")
+    img.save(path, format="PNG")

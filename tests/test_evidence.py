@@ -1,0 +1,89 @@
+"""Evidence for every alarm: the audio around its start and a spectrogram with the scores, written
+beside the state, bounded in size, and never at the cost of the alarm."""
+
+import os
+import re
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_agent.audio.wavio import read_wav
+from edge_agent.audio.windows import frame_windows
+from edge_agent.evidence import History, enforce_budget
+
+from .conftest import DEMO
+from .test_run_replay import cli
+
+
+def test_history_rebuilds_the_stream_from_overlapping_windows():
+    sr = 100
+    x = np.arange(3000, dtype=np.float32)  # 30 s, each sample its own index
+    h = History(sr, seconds=12.0)
+    for i, w in enumerate(frame_windows(x, 2 * sr, sr)):  # 2 s windows, hop 1 s
+        h.add(w, offset=2.0 + i)
+    assert h.end == 30.0
+    got, first = h.audio(20.0, 25.0)
+    assert first == 20.0 and np.array_equal(got, x[2000:2500])
+    got, first = h.audio(0.0, 40.0)  # clipped to what is held: at least the last 12 s
+    assert 17.0 <= first <= 18.0 and got[-1] == x[-1] and np.array_equal(got, x[int(first * sr) :])
+
+
+def test_history_after_a_gap_takes_the_whole_window():
+    h = History(10, seconds=60.0)
+    h.add(np.ones(20, np.float32), offset=2.0)
+    h.add(np.full(20, 2.0, np.float32), offset=10.0)  # 8 s later: no overlap
+    got, _ = h.audio(0.0, 10.0)
+    assert len(got) == 40 and got[-1] == 2.0
+
+
+def test_the_budget_deletes_the_oldest_files_first(tmp_path):
+    d = tmp_path / "evidence" / "m"
+    d.mkdir(parents=True)
+    for i in range(5):
+        f = d / f"{i}.wav"
+        f.write_bytes(b"x" * 1000)
+        os.utime(f, (1000 + i, 1000 + i))
+    (d / "notes.txt").write_bytes(b"x" * 5000)  # not evidence: never touched
+    gone = enforce_budget(tmp_path / "evidence", 2500)
+    assert [f.name for f in gone] == ["0.wav", "1.wav", "2.wav"]
+    assert sorted(f.name for f in d.iterdir()) == ["3.wav", "4.wav", "notes.txt"]
+
+
+def _config(path, state, extra=""):
+    path.write_text(
+        f"state_dir: {state}\nengine: cpu\n{extra}machines:\n  fan01:\n"
+        f"    input: {{file: {DEMO / 'replay'}, realtime: false}}\n"
+    )
+    return path
+
+
+def test_an_alarm_on_real_clips_keeps_the_audio_and_a_spectrogram(calibrated, tmp_path):
+    cfg = _config(tmp_path / "c.yaml", calibrated, "evidence: {pre_seconds: 8, post_seconds: 6}\n")
+    r = cli("run", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"ALARM START (\w+) .*; evidence (\S+\.wav) \(\+ \.png\)", r.stdout)
+    assert m, r.stdout
+    wav = m.group(2)
+    assert wav == str(calibrated / "evidence" / "fan01" / f"{wav.rsplit('/', 1)[1]}") and m.group(1) in wav
+    x, sr = read_wav(wav)
+    assert sr == 16000 and len(x) / sr == pytest.approx(8 + 6, abs=0.05)  # pre + post, at the model's rate
+    assert np.abs(x).max() > 0.01  # real sound, not padding
+    with Image.open(wav[:-4] + ".png") as png:
+        assert png.format == "PNG" and png.size[0] >= 900 and png.size[1] >= 400
+        # the spectrogram is drawn in colour, not left blank
+        assert len(np.unique(np.asarray(png.convert("RGB").crop((60, 60, 900, 280))).reshape(-1, 3), axis=0)) > 100
+
+
+def test_a_disk_that_refuses_evidence_costs_the_evidence_not_the_alarm(calibrated, tmp_path):
+    state = tmp_path / "st"
+    state.mkdir()
+    (state / "machines").symlink_to(calibrated / "machines")
+    (state / "evidence").write_text("a file where the evidence folder should be")  # every write fails, even as root
+    t = time.monotonic()
+    r = cli("run", "--config", _config(tmp_path / "c.yaml", state))
+    assert r.returncode == 0, r.stderr
+    assert "ALARM START" in r.stdout and "ALARM END" in r.stdout
+    assert "cannot write the evidence of alarm" in r.stderr
+    assert time.monotonic() - t < 120
