@@ -290,7 +290,7 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
     pub = _publisher(broker.port, tmp_path / "st")
     pub.start()
     try:
-        assert sub.wait_for(lambda: len(sub.messages) >= 4, 10)
+        assert sub.wait_for(lambda: len(sub.messages) >= 6, 10)
         configs = {t: json.loads(p) for t, p, _ in sub.messages if t.endswith("/config")}
         bs = configs["homeassistant/binary_sensor/n1/m1/config"]
         assert bs["device_class"] == "problem" and bs["state_topic"] == "edge-agent/n1/m1/state"
@@ -299,6 +299,9 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
         assert "value_json.state == 'anomaly'" in bs["value_template"]
         sensor = configs["homeassistant/sensor/n1/m2/config"]
         assert sensor["state_topic"] == "edge-agent/n1/m2/score" and sensor["state_class"] == "measurement"
+        level = configs["homeassistant/sensor/n1/m2_level/config"]
+        assert level["value_template"] == "{{ value_json.level_dbfs }}" and level["unit_of_measurement"] == "dBFS"
+        assert level["unique_id"] == "edge_agent_n1_m2_level" and level["state_topic"] == sensor["state_topic"]
         allowed = {
             "name",
             "unique_id",
@@ -320,9 +323,9 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
             assert set(c) <= allowed and {"identifiers", "name"} <= set(c["device"])
         n = len(sub.messages)
         sub.c.publish("homeassistant/status", "online")  # Home Assistant restarted
-        assert sub.wait_for(lambda: len([1 for t, _, _ in sub.messages[n:] if t.endswith("/config")]) >= 4, 10)
+        assert sub.wait_for(lambda: len([1 for t, _, _ in sub.messages[n:] if t.endswith("/config")]) >= 6, 10)
         assert discovery_payloads(Topics("edge-agent", "n1"), "m1", "default") == {
-            t: c for t, c in configs.items() if "/m1/" in t
+            t: c for t, c in configs.items() if "/m1/" in t or "/m1_level/" in t
         }
     finally:
         pub.close()

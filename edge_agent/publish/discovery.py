@@ -1,5 +1,5 @@
-"""MQTT topic names and Home Assistant discovery payloads (one device per node; a binary_sensor
-and a score sensor per machine)."""
+"""MQTT topic names and Home Assistant discovery payloads (one device per node; a binary_sensor,
+a score sensor and a sound-level sensor per machine)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ class Topics:
     def machine(self, machine: str, kind: str) -> str:
         return f"{self.prefix}/{self.node}/{machine}/{kind}"
 
-    def discovery_config(self, component: str, machine: str) -> str:
-        return f"{self.discovery}/{component}/{self.node}/{machine}/config"
+    def discovery_config(self, component: str, machine: str, entity: str = "") -> str:
+        """``entity`` tells apart several entities of one component per machine (its object id)."""
+        return f"{self.discovery}/{component}/{self.node}/{machine}{'_' + entity if entity else ''}/config"
 
     @property
     def ha_status(self) -> str:
@@ -57,6 +58,18 @@ def discovery_payloads(topics: Topics, machine: str, model_name: str) -> dict[st
             "value_template": "{{ value_json.score }}",
             "state_class": "measurement",
             "json_attributes_topic": topics.machine(machine, "score"),
+            "device": device,
+            **avail,
+        },
+        # the RMS level of the windows already computed: a microphone that went quiet, or a machine
+        # that got louder, shows here before it shows in the score
+        topics.discovery_config("sensor", machine, "level"): {
+            "name": f"{machine} sound level",
+            "unique_id": f"edge_agent_{node}_{machine}_level",
+            "state_topic": topics.machine(machine, "score"),
+            "value_template": "{{ value_json.level_dbfs }}",
+            "unit_of_measurement": "dBFS",
+            "state_class": "measurement",
             "device": device,
             **avail,
         },
