@@ -12,17 +12,16 @@ oldest files go until all evidence fits in ``max_mb``.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
+from .atomic import atomic_write
 from .audio.wavio import write_wav
 from .config import EvidenceConfig
 from .frontend import stft_magnitude
@@ -180,36 +179,16 @@ class EvidenceRecorder:
 
     def _write(self, p: _Pending, audio: np.ndarray, start: float, scores: list) -> None:
         try:
-            p.wav.parent.mkdir(parents=True, exist_ok=True)
-            _replace(p.wav, partial(write_wav, x=audio, sample_rate=self.sample_rate))
-            _replace(
-                p.png,
-                partial(
-                    render_png,
-                    audio=audio,
-                    sample_rate=self.sample_rate,
-                    start=start,
-                    scores=scores,
-                    threshold=p.threshold,
-                ),
-            )
+            with atomic_write(p.wav) as f:  # a reader never sees half a file
+                write_wav(f, audio, self.sample_rate)
+            with atomic_write(p.png) as f:
+                render_png(f, audio, self.sample_rate, start, scores, p.threshold)
             self.written += 1
             seconds = len(audio) / self.sample_rate
             log.info("%s: evidence of alarm %s: %s (%.1f s)", p.machine, p.alarm_id, p.wav, seconds)
         except Exception as e:  # noqa: BLE001 - a full disk or a bad plot costs the evidence, not the agent
             self.failed += 1
             log.error("%s: cannot write the evidence of alarm %s (%s)", p.machine, p.alarm_id, e)
-
-
-def _replace(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def enforce_budget(root: Path, max_bytes: int) -> list[Path]:
@@ -240,7 +219,7 @@ def colour(v: np.ndarray) -> np.ndarray:
 
 
 def render_png(
-    path: Path,
+    out: Union[Path, BinaryIO],
     audio: np.ndarray,
     sample_rate: int,
     start: float,
@@ -296,4 +275,4 @@ def render_png(
         d.line([(x_of(t), top + score_h), (x_of(t), top + score_h + 5)], fill="black")
         d.text((x_of(t) - 4, top + score_h + 8), f"{t}s", fill="black")
     d.text((margin, top - 14), f"score (max {max(values[:-1], default=float('nan')):.4f})", fill="black")
-    img.save(path, format="PNG")
+    img.save(out, format="PNG")

@@ -94,13 +94,13 @@ def _to_float(x: np.ndarray, path: Path) -> np.ndarray:
     raise AudioFileError(f"{path}: unsupported sample format {x.dtype}")
 
 
-def write_wav(path: str | Path, x: np.ndarray, sample_rate: int) -> None:
-    """Write float audio in [-1, 1] as 16-bit PCM."""
+def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
+    """Write float audio in [-1, 1] as 16-bit PCM to a path or an open binary file."""
     from scipy.io import wavfile
 
     x = np.asarray(x, dtype=np.float32)
     pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    wavfile.write(Path(path), int(sample_rate), pcm)
+    wavfile.write(path if hasattr(path, "write") else Path(path), int(sample_rate), pcm)
 
 
 def walk_dirs(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:
