@@ -68,6 +68,8 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
                 "node_id": "demo",
                 "model": model,
                 "state_dir": state,
+                # the demo's state is a temporary folder, deleted at the end: no evidence files to name
+                "evidence": {"enabled": False},
                 "machines": {
                     MACHINE: {"input": {"file": str(CLIPS / "replay"), "realtime": realtime}, "hop_seconds": 1.0}
                 },
