@@ -149,6 +149,8 @@ class Agent:
             "alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version, files)
         )
         if d.kind == "end":
+            if self.evidence is not None:
+                self.evidence.forget(d.alarm_id)
             try:
                 self.open_alarms.clear(s.machine)
             except OSError as e:

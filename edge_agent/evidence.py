@@ -141,6 +141,10 @@ class EvidenceRecorder:
     def files_of(self, alarm_id: str) -> Optional[dict]:
         return self.by_alarm.get(alarm_id)
 
+    def forget(self, alarm_id: str) -> None:
+        """The alarm has ended: its names are no longer needed (the agent runs for months)."""
+        self.by_alarm.pop(alarm_id, None)
+
     def _finish(self, p: _Pending) -> None:
         self.pending.remove(p)
         h = self._history(p.machine)

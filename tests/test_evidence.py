@@ -87,3 +87,18 @@ def test_a_disk_that_refuses_evidence_costs_the_evidence_not_the_alarm(calibrate
     assert "ALARM START" in r.stdout and "ALARM END" in r.stdout
     assert "cannot write the evidence of alarm" in r.stderr
     assert time.monotonic() - t < 120
+
+
+def test_names_are_kept_only_while_the_alarm_lasts(tmp_path):
+    from edge_agent.config import EvidenceConfig
+    from edge_agent.evidence import EvidenceRecorder
+
+    rec = EvidenceRecorder(EvidenceConfig(post_seconds=0), tmp_path, 100, 2.0)
+    rec.window("m", np.ones(200, np.float32), 2.0)
+    files = rec.alarm_started("m", "a1", 1.5, 0.5)
+    assert rec.files_of("a1") == files and files["wav"].endswith("evidence/m/a1.wav")
+    rec.forget("a1")
+    rec.close()
+    assert rec.files_of("a1") is None and rec.written == 1
+    x, sr = read_wav(files["wav"])
+    assert sr == 100 and len(x) == 150  # from the window's start (all it holds) to the alarm's start
