@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Union
 
@@ -86,7 +86,11 @@ class _Pending:
     threshold: float
     wav: Path
     png: Path
-    files: dict = field(default_factory=dict)
+
+    @property
+    def files(self) -> dict:
+        """The names the alarm's payloads carry."""
+        return {"wav": str(self.wav), "png": str(self.png)}
 
 
 class EvidenceRecorder:
@@ -130,7 +134,6 @@ class EvidenceRecorder:
             folder / f"{alarm_id}.wav",
             folder / f"{alarm_id}.png",
         )
-        p.files = {"wav": str(p.wav), "png": str(p.png)}
         self.by_alarm[alarm_id] = p.files
         self.pending.append(p)
         h = self._history(machine)
@@ -199,7 +202,11 @@ def enforce_budget(root: Path, max_bytes: int) -> list[Path]:
     """Delete the oldest evidence files until all of it fits in ``max_bytes``; returns those deleted."""
     if not root.is_dir():
         return []
-    files = [(f.stat().st_mtime, f.stat().st_size, f) for f in root.rglob("*") if f.suffix in SUFFIXES and f.is_file()]
+    files = []
+    for f in root.rglob("*"):
+        if f.suffix in SUFFIXES and f.is_file():
+            st = f.stat()
+            files.append((st.st_mtime, st.st_size, f))
     total = sum(size for _, size, _ in files)
     gone = []
     for _, size, f in sorted(files):

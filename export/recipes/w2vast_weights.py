@@ -9,9 +9,8 @@ import torch.nn.functional as F
 from .ast import AST
 
 W2V_HINT = (
-    "set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, w2v_layers "
-    "24, "
-    "w2v_heads 16, w2v_ffn 4096, w2v_stable_layer_norm true, w2v_conv_bias true)"
+    "set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, "
+    "w2v_layers 24, w2v_heads 16, w2v_ffn 4096, w2v_stable_layer_norm true, w2v_conv_bias true)"
 )
 AST_HINT = "set ast_* and n_mels in --recipe-config to the checkpoint's sizes (base 10-10: the defaults)"
 
