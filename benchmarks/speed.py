@@ -113,16 +113,40 @@ def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str]) -> Path
     return tmp
 
 
-def bench_process(seconds: float) -> dict:
-    """Peak RSS and CPU of `edge-agent run` with one machine replaying in real time, hop 1 s."""
+def bench_process(seconds: float, web: bool = False) -> dict:
+    """Peak RSS and CPU of `edge-agent run` with one machine replaying in real time, hop 1 s; with
+    ``web``, the status page on and polled every 2 s as its script does."""
+    import socket
+    import threading
+    import urllib.request
+
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
     _state_dir_with_bank(tmp, Bundle.load("default"), ["fan01"])
     cfg = tmp / "c.yaml"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     cfg.write_text(
         f"state_dir: {tmp}\nengine: cpu\nmachines:\n  fan01:\n    input: "
         f"{{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
-        "    hop_seconds: 1.0\n"
+        "    hop_seconds: 1.0\n" + (f'web: {{listen: "127.0.0.1:{port}"}}\n' if web else "")
     )
+    polling = threading.Event()
+
+    def poll():  # what an open page asks for
+        after = ""
+        while not polling.wait(2.0):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5).read()
+                pts = json.loads(
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/machines/fan01/scores{after}", timeout=5
+                    ).read()
+                )["points"]
+                after = f"?after={pts[-1][0]}" if pts else after
+            except OSError:
+                pass
+
     code = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     p = subprocess.Popen(
         [sys.executable, "-c", code, "run", "--config", str(cfg)],
@@ -137,9 +161,13 @@ def bench_process(seconds: float) -> dict:
         return (int(f[11]) + int(f[12])) / tick
 
     time.sleep(8.0)  # start-up (imports, model load, warm-up) is not steady state
+    poller = threading.Thread(target=poll, daemon=True)
+    if web:
+        poller.start()
     c0, t0 = cpu(), time.monotonic()
     time.sleep(seconds)
     c1, t1 = cpu(), time.monotonic()
+    polling.set()
     status = open(f"/proc/{p.pid}/status").read()
     hwm = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM")).split()[1]) / 1024
     rss = int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
@@ -302,6 +330,11 @@ def main(argv=None) -> int:
         default=sorted((ROOT / "runs" / "default").glob("seed*.ckpt")),
         help="the default model's training checkpoints, for the PyTorch eager comparison",
     )
+    p.add_argument(
+        "--process-only",
+        action="store_true",
+        help="only the one-machine process rows (RSS, CPU; status page off and on); writes speed-process.json",
+    )
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     a = p.parse_args(argv)
@@ -311,12 +344,20 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "model": bundle.describe(),
     }
-    print("per-window compute ...", flush=True)
-    res["window"] = bench_window(bundle, 30 if a.quick else 200, list(a.ckpts))
-    print("k-NN against bank size ...", flush=True)
-    res["knn"] = bench_knn(bundle.embedding_dim, n=10 if a.quick else 50)
+    if not a.process_only:
+        print("per-window compute ...", flush=True)
+        res["window"] = bench_window(bundle, 30 if a.quick else 200, list(a.ckpts))
+        print("k-NN against bank size ...", flush=True)
+        res["knn"] = bench_knn(bundle.embedding_dim, n=10 if a.quick else 50)
     print("edge-agent run, one machine ...", flush=True)
     res["process"] = bench_process(10 if a.quick else 30)
+    print("edge-agent run, one machine, status page on ...", flush=True)
+    res["process_web"] = bench_process(10 if a.quick else 30, web=True)
+    if a.process_only:
+        for k in ("process", "process_web"):
+            print(k, json.dumps(res[k]))
+        a.json.with_name("speed-process.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        return 0
     print("streams per process ...", flush=True)
     res["streams"] = bench_streams([4, 8] if a.quick else [8, 16, 32, 48, 64], 12 if a.quick else 20)
     print("alarm latency through Mosquitto ...", flush=True)
@@ -352,6 +393,10 @@ def main(argv=None) -> int:
         ("real-time factor, one stream at hop 1 s", f"{w['real_time_factor_hop_1s']:.4f}"),
         ("edge-agent run, one machine: peak RSS", f"{res['process']['peak_rss_mb']:.0f} MB"),
         ("edge-agent run, one machine: CPU", f"{res['process']['cpu_percent_of_one_core']:.1f} % of one core"),
+        (
+            "edge-agent run, one machine, status page on and polled: peak RSS",
+            f"{res['process_web']['peak_rss_mb']:.0f} MB (CPU {res['process_web']['cpu_percent_of_one_core']:.1f} %)",
+        ),
         (
             "streams sustained in real time (hop 1 s)",
             f"{sustained}" + (" (the largest count tried)" if sustained == max(res["streams"]) else ""),

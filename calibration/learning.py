@@ -24,6 +24,9 @@ import numpy as np
 from edge_agent.atomic import atomic_write
 from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.config import parse_duration
+from edge_agent.learn_request import learning_paths, request_learning
+
+__all__ = ["Learner", "learner_factory", "learning_paths", "request_learning"]
 
 log = logging.getLogger("edge_agent.learning")
 
@@ -32,20 +35,6 @@ log = logging.getLogger("edge_agent.learning")
 MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS = 5.0, 60.0
 MAX_WINDOWS = 3600
 SAVE_EVERY_SECONDS = 300.0
-
-
-def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
-    d = bank_path(state_dir, machine).parent
-    return d / "learning.json", d / "learning.npz"
-
-
-def request_learning(state_dir: Path, machine: str, seconds: float) -> Path:
-    """Write (or restart) a learning request for the running agent."""
-    meta, data = learning_paths(state_dir, machine)
-    data.unlink(missing_ok=True)
-    with atomic_write(meta, "w") as f:
-        json.dump({"seconds": seconds, "done": 0.0, "requested": time.time(), "blocks_seen": 0}, f)
-    return meta
 
 
 class Learner:

@@ -17,15 +17,14 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .alarms import Alarms
 from .audio import open_source
 from .bank import load_machine_bank
 from .bundle import Bundle
 from .config import Config, require_machines
-from .detector import Decision
 from .engine import Engine, open_engine
 from .errors import UserError
 from .evidence import EvidenceRecorder
-from .open_alarms import OpenAlarm, OpenAlarmStore
 from .publish import events
 from .stream import MachineStream, Window
 
@@ -82,7 +81,6 @@ class Agent:
         self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
         # machine stream -> its learner or None (calibration.learning.learner_factory, wired by the CLI)
         self.learner_factory: Optional[Callable[[MachineStream], object]] = None
-        self.open_alarms = OpenAlarmStore(cfg.resolved_state_dir())
         self.evidence: Optional[EvidenceRecorder] = (
             EvidenceRecorder(
                 cfg.evidence, cfg.resolved_state_dir(), self.frontend.sample_rate, self.frontend.window_seconds
@@ -90,6 +88,9 @@ class Agent:
             if cfg.evidence.enabled
             else None
         )
+        self.alarms = Alarms(cfg.resolved_state_dir(), self._emit, self.model_info, self.evidence)
+        # operator commands (MQTT, the status page), run on this thread between steps (commands.py)
+        self.commands = None
         self._last_status = time.monotonic()
         self._last_score_pub: dict[str, float] = {}
 
@@ -129,66 +130,16 @@ class Agent:
             s.state,
             s.clock(),
             s.last_score,
-            b.threshold if b else None,
+            s.threshold,
             self.model_info,
             b.version if b else None,
             reason or s.reason,
+            s.lifecycle,
         )
-
-    def _emit_alarm(self, s: MachineStream, d: Decision, record: Optional[OpenAlarm] = None) -> None:
-        """Emit an alarm event; the open-alarm record is written before a start/update goes out and
-        removed after the end has gone, so a crash in between leaves it for the next start to close."""
-        rec = record or OpenAlarm(d, s.bank.threshold, s.bank.version, self.model_info)
-        if d.kind != "end":
-            try:
-                self.open_alarms.save(s.machine, rec)
-            except OSError as e:  # a full or read-only disk must not stop the alarm itself
-                log.error("%s: cannot record the open alarm in %s (%s)", s.machine, self.open_alarms.dir, e)
-        files = self.evidence.files_of(d.alarm_id) if self.evidence is not None else None
-        self._emit(
-            "alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version, files)
-        )
-        if d.kind == "end":
-            if self.evidence is not None:
-                self.evidence.forget(d.alarm_id)
-            try:
-                self.open_alarms.clear(s.machine)
-            except OSError as e:
-                log.error("%s: cannot remove the open-alarm record (%s)", s.machine, e)
-
-    def _close_orphaned_alarm(self, s: MachineStream) -> None:
-        """An alarm left open by an agent that died: end it now, explicitly, under its own id."""
-        rec = self.open_alarms.load(s.machine)
-        if rec is None:
-            return
-        d = rec.decision
-        why = (
-            "agent restarted: the alarm was open when the agent stopped unexpectedly; "
-            "a new alarm follows if the sound is still wrong"
-        )
-        log.warning(
-            "%s: closing alarm %s left open by the last run (started %s)",
-            s.machine,
-            d.alarm_id,
-            events.iso(d.started_at),
-        )
-        end = Decision(
-            "end", d.alarm_id, max(s.clock(), d.ts), d.score, d.peak_score, d.started_at, d.windows_above, why
-        )
-        self._emit_alarm(s, end, rec)
-
-    def _end_alarm(self, s: MachineStream, ts: float, reason: str) -> bool:
-        """End the machine's open alarm, if any, with ``reason``; True when one was ended."""
-        if s.detector is None:
-            return False
-        d = s.detector.end(ts, s.last_score if s.last_score is not None else float("nan"), reason)
-        if d is not None:
-            self._emit_alarm(s, d)
-        return d is not None
 
     def _close_open_alarms(self, reason: str) -> None:
         for s in self.streams.values():
-            if self._end_alarm(s, s.clock(), reason):
+            if self.alarms.end(s, s.clock(), reason):
                 self.publish_state(s, reason)
 
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
@@ -203,7 +154,7 @@ class Agent:
         if hasattr(self.engine, "warm_up"):
             log.info("engine warm-up: %.0f ms", 1e3 * self.engine.warm_up())
         for s in self.streams.values():
-            self._attach_learner(s)
+            self.attach_learner(s)
             if not s.calibrated and s.learner is None:
                 log.warning(
                     "machine %s is UNCALIBRATED: no bank in %s; it is not being monitored. Enrol it: edge-agent "
@@ -212,9 +163,10 @@ class Agent:
                     self.cfg.resolved_state_dir(),
                     s.machine,
                 )
+            self.alarms.load(s)
             s.source.start()
             s.started()
-            self._close_orphaned_alarm(s)
+            self.alarms.close_orphaned(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
         for cb in self.on_ready:
             cb(self)
@@ -238,9 +190,9 @@ class Agent:
         scored = 0
         for w in ready:  # in time order per stream
             st = w.stream
-            before = st.state
+            before = (st.state, st.condition)  # the condition too: a shelved machine's state hides it
             score_it = st.gate(w)  # silence and a stopped machine are states, never scores
-            if st.state != before:
+            if (st.state, st.condition) != before:
                 scored += self._score(pending)  # what came before the change is decided first
                 pending = []
                 self._interrupt(st, w.ts)
@@ -250,6 +202,10 @@ class Agent:
                 st.skip(w)
                 self._keep(w)
         scored += self._score(pending)
+        for st in self.alarms.expire_shelves(self.streams.values()):
+            self.publish_state(st, "the shelf expired: monitoring again")
+        if self.commands is not None:
+            self.commands.run_pending(self)
         if time.monotonic() - self._last_status >= self.status_interval:
             self._last_status = time.monotonic()
             for line in self.status_lines():
@@ -282,9 +238,9 @@ class Agent:
     def _interrupt(self, s: MachineStream, ts: float) -> None:
         """The input changed state (no audio, machine off, or back): an open alarm ends with the
         reason, the alarm rule starts afresh, and the new state is published."""
-        if s.state in ("no_audio", "off"):
+        if s.no_audio or s.condition is not None:
             log.warning("%s: %s: %s", s.machine, s.state, s.reason)
-            self._end_alarm(s, ts, s.reason)
+            self.alarms.end(s, ts, s.reason)
             if s.detector is not None:
                 s.detector.reset()
             self.publish_state(s, s.reason)
@@ -297,9 +253,9 @@ class Agent:
         the very first state a broker sees is already ``learning``."""
         self.learner_factory = factory
         for s in self.streams.values():
-            self._attach_learner(s)
+            self.attach_learner(s)
 
-    def _attach_learner(self, s: MachineStream) -> None:
+    def attach_learner(self, s: MachineStream) -> None:
         if self.learner_factory is None or s.learner is not None:
             return
         if s.attach_learner(self.learner_factory(s)):
@@ -322,13 +278,12 @@ class Agent:
         score = s.score(outputs)
         before = s.state
         d = s.decide(score, w.ts)
-        b = s.bank
         if self.evidence is not None:
             self.evidence.score(s.machine, w.offset, score)
             if d is not None and d.kind == "start":  # the alarm began this far before this window's end
-                self.evidence.alarm_started(s.machine, d.alarm_id, w.offset - (w.ts - d.started_at), b.threshold)
+                self.evidence.alarm_started(s.machine, d.alarm_id, w.offset - (w.ts - d.started_at), s.threshold)
         if d is not None:
-            self._emit_alarm(s, d)
+            self.alarms.emit_decision(s, d)
         for cb in self.on_window:
             cb(s, w, score, d)
         if s.state != before:
@@ -340,7 +295,9 @@ class Agent:
             self._emit(
                 "score",
                 s.machine,
-                events.score_payload(s.machine, w.ts, score, b.threshold, self.model_info, b.version, w.level_dbfs),
+                events.score_payload(
+                    s.machine, w.ts, score, s.threshold, self.model_info, s.bank.version, w.level_dbfs
+                ),
             )
 
     def status_lines(self) -> list[str]:

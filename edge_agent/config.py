@@ -101,6 +101,7 @@ class TLSConfig(_Strict):
 class HomeAssistantConfig(_Strict):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
+    shelve_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)  # what the shelve switch sends (with commands)
 
 
 class MQTTConfig(_Strict):
@@ -115,6 +116,9 @@ class MQTTConfig(_Strict):
     score_interval_seconds: float = Field(default=10.0, ge=0)
     reconnect_max_seconds: float = Field(default=5.0, ge=1, le=300)  # cap of the reconnect back-off
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    # Operator commands on <prefix>/<node>/<machine>/command (acknowledge, shelve, learn, threshold).
+    # Off by default: anyone who may publish there can silence a machine (docs/mqtt.md: broker ACLs).
+    commands: bool = False
 
     @field_validator("topic_prefix")
     @classmethod
@@ -137,6 +141,31 @@ class MetricsConfig(_Strict):
     listen: str = "127.0.0.1:9108"
 
 
+class WebConfig(_Strict):
+    """The local status page: every machine, its scores, alarms and evidence (off unless configured)."""
+
+    listen: str = "127.0.0.1:8080"
+    # acknowledge/shelve on the page need this password (or the systemd credential web_password);
+    # without one the page is read-only
+    password_file: Optional[Path] = None
+    url: Optional[str] = None  # how subscribers reach the page, for evidence URLs; default: from listen
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (the log names it)
+            raise ValueError(f"{v!r} is not host:port, e.g. '127.0.0.1:8080' (or '0.0.0.0:8080' for every interface)")
+        return v
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} must start with http:// or https://, e.g. 'http://line3-jetson:8080'")
+        return v.rstrip("/") if v else v
+
+
 class EvidenceConfig(_Strict):
     """What each alarm keeps to be heard back: the audio around its start as a WAV and a spectrogram
     PNG with the window scores and the threshold, under <state_dir>/evidence/<machine>/."""
@@ -157,6 +186,7 @@ class Config(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     metrics: Optional[MetricsConfig] = None
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    web: Optional[WebConfig] = None  # absent: no status page
     status_interval_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("machines")

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from .agent import Agent
 from .audio import open_source
 from .bundle import Bundle
+from .commands import CommandDesk
 from .config import Config
 from .engine import Engine
 from .errors import UserError
@@ -32,6 +33,7 @@ class Daemon:
     outbox: Outbox
     durable: object  # MQTTPublisher, or OutboxOnlySink without an mqtt section
     console: Optional[ConsoleSink]
+    page: Optional[object] = None  # web.page.StatusPage when web.listen is configured
 
 
 def build_daemon(
@@ -64,7 +66,20 @@ def build_daemon(
     # The durable sink first: an event printed on the console is already in the outbox.
     agent.sinks += [durable] + ([con] if con is not None else [])
     agent.status_sources.append(durable.status_line)
+    agent.commands = CommandDesk()  # MQTT and the status page hand their commands to the agent's thread
+    page = None
+    if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
+        from .web.page import StatusPage
+
+        page = StatusPage(agent, cfg.web)
+        page.start()
+        agent.sinks.append(page)
+        agent.on_window.append(page.board.window)
+        agent.alarms.evidence_base_url = page.url
     if isinstance(durable, MQTTPublisher):
+        if cfg.mqtt.commands:
+            durable.on_command = agent.commands.submit
+            log.info("MQTT: operator commands are ON (anyone allowed to publish to the command topics can use them)")
         durable.start()
     if health:
         from .health import Health, start_metrics
@@ -75,4 +90,4 @@ def build_daemon(
                 start_metrics(agent, cfg.metrics.listen, durable)
             except OSError as e:
                 raise UserError(f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})") from None
-    return Daemon(agent, outbox, durable, con)
+    return Daemon(agent, outbox, durable, con, page)

@@ -13,6 +13,7 @@ import time
 from typing import Optional
 
 from .agent import Agent
+from .alarm_states import LIFECYCLE_STATES
 from .stream import STATES
 
 log = logging.getLogger("edge_agent.health")
@@ -151,6 +152,9 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
             learning = GaugeMetricFamily(
                 "edge_agent_learning_progress", "Share of the learning period done (0-1)", labels=["machine"]
             )
+            alarm = GaugeMetricFamily(
+                "edge_agent_alarm_state", "1 for the latest alarm's ISA-18.2 state", labels=["machine", "state"]
+            )
             for m, s in agent.streams.items():
                 st = s.stats()
                 windows.add_metric([m], st.windows_processed)
@@ -165,7 +169,9 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                     state.add_metric([m, name], 1.0 if st.state == name else 0.0)
                 if st.learning_progress is not None:
                     learning.add_metric([m], st.learning_progress)
-            yield from (windows, overruns, score, thr, level, state, learning)
+                for name in LIFECYCLE_STATES:
+                    alarm.add_metric([m, name], 1.0 if st.alarm_state == name else 0.0)
+            yield from (windows, overruns, score, thr, level, state, learning, alarm)
             if publisher is not None:
                 depth = GaugeMetricFamily("edge_agent_outbox_depth", "Events waiting in the outbox", labels=["kind"])
                 for k in ("alarm", "state", "score"):

@@ -48,5 +48,5 @@ def reload_agent(agent) -> None:
             m,
             f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)",
         )
-        agent._attach_learner(s)
+        agent.attach_learner(s)
         agent.publish_state(s, "reloaded")

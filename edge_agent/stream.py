@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from .alarm_states import Lifecycle
 from .audio import AudioSource, Windower
 from .audio.convert import SILENT_PEAK, level_dbfs, prepare
 from .audio.replay import ReplaySource
@@ -25,7 +26,7 @@ from .scoring import score_windows
 
 log = logging.getLogger("edge_agent.stream")
 
-STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off", "learning")
+STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off", "learning", "shelved")
 OFF_HYSTERESIS_DB = 3.0  # back on only this far above the "off" level, so a machine at the edge does not flap
 
 
@@ -44,6 +45,7 @@ class StreamStats:
     last_level_dbfs: Optional[float]
     threshold: Optional[float]
     learning_progress: Optional[float]  # 0-1 while learning, else None
+    alarm_state: str = "normal"  # the latest alarm's ISA-18.2 state (alarm_states.py)
 
 
 @dataclass
@@ -65,11 +67,14 @@ class MachineStream:
         frontend: Frontend,
         bank: Optional[MemoryBank],
         window_seconds: Optional[float] = None,
+        lifecycle: Optional[Lifecycle] = None,
     ):
         self.machine, self.cfg, self.source, self.frontend, self.bank = machine, cfg, source, frontend, bank
         self.window_seconds = window_seconds or frontend.window_seconds
         self.windower: Optional[Windower] = None
         self.detector: Optional[Detector] = None
+        # the alarm's ISA-18.2 state and the operator's shelf and threshold scale (alarm_states.py)
+        self.lifecycle = lifecycle or Lifecycle()
         self.set_bank(bank)
         self.windows_processed = 0
         self.last_score: Optional[float] = None
@@ -98,12 +103,29 @@ class MachineStream:
             return self.last_ts or self.wall_start
         return time.time()
 
+    @property
+    def threshold(self) -> Optional[float]:
+        """The threshold in force: the bank's, times the operator's scale (1.0 unless set by a command)."""
+        if self.bank is None or self.bank.threshold is None:
+            return None
+        return self.bank.threshold * self.lifecycle.threshold_scale
+
+    def scale_threshold(self, scale: float) -> None:
+        self.lifecycle.threshold_scale = scale
+        if self.detector is not None:
+            self.detector.threshold = self.threshold
+
+    @property
+    def shelved(self) -> bool:
+        """Shelved by an operator: scored, but no alarms (the agent lifts an expired shelf)."""
+        return self.lifecycle.shelved_until is not None
+
     def set_bank(self, bank: Optional[MemoryBank]) -> None:
         self.bank = bank
         if bank is not None and bank.threshold is not None:
             a = self.cfg.alarm
             self.detector = Detector(
-                bank.threshold,
+                self.threshold,
                 a.raise_after,
                 a.of_last,
                 a.clear_after,
@@ -127,6 +149,8 @@ class MachineStream:
 
     @property
     def state(self) -> str:
+        if self.shelved:
+            return "shelved"
         if self.no_audio or self.condition == "silent":
             return "no_audio"
         if self.condition == "off":
@@ -139,6 +163,14 @@ class MachineStream:
 
     @property
     def reason(self) -> str:
+        if self.shelved:
+            lc = self.lifecycle
+            under = self.no_audio_reason if self.no_audio else self.condition_reason
+            return (
+                f"shelved by {lc.shelved_by}"
+                + (f": {lc.shelve_note}" if lc.shelve_note else "")
+                + (f"; {under}" if under else "")
+            )
         if self.no_audio:
             return self.no_audio_reason
         if self.condition is None and self.learner is not None:
@@ -270,7 +302,7 @@ class MachineStream:
     def decide(self, score: float, ts: float) -> Optional[Decision]:
         self.last_score, self.last_ts = score, ts
         self.windows_processed += 1
-        return self.detector.update(score, ts) if self.detector else None
+        return self.detector.update(score, ts) if self.detector and not self.shelved else None
 
     def skip(self, w: Window) -> None:
         """A window taken but not scored (uncalibrated, silent, off, or settling after those)."""
@@ -304,13 +336,14 @@ class MachineStream:
             src.finished,
             self.last_score,
             self.last_level_dbfs,
-            self.bank.threshold if self.bank is not None else None,
+            self.threshold,
             self.learner.progress() if self.learner is not None else None,
+            self.lifecycle.state,
         )
 
     def status_line(self) -> str:
         score = f"{self.last_score:.4f}" if self.last_score is not None else "-"
-        thr = f"{self.bank.threshold:.4f}" if self.bank and self.bank.threshold is not None else "-"
+        thr = f"{self.threshold:.4f}" if self.threshold is not None else "-"
         level = f"{self.last_level_dbfs:.0f} dBFS" if self.last_level_dbfs is not None else "-"
         return (
             f"{self.machine}: {self.state} score {score} threshold {thr} windows {self.windows_processed} "

@@ -64,7 +64,7 @@ def make_certs(d: Path) -> dict[str, Path]:
 
 
 class Broker:
-    def __init__(self, d: Path, users: dict[str, str] | None = None, tls: bool = False):
+    def __init__(self, d: Path, users: dict[str, str] | None = None, tls: bool = False, acl: str | None = None):
         if not shutil.which("mosquitto"):
             pytest.skip("mosquitto is not installed (scripts/run-tests installs it)")
         self.dir = d
@@ -84,6 +84,9 @@ class Broker:
             for u, p in self.users.items():
                 subprocess.run(["mosquitto_passwd", "-b", str(pw), u, p], check=True, capture_output=True)
             lines += ["allow_anonymous false", f"password_file {pw}"]
+            if acl is not None:
+                (d / "acl").write_text(acl)
+                lines.append(f"acl_file {d / 'acl'}")
         else:
             lines += ["allow_anonymous true"]
         if tls:
@@ -147,7 +150,15 @@ def wait_for(pred, timeout: float = 20.0) -> bool:
 class Subscriber:
     """A paho 2.x subscriber that records (topic, payload, retain) in arrival order."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str | None = None, persistent: bool = False, **tls):
+    def __init__(
+        self,
+        port: int,
+        topic: str = "#",
+        client_id: str | None = None,
+        persistent: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+    ):
         import threading
 
         import paho.mqtt.client as mqtt
@@ -169,6 +180,8 @@ class Subscriber:
         self.c.on_connect = on_connect
         self.c.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, m.retain))
         self.c.reconnect_delay_set(0.2, 1)
+        if username:
+            self.c.username_pw_set(username, password)
         self.c.connect_async("127.0.0.1", port, keepalive=5)
         self.c.loop_start()
         assert self.connected.wait(10), "test subscriber could not connect"

@@ -206,6 +206,13 @@ def test_metrics_endpoint_scraped_and_parsed(tmp_path):
     )
     states = {s.labels["state"]: s.value for s in fams["edge_agent_state"].samples}
     assert states["normal"] + states["anomaly"] == 1.0 and states["no_audio"] == 0.0
+    alarm = {s.labels["state"]: s.value for s in fams["edge_agent_alarm_state"].samples}
+    assert sum(alarm.values()) == 1.0 and set(alarm) == {
+        "normal",
+        "unacknowledged",
+        "acknowledged",
+        "returned_unacknowledged",
+    }
     assert (
         "edge_agent_last_score" in fams and "edge_agent_audio_level_dbfs" in fams and "edge_agent_ring_overruns" in fams
     )

@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from edge_agent.alarm_states import Lifecycle
 from edge_agent.config import parse_config
 from edge_agent.detector import Decision
 from edge_agent.publish import events
@@ -29,7 +30,9 @@ MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
 def documented_examples() -> dict[str, list[dict]]:
     text = (ROOT / "docs" / "mqtt.md").read_text()
     out: dict[str, list[dict]] = {}
-    for kind, block in re.findall(r"Topic `[^`]*/(alarm|state|score)`:\n\n```json\n(.*?)\n```", text, re.S):
+    for kind, block in re.findall(
+        r"Topic `[^`]*/(alarm|state|score|command/result)`:\n\n```json\n(.*?)\n```", text, re.S
+    ):
         out.setdefault(kind, []).append(json.loads(block))
     return out
 
@@ -53,8 +56,19 @@ def test_payloads_have_exactly_the_documented_shape():
         "fan01", Decision("end", "a" * 32, 1.0e9 + 60, 0.05, 0.4, 1.0e9, 40, "sound back to normal"), 0.1, MODEL, 3, ev
     )
     assert [shape(p) for p in (start, update, end)] == [shape(p) for p in docs["alarm"]]
-    assert shape(events.state_payload("fan01", "normal", 1.0e9, 0.1, 0.2, MODEL, 1)) == shape(docs["state"][0])
-    assert shape(events.state_payload("fan01", "no_audio", 1.0e9, 0.1, 0.2, MODEL, 1, "why")) == shape(docs["state"][1])
+    active = Lifecycle()
+    active.alarm_started("a" * 32)
+    st = events.state_payload("fan01", "anomaly", 1.0e9, 0.1, 0.2, MODEL, 1, "", active)
+    assert shape(st) == shape(docs["state"][0])
+    quiet = events.state_payload("fan01", "no_audio", 1.0e9, 0.1, 0.2, MODEL, 1, "why", Lifecycle())
+    assert shape(quiet) == shape(docs["state"][1])
+    acked = Lifecycle()
+    acked.alarm_started("a" * 32)
+    acked.acknowledge(1.0e9, "mqtt")
+    after = events.state_payload("fan01", "anomaly", 1.0e9, 0.1, 0.2, MODEL, 1, "", acked)
+    ok = events.command_result_payload("fan01", 1.0e9, "acknowledge", "r1", True, "done", after)
+    refused = events.command_result_payload("fan01", 1.0e9, "shelve", None, False, "minutes: ...", after)
+    assert [shape(ok), shape(refused)] == [shape(p) for p in docs["command/result"]]
     assert shape(events.score_payload("fan01", 1.0e9, 0.1, 0.2, MODEL, 1, -30.0)) == shape(docs["score"][0])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", start["ts"])
 
@@ -290,8 +304,17 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
     pub = _publisher(broker.port, tmp_path / "st")
     pub.start()
     try:
-        assert sub.wait_for(lambda: len(sub.messages) >= 6, 10)
-        configs = {t: json.loads(p) for t, p, _ in sub.messages if t.endswith("/config")}
+        assert sub.wait_for(lambda: len(sub.messages) >= 12, 10)
+        configs = {t: json.loads(p) for t, p, _ in sub.messages if t.endswith("/config") and p}
+        # commands are off: the controls are removed (an empty retained config), never offered
+        removed = {t for t, p, _ in sub.messages if not p}
+        assert removed == {
+            f"homeassistant/{c}/n1/{m}_{e}/config"
+            for m in ("m1", "m2")
+            for c, e in (("button", "acknowledge"), ("switch", "shelve"))
+        }
+        alarm_state = configs["homeassistant/sensor/n1/m1_alarm/config"]
+        assert alarm_state["options"] == ["normal", "unacknowledged", "acknowledged", "returned_unacknowledged"]
         bs = configs["homeassistant/binary_sensor/n1/m1/config"]
         assert bs["device_class"] == "problem" and bs["state_topic"] == "edge-agent/n1/m1/state"
         assert bs["availability_topic"] == "edge-agent/n1/status" and bs["payload_available"] == "online"
@@ -318,15 +341,38 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
             "payload_not_available",
             "state_class",
             "unit_of_measurement",
+            "options",
         }
         for c in configs.values():
             assert set(c) <= allowed and {"identifiers", "name"} <= set(c["device"])
         n = len(sub.messages)
         sub.c.publish("homeassistant/status", "online")  # Home Assistant restarted
-        assert sub.wait_for(lambda: len([1 for t, _, _ in sub.messages[n:] if t.endswith("/config")]) >= 6, 10)
-        assert discovery_payloads(Topics("edge-agent", "n1"), "m1", "default") == {
-            t: c for t, c in configs.items() if "/m1/" in t or "/m1_level/" in t
+        assert sub.wait_for(lambda: len([1 for t, _, _ in sub.messages[n:] if t.endswith("/config")]) >= 12, 10)
+        assert {t: c for t, c in discovery_payloads(Topics("edge-agent", "n1"), "m1", "default").items() if c} == {
+            t: c for t, c in configs.items() if "/m1/" in t or "/m1_" in t
         }
+    finally:
+        pub.close()
+        sub.close()
+
+
+def test_home_assistant_gets_acknowledge_and_shelve_controls_with_commands_on(broker, tmp_path):  # noqa: F811
+    sub = Subscriber(broker.port, "homeassistant/#")
+    pub = _publisher(broker.port, tmp_path / "st", commands=True, homeassistant={"shelve_minutes": 120})
+    pub.start()
+    try:
+        assert sub.wait_for(lambda: len([1 for _, p, _ in sub.messages if p]) >= 12, 10)
+        configs = {t: json.loads(p) for t, p, _ in sub.messages if t.endswith("/config") and p}
+        button = configs["homeassistant/button/n1/m1_acknowledge/config"]
+        assert button["command_topic"] == "edge-agent/n1/m1/command"
+        assert json.loads(button["payload_press"]) == {"command": "acknowledge"}
+        switch = configs["homeassistant/switch/n1/m2_shelve/config"]
+        assert (
+            switch["command_topic"] == "edge-agent/n1/m2/command" and switch["state_topic"] == "edge-agent/n1/m2/state"
+        )
+        assert json.loads(switch["payload_on"]) == {"command": "shelve", "minutes": 120}
+        assert json.loads(switch["payload_off"]) == {"command": "unshelve"}
+        assert "value_json.state == 'shelved'" in switch["value_template"]
     finally:
         pub.close()
         sub.close()

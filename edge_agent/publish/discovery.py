@@ -1,7 +1,11 @@
-"""MQTT topic names and Home Assistant discovery payloads (one device per node; a binary_sensor,
-a score sensor and a sound-level sensor per machine)."""
+"""MQTT topic names and Home Assistant discovery payloads (one device per node; per machine a
+binary_sensor, score, sound-level and alarm-state sensors and, with commands on, an acknowledge
+button and a shelve switch)."""
 
 from __future__ import annotations
+
+import json
+from typing import Optional
 
 from .. import __version__
 
@@ -21,13 +25,24 @@ class Topics:
         """``entity`` tells apart several entities of one component per machine (its object id)."""
         return f"{self.discovery}/{component}/{self.node}/{machine}{'_' + entity if entity else ''}/config"
 
+    def command_machine(self, topic: str) -> Optional[str]:
+        """The machine of a ``<prefix>/<node>/<machine>/command`` topic, else None."""
+        head = f"{self.prefix}/{self.node}/"
+        if not topic.startswith(head) or not topic.endswith("/command"):
+            return None
+        machine = topic[len(head) : -len("/command")]
+        return machine if machine and "/" not in machine else None
+
     @property
     def ha_status(self) -> str:
         return f"{self.discovery}/status"
 
 
-def discovery_payloads(topics: Topics, machine: str, model_name: str) -> dict[str, dict]:
-    """Home Assistant MQTT discovery configs for one machine: {topic: config}."""
+def discovery_payloads(
+    topics: Topics, machine: str, model_name: str, commands: bool = False, shelve_minutes: float = 60.0
+) -> dict[str, Optional[dict]]:
+    """Home Assistant MQTT discovery configs for one machine: {topic: config}. None for the
+    controls while commands are off: an empty retained config removes them from Home Assistant."""
     node = topics.node
     device = {
         "identifiers": [f"edge_agent_{node}"],
@@ -73,4 +88,47 @@ def discovery_payloads(topics: Topics, machine: str, model_name: str) -> dict[st
             "device": device,
             **avail,
         },
+        # the latest alarm's ISA-18.2 state: normal, unacknowledged, acknowledged, returned_unacknowledged
+        topics.discovery_config("sensor", machine, "alarm"): {
+            "name": f"{machine} alarm state",
+            "unique_id": f"edge_agent_{node}_{machine}_alarm_state",
+            "state_topic": topics.machine(machine, "state"),
+            "value_template": "{{ value_json.alarm.state if value_json.alarm is defined else 'normal' }}",
+            "device_class": "enum",
+            "options": ["normal", "unacknowledged", "acknowledged", "returned_unacknowledged"],
+            "device": device,
+            **avail,
+        },
+        topics.discovery_config("button", machine, "acknowledge"): (
+            {
+                "name": f"{machine} acknowledge alarm",
+                "unique_id": f"edge_agent_{node}_{machine}_acknowledge",
+                "command_topic": topics.machine(machine, "command"),
+                "payload_press": json.dumps({"command": "acknowledge"}),
+                "qos": 1,
+                "device": device,
+                **avail,
+            }
+            if commands
+            else None
+        ),
+        topics.discovery_config("switch", machine, "shelve"): (
+            {
+                "name": f"{machine} shelved",
+                "unique_id": f"edge_agent_{node}_{machine}_shelve",
+                "icon": "mdi:bell-sleep",
+                "command_topic": topics.machine(machine, "command"),
+                "payload_on": json.dumps({"command": "shelve", "minutes": shelve_minutes}),
+                "payload_off": json.dumps({"command": "unshelve"}),
+                "state_topic": topics.machine(machine, "state"),
+                "value_template": "{{ 'ON' if value_json.state == 'shelved' else 'OFF' }}",
+                "state_on": "ON",
+                "state_off": "OFF",
+                "qos": 1,
+                "device": device,
+                **avail,
+            }
+            if commands
+            else None
+        ),
     }

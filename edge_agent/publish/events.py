@@ -79,11 +79,45 @@ def state_payload(
     model: dict,
     bank_version: Optional[int],
     reason: str = "",
+    lifecycle=None,
 ) -> dict[str, Any]:
+    """``lifecycle`` (``alarm_states.Lifecycle``) adds the latest alarm's ISA-18.2 state, the shelf
+    and the operator's threshold scale."""
     p = base(machine, ts, score, threshold, model, bank_version)
     p.update({"type": "state", "state": state})
     if reason:
         p["reason"] = reason
+    if lifecycle is not None:
+        p["alarm"] = lifecycle.describe(iso)
+        p["shelved_until"] = iso(lifecycle.shelved_until) if lifecycle.shelved_until is not None else None
+        p["threshold_scale"] = lifecycle.threshold_scale
+    return p
+
+
+def command_result_payload(
+    machine: str,
+    ts: float,
+    command: Optional[str],
+    request_id: Optional[str],
+    ok: bool,
+    text: str,
+    state: Optional[dict] = None,
+) -> dict[str, Any]:
+    """The answer to an operator command: ``message`` on success, ``error`` (what is wrong and what
+    to send instead) on failure; with the machine's state after it when the machine exists."""
+    p: dict[str, Any] = {
+        "schema": SCHEMA,
+        "event_id": uuid.uuid4().hex,
+        "ts": iso(ts),
+        "machine": machine,
+        "type": "command_result",
+        "command": command,
+        "id": request_id,
+        "ok": ok,
+        "message" if ok else "error": text,
+    }
+    if state is not None:
+        p.update({k: state[k] for k in ("state", "alarm", "shelved_until", "threshold_scale") if k in state})
     return p
 
 

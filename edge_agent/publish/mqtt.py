@@ -19,15 +19,17 @@ Topics (prefix default ``edge-agent``):
   <prefix>/<node>/<machine>/state   retained JSON state
   <prefix>/<node>/<machine>/alarm   QoS ``mqtt.qos`` (1), not retained: start / update / end
   <prefix>/<node>/<machine>/score   QoS 0, rate-limited telemetry
-plus Home Assistant discovery (one device per node, a binary_sensor and a score sensor per machine),
-re-sent on every connect and whenever Home Assistant announces itself on ``<discovery>/status``.
+  <prefix>/<node>/<machine>/command         subscribed with ``mqtt.commands: true``: operator commands
+  <prefix>/<node>/<machine>/command/result  QoS 1, not retained: one answer per command
+plus Home Assistant discovery (one device per node; per machine a binary_sensor, score, level and
+alarm-state sensors, and with commands an acknowledge button and a shelve switch), re-sent on
+every connect and whenever Home Assistant announces itself on ``<discovery>/status``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..config import Config, MQTTConfig
+from ..credentials import read_secret
 from ..errors import UserError
 from .discovery import Topics, discovery_payloads
 from .outbox import Outbox
@@ -52,18 +55,10 @@ class MQTTConfigError(UserError):
 
 def read_password(cfg: MQTTConfig) -> Optional[str]:
     """From ``password_file``, else systemd's ``$CREDENTIALS_DIRECTORY/mqtt_password``; never from YAML."""
-    path = None
-    if cfg.password_file is not None:
-        path = Path(cfg.password_file)
-    elif os.environ.get("CREDENTIALS_DIRECTORY"):
-        cand = Path(os.environ["CREDENTIALS_DIRECTORY"]) / "mqtt_password"
-        path = cand if cand.is_file() else None
-    if path is None:
-        return None
     try:
-        return path.read_text().rstrip("\r\n")
-    except OSError as e:
-        raise MQTTConfigError(f"mqtt.password_file {path}: cannot read it ({e.strerror})") from None
+        return read_secret(cfg.password_file, "mqtt_password", "mqtt.password_file")
+    except UserError as e:
+        raise MQTTConfigError(str(e)) from None
 
 
 class MQTTPublisher:
@@ -86,6 +81,8 @@ class MQTTPublisher:
         self.machines = machines
         self.model_name = model_name
         self.states = states  # current retained state per machine, re-published on every connect
+        # CommandDesk.submit(machine, payload, source, reply, retained=) for each command; None: ignored
+        self.on_command: Optional[Callable[..., None]] = None
         self.topics = Topics(self.mq.topic_prefix, cfg.node_id, self.mq.homeassistant.discovery_prefix)
         self.connected = threading.Event()
         self.connects = 0
@@ -201,6 +198,8 @@ class MQTTPublisher:
         if self.mq.homeassistant.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._publish_discovery()
+        if self.mq.commands:
+            client.subscribe(self.topics.machine("+", "command"), qos=1)
         self._states_due = True  # after the backlog (sender thread)
         self.connected.set()
         self._wake.set()
@@ -281,11 +280,31 @@ class MQTTPublisher:
         if msg.topic == self.topics.ha_status and msg.payload == b"online":
             log.info("MQTT: Home Assistant came online; re-sending discovery")
             self._publish_discovery()
+            return
+        machine = self.topics.command_machine(msg.topic)
+        if machine is None or not self.mq.commands:
+            return
+        if self.on_command is not None:
+            self.on_command(machine, msg.payload, "mqtt", self._replier(machine), retained=msg.retain)
+
+    def _replier(self, machine: str) -> Callable[[dict], None]:
+        topic = self.topics.machine(machine, "command/result")
+
+        def reply(result: dict) -> None:
+            # An answer to a live request: straight to the broker (not the outbox, where it could
+            # arrive after the sender has given up and its state changed again).
+            self.client.publish(topic, json.dumps(result), qos=1, retain=False)
+
+        return reply
 
     def _publish_discovery(self) -> None:
+        ha = self.mq.homeassistant
         for machine in self.machines:
-            for topic, conf in discovery_payloads(self.topics, machine, self.model_name).items():
-                self.client.publish(topic, json.dumps(conf), qos=1, retain=True)
+            confs = discovery_payloads(
+                self.topics, machine, self.model_name, commands=self.mq.commands, shelve_minutes=ha.shelve_minutes
+            )
+            for topic, conf in confs.items():
+                self.client.publish(topic, json.dumps(conf) if conf is not None else b"", qos=1, retain=True)
 
     # -- sender thread ---------------------------------------------------------------------------
     def _match_acks(self) -> None:

@@ -1,0 +1,204 @@
+"""The local status page: a small WSGI app (bottle) on a threaded stdlib server.
+
+``web.listen`` (off unless configured). Everything it needs is served from the package (a plant
+network has no internet: no CDN, and the Content-Security-Policy forbids any other origin).
+Reading is open to whoever reaches the port; the controls (acknowledge, shelve, unshelve) need the
+password from ``web.password_file`` or the systemd credential ``web_password``, sent as
+``Authorization: Bearer <password>``, and run the same code as the MQTT commands.
+
+Routes: ``/`` the page; ``/static/*`` its script and style; ``/api/status`` every machine;
+``/api/machines/<m>/scores?after=<ts>`` the last hour of window scores; ``/evidence/<m>/<file>``
+an alarm's WAV or PNG; ``POST /api/machines/<m>/command`` a command (JSON, as on MQTT).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import socket
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Optional
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import bottle
+
+from ..commands import MAX_PAYLOAD
+from ..config import WebConfig
+from ..credentials import read_secret
+from ..errors import UserError
+from ..publish import events
+from .board import StatusBoard
+
+log = logging.getLogger("edge_agent.web")
+
+STATIC = Path(str(resources.files("edge_agent.web") / "static"))
+EVIDENCE_FILE = re.compile(r"[0-9a-f]{32}\.(wav|png)")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Handler(WSGIRequestHandler):
+    def log_message(self, fmt, *args) -> None:  # requests go to the debug log, not stderr
+        log.debug("%s %s", self.address_string(), fmt % args)
+
+
+class StatusPage:
+    """A sink of the agent (it keeps the board) that serves the page on its own threads."""
+
+    def __init__(self, agent, cfg: WebConfig):
+        self.agent, self.cfg = agent, cfg
+        self.board = StatusBoard(list(agent.streams), {m: s.cfg.hop_seconds for m, s in agent.streams.items()})
+        self.password = read_secret(cfg.password_file, "web_password", "web.password_file")
+        self.evidence_dir = agent.cfg.resolved_state_dir() / "evidence"
+        self.app = self._routes()
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        """How others reach the page: ``web.url``, else from ``web.listen`` (all interfaces: the host name)."""
+        if self.cfg.url:
+            return self.cfg.url
+        host, _, port = self.cfg.listen.rpartition(":")
+        host = host.strip("[]")
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        if self._server is not None:
+            port = str(self._server.server_port)
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+    def start(self) -> None:
+        host, _, port = self.cfg.listen.rpartition(":")
+        host = host.strip("[]")
+        server_class = _Server
+        if ":" in host:
+            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        try:
+            self._server = make_server(host, int(port), self.app, server_class=server_class, handler_class=_Handler)
+        except OSError as e:
+            raise UserError(f"web.listen {self.cfg.listen}: cannot listen there ({e.strerror})") from None
+        self._thread = threading.Thread(target=self._server.serve_forever, name="status-page", daemon=True)
+        self._thread.start()
+        log.info(
+            "status page on %s (%s)",
+            self.url,
+            "controls need the password" if self.password else "read-only: no web.password_file",
+        )
+
+    # -- sink ------------------------------------------------------------------------------------
+    def handle(self, kind: str, machine: str, payload: dict) -> None:
+        self.board.handle(kind, machine, payload)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- the app ---------------------------------------------------------------------------------
+    def _routes(self) -> bottle.Bottle:
+        app = bottle.Bottle()
+        agent, board = self.agent, self.board
+
+        @app.hook("after_request")
+        def _headers():
+            for k, v in SECURITY_HEADERS.items():
+                bottle.response.set_header(k, v)
+            if bottle.request.path.startswith("/api/"):
+                bottle.response.set_header("Cache-Control", "no-store")
+
+        @app.get("/")
+        def _index():
+            return bottle.static_file("index.html", root=str(STATIC))
+
+        @app.get("/static/<name:re:[a-z]+\\.(js|css|svg)>")
+        def _static(name):
+            return bottle.static_file(name, root=str(STATIC))
+
+        @app.get("/api/status")
+        def _status():
+            return {
+                "node": agent.cfg.node_id,
+                "model": {"name": agent.model_info["name"], "version": agent.model_info["version"]},
+                "controls": self.password is not None,
+                "ts": events.iso(time.time()),
+                "machines": [self._machine(m, s) for m, s in agent.streams.items()],
+            }
+
+        @app.get("/api/machines/<machine>/scores")
+        def _scores(machine):
+            if machine not in agent.streams:
+                return _error(404, f"unknown machine {machine!r}")
+            try:
+                after = float(bottle.request.query.get("after") or "-inf")
+            except ValueError:
+                return _error(400, "after: a number of seconds (unix time) is expected")
+            return {"machine": machine, "points": board.scores(machine, after)}
+
+        @app.get("/evidence/<machine>/<name>")
+        def _evidence(machine, name):
+            if machine not in agent.streams or not EVIDENCE_FILE.fullmatch(name):
+                return _error(404, "no such evidence")
+            return bottle.static_file(name, root=str(self.evidence_dir / machine))
+
+        @app.post("/api/machines/<machine>/command")
+        def _command(machine):
+            if self.password is None:
+                return _error(403, "the controls are off: set web.password_file (or the web_password credential)")
+            given = bottle.request.get_header("Authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self.password.encode())):
+                time.sleep(1.0)  # slows guessing
+                return _error(401, "wrong or missing password")
+            raw = bottle.request.body.read(MAX_PAYLOAD + 1)
+            result = agent.commands.call(machine, raw, "web")
+            bottle.response.status = 200 if result["ok"] else 404 if machine not in agent.streams else 400
+            return result
+
+        return app
+
+    def _machine(self, m: str, s) -> dict:
+        st = s.stats()
+        retained = self.board.state(m) or {}
+        return {
+            "machine": m,
+            "state": retained.get("state", st.state),
+            "reason": retained.get("reason", ""),
+            "score": st.last_score,
+            "threshold": st.threshold,
+            "level_dbfs": st.last_level_dbfs,
+            "learning_progress": st.learning_progress,
+            "alarm": retained.get("alarm"),
+            "shelved_until": retained.get("shelved_until"),
+            "threshold_scale": retained.get("threshold_scale", 1.0),
+            "alarms": [self._with_readiness(m, a) for a in self.board.recent_alarms(m)],
+        }
+
+    def _with_readiness(self, m: str, a: dict) -> dict:
+        """Evidence is written ``post_seconds`` after the start: say when the files are there."""
+        ev = a.get("evidence")
+        if ev:
+            wav = Path(ev["wav"]).name
+            a["evidence"] = {
+                "wav_url": f"/evidence/{m}/{wav}",
+                "png_url": f"/evidence/{m}/{Path(ev['png']).name}",
+                "ready": (self.evidence_dir / m / wav).is_file(),
+            }
+        return a
+
+
+def _error(status: int, message: str) -> dict:
+    bottle.response.status = status
+    return {"ok": False, "error": message}

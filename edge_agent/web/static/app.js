@@ -1,0 +1,197 @@
+// The status page: polls /api/status every 2 s, appends new score points per machine, and sends
+// operator commands with the password (kept in this tab's sessionStorage only). No libraries, no
+// other origin: a plant network has no internet.
+"use strict";
+
+const POLL_MS = 2000;
+const HOUR = 3600;
+const cards = new Map(); // machine -> {el, points, lastTs}
+let controls = false;
+
+function $(root, sel) { return root.querySelector(sel); }
+
+function fmt(x, digits) { return x === null || x === undefined ? "-" : Number(x).toFixed(digits); }
+
+function when(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+
+async function getJSON(url) {
+  const r = await fetch(url, { cache: "no-store" });
+  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+  return r.json();
+}
+
+function card(m) {
+  let c = cards.get(m.machine);
+  if (c) return c;
+  const el = document.getElementById("machine-card").content.firstElementChild.cloneNode(true);
+  el.id = `machine-${m.machine}`;
+  el.dataset.machine = m.machine;
+  $(el, ".name").textContent = m.machine;
+  for (const b of el.querySelectorAll("button[data-command]")) {
+    b.addEventListener("click", () => command(m.machine, b.dataset.command, el));
+  }
+  document.getElementById("machines").appendChild(el);
+  c = { el, points: [], lastTs: null, alarms: new Map() };
+  cards.set(m.machine, c);
+  return c;
+}
+
+function render(m) {
+  const c = card(m);
+  const el = c.el;
+  const state = $(el, ".state");
+  state.textContent = m.state;
+  state.className = `state badge state-${m.state}`;
+  const alarm = (m.alarm && m.alarm.state) || "normal";
+  const a = $(el, ".alarm-state");
+  a.textContent = alarm.replace("_", " ");
+  a.className = `alarm-state badge alarm-${alarm}`;
+  el.dataset.state = m.state;
+  el.dataset.alarmState = alarm;
+  let reason = m.reason || "";
+  if (m.learning_progress !== null && m.learning_progress !== undefined && !reason) {
+    reason = `learning: ${(100 * m.learning_progress).toFixed(0)} %`;
+  }
+  $(el, ".reason").textContent = reason;
+  $(el, ".score").textContent = fmt(m.score, 4);
+  $(el, ".threshold").textContent = fmt(m.threshold, 4);
+  $(el, ".level").textContent = m.level_dbfs === null ? "-" : `${fmt(m.level_dbfs, 1)} dBFS`;
+  $(el, ".scale").textContent = m.threshold_scale !== 1 ? `(threshold x${m.threshold_scale} by an operator)` : "";
+  for (const b of el.querySelectorAll(".controls button, .controls input")) b.disabled = !controls;
+  renderAlarms(c, m);
+}
+
+function renderAlarms(c, m) {
+  const list = $(c.el, ".alarms");
+  $(c.el, ".no-alarms").hidden = m.alarms.length > 0;
+  // Items are created once and updated in place: re-creating them would stop a playing clip.
+  for (const a of m.alarms.slice().reverse()) {
+    let li = c.alarms.get(a.alarm_id);
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.alarmId = a.alarm_id;
+      li.innerHTML = '<span class="what"></span><div class="evidence"></div>';
+      list.prepend(li);
+      c.alarms.set(a.alarm_id, li);
+    }
+    const ended = a.ended_at ? `ended ${when(a.ended_at)} (${a.reason})` : "active";
+    $(li, ".what").textContent =
+      `${when(a.started_at)}: peak ${fmt(a.peak_score, 4)} over threshold ${fmt(a.threshold, 4)}, ${ended}`;
+    const ev = $(li, ".evidence");
+    if (a.evidence && a.evidence.ready && !$(ev, "audio")) {
+      ev.textContent = "";
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.preload = "metadata";
+      audio.src = a.evidence.wav_url;
+      const link = document.createElement("a");
+      link.href = a.evidence.png_url;
+      const img = document.createElement("img");
+      img.src = a.evidence.png_url;
+      img.alt = `spectrogram and scores of alarm ${a.alarm_id}`;
+      img.loading = "lazy";
+      link.appendChild(img);
+      ev.append(audio, link);
+    } else if (a.evidence && !a.evidence.ready) {
+      ev.textContent = "evidence: being recorded";
+    }
+  }
+  for (const [id, li] of c.alarms) {
+    if (!m.alarms.some((a) => a.alarm_id === id)) { li.remove(); c.alarms.delete(id); }
+  }
+}
+
+async function updateScores(m) {
+  const c = card(m);
+  const after = c.lastTs === null ? "" : `?after=${c.lastTs}`;
+  const r = await getJSON(`/api/machines/${encodeURIComponent(m.machine)}/scores${after}`);
+  if (r.points.length) {
+    c.points.push(...r.points);
+    c.lastTs = r.points[r.points.length - 1][0];
+    const horizon = c.lastTs - HOUR;
+    while (c.points.length && c.points[0][0] < horizon) c.points.shift();
+  }
+  c.el.dataset.points = String(c.points.length);
+  draw($(c.el, "canvas"), c.points);
+}
+
+function draw(canvas, pts) {
+  const g = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, pad = 4;
+  g.clearRect(0, 0, W, H);
+  if (!pts.length) return;
+  const t1 = pts[pts.length - 1][0], t0 = t1 - HOUR;
+  let hi = 0;
+  for (const p of pts) hi = Math.max(hi, p[1] || 0, p[2] || 0);
+  hi = hi * 1.1 || 1;
+  const x = (t) => pad + ((t - t0) / HOUR) * (W - 2 * pad);
+  const y = (v) => H - pad - (v / hi) * (H - 2 * pad);
+  g.lineWidth = 1.5;
+  g.strokeStyle = "#2060c0";
+  g.beginPath();
+  pts.forEach((p, i) => (i ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]))));
+  g.stroke();
+  g.strokeStyle = "#d62828";
+  g.setLineDash([6, 4]);
+  g.beginPath();
+  pts.forEach((p, i) => {
+    if (p[2] === null) return;
+    i ? g.lineTo(x(p[0]), y(p[2])) : g.moveTo(x(p[0]), y(p[2]));
+  });
+  g.stroke();
+  g.setLineDash([]);
+}
+
+async function command(machine, name, el) {
+  const result = $(el, ".result");
+  const body = { command: name };
+  if (name === "shelve") body.minutes = Number($(el, ".minutes").value);
+  const password = document.getElementById("password").value;
+  sessionStorage.setItem("edge-agent-password", password);
+  result.className = "result";
+  result.textContent = "…";
+  try {
+    const r = await fetch(`/api/machines/${encodeURIComponent(machine)}/command`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${password}` },
+      body: JSON.stringify(body),
+    });
+    const answer = await r.json();
+    result.className = `result ${answer.ok ? "ok" : "error"}`;
+    result.textContent = answer.ok ? answer.message : answer.error;
+    if (answer.state) render({ ...lastSeen.get(machine), ...answer, machine, alarms: lastSeen.get(machine).alarms });
+  } catch (e) {
+    result.className = "result error";
+    result.textContent = `no answer: ${e.message}`;
+  }
+}
+
+const lastSeen = new Map();
+
+async function poll() {
+  try {
+    const s = await getJSON("/api/status");
+    document.getElementById("offline").hidden = true;
+    document.getElementById("node").textContent = s.node;
+    document.getElementById("model").textContent = `model ${s.model.name} ${s.model.version}`;
+    document.getElementById("updated").textContent = `updated ${new Date(s.ts).toLocaleTimeString()}`;
+    controls = s.controls;
+    document.getElementById("login").hidden = !controls;
+    document.getElementById("readonly").hidden = controls;
+    for (const m of s.machines) {
+      lastSeen.set(m.machine, m);
+      render(m);
+      await updateScores(m);
+    }
+    document.body.dataset.loaded = "true";
+  } catch (e) {
+    document.getElementById("offline").hidden = false;
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("password").value = sessionStorage.getItem("edge-agent-password") || "";
+  document.getElementById("login").addEventListener("submit", (e) => e.preventDefault());
+  poll();
+});
