@@ -54,3 +54,38 @@ def test_state_dir_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "x"))
     assert default_state_dir() == tmp_path / "x" / "edge-agent"
     assert default_state_dir(tmp_path / "e") == tmp_path / "e"
+
+
+def test_every_config_key_is_in_the_reference():
+    """docs/config.md names every key of the typed config (a key nobody can find is a key nobody sets)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from edge_agent.config import Config
+
+    from .conftest import ROOT
+
+    doc = (ROOT / "docs" / "config.md").read_text()
+    rows = [ln for ln in doc.splitlines() if ln.startswith("| `")]
+
+    def models(t):
+        return [a for a in typing.get_args(t) or (t,) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+    def walk(model, prefix):
+        for name, f in model.model_fields.items():
+            path = f"{prefix}{name}"
+            yield path
+            t = f.annotation
+            if typing.get_origin(t) is dict:
+                t, path = typing.get_args(t)[1], f"{path}.<id>"
+            for sub in models(t):
+                yield from walk(sub, path + ".")
+
+    missing = []
+    for path in walk(Config, ""):
+        head, _, leaf = path.rpartition(".")
+        # a row names the key (or a longer key under it), or its parent's path with the leaf beside it
+        if not any(f"`{path}" in r or (f"`{head}." in r and f"`{leaf}`" in r) for r in rows):
+            missing.append(path)
+    assert not missing, f"docs/config.md does not name: {missing}"
