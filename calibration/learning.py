@@ -26,8 +26,6 @@ from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.config import parse_duration
 from edge_agent.learn_request import learning_paths, request_learning
 
-__all__ = ["Learner", "learner_factory", "learning_paths", "request_learning"]
-
 log = logging.getLogger("edge_agent.learning")
 
 # A block of audio acts as a clip for k-means and the held-out threshold fit: a twentieth of the

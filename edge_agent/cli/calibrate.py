@@ -258,7 +258,7 @@ def machine_arg(name: str) -> str:
 
 
 def request_learn(a) -> int:
-    from calibration.learning import request_learning
+    from ..learn_request import request_learning
 
     try:
         seconds = parse_duration(a.learn)

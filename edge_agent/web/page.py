@@ -72,22 +72,20 @@ class StatusPage:
         """How others reach the page: ``web.url``, else from ``web.listen`` (all interfaces: the host name)."""
         if self.cfg.url:
             return self.cfg.url
-        host, _, port = self.cfg.listen.rpartition(":")
-        host = host.strip("[]")
+        host, port = _host_port(self.cfg.listen)
         if host in ("", "0.0.0.0", "::"):
             host = socket.gethostname()
         if self._server is not None:
-            port = str(self._server.server_port)
+            port = self._server.server_port  # the one picked for port 0
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
     def start(self) -> None:
-        host, _, port = self.cfg.listen.rpartition(":")
-        host = host.strip("[]")
+        host, port = _host_port(self.cfg.listen)
         server_class = _Server
         if ":" in host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         try:
-            self._server = make_server(host, int(port), self.app, server_class=server_class, handler_class=_Handler)
+            self._server = make_server(host, port, self.app, server_class=server_class, handler_class=_Handler)
         except OSError as e:
             raise UserError(f"web.listen {self.cfg.listen}: cannot listen there ({e.strerror})") from None
         self._thread = threading.Thread(target=self._server.serve_forever, name="status-page", daemon=True)
@@ -197,6 +195,12 @@ class StatusPage:
                 "ready": (self.evidence_dir / m / wav).is_file(),
             }
         return a
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    """``web.listen`` (validated as ``host:port`` by the config) split; an IPv6 host without brackets."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _error(status: int, message: str) -> dict:
