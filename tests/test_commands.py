@@ -281,7 +281,8 @@ def test_a_shelf_expires_on_the_machines_clock_and_learn_needs_the_learning_peri
         r = run.agent.commands.call("fan01", '{"command": "shelve", "minutes": 0.25}', "test")
         assert r["ok"] is True and r["state"] == "shelved" and s.shelved
         assert wait_for(lambda: not s.shelved, 60)  # 15 s of audio: about a second of fast replay
-        assert json.loads((state_dir / "operator" / "fan01.json").read_text())["shelved_until"] is None
+        saved = state_dir / "operator" / "fan01.json"  # written by the agent's thread just after
+        assert wait_for(lambda: json.loads(saved.read_text())["shelved_until"] is None, 10)
         r = run.agent.commands.call("fan01", '{"command": "learn", "hours": 2}', "test")
         assert r["ok"] is False and "without the learning period" in r["error"] and s.learner is None
         r = run.agent.commands.call("fan01", '{"command": "unshelve"}', "test")
