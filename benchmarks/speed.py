@@ -1,15 +1,19 @@
 """Speed benchmark of the runtime on this machine. Prints a table, writes JSON, and rewrites the
 table between the markers in docs/performance.md.
 
-1. per-window time split into front end, engine and k-NN (median, p95): the default model on ONNX
-   Runtime (CPU) versus the same model in PyTorch eager, in one run; real-time factor;
-2. peak RSS and CPU % of `edge-agent run` with one machine (real-time replay, hop 1 s);
+1. per-window time of a stream at hop 1 s on one thread, split into front end (frames shared with
+   the previous window; the batch front end beside it), engine and k-NN (median, p95);
+2. peak RSS and CPU % of `edge-agent run` with one machine (real-time and fast replay, hop 1 s);
 3. how many streams one process sustains in real time;
-4. k-NN time against bank size (1k, 10k, 100k entries);
+4. k-NN time against bank size (1k, 10k, 100k entries), exact and on a 128-d PCA of the bank, and
+   what the PCA changes in clip AUC on real sound;
 5. end-to-end alarm latency: first anomalous sample into the ring buffer -> alarm message at a
    subscriber of a real Mosquitto broker, and the part that is not the inherent window/k-of-n wait.
 
-    python benchmarks/speed.py [--quick]
+    python benchmarks/speed.py [--quick] [--compare fast]
+
+The default model (the four-seed ensemble) and the bundle named by --compare (the fast model
+distilled from it) are measured in the same run.
 """
 
 from __future__ import annotations
@@ -49,29 +53,55 @@ def unit(x):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
+def _stream_audio(seconds: float, sample_rate: int) -> np.ndarray:
+    """Real machine sound for the per-window rows: the demo's replay clips, looped to ``seconds``."""
     from edge_agent.audio.convert import prepare
     from edge_agent.audio.wavio import read_wav
 
+    parts = []
+    for p in sorted((DEMO / "replay").glob("*.wav")):
+        x, sr = read_wav(p)
+        parts.append(prepare(x, sr, sample_rate))
+    x = np.concatenate(parts)
+    return np.tile(x, int(np.ceil(seconds * sample_rate / len(x))))[: int(seconds * sample_rate)]
+
+
+def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path], threads: int = 1) -> dict:
+    """Per-window compute as a stream sees it: windows of real audio at hop 1 s, one after another,
+    through the stream's front end (frames shared with the previous window where the features allow
+    it), the engine on ``threads`` threads at batch 1, and the k-NN. The batch front end (every frame
+    computed for every window) is timed on the same windows."""
+    from edge_agent.stream_frontend import StreamFrontend
+
     fe = bundle.frontend
-    x, sr = read_wav(sorted((DEMO / "replay").glob("*.wav"))[0])
-    x = prepare(x, sr, fe.sample_rate)
-    win = x[None, : fe.window_samples]
-    eng = OnnxEngine(bundle, "cpu")
+    hop = fe.sample_rate  # 1 s
+    x = _stream_audio((n + 5) * hop / fe.sample_rate + fe.window_seconds, fe.sample_rate)
+    eng = OnnxEngine(bundle, "cpu", threads=threads)
     bank = unit(np.random.default_rng(0).normal(size=(106, bundle.embedding_dim)))  # 16 centres + 90 target windows
-    for _ in range(5):
-        eng.embed(fe(win))
-    t_fe, t_eng, t_knn = [], [], []
-    for _ in range(n):
+    sf = StreamFrontend(fe)
+    for i in range(5):
+        eng.embed(sf(x[i * hop : i * hop + fe.window_samples], i * hop))
+    t_fe, t_batch, t_eng, t_knn = [], [], [], []
+    for i in range(5, n + 5):
+        win = x[i * hop : i * hop + fe.window_samples]
         t0 = time.perf_counter()
-        f = fe(win)
+        f = sf(win, i * hop)
         t1 = time.perf_counter()
         e = eng.embed(f)
         t2 = time.perf_counter()
         knn_distance(e, bank, 1)
         t3 = time.perf_counter()
-        t_fe.append(t1 - t0), t_eng.append(t2 - t1), t_knn.append(t3 - t2)
-    out = {"frontend": stats(t_fe), "engine_onnxruntime": stats(t_eng), "knn_106": stats(t_knn)}
+        fe(win[None])
+        t4 = time.perf_counter()
+        t_fe.append(t1 - t0), t_eng.append(t2 - t1), t_knn.append(t3 - t2), t_batch.append(t4 - t3)
+    out = {
+        "threads": threads,
+        "frontend": stats(t_fe),
+        "frontend_batch": stats(t_batch),
+        "frames_reused_share": sf.frames_reused / max(1, sf.frames_reused + sf.frames_computed),
+        "engine_onnxruntime": stats(t_eng),
+        "knn_106": stats(t_knn),
+    }
     total = np.array(t_fe) + np.array(t_eng) + np.array(t_knn)
     out["total_onnxruntime"] = stats(total)
     if torch_ckpts:
@@ -80,7 +110,7 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
         from export.onnx_export import load_models
 
         model = load_models(torch_ckpts)[0].eval()
-        feats = fe(win)
+        feats = fe(x[None, : fe.window_samples])
         inputs = [torch.from_numpy(feats[k]) for k in model.input_names]
         with torch.no_grad():
             for _ in range(5):
@@ -96,39 +126,42 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path]) -> dict:
         )
     out["window_seconds"] = fe.window_seconds
     out["per_10s_audio_hop_1s_ms"] = out["total_onnxruntime"]["median_ms"] * 10  # 10 windows per 10 s at hop 1 s
-    out["per_10s_audio_no_overlap_ms"] = out["total_onnxruntime"]["median_ms"] * 10 / fe.window_seconds
     out["real_time_factor_hop_1s"] = out["total_onnxruntime"]["median_ms"] / 1000.0
     return out
 
 
 def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str]) -> Path:
+    from calibration.policy import DCASE_POLICY
     from calibration.service import enrol_paths
     from edge_agent.bank import bank_path
 
-    bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), OnnxEngine(bundle, "cpu"), bundle.frontend.sample_rate)[
-        0
-    ].bank
+    # the demo's threshold (90th percentile): its replay clips are chosen to alarm at it, and the
+    # latency rows need the alarm (with the 1-a-week default these clips do not raise it)
+    engine = OnnxEngine(bundle, "cpu")
+    bank = enrol_paths(
+        sorted((DEMO / "enrol").glob("*.wav")), engine, bundle.frontend.sample_rate, policy=DCASE_POLICY
+    )[0].bank
     for m in machines:
         bank.save(bank_path(tmp, m))
     return tmp
 
 
-def bench_process(seconds: float, web: bool = False) -> dict:
-    """Peak RSS and CPU of `edge-agent run` with one machine replaying in real time, hop 1 s; with
-    ``web``, the status page on and polled every 2 s as its script does."""
+def bench_process(seconds: float, web: bool = False, model: str = "default", realtime: bool = True) -> dict:
+    """Peak RSS and CPU of `edge-agent run` with one machine replaying (in real time, or as fast as
+    it can be scored), hop 1 s; with ``web``, the status page on and polled every 2 s as its script does."""
     import socket
     import threading
     import urllib.request
 
     tmp = Path(tempfile.mkdtemp(prefix="speed-"))
-    _state_dir_with_bank(tmp, Bundle.load("default"), ["fan01"])
+    _state_dir_with_bank(tmp, Bundle.load(model), ["fan01"])
     cfg = tmp / "c.yaml"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cfg.write_text(
-        f"state_dir: {tmp}\nengine: cpu\nmachines:\n  fan01:\n    input: "
-        f"{{file: {DEMO / 'replay'}, realtime: true, loop: true}}\n"
+        f"state_dir: {tmp}\nmodel: {model}\nengine: cpu\nmachines:\n  fan01:\n    input: "
+        f"{{file: {DEMO / 'replay'}, realtime: {str(realtime).lower()}, loop: true}}\n"
         "    hop_seconds: 1.0\n" + (f'web: {{listen: "127.0.0.1:{port}"}}\n' if web else "")
     )
     polling = threading.Event()
@@ -240,20 +273,71 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
     return results
 
 
-def bench_knn(dim: int, sizes=(1_000, 10_000, 100_000), n=30) -> dict:
+def bench_knn(dim: int, sizes=(1_000, 10_000, 100_000), n=30, compact_dim: int = 128) -> dict:
+    """k-NN time of one window against random banks: exact, and on the bank's PCA projection (what
+    calibrate builds above --compact-above entries), through ``MemoryBank.score``."""
+    from edge_agent.bank import MemoryBank, fit_projection
+
     rng = np.random.default_rng(0)
     out = {}
     for size in sizes:
-        bank = unit(rng.normal(size=(size, dim)))
+        entries = unit(rng.normal(size=(size, dim)))
         q = unit(rng.normal(size=(1, dim)))
-        knn_distance(q, bank, 1)
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            knn_distance(q, bank, 1)
-            ts.append(time.perf_counter() - t)
-        out[size] = stats(ts)
-        del bank
+        row = {}
+        for name, proj in (("exact", None), (f"pca{compact_dim}", fit_projection(entries, compact_dim))):
+            bank = MemoryBank(entries, np.array(["source"] * size), np.array(["sample"] * size), "x", projection=proj)
+            bank.score(q)  # the entries' projection is made once, at the first window
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                bank.score(q)
+                ts.append(time.perf_counter() - t)
+            row[name] = stats(ts)
+        out[size] = row
+        del entries
+    return out
+
+
+def bench_projection_quality(bundle: Bundle, compact_dim: int = 128) -> dict:
+    """What the PCA bank costs in detection on real sound: every training window of a machine kept in
+    the bank (hop 0.5 s), test clips scored (mean window score) against the exact and the projected
+    bank; clip AUC of both and the rank correlation of the window scores."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    from edge_agent.audio.convert import prepare
+    from edge_agent.audio.wavio import read_wav
+    from edge_agent.bank import MemoryBank, fit_projection
+    from edge_agent.embedding import embed_signal
+
+    data = Path(os.environ.get("EDGE_AGENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    eng = OnnxEngine(bundle, "cpu")
+    fe = bundle.frontend
+    out = {}
+    for name, folder in (("valve", data / "dcase2023t2" / "valve"), ("fan", data / "mimii" / "fan")):
+        if not folder.is_dir():
+            continue
+
+        def emb(p, hop):
+            x, sr = read_wav(p)
+            return embed_signal(eng, fe, prepare(x, sr, fe.sample_rate), int(hop * fe.sample_rate))
+
+        entries = np.concatenate([emb(p, 0.5) for p in sorted((folder / "train").glob("*.wav"))])
+        tests = sorted((folder / "test").glob("*.wav"))
+        labels = np.array([("anomaly" in p.name) for p in tests])
+        per_clip = [emb(p, 1.0) for p in tests]
+        dim = min(compact_dim, len(entries) - 1)
+        exact = MemoryBank(entries, np.array(["source"] * len(entries)), np.array(["sample"] * len(entries)), "x")
+        proj = MemoryBank(exact.embeddings, exact.domains, exact.kinds, "x", projection=fit_projection(entries, dim))
+        se = [exact.score(e) for e in per_clip]
+        sp = [proj.score(e) for e in per_clip]
+        out[name] = {
+            "bank_entries": int(len(entries)),
+            "projection_dim": dim,
+            "auc_exact": float(roc_auc_score(labels, [s.mean() for s in se])),
+            "auc_projected": float(roc_auc_score(labels, [s.mean() for s in sp])),
+            "window_rank_correlation": float(spearmanr(np.concatenate(se), np.concatenate(sp))[0]),
+        }
     return out
 
 
@@ -320,6 +404,37 @@ def bench_latency(repeats: int) -> dict:
     return {k: float(np.median([o[k] for o in out])) for k in out[0]} | {"runs": out}
 
 
+def _ms(s: dict) -> str:
+    return f"{s['median_ms']:.2f} ms (p95 {s['p95_ms']:.2f})"
+
+
+def _window_rows(w: dict) -> list[tuple[str, str]]:
+    rows = [
+        (
+            "front end per window, stream (batch)",
+            f"{_ms(w['frontend'])} ({w['frontend_batch']['median_ms']:.2f}); "
+            f"{100 * w['frames_reused_share']:.0f} % of frames reused",
+        ),
+        (f"engine per window, ONNX Runtime CPU, {w['threads']} thread", _ms(w["engine_onnxruntime"])),
+    ]
+    if "engine_torch_eager" in w:
+        rows.append(
+            (
+                "engine per window, PyTorch eager",
+                f"{_ms(w['engine_torch_eager'])}; ONNX Runtime {w['onnxruntime_speedup_vs_torch']:.2f}x faster",
+            )
+        )
+    return rows + [
+        ("k-NN per window (106 entries)", f"{w['knn_106']['median_ms']:.3f} ms"),
+        (f"total per {w['window_seconds']:g} s window", _ms(w["total_onnxruntime"])),
+        ("**compute per 10 s of audio at hop 1 s**", f"{w['per_10s_audio_hop_1s_ms']:.1f} ms"),
+    ]
+
+
+def _process_row(r: dict) -> str:
+    return f"{r['peak_rss_mb']:.0f} MB (CPU {r['cpu_percent_of_one_core']:.1f} % of one core)"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
@@ -331,80 +446,109 @@ def main(argv=None) -> int:
         help="the default model's training checkpoints, for the PyTorch eager comparison",
     )
     p.add_argument(
-        "--process-only",
-        action="store_true",
-        help="only the one-machine process rows (RSS, CPU; status page off and on); writes speed-process.json",
+        "--compare",
+        default="fast",
+        help="the bundle to measure next to the default in the same run (default: the distilled fast model; '' none)",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        metavar="PART[,PART...]",
+        help="re-measure only these parts (window, knn, process, streams, latency) and keep the others from "
+        "--json; the table says when each part was measured",
     )
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "speed.json")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md")
     a = p.parse_args(argv)
+    parts = {"window", "knn", "process", "streams", "latency"}
+    only = {x for x in a.only.split(",") if x}
+    if only - parts:
+        p.error(f"--only: unknown part(s) {', '.join(sorted(only - parts))}; choose from {', '.join(sorted(parts))}")
     bundle = Bundle.load("default")
-    res = {
-        "date": _dt.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "model": bundle.describe(),
-    }
-    if not a.process_only:
-        print("per-window compute ...", flush=True)
-        res["window"] = bench_window(bundle, 30 if a.quick else 200, list(a.ckpts))
+    models = ["default"] + ([a.compare] if a.compare else [])
+    today = _dt.date.today().isoformat()
+    res = json.loads(a.json.read_text()) if only and a.json.is_file() else {}
+    res.update(
+        {
+            "date": today,
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            "models": {m: Bundle.load(m).describe() for m in models},
+        }
+    )
+    measured = res.setdefault("measured", {})
+    todo = only or parts
+    secs = 10 if a.quick else 30
+    if "window" in todo:
+        res["window"] = {}
+        for m in models:
+            print(f"per-window compute, {m} ...", flush=True)
+            res["window"][m] = bench_window(
+                Bundle.load(m), 30 if a.quick else 200, list(a.ckpts) if m == "default" else []
+            )
+    if "knn" in todo:
         print("k-NN against bank size ...", flush=True)
         res["knn"] = bench_knn(bundle.embedding_dim, n=10 if a.quick else 50)
-    print("edge-agent run, one machine ...", flush=True)
-    res["process"] = bench_process(10 if a.quick else 30)
-    print("edge-agent run, one machine, status page on ...", flush=True)
-    res["process_web"] = bench_process(10 if a.quick else 30, web=True)
-    if a.process_only:
-        for k in ("process", "process_web"):
-            print(k, json.dumps(res[k]))
-        a.json.with_name("speed-process.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-        return 0
-    print("streams per process ...", flush=True)
-    res["streams"] = bench_streams([4, 8] if a.quick else [8, 16, 32, 48, 64], 12 if a.quick else 20)
-    print("alarm latency through Mosquitto ...", flush=True)
-    res["latency"] = bench_latency(1 if a.quick else 3)
-    w = res["window"]
+        print("PCA bank on real sound ...", flush=True)
+        res["projection_quality"] = bench_projection_quality(bundle)
+    if "process" in todo:
+        res["process"] = {}
+        for m in models:
+            for mode in ("realtime", "fast"):
+                print(f"edge-agent run, one machine, {m}, {mode} replay ...", flush=True)
+                res["process"][f"{m}/{mode}"] = bench_process(secs, model=m, realtime=mode == "realtime")
+        print("edge-agent run, one machine, status page on ...", flush=True)
+        res["process"]["default/realtime+web"] = bench_process(secs, web=True)
+    if "streams" in todo:
+        print("streams per process ...", flush=True)
+        res["streams"] = bench_streams([4, 8] if a.quick else [8, 16, 32, 48, 64], 12 if a.quick else 20)
+    if "latency" in todo:
+        print("alarm latency through Mosquitto ...", flush=True)
+        res["latency"] = bench_latency(1 if a.quick else 3)
+    for part in todo:
+        measured[part] = today
+    res["streams"] = {int(k): v for k, v in res["streams"].items()}  # JSON keys are text
+    res["knn"] = {int(k): v for k, v in res["knn"].items()}
     sustained = max([n for n, r in res["streams"].items() if r["real_time"]], default=0)
-    rows = [
-        ("front end per window", f"{w['frontend']['median_ms']:.2f} ms (p95 {w['frontend']['p95_ms']:.2f})"),
-        (
-            "engine per window, ONNX Runtime CPU",
-            f"{w['engine_onnxruntime']['median_ms']:.2f} ms (p95 {w['engine_onnxruntime']['p95_ms']:.2f})",
-        ),
-    ]
-    if "engine_torch_eager" in w:
+    names = [f"{m} ({Bundle.load(m).version})" for m in models]
+    per_model = [dict(_window_rows(res["window"][m])) for m in models]
+    rows = [(k, *[pm.get(k, "-") for pm in per_model]) for k in per_model[0]]
+    for mode in ("realtime", "fast"):
         rows.append(
             (
-                "engine per window, PyTorch eager",
-                f"{w['engine_torch_eager']['median_ms']:.2f} ms (p95 {w['engine_torch_eager']['p95_ms']:.2f}); "
-                f"ONNX Runtime {w['onnxruntime_speedup_vs_torch']:.2f}x faster",
+                f"edge-agent run, one machine, {mode} replay: peak RSS",
+                *[_process_row(res["process"][f"{m}/{mode}"]) for m in models],
             )
         )
-    rows += [
-        ("k-NN per window (106 entries)", f"{w['knn_106']['median_ms']:.3f} ms"),
+    rows.append(
         (
-            f"total per {w['window_seconds']:g} s window",
-            f"{w['total_onnxruntime']['median_ms']:.2f} ms (p95 {w['total_onnxruntime']['p95_ms']:.2f})",
-        ),
-        (
-            "compute per 10 s of audio",
-            f"{w['per_10s_audio_no_overlap_ms']:.1f} ms without overlap; {w['per_10s_audio_hop_1s_ms']:.1f} ms at "
-            "hop 1 s",
-        ),
-        ("real-time factor, one stream at hop 1 s", f"{w['real_time_factor_hop_1s']:.4f}"),
-        ("edge-agent run, one machine: peak RSS", f"{res['process']['peak_rss_mb']:.0f} MB"),
-        ("edge-agent run, one machine: CPU", f"{res['process']['cpu_percent_of_one_core']:.1f} % of one core"),
-        (
-            "edge-agent run, one machine, status page on and polled: peak RSS",
-            f"{res['process_web']['peak_rss_mb']:.0f} MB (CPU {res['process_web']['cpu_percent_of_one_core']:.1f} %)",
-        ),
+            "edge-agent run, real time, status page on and polled: peak RSS",
+            _process_row(res["process"]["default/realtime+web"]),
+        )
+        + ("-",) * (len(models) - 1)
+    )
+    rows.append(
         (
             "streams sustained in real time (hop 1 s)",
-            f"{sustained}" + (" (the largest count tried)" if sustained == max(res["streams"]) else ""),
-        ),
-    ]
-    for size, s in res["knn"].items():
+            f"{sustained}" + (" (the most tried)" if sustained == max(res["streams"]) else ""),
+        )
+        + ("-",) * (len(models) - 1)
+    )
+    for size, r in res["knn"].items():
         rows.append(
-            (f"k-NN, bank of {size:,} x {bundle.embedding_dim}", f"{s['median_ms']:.2f} ms (p95 {s['p95_ms']:.2f})")
+            (
+                f"k-NN, bank of {size:,} x {bundle.embedding_dim}: exact / PCA 128",
+                f"{_ms(r['exact'])} / {_ms(r['pca128'])}",
+            )
+            + ("-",) * (len(models) - 1)
+        )
+    for mach, q in res.get("projection_quality", {}).items():
+        rows.append(
+            (
+                f"PCA bank on real sound, {mach} ({q['bank_entries']} entries -> {q['projection_dim']})",
+                f"clip AUC {100 * q['auc_exact']:.2f} exact, {100 * q['auc_projected']:.2f} projected; window scores' "
+                f"rank correlation {q['window_rank_correlation']:.4f}",
+            )
+            + ("-",) * (len(models) - 1)
         )
     lat = res["latency"]
     if "latency_s" in lat:
@@ -414,11 +558,21 @@ def main(argv=None) -> int:
                 f"{lat['latency_s']:.2f} s, of which window + k-of-n wait "
                 f"{lat['inherent_s']:.2f} s and processing + delivery {lat['processing_and_delivery_s'] * 1e3:.0f} ms",
             )
+            + ("-",) * (len(models) - 1)
         )
-    table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    table = (
+        "| measure | "
+        + " | ".join(names)
+        + " |\n|---|"
+        + "---|" * len(names)
+        + "\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    )
+    when = sorted({d for d in measured.values()})
     header = (
-        f"Measured {res['date']} on {res['machine']} (`python benchmarks/speed.py`), "
-        f"model {bundle.name} {bundle.version}."
+        f"Measured {', '.join(when)} on {res['machine']} (`python benchmarks/speed.py`)"
+        + ("" if len(set(measured.values())) == 1 else f"; parts and dates: {json.dumps(measured)}")
+        + ". Both models' rows of one part come from the same run."
     )
     print(header + "\n" + table)
     a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from calibration.enrol import ThresholdPolicy  # noqa: E402
+from calibration.policy import ThresholdPolicy  # noqa: E402
 from calibration.service import enrol_paths  # noqa: E402
 from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.audio.wavio import wav_info  # noqa: E402
@@ -233,7 +233,7 @@ SETTINGS = {
 def policy_for(setting: dict, alarm: AlarmConfig) -> ThresholdPolicy:
     from dataclasses import replace
 
-    from calibration.service import threshold_policy
+    from calibration.policy import threshold_policy
 
     p = threshold_policy(setting.get("percentile"), setting.get("false_alarms_per_day"), 1.0, alarm)
     return replace(p, independent_windows=setting.get("independent_windows", False))

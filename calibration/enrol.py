@@ -15,9 +15,10 @@ from typing import Optional
 import numpy as np
 
 from edge_agent import __version__
-from edge_agent.bank import MemoryBank, combine_domains, knn_distance
+from edge_agent.bank import MemoryBank, Projection, bank_distance, combine_domains, fit_projection
 from edge_agent.scoring import ensemble_spec
 
+from .policy import ThresholdPolicy
 from .threshold import (
     GammaFit,
     alarm_rate_per_day,
@@ -41,33 +42,6 @@ class Enrolment:
     embeddings: np.ndarray  # (n, D)
     groups: np.ndarray  # (n,) clip ids
     domain: str
-
-
-@dataclass
-class ThresholdPolicy:
-    """A percentile of the gamma fit of window scores (the DCASE convention, for evaluation), or a
-    false-alarm budget estimated with the real decision rule (the default: 1 a week)."""
-
-    percentile: Optional[float] = None
-    false_alarms_per_day: Optional[float] = 1.0 / 7
-    hop_seconds: float = 1.0
-    raise_after: int = 3
-    of_last: int = 5
-    smooth_windows: int = 1
-    smooth: str = "median"
-    independent_windows: bool = False  # the former rate model (windows taken as independent), for comparison
-
-    def rule(self) -> dict:
-        return {
-            "hop_seconds": self.hop_seconds,
-            "raise_after": self.raise_after,
-            "of_last": self.of_last,
-            "smooth_windows": self.smooth_windows,
-            "smooth": self.smooth,
-        }
-
-
-DCASE_POLICY = ThresholdPolicy(percentile=0.90, false_alarms_per_day=None)  # evaluate: the DCASE baseline's convention
 
 
 @dataclass
@@ -217,8 +191,10 @@ def _loo_distances(
     keep_source_samples: bool,
     k: int,
     seed: int,
+    projection: Optional[Projection] = None,
 ):
-    """Leave-one-clip-out k-NN distances of every enrolled window, to each domain's entries."""
+    """Leave-one-clip-out k-NN distances of every enrolled window, to each domain's entries (in the
+    bank's projection when it has one, so the threshold is fitted on the scores the runtime gives)."""
     rows = [e for e in (source, target) if e is not None and len(e.embeddings)]
     all_emb = np.concatenate([e.embeddings for e in rows])
     all_dom = np.concatenate([[e.domain] * len(e.embeddings) for e in rows])
@@ -240,7 +216,7 @@ def _loo_distances(
         for d in ("source", "target"):
             m = dom == d
             if m.any():
-                dists[d][held] = knn_distance(all_emb[held], emb[m], k)
+                dists[d][held] = bank_distance(all_emb[held], emb[m], k, projection)
     return all_emb, all_dom, dists
 
 
@@ -258,11 +234,14 @@ def enrol(
     model_name: str = "",
     model_version: str = "",
     seed: int = 0,
+    compact_above: int = 20000,
+    compact_dim: int = 128,
 ) -> EnrolResult:
     """Build (or extend) a bank and fit its threshold.
 
     Enrolment embeddings of earlier calibrations are kept in the bank's ``enrolled_*`` arrays so
-    that a later target enrolment can refit the threshold on everything the bank knows."""
+    that a later target enrolment can refit the threshold on everything the bank knows. A bank of
+    more than ``compact_above`` entries scores on a ``compact_dim``-d PCA of them (0 never)."""
     notes = []
     if existing is not None and not replace:
         existing.check_model(model_sha256)
@@ -294,7 +273,13 @@ def enrol(
         keep_source_samples,
         seed,
     )
-    all_emb, all_dom, dists = _loo_distances(source, target, n_centres, keep_source_samples, k, seed)
+    projection = None
+    if compact_above and len(emb) > compact_above and 0 < compact_dim < emb.shape[1]:
+        projection = fit_projection(emb, compact_dim)
+        notes.append(
+            f"{len(emb)} bank entries: k-NN runs on a {compact_dim}-d projection of them (--compact-above 0 for exact)"
+        )
+    all_emb, all_dom, dists = _loo_distances(source, target, n_centres, keep_source_samples, k, seed, projection)
     all_grp = dists.pop("groups")
     stats: dict[str, tuple[float, float]] = {}
     for d in ("source", "target"):
@@ -336,9 +321,11 @@ def enrol(
             "enrolled_clips": {e.domain: int(len(np.unique(e.groups))) for e in (source, target) if e is not None},
             "n_centres": n_centres,
             "keep_source_samples": keep_source_samples,
+            "projection_dim": projection.dim if projection is not None else None,
         },
         enrolled={
             e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None
         },
+        projection=projection,
     )
     return EnrolResult(bank, loo, all_dom[finite], fit, rate, notes, all_grp)

@@ -26,8 +26,9 @@ from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
 from edge_agent.scoring import CLASS_HEADS, parse_score, score_windows
 
-from .enrol import DCASE_POLICY, EnrolResult, ThresholdPolicy
+from .enrol import EnrolResult
 from .metrics import harmonic_mean, section_scores
+from .policy import DCASE_POLICY, ThresholdPolicy
 from .report import write_reports
 
 log = logging.getLogger("edge_agent.evaluate")

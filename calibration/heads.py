@@ -10,7 +10,8 @@ import numpy as np
 from edge_agent.scoring import CLASS_HEADS, ScoreError, head_scores, parse_score
 
 from .embed import CalibrationError
-from .enrol import EnrolResult, ThresholdPolicy, use_heads
+from .enrol import EnrolResult, use_heads
+from .policy import ThresholdPolicy
 
 
 def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:

@@ -184,7 +184,7 @@ def _span(seconds: float) -> str:
 def learner_factory(cfg, bundle):
     """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
     config for a machine that has no bank yet), or None."""
-    from .service import threshold_policy
+    from .policy import threshold_policy
 
     state_dir = cfg.resolved_state_dir()
 

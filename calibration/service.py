@@ -13,11 +13,11 @@ from typing import Optional, Union
 import numpy as np
 
 from edge_agent.bank import MemoryBank
-from edge_agent.config import AlarmConfig
 
 from .embed import CalibrationError, embed_files, embed_recording, to_enrolments
-from .enrol import EnrolResult, ThresholdPolicy, enrol
+from .enrol import EnrolResult, enrol
 from .heads import apply_score, knn_only, score_members
+from .policy import ThresholdPolicy
 from .vetting import Outlier, outlier_clips
 
 MIN_WINDOWS = 5
@@ -40,6 +40,8 @@ class CalibrationRequest:
     replace: bool = False
     centres: int = 16
     keep_source_samples: bool = False
+    compact_above: int = 20000  # more bank entries than this: k-NN on a PCA (0: always exact)
+    compact_dim: int = 128
     k: int = 1
     normalise_domains: bool = False
     keep_outliers: bool = False
@@ -116,6 +118,8 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
             replace=req.replace,
             n_centres=req.centres,
             keep_source_samples=req.keep_source_samples,
+            compact_above=req.compact_above,
+            compact_dim=req.compact_dim,
             k=req.k,
             normalise_domains=req.normalise_domains,
             policy=req.policy,
@@ -189,30 +193,6 @@ def level_range(levels: list, existing: Optional[dict] = None) -> Optional[dict]
             "windows": r["windows"] + int(existing.get("windows", 0)),
         }
     return r
-
-
-def threshold_policy(
-    percentile: Optional[float],
-    false_alarms_per_day: Optional[float],
-    hop: float,
-    alarm=None,
-    false_alarms_per_week: Optional[float] = None,
-) -> ThresholdPolicy:
-    """The threshold rule calibrate applies (also used by the benchmarks): the asked percentile (the
-    DCASE convention) or false-alarm budget, else the machine's budget (``alarm.false_alarms_per_week``,
-    1 a week), always with the machine's hop, smoothing and raise rule."""
-    alarm = alarm or AlarmConfig()
-    if percentile is None and false_alarms_per_day is None:
-        false_alarms_per_day = (false_alarms_per_week or alarm.false_alarms_per_week) / 7
-    return ThresholdPolicy(
-        percentile=percentile,
-        false_alarms_per_day=None if percentile is not None else false_alarms_per_day,
-        hop_seconds=hop,
-        raise_after=alarm.raise_after,
-        of_last=alarm.of_last,
-        smooth_windows=alarm.smooth_windows(hop),
-        smooth=alarm.smooth,
-    )
 
 
 def exclude_outliers(

@@ -25,8 +25,10 @@ from .config import Config, require_machines
 from .engine import Engine, open_engine
 from .errors import UserError
 from .evidence import EvidenceRecorder
+from .memory import trim
 from .publish import events
 from .stream import MachineStream, Window
+from .stream_frontend import stack_features
 
 log = logging.getLogger("edge_agent.agent")
 
@@ -210,6 +212,7 @@ class Agent:
             self._last_status = time.monotonic()
             for line in self.status_lines():
                 log.info("%s", line)
+            trim()
         for cb in self.on_tick:
             cb(self)
         return scored
@@ -219,7 +222,7 @@ class Agent:
         for i in range(0, len(windows), MAX_BATCH):
             batch = windows[i : i + MAX_BATCH]
             t = time.perf_counter()
-            out = self.engine.infer(self.frontend(np.stack([w.samples for w in batch])))
+            out = self.engine.infer(stack_features([w.features() for w in batch]))
             took = time.perf_counter() - t
             self.stats.record(len(batch))
             for cb in self.on_batch:

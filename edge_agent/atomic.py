@@ -29,3 +29,22 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A private folder next to ``path`` to fill; on success it replaces ``path`` (readable by all,
+    as a bundle must be for a service user), on an error it is removed and ``path`` is untouched."""
+    import shutil
+
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent if path.parent.exists() else None))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.chmod(0o755)
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ from .atomic import atomic_write
 from .audio.wavio import write_wav
 from .config import EvidenceConfig
 from .frontend import stft_magnitude
+from .memory import trim
 
 log = logging.getLogger("edge_agent.evidence")
 
@@ -179,6 +180,7 @@ class EvidenceRecorder:
             if job is None:
                 return
             self._write(*job)
+            trim()  # the audio, spectrogram and image of one alarm are freed: give the memory back
             try:
                 enforce_budget(self.dir, int(self.cfg.max_mb * 2**20))
             except OSError as e:

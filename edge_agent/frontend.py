@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
+from scipy import fft as _fft  # 4x numpy's speed on a batch of STFT frames (measured), for about 6 MB
 
 EPS = 1e-8
 
@@ -19,7 +20,18 @@ EPS = 1e-8
 def magnitude_spectrum(x: np.ndarray) -> np.ndarray:
     """|FFT| of the whole window: (..., N) -> (..., N // 2) (DC kept, Nyquist dropped)."""
     n = x.shape[-1]
-    return np.abs(np.fft.rfft(x, axis=-1))[..., : n // 2].astype(np.float32)
+    return np.abs(_fft.rfft(x, axis=-1))[..., : n // 2].astype(np.float32)
+
+
+def segment_spectra(x: np.ndarray, segment: int) -> np.ndarray:
+    """|FFT| of each non-overlapping ``segment``-sample piece: (..., N) -> (..., N // segment, segment // 2).
+    Their mean is a Welch estimate (rectangular window) of the window's spectrum that a stream can
+    compute once per piece instead of once per overlapping window."""
+    n = x.shape[-1] // segment * segment
+    if n == 0:
+        raise ValueError(f"window of {x.shape[-1]} samples is shorter than a spectrum segment of {segment}")
+    pieces = x[..., :n].reshape(*x.shape[:-1], n // segment, segment)
+    return magnitude_spectrum(pieces)
 
 
 @lru_cache(maxsize=16)
@@ -48,7 +60,7 @@ def stft_magnitude(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     if x.shape[-1] < n_fft:
         raise ValueError(f"window of {x.shape[-1]} samples is shorter than n_fft={n_fft}")
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]
-    return np.abs(np.fft.rfft(frames * _hann(n_fft), axis=-1)).astype(np.float32)
+    return np.abs(_fft.rfft(frames * _hann(n_fft), axis=-1)).astype(np.float32)
 
 
 def remove_temporal_mean(s: np.ndarray) -> np.ndarray:
@@ -167,6 +179,7 @@ class FeatureSpec:
     db: bool = False  # logmel: 10 log10 instead of ln (PANNs)
     frame_ms: float = 25.0  # fbank (Kaldi) frame length
     shift_ms: float = 10.0  # fbank (Kaldi) frame shift
+    segment: int = 0  # spectrum: 0 = |FFT| of the whole window; N = mean |FFT| of its N-sample pieces
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureSpec":
@@ -180,7 +193,7 @@ class FeatureSpec:
         if self.kind == "waveform":
             return [window_samples]
         if self.kind == "spectrum":
-            return [window_samples // 2]
+            return [(self.segment or window_samples) // 2]
         if self.kind == "fbank":
             flen, fshift = int(sample_rate * self.frame_ms / 1000), int(sample_rate * self.shift_ms / 1000)
             return [n_frames(window_samples, flen, fshift), self.n_mels]
@@ -191,20 +204,53 @@ class FeatureSpec:
         )
         return [t, self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1]
 
+    @property
+    def frame_hop(self) -> int:
+        """Samples between the starts of consecutive frames when the feature is a per-frame
+        computation followed by a per-window step (``frames`` then ``finish``), else 0. Two windows
+        whose starts differ by a multiple of it share frames (edge_agent.stream_frontend)."""
+        if self.kind in ("stft", "logmel") and not self.centre:
+            return self.hop
+        if self.kind == "spectrum" and self.segment:
+            return self.segment
+        return 0
+
+    @property
+    def frame_length(self) -> int:
+        return self.segment if self.kind == "spectrum" else self.n_fft
+
+    def frames(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The per-frame part of a framed feature (``frame_hop`` > 0): (..., N) -> (..., frames, bins)."""
+        if self.kind == "spectrum":
+            return segment_spectra(x, self.segment)
+        if self.kind == "stft":
+            return _compress(stft_magnitude(x, self.n_fft, self.hop), self.compress)
+        return log_mel(x, sample_rate, self.n_fft, self.hop, self.n_mels, self.fmin, self.fmax, db=self.db)
+
+    def finish(self, frames: np.ndarray) -> np.ndarray:
+        """The per-window part of a framed feature: (..., frames, bins) -> the model input."""
+        if self.kind == "spectrum":
+            out = _compress(frames.mean(axis=-2), self.compress)
+        elif self.mean_removed:
+            out = remove_temporal_mean(frames)
+        else:
+            out = frames
+        return np.ascontiguousarray(out, dtype=np.float32)
+
     def compute(self, x: np.ndarray, sample_rate: int) -> np.ndarray:
+        if self.frame_hop:
+            return self.finish(self.frames(x, sample_rate))
         if self.kind == "waveform":
             out = x
         elif self.kind == "spectrum":
             out = _compress(magnitude_spectrum(x), self.compress)
-        elif self.kind == "stft":
-            out = _compress(stft_magnitude(x, self.n_fft, self.hop), self.compress)
         elif self.kind == "logmel":
             out = log_mel(x, sample_rate, self.n_fft, self.hop, self.n_mels, self.fmin, self.fmax, self.centre, self.db)
         elif self.kind == "fbank":
             out = kaldi_fbank(x, sample_rate, self.n_mels, self.frame_ms, self.shift_ms)
         else:  # pragma: no cover - guarded by the Literal
             raise ValueError(f"unknown feature kind {self.kind}")
-        if self.mean_removed and self.kind in ("stft", "logmel"):
+        if self.mean_removed and self.kind == "logmel":
             out = remove_temporal_mean(out)
         return np.ascontiguousarray(out, dtype=np.float32)
 

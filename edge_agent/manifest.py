@@ -80,6 +80,8 @@ class Manifest(_Strict):
     score: Score = Field(default_factory=Score)
     training: dict[str, Any] = Field(default_factory=dict)
     parity_max_abs_diff: Optional[float] = None
+    # set by ``edge-agent quantize``: how the weights and activations were quantised, on what windows
+    quantization: Optional[dict[str, Any]] = None
     files: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

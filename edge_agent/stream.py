@@ -23,6 +23,7 @@ from .config import MachineConfig
 from .detector import Decision, Detector
 from .frontend import Frontend
 from .scoring import score_windows
+from .stream_frontend import StreamFrontend
 
 log = logging.getLogger("edge_agent.stream")
 
@@ -56,6 +57,11 @@ class Window:
     offset: float  # seconds of audio from the stream start to the window's end
     level_dbfs: float
     peak: float = 1.0
+    start: Optional[int] = None  # first sample at the model's rate when the stream delivers that rate
+
+    def features(self) -> dict[str, np.ndarray]:
+        """The model inputs of this window, reusing the frames it shares with its stream's previous one."""
+        return self.stream.features(self.samples, self.start)
 
 
 class MachineStream:
@@ -70,6 +76,7 @@ class MachineStream:
         lifecycle: Optional[Lifecycle] = None,
     ):
         self.machine, self.cfg, self.source, self.frontend, self.bank = machine, cfg, source, frontend, bank
+        self.features = StreamFrontend(frontend)
         self.window_seconds = window_seconds or frontend.window_seconds
         self.windower: Optional[Windower] = None
         self.detector: Optional[Detector] = None
@@ -257,6 +264,8 @@ class MachineStream:
                     offset,
                     level,
                     float(np.abs(mono).max()),
+                    # frames are shared between windows only when nothing was resampled per window
+                    end - n if w.sample_rate == self.frontend.sample_rate and w.window == n else None,
                 )
             )
         return out

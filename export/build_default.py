@@ -1,22 +1,42 @@
-"""Rebuild the built-in ``default`` bundle: the ``dualbranch`` recipe with 2 s windows, trained with
-four seeds on the normal clips of ../shared/data and exported as one ensemble.
+"""Rebuild the built-in models from ../shared/data:
+
+1. ``default``: the ``dualbranch`` recipe with 2 s windows, trained with four seeds on the normal
+   clips and exported as one ensemble;
+2. ``fast``: one small ``dualbranch`` network distilled from it (``export.distil``), with a front
+   end a stream computes incrementally (1 s spectrum pieces, STFT hop 1/32 s); several times cheaper
+   per window, at a cost in quality on the fan benchmark (docs/model.md), so it is opt-in.
 
 The two development benchmarks' test folders (dcase2023t2/valve, mimii/fan) are never trained on;
-their train/ clips are, as in DCASE. Usage: ``python -m export.build_default [--data DIR] [--seeds 0 1 2 3]``.
+their train/ clips are, as in DCASE. Usage:
+``python -m export.build_default [--data DIR] [--seeds 0 1 2 3] [--distil-only]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
+from .distil import DistilArgs, distil
 from .onnx_export import export_bundle
 from .train import TrainArgs, train
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "edge_agent" / "models" / "default"
+MODELS = ROOT / "edge_agent" / "models"
 RECIPE = {"window_seconds": 2.0}
+# The fast model: half the ensemble member's widths, no attention blocks, 2 x 512 outputs to
+# match the ensemble's 1024-d embedding, and frames that line up with a 1 s hop (16000 = 32 x 500).
+STUDENT = {
+    "window_seconds": 2.0,
+    "hop": 500,
+    "spectrum_segment": 16000,
+    "stem_channels": 8,
+    "res_channels": [8, 16, 32, 64],
+    "spec_channels": 32,
+    "cbam": False,
+    "branch_dim": 512,
+}
 EXCLUDE = [
     "dcase2023t2/valve",
     "mimii/fan",
@@ -25,35 +45,57 @@ EXCLUDE = [
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=40, help="training epochs of each ensemble member")
+    p.add_argument("--distil-epochs", type=int, default=30)
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "default")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--models", type=Path, default=MODELS, help="where the default/ and fast/ bundles go")
     p.add_argument(
         "--reuse", action="store_true", help="export existing seed checkpoints in --work instead of retraining them"
+    )
+    p.add_argument(
+        "--distil-only",
+        action="store_true",
+        help="keep the default (ensemble) bundle as it is and only distil the fast model from it",
     )
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     a.work.mkdir(parents=True, exist_ok=True)
-    ckpts = []
-    for seed in a.seeds:
-        ck = a.work / f"seed{seed}.ckpt"
-        ckpts.append(ck)
-        if a.reuse and ck.is_file():
-            continue
-        train(
-            TrainArgs(
-                data=[str(a.data)],
-                out=str(ck),
-                epochs=a.epochs,
-                seed=seed,
-                recipe_config=RECIPE,
-                exclude_test_of=EXCLUDE,
+    teacher = a.models / "default"
+    if not a.distil_only:
+        ckpts = []
+        for seed in a.seeds:
+            ck = a.work / f"seed{seed}.ckpt"
+            ckpts.append(ck)
+            if a.reuse and ck.is_file():
+                continue
+            train(
+                TrainArgs(
+                    data=[str(a.data)],
+                    out=str(ck),
+                    epochs=a.epochs,
+                    seed=seed,
+                    recipe_config=RECIPE,
+                    exclude_test_of=EXCLUDE,
+                )
             )
+        export_bundle(ckpts, teacher, name="default", version=f"0.1.0+{len(ckpts)}seeds")
+    student = a.work / "distilled.ckpt"
+    r = distil(
+        DistilArgs(
+            teacher=str(teacher),
+            data=[str(a.data)],
+            out=str(student),
+            recipe_config=STUDENT,
+            epochs=a.distil_epochs,
+            pool_hop_seconds=1.0,
+            exclude_test_of=EXCLUDE,
         )
-    export_bundle(ckpts, a.out, name="default", version=f"0.1.0+{len(ckpts)}seeds")
+    )
+    logging.info("distilled: %s", json.dumps(r))
+    export_bundle(student, a.models / "fast", name="fast", version="0.2.0+distilled")
     return 0
 
 

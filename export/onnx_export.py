@@ -8,14 +8,13 @@ PyTorch and through ONNX Runtime must agree to ``tolerance`` (max absolute diffe
 from __future__ import annotations
 
 import datetime as _dt
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from edge_agent.atomic import atomic_dir
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import iter_wavs, read_wav
 from edge_agent.audio.windows import frame_windows
@@ -144,8 +143,7 @@ def export_bundle(
     names = list(model.input_names)
     example = tuple(torch.from_numpy(feats[n][:2]) for n in names)
 
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
+    with atomic_dir(out_dir) as tmp:
         onnx_path = tmp / "model.onnx"
         torch.onnx.export(
             model,
@@ -202,6 +200,8 @@ def export_bundle(
                     "joint_classes": ck.get("joint_classes", []),
                     "section_classes": ck.get("section_classes", []),
                     "loss": ck.get("loss"),
+                    # a distilled model: its teacher and how closely it reproduces it on held-out clips
+                    "distillation": ck.get("distillation"),
                     "ensemble": [
                         {
                             "seed": k.get("train_args", {}).get("seed"),
@@ -216,12 +216,6 @@ def export_bundle(
                 parity_max_abs_diff=parity,
             ),
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote bundle {out_dir} (model sha256 {manifest.files['model.onnx'][:12]}...)")
     return {"bundle": str(out_dir), "parity": parity, "manifest": manifest.to_json()}
 

@@ -64,7 +64,7 @@ def test_captured_real_clips_are_scored(pulse, tmp_path):
     bundle = Bundle.load("default")
     engine = open_engine(bundle, "cpu")
     fe = bundle.frontend
-    from calibration.enrol import DCASE_POLICY
+    from calibration.policy import DCASE_POLICY
 
     bank = enrol_paths(sorted((DEMO / "enrol").glob("*.wav")), engine, 16000, policy=DCASE_POLICY)[0].bank
     src = CaptureSource("t", "pulse", 16000)

@@ -130,3 +130,33 @@ def test_a_machine_stream_owns_its_state_changes(tmp_path):
     assert st.state == "uncalibrated" and st.threshold is None and st.last_level_dbfs is not None
     s.apply_config(cfg.model_copy(update={"hop_seconds": 0.5}))
     assert s.windower is None and s.cfg.hop_seconds == 0.5  # rebuilt with the new hop at the next pump
+
+
+def test_the_running_agent_does_not_load_scipys_statistics(tmp_path):
+    """``run`` wires the learning period (calibration.learning) and reads each machine's threshold
+    policy; neither may pull in the threshold fitting code (scipy.stats, about 50 MB of RSS)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from edge_agent.cli.run import cmd_run\n"
+        "from calibration.learning import learner_factory\n"
+        "from calibration.policy import threshold_policy\n"
+        "from edge_agent.config import parse_config\n"
+        "learner_factory(parse_config({'state_dir': sys.argv[1]}), None)\n"
+        "p = threshold_policy(None, None, 1.0)\n"
+        "assert p.false_alarms_per_day == 1 / 7, p\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('scipy.stats', 'sklearn', 'torch')))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_freed_memory_is_given_back_on_glibc():
+    import platform
+
+    from edge_agent.memory import trim
+
+    assert trim() is (platform.libc_ver()[0] == "glibc")

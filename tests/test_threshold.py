@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.enrol import Enrolment, ThresholdPolicy, enrol, pick_threshold
+from calibration.enrol import Enrolment, enrol, pick_threshold
+from calibration.policy import ThresholdPolicy
 from calibration.threshold import block_maxima, fit_block_maxima, rate_interval, support_note
 from edge_agent.detector import Detector, decision_statistic, smooth
 

@@ -77,6 +77,15 @@ def add_parsers(command, common) -> None:
         "--keep-source-samples", action="store_true", help="keep every source embedding too, not only the centres"
     )
     c.add_argument(
+        "--compact-above",
+        type=int,
+        default=20000,
+        metavar="N",
+        help="a bank of more than N entries (e.g. with --keep-source-samples over hours of audio) scores on a PCA "
+        "of its entries, several times faster; 0 keeps the exact k-NN at any size (default 20000)",
+    )
+    c.add_argument("--compact-dim", type=int, default=128, metavar="D", help="dimensions of that PCA (default 128)")
+    c.add_argument(
         "--normalise-domains",
         action="store_true",
         help="z-score each domain's distances (needs source and target audio)",
@@ -156,7 +165,8 @@ def add_parsers(command, common) -> None:
 def cmd_calibrate(a) -> int:
     from calibration.embed import CalibrationError
     from calibration.live import record_live
-    from calibration.service import CalibrationRequest, calibrate, threshold_policy
+    from calibration.policy import threshold_policy
+    from calibration.service import CalibrationRequest, calibrate
     from calibration.summary import summary_table
 
     from ..engine import open_engine
@@ -164,6 +174,8 @@ def cmd_calibrate(a) -> int:
     machine_arg(a.machine)
     if a.learn:
         return request_learn(a)
+    if a.compact_above < 0 or a.compact_dim < 1:
+        raise UsageError("--compact-above must be 0 or more and --compact-dim 1 or more")
     if a.seconds is None and not a.from_paths:
         raise UsageError(
             "say where the normal sound comes from: --seconds N (record from the configured input), --from PATH... "
@@ -192,6 +204,8 @@ def cmd_calibrate(a) -> int:
         replace=a.replace,
         centres=a.centres,
         keep_source_samples=a.keep_source_samples,
+        compact_above=a.compact_above,
+        compact_dim=a.compact_dim,
         k=mc.k if mc else 1,
         normalise_domains=a.normalise_domains,
         keep_outliers=a.keep_outliers,

@@ -46,7 +46,7 @@ def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
 
 
 def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
-    from calibration.enrol import ThresholdPolicy
+    from calibration.policy import ThresholdPolicy
     from calibration.service import enrol_paths
 
     from ..bank import bank_path

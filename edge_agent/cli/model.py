@@ -90,6 +90,27 @@ def add_parsers(command) -> None:
     )
     x.set_defaults(func=cmd_export)
 
+    q = command(
+        "quantize",
+        help="bundle -> an INT8 copy for ONNX Runtime, calibrated on real clips (needs the 'train' extra)",
+        description="Quantise a bundle's weights and activations to INT8 (ONNX Runtime static quantisation, QDQ, "
+        "per-channel weights), with activation ranges measured on real windows. The copy is a new bundle: "
+        "calibrate machines again with it, and compare speed and quality before using it (docs/performance.md).",
+    )
+    q.add_argument("bundle", help="bundle name or directory (default model: default)")
+    q.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    q.add_argument(
+        "--clips",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="WAV files or folders of the machines' normal sound: the activation ranges are measured on them",
+    )
+    q.add_argument(
+        "--windows", type=int, default=256, help="largest number of windows (hop 1 s) to calibrate on (default 256)"
+    )
+    q.set_defaults(func=cmd_quantize)
+
     g = command(
         "build-engine",
         help="build a TensorRT engine for a bundle (needs TensorRT 10 and a GPU)",
@@ -177,6 +198,30 @@ def cmd_export(a) -> int:
         )
     except (FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
+    return 0
+
+
+def cmd_quantize(a) -> int:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "'edge-agent quantize' needs the onnx package; install the training extra: pip install 'edge-agent[train]'"
+        ) from None
+    from export.quantize import quantize_bundle
+
+    from ..bundle import Bundle
+
+    if a.windows < 1:
+        raise UsageError("--windows must be 1 or more")
+    try:
+        q = quantize_bundle(Bundle.load(a.bundle), a.out, a.clips, a.windows)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(
+        f"wrote {q.path}: {q.name} {q.version}, calibrated on {q.manifest.quantization['calibration_windows']} "
+        f"windows; calibrate machines with it (model: {q.path}) and check it with evaluate"
+    )
     return 0
 
 

@@ -39,13 +39,16 @@ class DualBranchConfig(WindowedConfig):
     stem_channels: int = 16
     cbam: bool = True
     stft_compress: str = "none"  # "log" compresses the STFT magnitude before the temporal mean is removed
+    # 0: the spectrum branch sees |FFT| of the whole window; N: the mean |FFT| of its N-sample
+    # pieces, which a stream computes once per piece (the distilled default uses 1 s pieces)
+    spectrum_segment: int = 0
 
     def frontend(self) -> Frontend:
         return Frontend(
             self.sample_rate,
             self.window_samples,
             (
-                FeatureSpec("spectrum", "spectrum"),
+                FeatureSpec("spectrum", "spectrum", segment=self.spectrum_segment),
                 FeatureSpec(
                     "spectrogram",
                     "stft",
@@ -163,7 +166,7 @@ class DualBranchNet(Recipe, nn.Module):
     def __init__(self, cfg: DualBranchConfig):
         super().__init__()
         self.cfg = cfg
-        self.spectrum = SpectrumBranch(cfg.window_samples // 2, cfg)
+        self.spectrum = SpectrumBranch((cfg.spectrum_segment or cfg.window_samples) // 2, cfg)
         self.spectrogram = SpectrogramBranch(cfg)
 
     @property

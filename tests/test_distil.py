@@ -1,0 +1,75 @@
+"""Distillation: a small student trained on a teacher bundle's embeddings becomes an ordinary bundle."""
+
+import json
+
+import numpy as np
+import pytest
+
+from .conftest import DATA, TINY_RECIPE
+
+torch = pytest.importorskip("torch")
+
+# the tiny teacher's 2 x 16 embedding, reproduced by a student with the distilled default's front
+# end (STFT hop 500, spectrum of 8000-sample pieces) at 1 s windows
+STUDENT = {
+    **TINY_RECIPE,
+    "n_fft": 512,
+    "hop": 500,
+    "spectrum_segment": 8000,
+    "cbam": False,
+}
+
+
+def test_the_loss_is_zero_only_when_the_student_matches_the_teacher():
+    from export.distil import distil_loss
+
+    t = torch.nn.functional.normalize(torch.randn(8, 32), dim=1)
+    assert float(distil_loss(t, t, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    other = torch.nn.functional.normalize(torch.randn(8, 32), dim=1)
+    assert float(distil_loss(other, t, 1.0)) > 0.5
+    # the relation term alone sees a rotated copy (same distances) as perfect
+    q, _ = torch.linalg.qr(torch.randn(32, 32))
+    assert float(distil_loss(t @ q, t, 1.0) - distil_loss(t @ q, t, 0.0)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_distil_trains_a_student_that_exports_and_names_its_teacher(tmp_path, tiny_bundle):
+    from edge_agent.bundle import Bundle
+    from export.distil import DistilArgs, distil
+    from export.onnx_export import export_bundle
+
+    ck = tmp_path / "student.ckpt"
+    r = distil(
+        DistilArgs(
+            teacher=str(tiny_bundle),
+            data=[str(DATA / "valve")],
+            out=str(ck),
+            recipe_config=STUDENT,
+            epochs=2,
+            batch_size=16,
+            augment_copies=1,
+            exclude_test_of=[],
+            held_out=0.3,
+        ),
+        progress=False,
+    )
+    assert r["epochs"] == 2 and np.isfinite(r["final_loss"])
+    assert set(r["held_out"]) == {"cosine", "pair_distance_mae"}
+    out = tmp_path / "bundle"
+    export_bundle(ck, out, name="student", version="t", parity_clips=[DATA / "valve" / "train"], log=lambda *_: None)
+    b, teacher = Bundle.load(out), Bundle.load(tiny_bundle)
+    assert b.embedding_dim == teacher.embedding_dim
+    spec = {f.name: f for f in b.frontend.features}
+    assert spec["spectrum"].segment == 8000 and spec["spectrogram"].hop == 500
+    d = json.loads((out / "manifest.json").read_text())["training"]["distillation"]
+    assert d["teacher"]["sha256"] == teacher.sha256 and len(d["held_out"]) == 2
+    assert d["pool_windows"] > 0 and d["held_out_windows"] > 0
+
+
+def test_distil_refuses_a_student_that_cannot_match_the_teacher(tmp_path, tiny_bundle):
+    from export.distil import DistilArgs, distil
+
+    args = dict(teacher=str(tiny_bundle), data=[str(DATA / "valve")], out=str(tmp_path / "s.ckpt"), epochs=1)
+    with pytest.raises(ValueError, match="branch_dim"):
+        distil(DistilArgs(**args, recipe_config={**STUDENT, "branch_dim": 8}), progress=False)
+    with pytest.raises(ValueError, match="windows"):
+        distil(DistilArgs(**args, recipe_config={**STUDENT, "window_seconds": 2.0}), progress=False)
