@@ -235,7 +235,7 @@ def enrol(
     model_version: str = "",
     seed: int = 0,
     compact_above: int = 20000,
-    compact_dim: int = 128,
+    compact_dim: int = 64,
 ) -> EnrolResult:
     """Build (or extend) a bank and fit its threshold.
 

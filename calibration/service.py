@@ -41,7 +41,7 @@ class CalibrationRequest:
     centres: int = 16
     keep_source_samples: bool = False
     compact_above: int = 20000  # more bank entries than this: k-NN on a PCA (0: always exact)
-    compact_dim: int = 128
+    compact_dim: int = 64
     k: int = 1
     normalise_domains: bool = False
     keep_outliers: bool = False

@@ -61,3 +61,21 @@ def test_enrol_compacts_only_large_banks_and_the_projection_survives_a_save(tmp_
     q = clustered(rng, 10)
     np.testing.assert_allclose(back.score(q), big.bank.score(q), atol=1e-6)
     np.testing.assert_allclose(back.projection.components, big.bank.projection.components)
+
+
+def test_calibrate_refuses_a_meaningless_compaction(tmp_path):
+    from .cliproc import cli
+    from .conftest import DATA
+
+    r = cli(
+        "calibrate",
+        "--machine",
+        "m",
+        "--state-dir",
+        str(tmp_path),
+        "--from",
+        str(DATA / "valve" / "train"),
+        "--compact-dim",
+        "0",
+    )
+    assert r.returncode == 2 and "--compact-dim" in r.stderr and "Traceback" not in r.stderr

@@ -84,7 +84,7 @@ def add_parsers(command, common) -> None:
         help="a bank of more than N entries (e.g. with --keep-source-samples over hours of audio) scores on a PCA "
         "of its entries, several times faster; 0 keeps the exact k-NN at any size (default 20000)",
     )
-    c.add_argument("--compact-dim", type=int, default=128, metavar="D", help="dimensions of that PCA (default 128)")
+    c.add_argument("--compact-dim", type=int, default=64, metavar="D", help="dimensions of that PCA (default 64)")
     c.add_argument(
         "--normalise-domains",
         action="store_true",
