@@ -4,6 +4,7 @@ write a temporary file beside it, fsync, rename over, fsync the folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,8 +36,6 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """A private folder next to ``path`` to fill; on success it replaces ``path`` (readable by all,
     as a bundle must be for a service user), on an error it is removed and ``path`` is untouched."""
-    import shutil
-
     path = Path(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent if path.parent.exists() else None))
     try:

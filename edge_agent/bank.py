@@ -117,7 +117,7 @@ class MemoryBank:
     # extend the bank and refit the threshold on everything the machine has been taught.
     enrolled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     projection: Optional[Projection] = None  # large banks: k-NN on a PCA of the entries
-    _projected: dict = field(default_factory=dict, repr=False, compare=False)  # entry mask -> (points, norms)
+    _projected: dict = field(default_factory=dict, repr=False, compare=False)  # "all" or domain -> projected entries
 
     @property
     def version(self) -> int:
@@ -138,17 +138,21 @@ class MemoryBank:
             if exclude is not None:
                 m &= ~exclude
             if m.any():
-                out[d] = self._distance(emb, m)
+                out[d] = self._distance(emb, m, d if exclude is None else None)
         return out
 
-    def _distance(self, emb: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    def _distance(self, emb: np.ndarray, mask: Optional[np.ndarray] = None, key: str = "all") -> np.ndarray:
+        """k-NN distance to the entries under ``mask``; ``key`` names a fixed mask whose projected
+        entries may be kept (None: a one-off mask, projected for this call only)."""
         entries = self.embeddings if mask is None else self.embeddings[mask]
         if self.projection is None:
             return knn_distance(emb, entries, self.k)
-        key = None if mask is None else mask.tobytes()
-        if key not in self._projected:  # the entries are projected once, not at every window
-            self._projected[key] = self.projection(entries)
-        return projected_distance(self.projection(emb), self._projected[key], self.k)
+        projected = self._projected.get(key) if key is not None else None
+        if projected is None:
+            projected = self.projection(entries)
+            if key is not None:  # the entries are projected once, not at every window
+                self._projected[key] = projected
+        return projected_distance(self.projection(emb), projected, self.k)
 
     def score(self, emb: np.ndarray) -> np.ndarray:
         """Anomaly score per window (higher = more anomalous).

@@ -209,7 +209,7 @@ class FeatureSpec:
         """Samples between the starts of consecutive frames when the feature is a per-frame
         computation followed by a per-window step (``frames`` then ``finish``), else 0. Two windows
         whose starts differ by a multiple of it share frames (edge_agent.stream_frontend)."""
-        if self.kind in ("stft", "logmel") and not self.centre:
+        if self.kind == "stft" or (self.kind == "logmel" and not self.centre):
             return self.hop
         if self.kind == "spectrum" and self.segment:
             return self.segment

@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from .frontend import FeatureSpec, Frontend
+from .frontend import FeatureSpec, Frontend, n_frames
 
 
 def frame_count(spec: FeatureSpec, n_samples: int) -> int:
@@ -23,7 +23,7 @@ def frame_count(spec: FeatureSpec, n_samples: int) -> int:
         return 0
     if spec.kind == "spectrum":  # non-overlapping pieces
         return n_samples // spec.frame_length
-    return 1 + (n_samples - spec.frame_length) // spec.frame_hop
+    return n_frames(n_samples, spec.frame_length, spec.frame_hop)
 
 
 class StreamFrontend:

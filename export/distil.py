@@ -1,7 +1,8 @@
 """Distillation: train one small network to reproduce a teacher bundle's embeddings.
 
-The teacher (by default the four-seed ensemble) is run once, through ONNX Runtime and its own
-front end, over a fixed pool of windows cut from the training clips at a short hop. The student, a
+The teacher (the built-in default ensemble, for the built-in fast model) is run once, through ONNX
+Runtime and its own front end, over a fixed pool of windows cut from the training clips, plus
+changed copies of them (``augmented``). The student, a
 recipe model with its own (cheaper) front end, then learns to map the same windows to the same
 points: loss = mean (1 - cosine(student, teacher)) + the squared difference between the batch's
 pairwise cosine similarities in both spaces. The second term is what k-NN scoring depends on: the

@@ -79,3 +79,25 @@ def test_calibrate_refuses_a_meaningless_compaction(tmp_path):
         "0",
     )
     assert r.returncode == 2 and "--compact-dim" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_projected_bank_keeps_one_projection_per_domain_however_many_windows():
+    rng = np.random.default_rng(3)
+    src, tgt = clustered(rng, 400), clustered(rng, 50)
+    emb = np.concatenate([src, tgt])
+    dom = np.array(["source"] * 400 + ["target"] * 50)
+    bank = MemoryBank(
+        emb,
+        dom,
+        np.array(["sample"] * 450),
+        "x",
+        normalise_domains=True,
+        domain_stats={"source": (0.1, 0.05), "target": (0.1, 0.05)},
+        projection=fit_projection(emb, 32),
+    )
+    for _ in range(20):
+        bank.score(clustered(rng, 3))
+    assert sorted(bank._projected) == ["source", "target"]
+    # a one-off exclusion is scored but not kept
+    bank.domain_distances(clustered(rng, 2), exclude=np.arange(450) % 2 == 0)
+    assert sorted(bank._projected) == ["source", "target"]

@@ -9,7 +9,7 @@ from .conftest import DATA, TINY_RECIPE
 
 torch = pytest.importorskip("torch")
 
-# the tiny teacher's 2 x 16 embedding, reproduced by a student with the distilled default's front
+# the tiny teacher's 2 x 16 embedding, reproduced by a student with the fast model's front
 # end (STFT hop 500, spectrum of 8000-sample pieces) at 1 s windows
 STUDENT = {
     **TINY_RECIPE,

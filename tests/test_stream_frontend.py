@@ -17,7 +17,7 @@ FRONTENDS = {
     "ensemble": Frontend(
         SR, N, (FeatureSpec("spectrum", "spectrum"), FeatureSpec("spectrogram", "stft", mean_removed=True))
     ),
-    # the distilled default's: 1 s spectrum pieces + STFT hop 500 (1/32 s)
+    # the fast model's: 1 s spectrum pieces + STFT hop 500 (1/32 s)
     "distilled": Frontend(
         SR,
         N,
@@ -122,3 +122,12 @@ def test_a_replayed_stream_gives_its_windows_their_start(tmp_path):
     x = prepare(x, sr, SR)
     assert_same(feats, FRONTENDS["distilled"](np.stack([x[w.start : w.start + N] for w in windows])))
     assert s.features.frames_reused > s.features.frames_computed / 2
+
+
+def test_an_stft_feature_computes_as_before_whatever_its_centre_flag(audio):
+    """``centre`` only means something for log-mel; an STFT spec that sets it is still computed
+    (frames then finish), as it was before features were split into frames."""
+    spec = FeatureSpec("s", "stft", mean_removed=True, centre=True)
+    plain = FeatureSpec("s", "stft", mean_removed=True)
+    x = audio[None, :N]
+    np.testing.assert_array_equal(spec.compute(x, SR), plain.compute(x, SR))

@@ -40,7 +40,7 @@ class DualBranchConfig(WindowedConfig):
     cbam: bool = True
     stft_compress: str = "none"  # "log" compresses the STFT magnitude before the temporal mean is removed
     # 0: the spectrum branch sees |FFT| of the whole window; N: the mean |FFT| of its N-sample
-    # pieces, which a stream computes once per piece (the distilled default uses 1 s pieces)
+    # pieces, which a stream computes once per piece (the fast model uses 1 s pieces)
     spectrum_segment: int = 0
 
     def frontend(self) -> Frontend:
