@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 from calibration.policy import ThresholdPolicy  # noqa: E402
 from calibration.service import enrol_paths  # noqa: E402
 from edge_agent.agent import Agent  # noqa: E402
-from edge_agent.audio.wavio import wav_info  # noqa: E402
+from edge_agent.audio.fingerprint import audio_fingerprint  # noqa: E402
+from edge_agent.audio.wavio import read_wav, wav_info  # noqa: E402
 from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
@@ -249,7 +250,8 @@ def evaluate_setting(
     through the agent's Detector at that threshold."""
     from calibration.enrol import pick_threshold
 
-    _, thr, rule, per_day, info = pick_threshold(res.loo_scores, policy, res.loo_groups)
+    scores, groups = res.fit_scores()
+    _, thr, rule, per_day, info = pick_threshold(scores, policy, groups)
     fa = false_alarms(normal, offline_alarms(normal, thr, alarm, policy.hop_seconds))
     det = detection(anom, offline_alarms(anom, thr, alarm, policy.hop_seconds), window_seconds)
     return {
@@ -276,8 +278,17 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
         assert offline_alarms(run, res.bank.threshold, default_alarm.model_dump(), 1.0) == run.alarms, (
             "offline detector differs"
         )
+    trained_on = bundle.trained_on()
     out = {
         "clips": {k: len(v) for k, v in sets.items()},
+        # clips the model was trained on: their held-out scores understate new sound's
+        "heard_in_training": {
+            k: sum(audio_fingerprint(*read_wav(f)) in trained_on for f in v) for k, v in sets.items()
+        },
+        "median_score": {
+            "enrolment held out": float(np.median(res.loo_scores)),
+            "unseen normal": float(np.median(normal.scores)),
+        },
         "enrolled_hours": sum(wav_info(f).seconds for f in sets["enrol"]) / 3600,
         "settings": {},
         "smoothing": {},
@@ -385,6 +396,22 @@ def learning_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def overlap_table(results: dict) -> str:
+    rows = [
+        "| machine | enrolment clips the model was trained on | unseen normal clips it was trained on | median "
+        "score: enrolment held out | median score: unseen normal | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, r in results["machines"].items():
+        h, c, ms = r["heard_in_training"], r["clips"], r["median_score"]
+        lo, un = ms["enrolment held out"], ms["unseen normal"]
+        rows.append(
+            f"| {m} | {h['enrol']} of {c['enrol']} | {h['normal']} of {c['normal']} | {lo:.4f} | {un:.4f} | "
+            f"{un / max(lo, 1e-12):.2f} |"
+        )
+    return "\n".join(rows)
+
+
 def write_docs(results: dict, doc: Path) -> None:
     head = (
         f"Measured {results['date']} on {results['machine']} (`python benchmarks/stream.py`), model "
@@ -397,7 +424,8 @@ def write_docs(results: dict, doc: Path) -> None:
         f"default is {AlarmConfig().smooth_seconds:g} s):\n\n{sweep_table(results)}\n\nAfter a learning period on "
         "field audio "
         "(every other unseen normal clip joins the enrolment; the others are the unseen "
-        f"stream):\n\n{learning_table(results)}\n"
+        f"stream):\n\n{learning_table(results)}\n\nClips the model was trained on, and how far held-out "
+        f"enrolment windows and unseen normal windows score:\n\n{overlap_table(results)}\n"
         f"{MARK_END}"
     )
     text = doc.read_text()
@@ -438,6 +466,8 @@ def main(argv=None) -> int:
     print(sweep_table(results))
     print()
     print(learning_table(results))
+    print()
+    print(overlap_table(results))
     out = a.out
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwritten {out}")

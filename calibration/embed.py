@@ -67,10 +67,11 @@ def embed_files(
     progress: bool = True,
     outputs_out: Optional[dict] = None,
     levels_out: Optional[list] = None,
+    fingerprints_out: Optional[dict] = None,
 ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
     With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``; with
-    ``levels_out``, every clip's window levels (dBFS)."""
+    ``levels_out``, every clip's window levels (dBFS); with ``fingerprints_out``, clip id -> fingerprint."""
     from tqdm import tqdm
 
     files = list(iter_wavs(paths))
@@ -90,6 +91,8 @@ def embed_files(
             skipped.append((f, c.reason))
             continue
         gather.add(c.domain, str(f), c.audio)
+        if fingerprints_out is not None:
+            fingerprints_out[str(f)] = c.fingerprint
     return gather.per_domain, skipped
 
 

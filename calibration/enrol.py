@@ -53,6 +53,15 @@ class EnrolResult:
     expected_alarms_per_day: float
     notes: list[str] = field(default_factory=list)
     loo_groups: Optional[np.ndarray] = None  # the clip of each leave-one-out score, windows in time order
+    # which leave-one-out scores the threshold was fitted on (None: all); clips the model was trained
+    # on are left out when enough others remain
+    fitted: Optional[np.ndarray] = None
+
+    def fit_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """The leave-one-out scores and clips a threshold is fitted on."""
+        if self.fitted is None:
+            return self.loo_scores, self.loo_groups
+        return self.loo_scores[self.fitted], None if self.loo_groups is None else self.loo_groups[self.fitted]
 
 
 def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional[np.ndarray] = None):
@@ -133,7 +142,9 @@ def use_heads(
         combined = np.mean(
             [(np.asarray(s) - m["mean"]) / m["std"] for s, m in zip(member_scores, spec["members"])], axis=0
         )
-    fit, thr, rule, rate, info = pick_threshold(combined, policy)
+    # clips the model was trained on are left out of the fit here too, when they line up
+    fitted = res.fitted if res.fitted is not None and len(res.fitted) == len(combined) else slice(None)
+    fit, thr, rule, rate, info = pick_threshold(combined[fitted], policy)
     b = res.bank
     b.threshold = float(thr)
     b.meta.update(
@@ -231,6 +242,7 @@ def enrol(
     k: int = 1,
     normalise_domains: bool = False,
     policy: ThresholdPolicy = ThresholdPolicy(),
+    heard: frozenset[str] = frozenset(),
     model_name: str = "",
     model_version: str = "",
     seed: int = 0,
@@ -241,8 +253,14 @@ def enrol(
 
     Enrolment embeddings of earlier calibrations are kept in the bank's ``enrolled_*`` arrays so
     that a later target enrolment can refit the threshold on everything the bank knows. A bank of
-    more than ``compact_above`` entries scores on a ``compact_dim``-d PCA of them (0 never)."""
+    more than ``compact_above`` entries scores on a ``compact_dim``-d PCA of them (0 never).
+    ``heard``: the clips (group ids of ``source``/``target``) that the model was trained on."""
     notes = []
+    heard = set(heard)
+    if existing is not None and not replace:
+        # this enrolment's clips join an existing bank under a version prefix when a domain already
+        # has clips there; a clip id heard before stays heard (same audio, same model)
+        heard |= {f"v{existing.version + 1}:{g}" for g in heard} | set(existing.meta.get("heard_in_training", []))
     if existing is not None and not replace:
         existing.check_model(model_sha256)
         prev_src = Enrolment(*existing.enrolled["source"], "source") if "source" in existing.enrolled else None
@@ -296,7 +314,10 @@ def enrol(
         loo = np.nanmin(np.stack([dists["source"], dists["target"]]), axis=0)
     finite = np.isfinite(loo)
     loo, all_grp = loo[finite], all_grp[finite]
-    fit, thr, rule, rate, info = pick_threshold(loo, policy, all_grp)
+    fitted, overlap = fit_selection(all_grp, heard)
+    if overlap.get("note"):
+        notes.append(overlap["note"])
+    fit, thr, rule, rate, info = pick_threshold(loo[fitted], policy, all_grp[fitted])
     version = (existing.version if existing is not None else 0) + 1
     bank = MemoryBank(
         embeddings=emb,
@@ -322,10 +343,48 @@ def enrol(
             "n_centres": n_centres,
             "keep_source_samples": keep_source_samples,
             "projection_dim": projection.dim if projection is not None else None,
+            "heard_in_training": sorted(heard & set(np.char.partition(all_grp.astype(str), ":")[:, 2])),
+            "training_overlap": {k: v for k, v in overlap.items() if k != "note"} or None,
         },
         enrolled={
             e.domain: (e.embeddings, np.asarray(e.groups).astype(str)) for e in (source, target) if e is not None
         },
         projection=projection,
     )
-    return EnrolResult(bank, loo, all_dom[finite], fit, rate, notes, all_grp)
+    return EnrolResult(bank, loo, all_dom[finite], fit, rate, notes, all_grp, None if fitted.all() else fitted)
+
+
+MIN_FRESH_CLIPS = 3  # clips the model has not heard, to fit a threshold on them alone
+
+
+def fit_selection(groups: np.ndarray, heard: set[str]) -> tuple[np.ndarray, dict]:
+    """Which leave-one-out scores (``groups``: "domain:clip" of each) to fit the threshold on, and what
+    to say about it. A network embeds the clips it was trained on closer together than new sound of
+    the same machine (valve: held-out windows of trained-on clips score a quarter of what unseen
+    normal clips score; training-free features show no such gap), so a threshold fitted on them
+    is too low and its false-alarm estimate far too optimistic. They stay in the bank; the threshold
+    is fitted on the other clips when there are enough of them."""
+    clip = np.array([g.split(":", 1)[1] for g in groups])
+    is_heard = np.isin(clip, sorted(heard)) if heard else np.zeros(len(groups), bool)
+    n_heard, n_fresh = len(np.unique(groups[is_heard])), len(np.unique(groups[~is_heard]))
+    if not n_heard:
+        return np.ones(len(groups), bool), {}
+    info = {"heard_clips": n_heard, "clips": n_heard + n_fresh}
+    why = (
+        "held-out scores of clips a model has learnt understate how far new normal sound lies, so a threshold "
+        "fitted on them is too low and its false-alarm estimate too optimistic"
+    )
+    if n_fresh >= MIN_FRESH_CLIPS:
+        info["fitted_on_clips"] = n_fresh
+        info["note"] = (
+            f"{n_heard} of {n_heard + n_fresh} enrolment clips were used to train the model: they stay in the bank, "
+            f"but the threshold is fitted on the {n_fresh} it has not heard ({why})"
+        )
+        return ~is_heard, info
+    info["fitted_on_clips"] = n_heard + n_fresh
+    info["warning"] = (
+        f"{n_heard} of {n_heard + n_fresh} enrolment clips were used to train the model, too many to fit the "
+        f"threshold without them: {why}; expect more false alarms than estimated. Enrol recordings the model "
+        "has not heard (at least 3 clips), or let the agent fit the threshold on field audio with a learning period"
+    )
+    return np.ones(len(groups), bool), info

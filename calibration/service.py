@@ -71,6 +71,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
     members = score_members(bundle, req.score, req.class_name)
     outputs: dict[str, list[dict]] = {}
     levels: list = []
+    fingerprints: dict[str, str] = {}  # clip id -> fingerprint (a live recording has none)
     keep_outputs = None if knn_only(members) else outputs
     if req.paths:
         for p in req.paths:
@@ -87,6 +88,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
             progress=req.progress,
             outputs_out=keep_outputs,
             levels_out=levels,
+            fingerprints_out=fingerprints,
         )
     elif req.recording is not None:
         per_domain, skipped = embed_recording(
@@ -109,6 +111,8 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
     else:
         existing = None
     enr = to_enrolments(per_domain)
+    trained_on = bundle.trained_on()
+    heard = frozenset(g for g, fp in fingerprints.items() if fp in trained_on)
     try:
         res = enrol(
             bundle.sha256,
@@ -123,6 +127,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
             k=req.k,
             normalise_domains=req.normalise_domains,
             policy=req.policy,
+            heard=heard,
             model_name=bundle.name,
             model_version=bundle.version,
         )

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from edge_agent.audio.convert import SILENT_PEAK, prepare
+from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import AudioFileError, read_wav
 from edge_agent.bank import knn_distance
 from edge_agent.dataset import LabelError, parse_path
@@ -74,6 +75,7 @@ class ClipCheck:
     reason: str = ""
     domain: str = "source"
     audio: Optional[np.ndarray] = None  # mono at the model's rate
+    fingerprint: str = ""  # of the clip as read: was the model trained on it?
 
 
 def check_clip(
@@ -102,4 +104,4 @@ def check_clip(
         mono = prepare(x, sr, model_rate, channel)
     except ValueError as e:
         return ClipCheck(path, False, str(e))
-    return ClipCheck(path, True, domain=domain, audio=mono)
+    return ClipCheck(path, True, domain=domain, audio=mono, fingerprint=audio_fingerprint(x, sr))

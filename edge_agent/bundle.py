@@ -117,8 +117,31 @@ class Bundle:
     def embeddings_per_window(self) -> int:
         return self.manifest.score.embeddings_per_window
 
+    def trained_on(self) -> frozenset[str]:
+        """Fingerprints (``edge_agent.audio.fingerprint``) of the clips the model was trained on, as
+        far as the bundle records them (empty for bundles exported without the list)."""
+        name = self.manifest.training.get("clips_file")
+        if not name or not (self.path / name).is_file():
+            return frozenset()
+        return frozenset(line.strip() for line in (self.path / name).read_text().splitlines() if line.strip())
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+TRAINING_CLIPS = "training_clips.txt"
+
+
+def write_training_clips(bundle_dir: Path, fingerprints, training: dict[str, Any]) -> dict[str, Any]:
+    """Write the training clips' fingerprints next to the model; returns ``training`` naming the file
+    (unchanged when there are none). Call before ``write_manifest``, which hashes every file."""
+    from .audio.fingerprint import SCHEME
+
+    fps = sorted(set(fingerprints))
+    if not fps:
+        return training
+    (Path(bundle_dir) / TRAINING_CLIPS).write_text("\n".join(fps) + "\n")
+    return {**training, "clips_file": TRAINING_CLIPS, "clips_fingerprint": SCHEME, "clips_listed": len(fps)}
 
 
 def write_manifest(bundle_dir: Path, manifest: Manifest) -> Manifest:

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_agent.audio.convert import prepare
+from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import read_wav
 from edge_agent.dataset import ClipLabel, DatasetIndex, index_dataset
 from edge_agent.frontend import log_mel
@@ -26,6 +27,7 @@ class TrainItem:
     audio: np.ndarray  # mono float32 at the model's rate
     joint: str  # joint class name
     machine: str  # machine type class name
+    fingerprint: str = ""  # of the audio as read (edge_agent.audio.fingerprint)
 
 
 @dataclass
@@ -93,6 +95,43 @@ def pseudo_attributes(audios: Sequence[np.ndarray], sample_rate: int, n_clusters
     return KMeans(k, n_init=10, random_state=seed).fit_predict(feats)
 
 
+def _names(group: str, names: Sequence[str]) -> bool:
+    return any(group == e or group.endswith("/" + e) for e in names)
+
+
+def select_clips(
+    roots: Sequence[str | Path],
+    exclude_test_of: Sequence[str] = (),
+    include_test_normals: bool = True,
+    exclude: Sequence[str] = (),
+    hold_out: float = 0.0,
+) -> tuple[list[ClipLabel], list[tuple[Path, str]]]:
+    """The normal clips under ``roots`` that training uses, and the files skipped. Test-split normals
+    are used too (``include_test_normals``) except for machine folders named in ``exclude_test_of``
+    (the benchmarks being evaluated); machine folders named in ``exclude`` are left out altogether.
+    ``hold_out``: about this fraction of each machine folder's clips (every n-th by name) is kept out
+    of training, so that calibrate can fit thresholds on clips of the machine the model has not heard."""
+    clips: list[ClipLabel] = []
+    skipped: list[tuple[Path, str]] = []
+    for root in roots:
+        idx: DatasetIndex = index_dataset(root)
+        skipped += idx.skipped
+        for c in idx.clips:
+            if c.condition != "normal" or _names(c.group, exclude):
+                continue
+            if c.split == "test" and (not include_test_normals or _names(c.group, exclude_test_of)):
+                continue
+            clips.append(c)
+    if hold_out > 0:
+        every = max(2, round(1 / hold_out))
+        by_group: dict[str, list[ClipLabel]] = {}
+        for c in sorted(clips, key=lambda c: str(c.path)):
+            by_group.setdefault(c.group, []).append(c)
+        held = {id(c) for g in by_group.values() for i, c in enumerate(g) if i % every == every - 1}
+        clips = [c for c in clips if id(c) not in held]
+    return clips, skipped
+
+
 def build_trainset(
     roots: Sequence[str | Path],
     sample_rate: int = 16000,
@@ -101,26 +140,15 @@ def build_trainset(
     pseudo_k: int = 4,
     seed: int = 0,
     log=print,
+    exclude: Sequence[str] = (),
+    hold_out: float = 0.0,
 ) -> TrainSet:
-    """Normal clips under ``roots``. Test-split normals are used too (``include_test_normals``)
-    except for machine folders named in ``exclude_test_of`` (the benchmarks being evaluated)."""
-    clips: list[ClipLabel] = []
-    skipped: list[tuple[Path, str]] = []
-    for root in roots:
-        idx: DatasetIndex = index_dataset(root)
-        skipped += idx.skipped
-        for c in idx.clips:
-            if c.condition != "normal":
-                continue
-            if c.split == "test" and (
-                not include_test_normals or any(c.group == e or c.group.endswith("/" + e) for e in exclude_test_of)
-            ):
-                continue
-            clips.append(c)
+    """The clips of ``select_clips``, read and labelled for training."""
+    clips, skipped = select_clips(roots, exclude_test_of, include_test_normals, exclude, hold_out)
     items: list[TrainItem] = []
     for c in clips:
         x, sr = read_wav(c.path)
-        items.append(TrainItem(c, prepare(x, sr, sample_rate), "", c.machine))
+        items.append(TrainItem(c, prepare(x, sr, sample_rate), "", c.machine, audio_fingerprint(x, sr)))
     # Joint class: machine folder x section x attribute combination; pseudo-attributes where none.
     by_key: dict[tuple[str, str], list[int]] = {}
     for i, it in enumerate(items):

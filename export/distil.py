@@ -207,6 +207,8 @@ def distil(args: DistilArgs, progress: bool = True) -> dict:
                 "train_args": json.loads(json.dumps(asdict(args), default=str)),
                 "data_summary": json.loads(json.dumps(ts.summary(), default=str)),
                 "seconds": round(time.time() - t0, 1),
+                # the student learnt the pool's clips, and through the teacher what the teacher learnt
+                "clip_fingerprints": sorted({it.fingerprint for it in ts.items} | teacher.trained_on()),
                 "distillation": {
                     "teacher": {"name": teacher.name, "version": teacher.version, "sha256": teacher.sha256},
                     "pool_windows": int(len(windows)),

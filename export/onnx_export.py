@@ -18,7 +18,7 @@ from edge_agent.atomic import atomic_dir
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import iter_wavs, read_wav
 from edge_agent.audio.windows import frame_windows
-from edge_agent.bundle import write_manifest
+from edge_agent.bundle import write_manifest, write_training_clips
 from edge_agent.manifest import Manifest, Score, Tensor
 
 from .recipes import build_model
@@ -169,6 +169,8 @@ def export_bundle(
             )
         shape = lambda n: [-1] + list(feats[n].shape[1:])  # noqa: E731
         per_window = int(model.embeddings_per_window)
+        # what every member learnt from, so that calibrate can tell when it is given the same clips
+        heard = [fp for k in members for fp in k.get("clip_fingerprints", [])]
         manifest = write_manifest(
             tmp,
             Manifest(
@@ -192,27 +194,31 @@ def export_bundle(
                 # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the
                 # score calibrate uses unless told otherwise.
                 score=Score(embeddings_per_window=per_window, head=model.default_head),
-                training={
-                    "data": ck.get("data_summary", {}),
-                    "args": ck.get("train_args", {}),
-                    "epochs": ck.get("epoch"),
-                    "final_loss": (ck.get("loss_history") or [None])[-1],
-                    "joint_classes": ck.get("joint_classes", []),
-                    "section_classes": ck.get("section_classes", []),
-                    "loss": ck.get("loss"),
-                    # a distilled model: its teacher and how closely it reproduces it on held-out clips
-                    "distillation": ck.get("distillation"),
-                    "ensemble": [
-                        {
-                            "seed": k.get("train_args", {}).get("seed"),
-                            "epochs": k.get("epoch"),
-                            "final_loss": (k.get("loss_history") or [None])[-1],
-                        }
-                        for k in members
-                    ]
-                    if len(members) > 1
-                    else None,
-                },
+                training=write_training_clips(
+                    tmp,
+                    heard,
+                    {
+                        "data": ck.get("data_summary", {}),
+                        "args": ck.get("train_args", {}),
+                        "epochs": ck.get("epoch"),
+                        "final_loss": (ck.get("loss_history") or [None])[-1],
+                        "joint_classes": ck.get("joint_classes", []),
+                        "section_classes": ck.get("section_classes", []),
+                        "loss": ck.get("loss"),
+                        # a distilled model: its teacher and how closely it reproduces it on held-out clips
+                        "distillation": ck.get("distillation"),
+                        "ensemble": [
+                            {
+                                "seed": k.get("train_args", {}).get("seed"),
+                                "epochs": k.get("epoch"),
+                                "final_loss": (k.get("loss_history") or [None])[-1],
+                            }
+                            for k in members
+                        ]
+                        if len(members) > 1
+                        else None,
+                    },
+                ),
                 parity_max_abs_diff=parity,
             ),
         )

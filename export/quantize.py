@@ -20,7 +20,7 @@ from edge_agent.atomic import atomic_dir
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import iter_wavs, read_wav
 from edge_agent.audio.windows import frame_windows
-from edge_agent.bundle import Bundle, write_manifest
+from edge_agent.bundle import Bundle, write_manifest, write_training_clips
 from edge_agent.manifest import parse_manifest
 
 
@@ -69,6 +69,8 @@ def quantize_bundle(bundle: Bundle, out_dir: str | Path, clips: Sequence[str | P
         for extra in tmp.glob("*.data"):  # external-data leftovers of the pre-processing, if any
             extra.unlink()
         m = bundle.manifest.to_json()
+        # the same weights, quantised: the same training clips
+        m["training"] = write_training_clips(tmp, bundle.trained_on(), m.get("training", {}))
         m.update(
             name=f"{bundle.name}-int8",
             version=f"{bundle.version}+int8",

@@ -51,6 +51,8 @@ class TrainArgs:
     pseudo_k: int = 4
     exclude_test_of: list[str] = field(default_factory=lambda: ["dcase2023t2/valve", "mimii/fan"])
     include_test_normals: bool = True
+    exclude: list[str] = field(default_factory=list)  # machine folders left out altogether
+    hold_out: float = 0.0  # fraction of each machine folder's clips kept out, to fit thresholds on
     recipe_config: dict = field(default_factory=dict)
     threads: int = 0
     pretrained: list[str] = field(default_factory=list)  # PATH or PART=PATH (local files only)
@@ -146,6 +148,7 @@ def _payload(
         "loss_history": history,
         "train_args": json.loads(json.dumps(asdict(args), default=str)),
         "data_summary": json.loads(json.dumps(summary, default=str)),
+        "clip_fingerprints": sorted({it.fingerprint for it in ts.items if it.fingerprint}),
         "seconds": round(time.time() - t0, 1),
         **(extra or {}),
     }
@@ -172,6 +175,8 @@ def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool =
         args.pseudo_k,
         args.seed,
         log=log.warning,
+        exclude=args.exclude,
+        hold_out=args.hold_out,
     )
     if len(ts.items) < 2:
         raise ValueError(

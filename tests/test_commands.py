@@ -203,7 +203,8 @@ def test_commands_over_mqtt_acknowledge_shelve_and_survive_a_restart(broker, cal
         r = op.send({"command": "threshold", "scale": 1.5})
         assert r["ok"] is True and r["threshold_scale"] == 1.5
         thr = run.agent.streams["fan01"].bank.threshold
-        assert r["alarm"] and abs(op.state()["threshold"] - round(1.5 * thr, 6)) < 1e-6
+        # the state message follows the command's answer on another topic: wait for it, not race it
+        assert r["alarm"] and wait_for(lambda: abs(op.state()["threshold"] - round(1.5 * thr, 6)) < 1e-6, 10)
         r = op.send({"command": "learn", "hours": 1})
         assert r["ok"] is True and r["state"] == "learning", r
     finally:

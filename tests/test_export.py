@@ -32,7 +32,7 @@ def test_export_parity_and_manifest(tiny_bundle):
     m = b.manifest.to_json()
     assert m["parity_max_abs_diff"] <= 1e-4
     assert m["opset"] >= 17 and m["recipe"] == "dualbranch"
-    assert set(m["files"]) == {"model.onnx"} and len(b.sha256) == 64
+    assert set(m["files"]) == {"model.onnx", "training_clips.txt"} and len(b.sha256) == 64
     assert [i["name"] for i in m["inputs"]] == ["spectrum", "spectrogram"]
     assert m["inputs"][0]["shape"][0] == -1  # dynamic batch
     assert m["training"]["data"]["clips"] == 5

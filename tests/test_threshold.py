@@ -59,6 +59,21 @@ def test_predicted_rate_matches_a_long_simulated_stream():
     assert budget / 3 < measured < budget * 3, (measured, budget)
 
 
+def test_a_heavy_tailed_fit_from_a_few_dozen_clips_falls_back_to_gumbel():
+    from scipy import stats
+
+    # maxima of 40 clips drawn from a heavy-tailed (Frechet) law: a free GEV fit finds the heavy
+    # tail and, extrapolated to one alarm a week, a threshold far beyond any cosine distance (<= 2)
+    m = stats.genextreme.rvs(-0.4, loc=0.05, scale=0.01, size=40, random_state=np.random.default_rng(3))
+    assert stats.genextreme.fit(m)[0] < 0
+    fit = fit_block_maxima(m, 10 / 3600)
+    assert fit.shape == 0.0
+    assert fit.threshold(1 / 168) < 2.0
+    # a bounded tail (c > 0, as bounded scores give) is kept, and found from a sound starting point
+    b = stats.genextreme.rvs(0.3, loc=0.05, scale=0.01, size=200, random_state=np.random.default_rng(4))
+    assert fit_block_maxima(b, 10 / 3600).shape == pytest.approx(0.3, abs=0.1)
+
+
 def test_independent_windows_promise_too_few_alarms_on_autocorrelated_scores():
     rng = np.random.default_rng(5)
     scores = ar1_scores(400, rng, rho=0.9)

@@ -226,6 +226,9 @@ def cmd_calibrate(a) -> int:
     for n in res.notes:
         print(f"note: {n}")
     print(summary_table(a.machine, res.bank, path, plot))
+    overlap = res.bank.meta.get("training_overlap") or {}
+    if overlap.get("warning"):
+        print(f"warning: {overlap['warning']} (edge-agent calibrate --machine {a.machine} --learn 24h)")
     info = res.bank.meta.get("alarm_rate", {})
     if info.get("note"):
         print(f"warning: {info['note']}")

@@ -52,6 +52,22 @@ def add_parsers(command) -> None:
         help="machine folder (e.g. dcase2023t2/valve) whose test normals must not be trained on (repeatable)",
     )
     t.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GROUP",
+        help="machine folder (e.g. dcase2023t2/valve) to leave out of training altogether, e.g. to measure on "
+        "machines the model has never heard (repeatable)",
+    )
+    t.add_argument(
+        "--hold-out",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="keep about this fraction of each machine folder's clips (every n-th by name) out of training; "
+        "the bundle lists the clips it was trained on, so 'calibrate' given all of them enrols them all but fits "
+        "the threshold on the held-out ones, whose scores are honest (default 0: train on everything)",
+    )
+    t.add_argument(
         "--pretrained",
         action="append",
         default=[],
@@ -162,6 +178,8 @@ def cmd_train(a) -> int:
         use_smote=not a.no_smote,
         time_warp=0.0 if a.no_time_warp else 0.1,
         exclude_test_of=a.exclude_test_of or [],
+        exclude=a.exclude or [],
+        hold_out=a.hold_out,
         recipe_config=recipe_config,
         pretrained=a.pretrained,
         speed_perturb=_speeds(a.speed_perturb),
@@ -169,6 +187,8 @@ def cmd_train(a) -> int:
     for d in a.data:
         if not Path(d).is_dir():
             raise UsageError(f"--data {d}: no such directory (a dataset in the DCASE layout <machine>/train/*.wav)")
+    if not 0.0 <= a.hold_out <= 0.5:
+        raise UsageError(f"--hold-out {a.hold_out:g}: give a fraction between 0 and 0.5 (e.g. 0.3)")
     from export.pretrained import PretrainedError
 
     try:
