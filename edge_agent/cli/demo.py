@@ -97,6 +97,12 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
             f"{a.of_last} windows above it, "
             f"clear after {a.clear_after} below"
         )
+        heard = (res.bank.meta.get("training_overlap") or {}).get("heard_clips")
+        if heard:  # the demo's clips are MIMII training clips; a plant enrols its own machine's sound
+            say(
+                f"   ({heard} of these clips were in the model's training set: fine for a demo; enrolling your own "
+                "machine, calibrate fits the threshold on sound the model has not heard)"
+            )
         segs = _segments(replay)
         say(
             f"2) replaying {len(replay)} clips through the ring buffer "
