@@ -37,6 +37,10 @@ def add_parsers(command) -> None:
 def cmd_run(a) -> int:
     from calibration.learning import learner_factory
 
+    from ..memory import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the model and the first windows are allocated
+
     from ..config import load_config
     from ..daemon import build_daemon
 
