@@ -15,9 +15,7 @@ import numpy as np
 import torch
 
 from edge_agent.atomic import atomic_dir
-from edge_agent.audio.convert import prepare
-from edge_agent.audio.wavio import iter_wavs, read_wav
-from edge_agent.audio.windows import frame_windows
+from edge_agent.audio.windows import clip_windows
 from edge_agent.bundle import write_manifest, write_training_clips
 from edge_agent.manifest import Manifest, Score, Tensor
 
@@ -107,16 +105,11 @@ def load_models(checkpoints: Sequence[str | Path]):
 
 
 def parity_windows(frontend, clips: Sequence[str | Path], max_windows: int = 8) -> np.ndarray:
-    wins = []
-    for p in iter_wavs(clips):
-        x, sr = read_wav(p)
-        x = prepare(x, sr, frontend.sample_rate)
-        wins.extend(frame_windows(x, frontend.window_samples, frontend.window_samples))
-        if len(wins) >= max_windows:
-            break
+    sr, n = frontend.sample_rate, frontend.window_samples
+    wins = list(clip_windows(clips, sr, n, n, max_windows))
     if not wins:
         raise ParityError(f"no readable clips for the parity check in {', '.join(map(str, clips))}")
-    return np.stack(wins[:max_windows])
+    return np.stack(wins)
 
 
 def export_bundle(

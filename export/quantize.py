@@ -17,9 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_agent.atomic import atomic_dir
-from edge_agent.audio.convert import prepare
-from edge_agent.audio.wavio import iter_wavs, read_wav
-from edge_agent.audio.windows import frame_windows
+from edge_agent.audio.windows import clip_windows
 from edge_agent.bundle import Bundle, write_manifest, write_training_clips
 from edge_agent.manifest import parse_manifest
 
@@ -27,13 +25,7 @@ from edge_agent.manifest import parse_manifest
 def calibration_features(bundle: Bundle, clips: Sequence[str | Path], max_windows: int = 256) -> list[dict]:
     """The model inputs of up to ``max_windows`` real windows (hop 1 s), one window per entry."""
     fe = bundle.frontend
-    out: list[dict] = []
-    for p in iter_wavs(clips):
-        x, sr = read_wav(p)
-        for w in frame_windows(prepare(x, sr, fe.sample_rate), fe.window_samples, fe.sample_rate):
-            out.append(fe(w[None]))
-            if len(out) >= max_windows:
-                return out
+    out = [fe(w[None]) for w in clip_windows(clips, fe.sample_rate, fe.window_samples, fe.sample_rate, max_windows)]
     if not out:
         raise ValueError(f"no readable clips in {', '.join(map(str, clips))} to calibrate the quantisation on")
     return out
