@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edge_agent.atomic import atomic_dir
-from edge_agent.audio.windows import clip_windows
+from edge_agent.audio.clips import clip_windows
 from edge_agent.bundle import write_manifest, write_training_clips
 from edge_agent.manifest import Manifest, Score, Tensor
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_agent.atomic import atomic_dir
-from edge_agent.audio.windows import clip_windows
+from edge_agent.audio.clips import clip_windows
 from edge_agent.bundle import Bundle, write_manifest, write_training_clips
 from edge_agent.manifest import parse_manifest
 

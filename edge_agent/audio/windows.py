@@ -18,22 +18,6 @@ def frame_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
     return np.stack([x[s : s + window] for s in starts]).astype(np.float32)
 
 
-def clip_windows(paths, sample_rate: int, window: int, hop: int, limit: int):
-    """Up to ``limit`` windows of the WAV clips under ``paths`` (files or folders), mono at
-    ``sample_rate``, one at a time: real sound for parity checks and quantisation."""
-    from .convert import prepare
-    from .wavio import iter_wavs, read_wav
-
-    n = 0
-    for p in iter_wavs(paths):
-        x, sr = read_wav(p)
-        for w in frame_windows(prepare(x, sr, sample_rate), window, hop):
-            if n >= limit:
-                return
-            n += 1
-            yield w
-
-
 @dataclass
 class Windower:
     window_seconds: float
