@@ -314,7 +314,8 @@ def enrol(
         loo = np.nanmin(np.stack([dists["source"], dists["target"]]), axis=0)
     finite = np.isfinite(loo)
     loo, all_grp = loo[finite], all_grp[finite]
-    fitted, overlap = fit_selection(all_grp, heard)
+    clips = np.char.partition(all_grp.astype(str), ":")[:, 2]  # "domain:clip" -> clip
+    fitted, overlap = fit_selection(clips, heard)
     if overlap.get("note"):
         notes.append(overlap["note"])
     fit, thr, rule, rate, info = pick_threshold(loo[fitted], policy, all_grp[fitted])
@@ -343,7 +344,7 @@ def enrol(
             "n_centres": n_centres,
             "keep_source_samples": keep_source_samples,
             "projection_dim": projection.dim if projection is not None else None,
-            "heard_in_training": sorted(heard & set(np.char.partition(all_grp.astype(str), ":")[:, 2])),
+            "heard_in_training": sorted(heard & set(clips)),
             "training_overlap": {k: v for k, v in overlap.items() if k != "note"} or None,
         },
         enrolled={
@@ -357,18 +358,17 @@ def enrol(
 MIN_FRESH_CLIPS = 3  # clips the model has not heard, to fit a threshold on them alone
 
 
-def fit_selection(groups: np.ndarray, heard: set[str]) -> tuple[np.ndarray, dict]:
-    """Which leave-one-out scores (``groups``: "domain:clip" of each) to fit the threshold on, and what
+def fit_selection(clips: np.ndarray, heard: set[str]) -> tuple[np.ndarray, dict]:
+    """Which leave-one-out scores (``clips``: the clip of each) to fit the threshold on, and what
     to say about it. A network embeds the clips it was trained on closer together than new sound of
     the same machine (valve: held-out windows of trained-on clips score a quarter of what unseen
     normal clips score; training-free features show no such gap), so a threshold fitted on them
     is too low and its false-alarm estimate far too optimistic. They stay in the bank; the threshold
     is fitted on the other clips when there are enough of them."""
-    clip = np.array([g.split(":", 1)[1] for g in groups])
-    is_heard = np.isin(clip, sorted(heard)) if heard else np.zeros(len(groups), bool)
-    n_heard, n_fresh = len(np.unique(groups[is_heard])), len(np.unique(groups[~is_heard]))
+    is_heard = np.isin(clips, sorted(heard)) if heard else np.zeros(len(clips), bool)
+    n_heard, n_fresh = len(np.unique(clips[is_heard])), len(np.unique(clips[~is_heard]))
     if not n_heard:
-        return np.ones(len(groups), bool), {}
+        return np.ones(len(clips), bool), {}
     info = {"heard_clips": n_heard, "clips": n_heard + n_fresh}
     why = (
         "held-out scores of clips a model has learnt understate how far new normal sound lies, so a threshold "
@@ -387,4 +387,4 @@ def fit_selection(groups: np.ndarray, heard: set[str]) -> tuple[np.ndarray, dict
         f"threshold without them: {why}; expect more false alarms than estimated. Enrol recordings the model "
         "has not heard (at least 3 clips), or let the agent fit the threshold on field audio with a learning period"
     )
-    return np.ones(len(groups), bool), info
+    return np.ones(len(clips), bool), info

@@ -161,6 +161,8 @@ def distil(args: DistilArgs, progress: bool = True) -> dict:
         args.augment_copies,
     )
     targets = teacher_embeddings(teacher, windows, args.threads)
+    # the student learns the pool's clips, and through the teacher what the teacher learnt
+    heard = sorted({it.fingerprint for it in ts.items} | teacher.trained_on())
     held = rng.random(len(ts.items)) < args.held_out
     train_idx, test_idx = np.flatnonzero(~held[clip]), np.flatnonzero(held[clip])
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -207,8 +209,7 @@ def distil(args: DistilArgs, progress: bool = True) -> dict:
                 "train_args": json.loads(json.dumps(asdict(args), default=str)),
                 "data_summary": json.loads(json.dumps(ts.summary(), default=str)),
                 "seconds": round(time.time() - t0, 1),
-                # the student learnt the pool's clips, and through the teacher what the teacher learnt
-                "clip_fingerprints": sorted({it.fingerprint for it in ts.items} | teacher.trained_on()),
+                "clip_fingerprints": heard,
                 "distillation": {
                     "teacher": {"name": teacher.name, "version": teacher.version, "sha256": teacher.sha256},
                     "pool_windows": int(len(windows)),

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import read_wav
 from edge_agent.bundle import Bundle, write_manifest, write_training_clips
+from edge_agent.errors import UserError
 
 from .dataindex import select_clips
 
@@ -84,7 +85,11 @@ def main(argv=None) -> int:
     p.add_argument("--data", nargs="+", help="the training data folders (default: those the manifest records)")
     a = p.parse_args(argv)
     for b in a.bundles:
-        record(b, a.data)
+        try:
+            record(b, a.data)
+        except (UserError, ValueError) as e:
+            print(f"error: {b}: {e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -63,6 +63,12 @@ def test_distil_trains_a_student_that_exports_and_names_its_teacher(tmp_path, ti
     d = json.loads((out / "manifest.json").read_text())["training"]["distillation"]
     assert d["teacher"]["sha256"] == teacher.sha256 and len(d["held_out"]) == 2
     assert d["pool_windows"] > 0 and d["held_out_windows"] > 0
+    # it learnt its pool's clips (here the test normals too) and, through the teacher, the teacher's
+    from edge_agent.audio.fingerprint import audio_fingerprint
+    from edge_agent.audio.wavio import read_wav
+
+    pool = {audio_fingerprint(*read_wav(p)) for p in (DATA / "valve").glob("*/*normal*.wav")}
+    assert teacher.trained_on() and teacher.trained_on() | pool == b.trained_on()
 
 
 def test_distil_refuses_a_student_that_cannot_match_the_teacher(tmp_path, tiny_bundle):

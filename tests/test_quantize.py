@@ -23,6 +23,7 @@ def test_quantize_writes_an_int8_bundle_the_runtime_runs(tmp_path, tiny_bundle):
     m = json.loads((out / "manifest.json").read_text())
     assert m["quantization"]["kind"] == "int8-static-qdq" and m["quantization"]["from"]["sha256"] == f.sha256
     assert q.sha256 != f.sha256 and q.frontend == f.frontend
+    assert q.trained_on() and q.trained_on() == f.trained_on()  # the same weights learnt the same clips
     # the graph really holds INT8 weights
     import onnx
 

@@ -56,7 +56,7 @@ def test_the_built_in_models_list_their_training_clips():
 def test_the_threshold_is_fitted_on_the_clips_the_model_has_not_heard():
     from calibration.enrol import fit_selection
 
-    groups = np.array([f"source:{c}" for c in "aaabbbcccdddeee"])
+    groups = np.array(list("aaabbbcccdddeee"))  # the clip of each leave-one-out score
     mask, info = fit_selection(groups, {"a", "b"})
     assert mask.tolist() == [False] * 6 + [True] * 9
     assert info["heard_clips"] == 2 and info["fitted_on_clips"] == 3 and "fitted on the 3" in info["note"]
@@ -153,3 +153,15 @@ def test_clips_added_to_a_bank_keep_track_of_what_the_model_heard(tmp_path):
     assert sorted(second.bank.meta["heard_in_training"]) == sorted(map(str, heard))
     _, groups = second.result.fit_scores()
     assert {g.split(":", 1)[1] for g in groups} == {f"v2:{p}" for p in unseen}
+
+
+def test_recording_the_clips_of_a_bundle_that_records_no_selection_says_what_to_do(tmp_path, tiny_bundle_copy, capsys):
+    from edge_agent.bundle import write_manifest
+    from export.training_clips import main
+
+    b = Bundle.load(tiny_bundle_copy)
+    write_manifest(tiny_bundle_copy, b.manifest.model_copy(update={"training": {}}))
+    assert main([str(tiny_bundle_copy)]) == 2
+    assert "records no training data folders" in capsys.readouterr().err
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert "error:" in capsys.readouterr().err
