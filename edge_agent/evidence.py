@@ -222,13 +222,37 @@ def enforce_budget(root: Path, max_bytes: int) -> list[Path]:
 
 # A perceptual dark-to-bright gradient (black, purple, red, orange, pale yellow) for the spectrogram.
 _ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+_LUT = np.stack(
+    [np.interp(np.linspace(0, len(_ANCHORS) - 1, 256), np.arange(len(_ANCHORS)), _ANCHORS[:, c]) for c in range(3)],
+    axis=-1,
+).astype(np.uint8)
 
 
 def colour(v: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] -> uint8 RGB."""
-    x = np.clip(v, 0, 1) * (len(_ANCHORS) - 1)
-    pos = np.arange(len(_ANCHORS))
-    return np.stack([np.interp(x, pos, _ANCHORS[:, c]) for c in range(3)], axis=-1).astype(np.uint8)
+    """Values in [0, 1] -> uint8 RGB, through a 256-entry table (a byte per pixel, no float copies)."""
+    return _LUT[(np.clip(v, 0, 1) * 255).astype(np.uint8)]
+
+
+def spectrogram_columns(
+    audio: np.ndarray, columns: int, n_fft: int = 512, hop: int = 256, block: int = 256
+) -> np.ndarray:
+    """dB magnitude spectrogram reduced to at most ``columns`` time columns, each the loudest of its
+    frames per bin (a short click stays visible): (columns, n_fft // 2 + 1) float32. About ``block``
+    frames are transformed at a time, so a 40 s clip never holds all its complex frames at once
+    (that was about 20 MB of the evidence writer's peak)."""
+    x = np.asarray(audio, np.float32)
+    frames = 1 + (len(x) - n_fft) // hop
+    edges = np.linspace(0, frames, min(columns, frames) + 1).astype(int)
+    out = np.empty((len(edges) - 1, n_fft // 2 + 1), np.float32)
+    step = max(1, block * (len(edges) - 1) // frames)  # columns per block
+    for c0 in range(0, len(out), step):
+        c1 = min(len(out), c0 + step)
+        f0, f1 = edges[c0], edges[c1]
+        mag = stft_magnitude(x[f0 * hop : (f1 - 1) * hop + n_fft], n_fft, hop)
+        out[c0:c1] = np.maximum.reduceat(mag, edges[c0:c1] - f0, axis=0)
+    np.log10(out + 1e-9, out=out)
+    out *= 20
+    return out
 
 
 def render_png(
@@ -249,7 +273,7 @@ def render_png(
     img = Image.new("RGB", (width + 2 * margin, spec_h + score_h + 3 * margin), "white")
     d = ImageDraw.Draw(img)
     if len(audio) >= 512:
-        db = 20 * np.log10(stft_magnitude(audio.astype(np.float32), 512, 256) + 1e-9)  # (frames, bins)
+        db = spectrogram_columns(audio, width)  # (columns, bins)
         v = (db - (db.max() - 80.0)) / 80.0
         spec = Image.fromarray(colour(v.T[::-1])).resize((width, spec_h))
         img.paste(spec, (margin, margin))

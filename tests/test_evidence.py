@@ -3,6 +3,8 @@ beside the state, bounded in size, and never at the cost of the alarm."""
 
 import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,7 +13,8 @@ from PIL import Image
 
 from edge_agent.audio.wavio import read_wav
 from edge_agent.audio.windows import frame_windows
-from edge_agent.evidence import History, enforce_budget
+from edge_agent.evidence import History, enforce_budget, spectrogram_columns
+from edge_agent.frontend import stft_magnitude
 
 from .conftest import DEMO
 from .test_run_replay import cli
@@ -74,6 +77,41 @@ def test_an_alarm_on_real_clips_keeps_the_audio_and_a_spectrogram(calibrated, tm
         assert png.format == "PNG" and png.size[0] >= 900 and png.size[1] >= 400
         # the spectrogram is drawn in colour, not left blank
         assert len(np.unique(np.asarray(png.convert("RGB").crop((60, 60, 900, 280))).reshape(-1, 3), axis=0)) > 100
+
+
+def test_the_spectrogram_is_the_full_one_pooled_to_the_image_width():
+    rng = np.random.default_rng(0)
+    x = (0.01 * rng.standard_normal(16000 * 40 + 123)).astype(np.float32)
+    x[300_000:300_040] += 0.9  # a 2.5 ms click: one frame in a column of about three
+    full = stft_magnitude(x, 512, 256)
+    for columns in (900, 7, 1, 5000):  # fewer columns than frames, and more (kept as they are)
+        got = spectrogram_columns(x, columns, block=64)
+        edges = np.linspace(0, len(full), min(columns, len(full)) + 1).astype(int)
+        want = 20 * np.log10(np.maximum.reduceat(full, edges[:-1], axis=0) + 1e-9)
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-3)
+    # the click's column stands out in the pooled image as in the frames
+    got = spectrogram_columns(x, 900)
+    col = int(300_020 / 256 / (len(full) / 900))
+    assert got[col].mean() > np.median(got, axis=0).mean() + 10
+
+
+def test_drawing_a_long_alarm_clip_takes_little_memory():
+    # the 40 s clip of an alarm: the whole complex STFT and float colour planes took about 40 MB at
+    # the evidence writer's peak, beside the scoring of the next windows
+    code = """
+import io, resource, sys
+import numpy as np
+from edge_agent.evidence import render_png
+x = (0.1 * np.random.default_rng(0).standard_normal(16000 * 40)).astype(np.float32)
+scores = [(t, 0.1) for t in range(2, 40)]
+render_png(io.BytesIO(), x[:16000], 16000, 1.0, scores[:2], 0.12)  # imports, Pillow's first image
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+render_png(io.BytesIO(), x, 16000, 14.0, scores, 0.12)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) < 12, f"drawing raised the peak by {float(r.stdout):.1f} MB"
 
 
 def test_a_disk_that_refuses_evidence_costs_the_evidence_not_the_alarm(calibrated, tmp_path):
