@@ -10,11 +10,13 @@ from .conftest import DATA, TINY_RECIPE
 torch = pytest.importorskip("torch")
 
 # the tiny teacher's 2 x 16 embedding, reproduced by a student with the fast model's front
-# end (STFT hop 500, spectrum of 8000-sample pieces) at 1 s windows
+# end (log-mel frames at hop 500, spectrum of 8000-sample pieces) at 1 s windows
 STUDENT = {
     **TINY_RECIPE,
     "n_fft": 512,
     "hop": 500,
+    "spectrogram": "logmel",
+    "n_mels": 32,
     "spectrum_segment": 8000,
     "cbam": False,
 }
@@ -60,6 +62,7 @@ def test_distil_trains_a_student_that_exports_and_names_its_teacher(tmp_path, ti
     assert b.embedding_dim == teacher.embedding_dim
     spec = {f.name: f for f in b.frontend.features}
     assert spec["spectrum"].segment == 8000 and spec["spectrogram"].hop == 500
+    assert spec["spectrogram"].kind == "logmel" and spec["spectrogram"].shape(b.frontend.window_samples)[-1] == 32
     d = json.loads((out / "manifest.json").read_text())["training"]["distillation"]
     assert d["teacher"]["sha256"] == teacher.sha256 and len(d["held_out"]) == 2
     assert d["pool_windows"] > 0 and d["held_out_windows"] > 0
@@ -79,3 +82,5 @@ def test_distil_refuses_a_student_that_cannot_match_the_teacher(tmp_path, tiny_b
         distil(DistilArgs(**args, recipe_config={**STUDENT, "branch_dim": 8}), progress=False)
     with pytest.raises(ValueError, match="windows"):
         distil(DistilArgs(**args, recipe_config={**STUDENT, "window_seconds": 2.0}), progress=False)
+    with pytest.raises(ValueError, match="spectrogram must be"):
+        distil(DistilArgs(**args, recipe_config={**STUDENT, "spectrogram": "mel"}), progress=False)

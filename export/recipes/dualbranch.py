@@ -42,8 +42,14 @@ class DualBranchConfig(WindowedConfig):
     # 0: the spectrum branch sees |FFT| of the whole window; N: the mean |FFT| of its N-sample
     # pieces, which a stream computes once per piece (the fast model uses 1 s pieces)
     spectrum_segment: int = 0
+    # "stft": the magnitude spectrogram (n_fft // 2 + 1 bins); "logmel": n_mels log-mel bands, a
+    # quarter of the bins at the default sizes, so the spectrogram branch costs about a quarter
+    spectrogram: str = "stft"
+    n_mels: int = 128
 
     def frontend(self) -> Frontend:
+        if self.spectrogram not in ("stft", "logmel"):
+            raise ValueError(f"spectrogram must be 'stft' or 'logmel', not {self.spectrogram!r}")
         return Frontend(
             self.sample_rate,
             self.window_samples,
@@ -51,9 +57,10 @@ class DualBranchConfig(WindowedConfig):
                 FeatureSpec("spectrum", "spectrum", segment=self.spectrum_segment),
                 FeatureSpec(
                     "spectrogram",
-                    "stft",
+                    self.spectrogram,
                     n_fft=self.n_fft,
                     hop=self.hop,
+                    n_mels=self.n_mels,
                     compress=self.stft_compress,
                     mean_removed=True,
                 ),
