@@ -311,7 +311,8 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
         fa, det = r["false_alarms"], r["detection"]
         log(
             f"{name:7s} {label:38s} thr {r['threshold']:.4f}  FA {fa['alarms']} in {60 * fa['hours']:.1f} min"
-            f"{_open_share(fa)} = {fa['per_hour']:.2f}/h [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}]  predicted "
+            f"{_open_share(fa)} = {fa['per_hour']:.2f}/h [{fa['per_hour_ci'][0]:.2f}, {fa['per_hour_ci'][1]:.2f}]  "
+            "predicted "
             f"{r['predicted_per_hour']:.3g}/h  "
             f"recall {det['detected']}/{det['clips']} [{det['recall_ci'][0]:.2f}, {det['recall_ci'][1]:.2f}]  "
             f"delay {det['delay_median_s']:.1f} s [{det['delay_ci_s'][0]:.1f}, {det['delay_ci_s'][1]:.1f}]"
