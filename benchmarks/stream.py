@@ -343,7 +343,7 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
 
 
 def _open_share(fa: dict) -> str:
-    share = fa.get("in_alarm_share", 0.0)
+    share = fa["in_alarm_share"]
     return f" (in alarm {100 * share:.0f} % of the time)" if share >= 0.005 else ""
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from .atomic import atomic_write
 from .audio.wavio import write_wav
 from .config import EvidenceConfig
-from .frontend import stft_magnitude
+from .frontend import n_frames, stft_magnitude
 from .memory import trim
 
 log = logging.getLogger("edge_agent.evidence")
@@ -241,7 +241,7 @@ def spectrogram_columns(
     frames are transformed at a time, so a 40 s clip never holds all its complex frames at once
     (that was about 20 MB of the evidence writer's peak)."""
     x = np.asarray(audio, np.float32)
-    frames = 1 + (len(x) - n_fft) // hop
+    frames = n_frames(len(x), n_fft, hop)
     edges = np.linspace(0, frames, min(columns, frames) + 1).astype(int)
     out = np.empty((len(edges) - 1, n_fft // 2 + 1), np.float32)
     step = max(1, block * (len(edges) - 1) // frames)  # columns per block

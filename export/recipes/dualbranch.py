@@ -47,9 +47,11 @@ class DualBranchConfig(WindowedConfig):
     spectrogram: str = "stft"
     n_mels: int = 128
 
-    def frontend(self) -> Frontend:
+    def __post_init__(self):
         if self.spectrogram not in ("stft", "logmel"):
             raise ValueError(f"spectrogram must be 'stft' or 'logmel', not {self.spectrogram!r}")
+
+    def frontend(self) -> Frontend:
         return Frontend(
             self.sample_rate,
             self.window_samples,
