@@ -136,6 +136,18 @@ def test_train_refuses_a_hold_out_that_leaves_little_to_train_on(tmp_path, capsy
     assert rc == 2 and "--hold-out 0.9" in capsys.readouterr().err
 
 
+def test_train_refuses_a_recipe_config_it_cannot_build(tmp_path, capsys):
+    from edge_agent.cli import main
+
+    base = ["train", "--recipe", "dualbranch", "--data", str(DATA), "--out", str(tmp_path / "m.ckpt")]
+    assert main([*base, "--recipe-config", '{"spectrogram": "mel"}']) == 2
+    assert "spectrogram must be 'stft' or 'logmel'" in capsys.readouterr().err
+    assert main([*base, "--recipe-config", '{"no_such_setting": 1}']) == 2
+    err = capsys.readouterr().err
+    assert "--recipe-config" in err and "no_such_setting" in err
+    assert not (tmp_path / "m.ckpt").exists()
+
+
 def test_clips_added_to_a_bank_keep_track_of_what_the_model_heard(tmp_path):
     from calibration.service import CalibrationRequest, calibrate
     from edge_agent.engine import OnnxEngine

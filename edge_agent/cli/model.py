@@ -190,11 +190,14 @@ def cmd_train(a) -> int:
     if not 0.0 <= a.hold_out <= 0.5:
         raise UsageError(f"--hold-out {a.hold_out:g}: give a fraction between 0 and 0.5 (e.g. 0.3)")
     from export.pretrained import PretrainedError
+    from export.recipes import build_config
 
+    try:  # an unknown key (TypeError) or a refused value (ValueError), before any data is read
+        build_config(a.recipe, recipe_config)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--recipe-config: {e}") from None
     try:
         r = train(args)
-    except TypeError as e:  # an unknown key in --recipe-config
-        raise UsageError(f"--recipe-config: {e}") from None
     except PretrainedError as e:
         raise UsageError(str(e)) from None
     d = r["data"]
