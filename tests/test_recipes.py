@@ -133,6 +133,10 @@ def test_stgram_arcface_option_and_bad_variant(tmp_path):
     assert hasattr(model, "backbone_t") and hasattr(model, "backbone_s")
     with pytest.raises(ValueError, match="unknown recipe"):
         build_model("nope", {})
+    from export.recipes.stgram import STgramConfig
+
+    with pytest.raises(ValueError, match="variant must be stgram or sepstgram"):
+        STgramConfig(variant="tgram")  # refused with the config, before a model is built
 
 
 def test_stgram_classifier_score_in_calibrate_run_and_evaluate(recipe_bundle, tmp_path):

@@ -35,6 +35,10 @@ class STgramConfig(WindowedConfig):
     resnet_widths: list = field(default_factory=lambda: [64, 128, 256, 512])
     embedding_dim: int = 128
 
+    def __post_init__(self):
+        if self.variant not in ("stgram", "sepstgram"):
+            raise ValueError(f"variant must be stgram or sepstgram, got {self.variant!r}")
+
     def frontend(self) -> Frontend:
         return Frontend(
             self.sample_rate,
@@ -106,8 +110,6 @@ class STgramNet(Recipe, nn.Module):
 
     def __init__(self, cfg: STgramConfig):
         super().__init__()
-        if cfg.variant not in ("stgram", "sepstgram"):
-            raise ValueError(f"variant must be stgram or sepstgram, got {cfg.variant!r}")
         self.cfg = cfg
         self.tgram = Tgram(cfg)
         self.mel_bn = nn.BatchNorm2d(1)
