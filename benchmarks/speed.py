@@ -506,6 +506,16 @@ def main(argv=None) -> int:
         res["latency"] = bench_latency(1 if a.quick else 3)
     for part in todo:
         measured[part] = today
+    need = {"window": models, "process": [f"{m}/{mode}" for m in models for mode in ("realtime", "fast")]}
+    missing = sorted(p for p in parts if p not in res or not all(k in res[p] for k in need.get(p, [])))
+    if missing:  # --only against a JSON without the other parts (or without this --compare model)
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
+        print(
+            f"wrote {a.json}; no table: it has no {', '.join(missing)} results for {', '.join(models)} "
+            f"(run without --only once, or point --json at a full previous result)"
+        )
+        return 0
     res["streams"] = {int(k): v for k, v in res["streams"].items()}  # JSON keys are text
     res["knn"] = {int(k): v for k, v in res["knn"].items()}
     sustained = max([n for n, r in res["streams"].items() if r["real_time"]], default=0)

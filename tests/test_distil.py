@@ -84,3 +84,31 @@ def test_distil_refuses_a_student_that_cannot_match_the_teacher(tmp_path, tiny_b
         distil(DistilArgs(**args, recipe_config={**STUDENT, "window_seconds": 2.0}), progress=False)
     with pytest.raises(ValueError, match="spectrogram must be"):
         distil(DistilArgs(**args, recipe_config={**STUDENT, "spectrogram": "mel"}), progress=False)
+
+
+def test_the_build_script_describes_the_fast_bundle_in_the_tree():
+    # ./scripts/build-default-model is the one way to rebuild it: a rebuild must give the same
+    # student (its recipe settings) under the same version, not relabel it
+    from edge_agent.bundle import Bundle
+    from export.build_default import FAST_VERSION, STUDENT
+
+    fast = Bundle.load("fast")
+    assert fast.version == FAST_VERSION
+    shipped = fast.manifest.recipe_config
+    assert {k: shipped.get(k) for k in STUDENT} == STUDENT
+
+
+def test_the_spectrum_branch_hidden_width_is_a_setting():
+    from export.recipes import build_config, build_model
+
+    base = {**STUDENT, "branch_dim": 16}
+    linears = lambda m: [(l.in_features, l.out_features) for l in m.spectrum.dense if hasattr(l, "in_features")]  # noqa: E731,E741
+    wide = linears(build_model("dualbranch", base)[0])
+    flat = wide[0][0]  # the flattened convolution output
+    # 0 (the default) keeps the layout existing checkpoints were saved with: branch_dim wide
+    assert wide == [(flat, 16), (16, 16), (16, 16)]
+    narrow = build_model("dualbranch", {**base, "spec_hidden": 8})[0]
+    assert linears(narrow) == [(flat, 8), (8, 8), (8, 16)]
+    assert narrow.embedding_dim == 32  # the embedding keeps its size
+    with pytest.raises(ValueError, match="spec_hidden"):
+        build_config("dualbranch", {**base, "spec_hidden": -1})

@@ -26,13 +26,13 @@ FRONTENDS = {
             FeatureSpec("spectrogram", "stft", hop=500, mean_removed=True),
         ),
     ),
-    # the fast model's: 1 s spectrum pieces + 128 log-mel bands at hop 500
+    # the fast model's: 1 s spectrum pieces + 64 log-mel bands at hop 500
     "distilled": Frontend(
         SR,
         N,
         (
             FeatureSpec("spectrum", "spectrum", segment=16000),
-            FeatureSpec("spectrogram", "logmel", hop=500, n_mels=128, mean_removed=True),
+            FeatureSpec("spectrogram", "logmel", hop=500, n_mels=64, mean_removed=True),
         ),
     ),
     "logmel": Frontend(

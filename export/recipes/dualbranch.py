@@ -46,10 +46,15 @@ class DualBranchConfig(WindowedConfig):
     # quarter of the bins at the default sizes, so the spectrogram branch costs about a quarter
     spectrogram: str = "stft"
     n_mels: int = 128
+    # width of the spectrum branch's hidden dense layers; 0: branch_dim. Its two square layers
+    # are most of the network's weights, read once per window at batch 1
+    spec_hidden: int = 0
 
     def __post_init__(self):
         if self.spectrogram not in ("stft", "logmel"):
             raise ValueError(f"spectrogram must be 'stft' or 'logmel', not {self.spectrogram!r}")
+        if self.spec_hidden < 0:
+            raise ValueError(f"spec_hidden must be 0 (branch_dim) or a width, not {self.spec_hidden}")
 
     def frontend(self) -> Frontend:
         return Frontend(
@@ -127,15 +132,16 @@ class SpectrumBranch(nn.Module):
             cin, length = cfg.spec_channels, (length - k) // s + 1
         self.convs = nn.Sequential(*layers)
         d = cfg.branch_dim
+        h = cfg.spec_hidden or d
         self.dense = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(cin * length, d),
-            nn.BatchNorm1d(d),
+            nn.Linear(cin * length, h),
+            nn.BatchNorm1d(h),
             nn.ReLU(inplace=True),
-            nn.Linear(d, d),
-            nn.BatchNorm1d(d),
+            nn.Linear(h, h),
+            nn.BatchNorm1d(h),
             nn.ReLU(inplace=True),
-            nn.Linear(d, d),
+            nn.Linear(h, d),
         )
 
     def forward(self, spectrum):  # (B, n_bins)
