@@ -507,10 +507,10 @@ def main(argv=None) -> int:
     for part in todo:
         measured[part] = today
     need = {"window": models, "process": [f"{m}/{mode}" for m in models for mode in ("realtime", "fast")]}
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    a.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
     missing = sorted(p for p in parts if p not in res or not all(k in res[p] for k in need.get(p, [])))
     if missing:  # --only against a JSON without the other parts (or without this --compare model)
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
         print(
             f"wrote {a.json}; no table: it has no {', '.join(missing)} results for {', '.join(models)} "
             f"(run without --only once, or point --json at a full previous result)"
@@ -585,8 +585,6 @@ def main(argv=None) -> int:
         + ". Both models' rows of one part come from the same run."
     )
     print(header + "\n" + table)
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(res, indent=2, default=str) + "\n")
     if a.doc.is_file() and not a.quick:
         text = a.doc.read_text()
         if MARK_BEGIN in text:

@@ -31,18 +31,23 @@ REGISTRY: dict[str, RecipeEntry] = {
 RECIPES = tuple(REGISTRY)
 
 
-def build_config(recipe: str, config: dict):
-    """The config object of a recipe from its config dict (from a checkpoint or defaults); an
-    unknown key raises TypeError, a refused value ValueError, before any model is built."""
+def _entry(recipe: str):
+    """(registry entry, its imported module) of a recipe name."""
     if recipe not in REGISTRY:
         raise ValueError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
     e = REGISTRY[recipe]
-    mod = import_module(f"{__name__}.{e.module}")
+    return e, import_module(f"{__name__}.{e.module}")
+
+
+def build_config(recipe: str, config: dict):
+    """The config object of a recipe from its config dict (from a checkpoint or defaults); an
+    unknown key raises TypeError, a refused value ValueError, before any model is built."""
+    e, mod = _entry(recipe)
     return getattr(mod, e.config)(**{**config, **e.fixed})
 
 
 def build_model(recipe: str, config: dict):
     """(model, config object) for a recipe name and its config dict (from a checkpoint or defaults)."""
     cfg = build_config(recipe, config)
-    mod = import_module(f"{__name__}.{REGISTRY[recipe].module}")
-    return getattr(mod, REGISTRY[recipe].model)(cfg), cfg
+    e, mod = _entry(recipe)
+    return getattr(mod, e.model)(cfg), cfg
