@@ -21,7 +21,7 @@ from .alarms import Alarms
 from .audio import open_source
 from .bank import load_machine_bank
 from .bundle import Bundle
-from .config import Config, require_machines
+from .config import Config, realtime_only, require_machines
 from .engine import Engine, open_engine
 from .errors import UserError
 from .evidence import EvidenceRecorder
@@ -36,6 +36,10 @@ log = logging.getLogger("edge_agent.agent")
 # costs 5.9 ms per window against 5.8 ms at batch 32, while peak RSS in fast replay is 147 MB
 # against 231 MB (the runtime's budget is 150 MB).
 MAX_BATCH = 4
+# The loop's idle wait (Agent.idle_seconds): a replay fed as fast as possible is looked at again
+# after POLL_SECONDS; live audio at most IDLE_MAX_SECONDS later (the latency of a command or a signal).
+POLL_SECONDS = 0.02
+IDLE_MAX_SECONDS = 0.25
 
 
 class ReplayError(UserError):
@@ -68,6 +72,8 @@ class Agent:
         self.status_interval = status_interval if status_interval is not None else cfg.status_interval_seconds
         self.stats = Stats()
         self.stop_event = threading.Event()
+        # Wakes the loop before its idle wait is over: a stop, a command (``wake``).
+        self._wake = threading.Event()
         self.on_ready: list[Callable[["Agent"], None]] = []
         self.on_tick: list[Callable[["Agent"], None]] = []
         self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
@@ -107,7 +113,7 @@ class Agent:
     ) -> "Agent":
         require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)
-        engine = engine or open_engine(bundle, cfg.engine)
+        engine = engine or open_engine(bundle, cfg.engine, spin=not realtime_only(cfg))
         state_dir = cfg.resolved_state_dir()
         streams = {}
         for name, mc in cfg.machines.items():
@@ -175,6 +181,25 @@ class Agent:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run the loop now (a command is waiting); safe from any thread but a signal handler."""
+        self._wake.set()
+
+    def idle_seconds(self) -> float:
+        """How long the loop may sleep when nothing was ready. Live audio arrives at its own pace, so
+        until the stream nearest its next window has the audio for it (a replay fed as fast as it
+        can be scored: a short poll), and never longer than IDLE_MAX_SECONDS, so that liveness,
+        shelves, status lines and signals are looked at. Polling every 20 ms instead cost a live
+        machine about 1 % of a core (docs/performance.md)."""
+        wait = IDLE_MAX_SECONDS
+        for s in self.streams.values():
+            due = s.seconds_to_next_window()
+            if due is None:
+                return POLL_SECONDS
+            wait = min(wait, due)
+        return max(POLL_SECONDS, wait)
 
     def done(self) -> bool:
         """Every input is a finished replay and nothing is left to score."""
@@ -324,7 +349,8 @@ class Agent:
                     if self.done():
                         self._finish_replays()
                         break
-                    self.stop_event.wait(0.02)
+                    self._wake.wait(self.idle_seconds())
+                    self._wake.clear()
         finally:
             for cb in self.on_stop:
                 cb(self)

@@ -123,8 +123,9 @@ class _Pending:
 class CommandDesk:
     """Commands from any thread, run on the agent's thread."""
 
-    def __init__(self, max_pending: int = 100):
+    def __init__(self, max_pending: int = 100, wake: Callable[[], None] = lambda: None):
         self._q: queue.Queue[_Pending] = queue.Queue(max_pending)
+        self._wake = wake  # the agent's loop may be in its idle wait
 
     def submit(
         self,
@@ -147,6 +148,7 @@ class CommandDesk:
             return
         try:
             self._q.put_nowait(_Pending(machine, raw, source, reply))
+            self._wake()
         except queue.Full:
             reply(_failure(machine, raw, "too many commands waiting; try again shortly"))
 

@@ -301,6 +301,12 @@ def require_machines(cfg: Config, source: str = "the config") -> Config:
     return cfg
 
 
+def realtime_only(cfg: Config) -> bool:
+    """Every input delivers its audio as it is recorded (a device, or a replay in real time), so the
+    engine runs a few windows a second rather than back to back."""
+    return all(mc.input.file is None or mc.input.realtime for mc in cfg.machines.values())
+
+
 def load_config(path: Optional[Path | str] = None, required: bool = True) -> Config:
     """Load and validate a config file; with no path, use the default locations.
 

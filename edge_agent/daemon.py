@@ -66,7 +66,8 @@ def build_daemon(
     # The durable sink first: an event printed on the console is already in the outbox.
     agent.sinks += [durable] + ([con] if con is not None else [])
     agent.status_sources.append(durable.status_line)
-    agent.commands = CommandDesk()  # MQTT and the status page hand their commands to the agent's thread
+    # MQTT and the status page hand their commands to the agent's thread, and wake it
+    agent.commands = CommandDesk(wake=agent.wake)
     page = None
     if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
         from .web.page import StatusPage

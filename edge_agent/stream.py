@@ -274,6 +274,15 @@ class MachineStream:
         """The source has just started: wall clock and silence are timed from now, not from loading."""
         self.wall_start, self.last_frames_at = time.time(), time.monotonic()
 
+    def seconds_to_next_window(self) -> Optional[float]:
+        """Seconds of audio the source still has to deliver before the next window is complete;
+        None for a replay fed as fast as it can be scored (its audio does not arrive at a pace)."""
+        if self.stream_clocked:
+            return None
+        src = self.source
+        need = self._windower().frames_needed() - src.ring.available()
+        return max(0, need) / src.sample_rate
+
     @property
     def drained(self) -> bool:
         """A finished replay with nothing left to read."""

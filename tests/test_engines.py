@@ -1,6 +1,7 @@
 """Engine selection and the TensorRT paths, as far as a machine without a GPU allows."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,36 @@ def test_engine_output_is_normalised_for_a_batch():
     assert emb.shape == (3, b.embedding_dim)
     # the ensemble: four unit-length members scaled by 1/2 -> unit length overall
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+SPIN = "session.intra_op.allow_spinning"
+
+
+def _spins(engine: OnnxEngine) -> bool:
+    opts = engine.session.get_session_options()
+    try:
+        return opts.get_session_config_entry(SPIN) != "0"
+    except Exception:  # noqa: BLE001 - not set: ONNX Runtime's default, which spins
+        return True
+
+
+@pytest.mark.parametrize(
+    "inputs, spins",
+    [
+        ([{"file": "replay", "realtime": True}], False),  # a live stream: one window a second
+        ([{"file": "replay", "realtime": True}, {"file": "replay", "realtime": False}], True),  # back to back
+    ],
+)
+def test_the_agent_engine_spins_only_when_windows_come_back_to_back(tmp_path, inputs, spins):
+    """Spinning worker threads cost about 55 ms of CPU per window at one window a second
+    (docs/performance.md), so a real-time agent turns it off; a replay as fast as it can be scored
+    keeps it (it runs batches back to back)."""
+    from edge_agent.agent import Agent
+    from edge_agent.config import parse_config
+
+    demo = Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips"
+    machines = {f"m{i}": {"input": {**inp, "file": str(demo / inp["file"])}} for i, inp in enumerate(inputs)}
+    cfg = parse_config({"state_dir": str(tmp_path), "model": "fast", "engine": "cpu", "machines": machines})
+    agent = Agent.from_config(cfg, [])
+    assert _spins(agent.engine) is spins
+    assert _spins(OnnxEngine(Bundle.load("fast"), "cpu")) is True  # calibration and evaluation: back to back

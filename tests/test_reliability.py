@@ -306,7 +306,7 @@ def test_a_looping_replay_with_nothing_to_play_backs_off_and_says_it_once(calibr
 
 
 def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, tmp_path):
-    """A handler runs in the main thread, maybe while it holds the lock inside stop_event.wait();
+    """A handler runs in the main thread, maybe while it holds the lock inside the loop's idle wait;
     a handler that sets that Event never returns (CI hung on SIGTERM this way). Here a thread holds
     the Event's lock and runs the installed handlers as the interrupted main thread would."""
     import threading
@@ -325,7 +325,7 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
             signal.signal(s, h)
 
     def interrupted_wait():
-        with agent.stop_event._cond, agent.reload_requested._cond:  # what wait()/clear() hold
+        with agent.stop_event._cond, agent.reload_requested._cond, agent._wake._cond:  # what wait()/clear() hold
             for h, signum in zip(handlers, (signal.SIGHUP, signal.SIGTERM)):
                 h(signum, None)
 

@@ -28,6 +28,47 @@ def test_windower_hops_across_pushes():
     got = w.push(x[:7]) + w.push(x[7:18]) + w.push(x[18:])
     assert [int(win[0, 0]) for win, _ in got] == [0, 5, 10, 15]
     assert [end for _, end in got] == [10, 15, 20, 25]
+    assert w.frames_needed() == 5  # the next window needs one more hop
+    assert Windower(1.0, 0.5, 10, 1).frames_needed() == 10  # the first one a whole window
+
+
+def test_a_live_agent_sleeps_until_a_window_can_be_complete(tmp_path):
+    """The loop's idle wait follows the audio still to come (agent.idle_seconds): live streams up to
+    IDLE_MAX_SECONDS, never below POLL_SECONDS, and a replay fed as fast as possible is polled."""
+    from edge_agent.agent import IDLE_MAX_SECONDS, POLL_SECONDS, Agent
+    from edge_agent.audio.wavio import write_wav
+    from edge_agent.config import parse_config
+
+    sr = 16000
+    write_wav(tmp_path / "a.wav", 0.1 * np.sin(np.arange(5 * sr) * 0.05).astype(np.float32), sr)
+
+    def agent(realtime: bool) -> Agent:
+        inp = {"file": str(tmp_path / "a.wav"), "realtime": realtime}
+        cfg = parse_config({"state_dir": str(tmp_path), "engine": "cpu", "machines": {"m": {"input": inp}}})
+        return Agent.from_config(cfg, [])
+
+    live = agent(True)
+    s = live.streams["m"]
+    assert s.seconds_to_next_window() == 2.0  # nothing has arrived: a whole 2 s window
+    assert live.idle_seconds() == IDLE_MAX_SECONDS
+    s.source.ring.write(np.zeros((int(1.9 * sr), 1), np.float32))
+    assert s.seconds_to_next_window() == pytest.approx(0.1)
+    assert live.idle_seconds() == pytest.approx(0.1)
+    s.source.ring.write(np.zeros((int(0.1 * sr) - 10, 1), np.float32))
+    assert live.idle_seconds() == POLL_SECONDS  # 10 frames to go: never a busy loop
+    assert len(s.pump()) == 0 and s.seconds_to_next_window() == pytest.approx(10 / sr)
+    s.source.ring.write(np.zeros((10, 1), np.float32))
+    assert len(s.pump()) == 1 and s.seconds_to_next_window() == 1.0  # then one hop per window
+    assert agent(False).idle_seconds() == POLL_SECONDS
+
+
+def test_a_command_wakes_the_agents_loop():
+    from edge_agent.commands import CommandDesk
+
+    woken = []
+    desk = CommandDesk(wake=lambda: woken.append(1))
+    desk.submit("m", b'{"command": "ack"}', "test", lambda r: None)
+    assert woken == [1]
 
 
 def test_detector_k_of_n_and_hysteresis():

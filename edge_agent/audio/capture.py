@@ -15,6 +15,11 @@ from .source import RING_SECONDS, AudioDeviceError, AudioSource
 
 log = logging.getLogger("edge_agent.audio")
 
+# Audio per callback. PortAudio's own choice (blocksize 0) gave 118 callbacks a second through
+# PulseAudio and cost 10-20 % of a core in the capture alone; 0.1 s blocks cost 1.5-2 %
+# (docs/performance.md). The agent decides once a hop (1 s), so 0.1 s more latency is nothing.
+BLOCK_SECONDS = 0.1
+
 
 def find_device(device: Union[int, str, None], sd=None) -> int | None:
     """A PortAudio input device index from an index or a case-insensitive name substring."""
@@ -49,8 +54,10 @@ class CaptureSource(AudioSource):
         channel: Union[int, str] = "mix",
         stream_factory: Optional[Callable] = None,
         max_backoff: float = 30.0,
-        blocksize: int = 0,
+        blocksize: Optional[int] = None,
     ):
+        """``blocksize``: frames per callback; None for BLOCK_SECONDS at the rate the device opens
+        with, 0 for PortAudio's choice."""
         super().__init__(name)
         sd = import_sounddevice()
         self._sd = sd
@@ -108,7 +115,7 @@ class CaptureSource(AudioSource):
                     channels=channels,
                     samplerate=rate,
                     dtype="float32",
-                    blocksize=self.blocksize,
+                    blocksize=self.blocksize if self.blocksize is not None else max(1, int(rate * BLOCK_SECONDS)),
                     callback=self._callback,
                 )
                 stream.start()

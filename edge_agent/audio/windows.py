@@ -36,6 +36,10 @@ class Windower:
     def hop(self) -> int:
         return max(1, int(round(self.hop_seconds * self.sample_rate)))
 
+    def frames_needed(self) -> int:
+        """Frames still to push before the next window is complete."""
+        return max(0, self.window - self._pending_n)
+
     def push(self, frames: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """Add frames; return the complete windows (samples, end position in frames)."""
         if len(frames):

@@ -13,10 +13,13 @@ from .onnx import OnnxEngine
 __all__ = ["Engine", "EngineError", "OnnxEngine", "l2_normalise", "open_engine"]
 
 
-def open_engine(bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None) -> Engine:
-    """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime."""
+def open_engine(
+    bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None, spin: bool = True
+) -> Engine:
+    """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime.
+    ``spin=False`` for work that arrives in real time (``OnnxEngine``)."""
     if kind == "trt":
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle, cache_dir=cache_dir)
-    return OnnxEngine(bundle, kind, threads, cache_dir)
+    return OnnxEngine(bundle, kind, threads, cache_dir, spin=spin)

@@ -57,7 +57,18 @@ def choose_providers(kind: str, available: list[str]) -> list[str]:
 
 
 class OnnxEngine:
-    def __init__(self, bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        kind: str = "auto",
+        threads: int = 0,
+        cache_dir: Optional[Path] = None,
+        spin: bool = True,
+    ):
+        """``spin``: ONNX Runtime's worker threads busy-wait after each run for the next one. That
+        pays when runs come back to back (calibration, a replay as fast as it can be scored), but a
+        live stream runs one window a second, and each run then cost about 55 ms of spinning for
+        1.4 ms of work (measured, docs/performance.md): the agent passes ``spin=False`` then."""
         import onnxruntime as ort
 
         self.bundle = bundle
@@ -66,6 +77,8 @@ class OnnxEngine:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_opts = []
         for p in providers:
             if p == "TensorrtExecutionProvider":
