@@ -80,11 +80,12 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
         thr, rule = threshold_from_percentile(fit, q), {"rule": "percentile", "value": q}
     blocks = len(np.unique(groups)) if groups is not None else 0
     maxima, block_hours, why = None, 0.0, ""
+    need = policy.raise_after + max(0, policy.smooth_windows - 1)  # windows the rule needs after a start
     if groups is not None and not policy.independent_windows:
         if blocks < MIN_BLOCKS:
             why = f"only {blocks} clip(s) or recording chunk(s): too few"
         else:
-            maxima, block_hours = block_maxima(
+            maxima, block_hours, audio_hours = block_maxima(
                 scores,
                 groups,
                 policy.hop_seconds,
@@ -94,7 +95,7 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
                 policy.smooth,
             )
             if len(maxima) < MIN_BLOCKS or np.ptp(maxima) <= 0:
-                why = f"{len(maxima)} clip(s) of {policy.raise_after} windows or more (with distinct peaks): too few"
+                why = f"{len(maxima)} clip(s) of {need} windows or more (with distinct peaks): too few"
                 maxima = None
     if maxima is None:
         if thr is None:
@@ -106,10 +107,10 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
         if why:
             info["note"] = (
                 f"{why} to run the alarm rule over held-out audio, so the rate takes windows as independent and is "
-                "optimistic; enrol at least 3 clips or 15 s"
+                f"optimistic; enrol at least 3 clips of {need} windows or more"
             )
         return fit, float(thr), rule, rate, info
-    rfit = fit_block_maxima(maxima, block_hours)
+    rfit = fit_block_maxima(maxima, block_hours, audio_hours=audio_hours)
     if thr is None:
         thr = rfit.threshold(policy.false_alarms_per_day / 24)
     per_hour = rfit.rate_per_hour(thr)

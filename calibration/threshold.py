@@ -94,12 +94,14 @@ class RateFit:
     shape: float  # scipy's genextreme c (0: Gumbel)
     loc: float
     scale: float
-    block_hours: float  # mean audio per block
+    block_hours: float  # stream time per block: the windows at which an alarm could start, a hop each
     blocks: int
+    audio_hours: float = 0.0  # the enrolled audio behind the blocks (0: blocks x block_hours)
 
     @property
     def hours(self) -> float:
-        return self.block_hours * self.blocks
+        """Hours of enrolled audio the fit rests on."""
+        return self.audio_hours or self.block_hours * self.blocks
 
     def rate_per_hour(self, threshold: float) -> float:
         """Expected alarm starts per hour of normal sound (at most one per block)."""
@@ -117,6 +119,7 @@ class RateFit:
             "scale": self.scale,
             "block_hours": self.block_hours,
             "blocks": self.blocks,
+            "audio_hours": self.hours,
         }
 
 
@@ -128,24 +131,33 @@ def block_maxima(
     of_last: int,
     smooth_windows: int = 1,
     how: str = "median",
-) -> tuple[np.ndarray, float]:
-    """Per clip (in the order its windows were scored), the largest decision statistic; and the
-    mean audio per clip in hours. Clips with fewer than ``raise_after`` windows cannot alarm alone
-    and are left out."""
+) -> tuple[np.ndarray, float, float]:
+    """Per clip (in the order its windows were scored, from a start as after a reset), the largest
+    decision statistic; the hours of stream a clip stands for, on average: its windows at which an
+    alarm could start (after the warm-up and the first ``raise_after`` - 1), one hop each, as every
+    window of a running stream is one; and the hours of audio in those clips. Clips with no such
+    window cannot alarm alone and are left out."""
     from edge_agent.detector import decision_statistic, smooth
 
     scores, groups = np.asarray(scores, dtype=np.float64), np.asarray(groups)
-    maxima, lengths = [], []
+    warm_up = max(0, smooth_windows - 1)
+    maxima, positions, windows = [], [], 0
     for g in dict.fromkeys(groups):  # first-seen order
         seq = scores[groups == g]
-        if len(seq) < raise_after:
+        n = len(seq) - warm_up - raise_after + 1
+        if n < 1:
             continue
-        maxima.append(float(decision_statistic(smooth(seq, smooth_windows, how), raise_after, of_last).max()))
-        lengths.append(len(seq))
-    return np.array(maxima), float(np.mean(lengths)) * hop_seconds / 3600 if lengths else 0.0
+        stat = decision_statistic(smooth(seq, smooth_windows, how), raise_after, of_last, warm_up=warm_up)
+        maxima.append(float(stat.max()))
+        positions.append(n)
+        windows += len(seq)
+    block_hours = float(np.mean(positions)) * hop_seconds / 3600 if positions else 0.0
+    return np.array(maxima), block_hours, windows * hop_seconds / 3600
 
 
-def fit_block_maxima(maxima: np.ndarray, block_hours: float, shape: float | None = None) -> RateFit:
+def fit_block_maxima(
+    maxima: np.ndarray, block_hours: float, shape: float | None = None, audio_hours: float = 0.0
+) -> RateFit:
     """GEV (Gumbel below ``MIN_GEV_BLOCKS`` blocks) fitted to block maxima; ``shape`` fixes the
     GEV shape (the bootstrap refits location and scale only)."""
     m = np.asarray(maxima, dtype=np.float64)
@@ -169,7 +181,7 @@ def fit_block_maxima(maxima: np.ndarray, block_hours: float, shape: float | None
             c = 0.0
     if c == 0.0:
         loc, scale = gloc, gscale
-    return RateFit(float(c), float(loc), float(scale), block_hours, len(m))
+    return RateFit(float(c), float(loc), float(scale), block_hours, len(m), audio_hours)
 
 
 def rate_interval(

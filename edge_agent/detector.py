@@ -31,10 +31,13 @@ def smooth(seq: np.ndarray, windows: int, how: str = "median") -> np.ndarray:
     return np.array([smoothed(seq[max(0, i - windows + 1) : i + 1], how) for i in range(len(seq))])
 
 
-def decision_statistic(smoothed_seq: np.ndarray, raise_after: int, of_last: int) -> np.ndarray:
+def decision_statistic(smoothed_seq: np.ndarray, raise_after: int, of_last: int, warm_up: int = 0) -> np.ndarray:
     """For each window, the ``raise_after``-th largest of the last ``of_last`` smoothed scores: an
-    alarm is raised at the first window where this exceeds the threshold (-inf before k windows)."""
-    x = np.asarray(smoothed_seq, dtype=np.float64)
+    alarm is raised at the first window where this exceeds the threshold (-inf before k windows).
+    The first ``warm_up`` windows count as below any threshold (``Detector``: the smoothing is not
+    yet full after a start)."""
+    x = np.asarray(smoothed_seq, dtype=np.float64).copy()
+    x[:warm_up] = -np.inf
     out = np.full(len(x), -np.inf)
     for i in range(raise_after - 1, len(x)):
         w = x[max(0, i - of_last + 1) : i + 1]
@@ -85,11 +88,17 @@ class Detector:
     def state(self) -> str:
         return "anomaly" if self.active else "normal"
 
+    @property
+    def warm_up(self) -> int:
+        """Windows after a start (or a reset) that cannot count as above: until the running median is
+        full, one or two windows of a machine's start-up (or of the agent's) would decide alone."""
+        return max(0, self.smooth_windows - 1)
+
     def update(self, score: float, ts: float) -> Optional[Decision]:
         """Feed one window's raw score; the decision (and the score it reports) is the smoothed one."""
         self.raw.append(score)
         score = smoothed(self.raw, self.smooth) if len(self.raw) > 1 else float(score)
-        above = score > self.threshold
+        above = score > self.threshold and len(self.raw) > self.warm_up
         self.recent.append(above)
         if not self.active:
             if sum(self.recent) >= self.raise_after:

@@ -30,10 +30,33 @@ def test_sequence_rule_equals_the_online_detector(windows):
     thr = float(np.percentile(x, 97))
     det = Detector(thr, 3, 5, 5, 30.0, smooth_windows=windows)
     online = [i for i, v in enumerate(x) if (d := det.update(float(v), float(i))) is not None and d.kind == "start"]
-    stat = decision_statistic(smooth(x, windows), 3, 5)
+    stat = decision_statistic(smooth(x, windows), 3, 5, warm_up=det.warm_up)
     assert online and online[0] == int(np.argmax(stat > thr))
     det.reset()
     assert not det.recent and not det.raw
+
+
+def test_no_alarm_while_the_running_median_fills_after_a_start():
+    """A machine's (or the agent's) first windows after a start: three loud windows, then normal
+    sound. With a 5-window median they decided alone (the median of 1-3 windows is theirs) and
+    raised an alarm; now the first 4 windows cannot count, online and in the fitted sequences alike,
+    and a steady anomaly still alarms."""
+    start = np.array([0.5, 0.5, 0.5] + [0.01] * 20)
+    det = Detector(0.1, 3, 5, 5, 1e9, smooth_windows=5)
+    assert det.warm_up == 4
+    assert not [d for i, v in enumerate(start) if (d := det.update(float(v), float(i)))]
+    assert decision_statistic(smooth(start, 5), 3, 5, warm_up=4).max() < 0.1
+    assert decision_statistic(smooth(start, 5), 3, 5).max() > 0.1  # what decided before
+    maxima, block_hours, audio_hours = block_maxima(
+        np.concatenate([start, start]), np.repeat([0, 1], len(start)), 1.0, 3, 5, 5
+    )
+    assert maxima.max() < 0.1
+    # each clip stands for the 23 - 4 - 2 windows at which an alarm could start; the audio is all of it
+    assert block_hours == pytest.approx(17 / 3600) and audio_hours == pytest.approx(46 / 3600)
+    det.reset()
+    steady = [0.01] * 5 + [0.5] * 10
+    starts = [i for i, v in enumerate(steady) if (d := det.update(float(v), float(i))) and d.kind == "start"]
+    assert starts == [9]  # the median turns at the 3rd loud window, 3 of 5 above two windows later
 
 
 def test_predicted_rate_matches_a_long_simulated_stream():
@@ -41,7 +64,7 @@ def test_predicted_rate_matches_a_long_simulated_stream():
     clips, per_clip = 40, 10  # enrolment: 40 clips of 10 windows
     scores = ar1_scores(clips * per_clip, rng)
     groups = np.repeat(np.arange(clips), per_clip)
-    maxima, block_hours = block_maxima(scores, groups, 1.0, 3, 5, smooth_windows=5)
+    maxima, block_hours, _ = block_maxima(scores, groups, 1.0, 3, 5, smooth_windows=5)
     fit = fit_block_maxima(maxima, block_hours)
     budget = 20.0  # per hour: frequent enough to count in the simulation
     thr = fit.threshold(budget)
