@@ -16,6 +16,7 @@ import numpy as np
 
 from edge_agent import __version__
 from edge_agent.bank import MemoryBank, Projection, bank_distance, combine_domains, fit_projection
+from edge_agent.detector import warm_up_windows
 from edge_agent.scoring import ensemble_spec
 
 from .policy import ThresholdPolicy
@@ -80,7 +81,7 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
         thr, rule = threshold_from_percentile(fit, q), {"rule": "percentile", "value": q}
     blocks = len(np.unique(groups)) if groups is not None else 0
     maxima, block_hours, why = None, 0.0, ""
-    need = policy.raise_after + max(0, policy.smooth_windows - 1)  # windows the rule needs after a start
+    need = policy.raise_after + warm_up_windows(policy.smooth_windows)  # windows the rule needs after a start
     if groups is not None and not policy.independent_windows:
         if blocks < MIN_BLOCKS:
             why = f"only {blocks} clip(s) or recording chunk(s): too few"

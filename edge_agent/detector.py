@@ -31,6 +31,13 @@ def smooth(seq: np.ndarray, windows: int, how: str = "median") -> np.ndarray:
     return np.array([smoothed(seq[max(0, i - windows + 1) : i + 1], how) for i in range(len(seq))])
 
 
+def warm_up_windows(smooth_windows: int) -> int:
+    """Windows after a start (or a reset) that cannot count as above: until the running median is
+    full, one or two windows of a machine's start-up (or of the agent's) would decide alone. The
+    detector and the threshold fit both take it from here."""
+    return max(0, smooth_windows - 1)
+
+
 def decision_statistic(smoothed_seq: np.ndarray, raise_after: int, of_last: int, warm_up: int = 0) -> np.ndarray:
     """For each window, the ``raise_after``-th largest of the last ``of_last`` smoothed scores: an
     alarm is raised at the first window where this exceeds the threshold (-inf before k windows).
@@ -90,9 +97,7 @@ class Detector:
 
     @property
     def warm_up(self) -> int:
-        """Windows after a start (or a reset) that cannot count as above: until the running median is
-        full, one or two windows of a machine's start-up (or of the agent's) would decide alone."""
-        return max(0, self.smooth_windows - 1)
+        return warm_up_windows(self.smooth_windows)
 
     def update(self, score: float, ts: float) -> Optional[Decision]:
         """Feed one window's raw score; the decision (and the score it reports) is the smoothed one."""

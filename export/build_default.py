@@ -30,8 +30,8 @@ RECIPE = {"window_seconds": 2.0}
 # match the ensemble's 1024-d embedding, frames that line up with a 1 s hop (16000 = 32 x 500), 64
 # log-mel bands instead of 513 STFT bins (the spectrogram branch's cost drops about 8x) and
 # spectrum dense layers 256 wide, learnt with 4 changed copies of each pool window for 20 epochs
-# (fewer copies or more epochs made a student that memorised its pool; a hop of 1000 lost the fan
-# benchmark: docs/model.md).
+# (fewer copies or more epochs made a student that memorised its pool: docs/model.md, which also
+# shows how far two distillations of these settings differ on the fan benchmark).
 STUDENT = {
     "window_seconds": 2.0,
     "hop": 500,
