@@ -113,7 +113,8 @@ class Agent:
     ) -> "Agent":
         require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)
-        engine = engine or open_engine(bundle, cfg.engine, spin=not realtime_only(cfg))
+        # no memory arena: a long-running process keeps what it needs (docs/performance.md, Memory)
+        engine = engine or open_engine(bundle, cfg.engine, spin=not realtime_only(cfg), arena=False)
         state_dir = cfg.resolved_state_dir()
         streams = {}
         for name, mc in cfg.machines.items():

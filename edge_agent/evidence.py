@@ -22,7 +22,7 @@ from typing import BinaryIO, Optional, Union
 import numpy as np
 
 from .atomic import atomic_write
-from .audio.wavio import write_wav
+from .audio.wavio import to_pcm16, write_wav
 from .config import EvidenceConfig
 from .frontend import n_frames, stft_magnitude
 from .memory import trim
@@ -56,7 +56,10 @@ class History:
                 samples[n - int(round((offset - self.end) * self.sample_rate)) :] if offset > self.end else samples[:0]
             )
         if len(new):
-            self.chunks.append(np.asarray(new, dtype=np.float32))
+            # a copy: the samples are a view into the block the source delivered, which in a fast
+            # replay is megabytes, and a held view would keep the whole block for the history's
+            # length (a fast replay's RSS grew from 135 to 190 MB in two minutes that way)
+            self.chunks.append(np.array(new, dtype=np.float32))
             self.size += len(new)
         self.end = offset
         while self.chunks and self.size - len(self.chunks[0]) >= self.capacity:
@@ -154,7 +157,10 @@ class EvidenceRecorder:
         h = self._history(p.machine)
         audio, first = h.audio(p.start - self.cfg.pre_seconds, p.until)
         scores = [(t - first, s) for t, s in h.scores if first <= t <= first + len(audio) / self.sample_rate + 1e-6]
-        job = (p, audio, p.start - first, scores)
+        # queued as the 16-bit samples the WAV will hold: a copy of 2 bytes a sample instead of a
+        # float view that keeps the history's whole buffer (the writer falls a dozen alarms behind
+        # in a fast replay; RSS grew by about 40 MB that way)
+        job = (p, to_pcm16(audio), p.start - first, scores)
         if self._thread is None:
             self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
             self._thread.start()
@@ -186,14 +192,14 @@ class EvidenceRecorder:
             except OSError as e:
                 log.error("evidence: cannot prune %s (%s)", self.dir, e)
 
-    def _write(self, p: _Pending, audio: np.ndarray, start: float, scores: list) -> None:
+    def _write(self, p: _Pending, pcm: np.ndarray, start: float, scores: list) -> None:
         try:
             with atomic_write(p.wav) as f:  # a reader never sees half a file
-                write_wav(f, audio, self.sample_rate)
+                write_wav(f, pcm, self.sample_rate)
             with atomic_write(p.png) as f:
-                render_png(f, audio, self.sample_rate, start, scores, p.threshold)
+                render_png(f, pcm / np.float32(32768.0), self.sample_rate, start, scores, p.threshold)
             self.written += 1
-            seconds = len(audio) / self.sample_rate
+            seconds = len(pcm) / self.sample_rate
             log.info("%s: evidence of alarm %s: %s (%.1f s)", p.machine, p.alarm_id, p.wav, seconds)
         except Exception as e:  # noqa: BLE001 - a full disk or a bad plot costs the evidence, not the agent
             self.failed += 1

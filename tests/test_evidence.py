@@ -41,6 +41,24 @@ def test_history_after_a_gap_takes_the_whole_window():
     assert len(got) == 40 and got[-1] == 2.0
 
 
+def test_history_holds_copies_not_the_blocks_the_windows_were_cut_from():
+    """A window's samples are a view into the block the source delivered (megabytes in a fast
+    replay); the history keeps a second of it, not the block (that grew a fast replay's RSS by
+    55 MB in two minutes)."""
+    import weakref
+
+    sr = 100
+    h = History(sr, seconds=5.0)
+    block = np.zeros(1_000_000, np.float32)
+    gone = weakref.ref(block)
+    for k in range(3):
+        end = 200 + k * sr
+        h.add(block[end - 2 * sr : end], end / sr)  # 2 s windows at a 1 s hop, cut from one block
+    del block
+    assert gone() is None, "the history keeps the source's whole block alive"
+    assert h.size == 4 * sr
+
+
 def test_the_budget_deletes_the_oldest_files_first(tmp_path):
     d = tmp_path / "evidence" / "m"
     d.mkdir(parents=True)
@@ -140,3 +158,22 @@ def test_names_are_kept_only_while_the_alarm_lasts(tmp_path):
     assert rec.files_of("a1") is None and rec.written == 1
     x, sr = read_wav(files["wav"])
     assert sr == 100 and len(x) == 150  # from the window's start (all it holds) to the alarm's start
+
+
+def test_a_queued_alarm_holds_its_own_16_bit_samples(tmp_path):
+    """While the writer is behind (a dozen alarms in a fast replay), each queued alarm holds the
+    samples its WAV gets, 2 bytes each, not a float view of the history's buffer."""
+    import threading
+
+    from edge_agent.config import EvidenceConfig
+    from edge_agent.evidence import EvidenceRecorder
+
+    rec = EvidenceRecorder(EvidenceConfig(pre_seconds=1.0, post_seconds=0), tmp_path, 100, 2.0)
+    rec._thread = threading.Thread(target=lambda: None)  # a writer that has not taken the job yet
+    for k in range(6):
+        rec.window("m", np.full(200, 0.25, np.float32), 2.0 + k)
+    rec.alarm_started("m", "a1", 6.5, 0.5)
+    job = rec._queue.get_nowait()
+    pcm = job[1]
+    assert pcm.dtype == np.int16 and pcm.base is None and pcm.flags.owndata
+    assert len(pcm) == 100 and np.all(pcm == round(0.25 * 32767))  # the pre-roll, 1 s

@@ -1,5 +1,7 @@
 """Pure parts of the runtime: ring buffer, windower, detector, k-NN and bank storage."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -193,6 +195,45 @@ def test_the_running_agent_does_not_load_scipys_statistics(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_16_bit_wavs_are_read_and_written_without_scipy_io(tmp_path):
+    """A replay reads and the evidence writer writes 16-bit PCM through the standard library's
+    ``wave`` (scipy.io and the scipy.sparse it loads are about 4 MB of the agent); the samples equal
+    scipy's reading, and what ``wave`` cannot read (float, 24-bit, a file cut short) still goes
+    through scipy, with its truncation warning."""
+    import subprocess
+    import sys
+
+    from scipy.io import wavfile
+
+    from edge_agent.audio.wavio import read_wav, write_wav
+
+    demo = sorted((Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips" / "replay").glob("*.wav"))[0]
+    code = (
+        "import sys\n"
+        "from edge_agent.audio.wavio import read_wav, write_wav\n"
+        "x, sr = read_wav(sys.argv[1])\n"
+        "write_wav(sys.argv[2], x, sr)\n"
+        "assert 'scipy.io' not in sys.modules, sorted(m for m in sys.modules if m.startswith('scipy'))\n"
+    )
+    out = tmp_path / "copy.wav"
+    r = subprocess.run([sys.executable, "-c", code, str(demo), str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sr, ref = wavfile.read(demo)
+    x, sr2 = read_wav(demo)
+    assert sr2 == sr and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, 0], ref.astype(np.float32) / 32768.0)
+    assert wavfile.read(out)[1].tolist() == ref.tolist()  # written back sample for sample
+    stereo = np.stack([ref[:1000], -ref[:1000]], axis=1)
+    write_wav(tmp_path / "stereo.wav", stereo.astype(np.float32) / 32768.0, sr)
+    assert np.array_equal(wavfile.read(tmp_path / "stereo.wav")[1], stereo)
+    wavfile.write(tmp_path / "float.wav", sr, ref.astype(np.float32) / 32768.0)
+    np.testing.assert_array_equal(read_wav(tmp_path / "float.wav")[0], x)
+    b = demo.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(b[: len(b) // 2 + 1])  # half the data and an odd byte
+    cut, _ = read_wav(tmp_path / "cut.wav")
+    assert 0 < len(cut) < len(x) and np.array_equal(cut, x[: len(cut)])
 
 
 def test_freed_memory_is_given_back_on_glibc():

@@ -7,7 +7,7 @@ import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -33,13 +33,44 @@ class WavInfo:
         return self.frames / self.sample_rate
 
 
+def _read_pcm16(path: Path) -> Optional[tuple[int, np.ndarray]]:
+    """(rate, int16 samples) through the standard library's ``wave``, for the common case: a
+    complete 16-bit PCM file. None for anything else (float, 24-bit, extensible headers, a file cut
+    short), which scipy reads with its warnings. The agent then never imports scipy.io, which with
+    the scipy.sparse it loads is about 4 MB of a running agent (docs/performance.md, Memory)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            if width != 2 or channels < 1 or rate <= 0:
+                return None
+            raw = w.readframes(frames)
+    except Exception:  # noqa: BLE001 - `wave` raises Error, EOFError, struct.error... on what it cannot read
+        return None
+    if len(raw) != frames * channels * 2:
+        return None
+    return rate, np.frombuffer(raw, dtype="<i2").reshape(-1, channels)
+
+
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Return (samples as float32 in [-1, 1], shape (frames, channels)), sample_rate)."""
-    from scipy.io import wavfile  # imported here: live capture needs no WAV reader
-
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
+    pcm = _read_pcm16(path)
+    sr, x = pcm if pcm is not None else _read_with_scipy(path)
+    if sr <= 0:
+        raise AudioFileError(f"{path}: the header gives a sample rate of {sr} Hz; re-record or re-export it as PCM WAV")
+    x = _to_float(x, path)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.shape[0] == 0:
+        raise AudioFileError(f"{path}: the file holds no audio frames")
+    return x, int(sr)
+
+
+def _read_with_scipy(path: Path) -> tuple[int, np.ndarray]:
+    from scipy.io import wavfile  # imported here: 16-bit PCM and live capture need no scipy.io
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", wavfile.WavFileWarning)
@@ -57,14 +88,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
             log.warning("%s: truncated (%s); using the %d frames it holds", path, w.message, len(x))
         else:
             log.warning("%s: %s", path, w.message)
-    if sr <= 0:
-        raise AudioFileError(f"{path}: the header gives a sample rate of {sr} Hz; re-record or re-export it as PCM WAV")
-    x = _to_float(x, path)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.shape[0] == 0:
-        raise AudioFileError(f"{path}: the file holds no audio frames")
-    return x, int(sr)
+    return sr, x
 
 
 def wav_info(path: str | Path) -> WavInfo:
@@ -94,13 +118,23 @@ def _to_float(x: np.ndarray, path: Path) -> np.ndarray:
     raise AudioFileError(f"{path}: unsupported sample format {x.dtype}")
 
 
-def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
-    """Write float audio in [-1, 1] as 16-bit PCM to a path or an open binary file."""
-    from scipy.io import wavfile
+def to_pcm16(x: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> little-endian int16 samples (a new array); int16 is copied as is."""
+    x = np.asarray(x)
+    if x.dtype == np.int16:
+        return x.astype("<i2")
+    return np.clip(np.round(np.asarray(x, dtype=np.float32) * 32767.0), -32768, 32767).astype("<i2")
 
-    x = np.asarray(x, dtype=np.float32)
-    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-    wavfile.write(path if hasattr(path, "write") else Path(path), int(sample_rate), pcm)
+
+def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
+    """Write audio, (frames,) or (frames, channels), as 16-bit PCM to a path or an open binary file
+    (the standard library's ``wave``): floats in [-1, 1], or int16 samples as they are."""
+    pcm = to_pcm16(x)
+    with wave.open(path if hasattr(path, "write") else str(path), "wb") as w:
+        w.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
 
 
 def walk_dirs(root: Path) -> Iterable[tuple[Path, list[str], list[str]]]:

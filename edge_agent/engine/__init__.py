@@ -14,12 +14,18 @@ __all__ = ["Engine", "EngineError", "OnnxEngine", "l2_normalise", "open_engine"]
 
 
 def open_engine(
-    bundle: Bundle, kind: str = "auto", threads: int = 0, cache_dir: Optional[Path] = None, spin: bool = True
+    bundle: Bundle,
+    kind: str = "auto",
+    threads: int = 0,
+    cache_dir: Optional[Path] = None,
+    spin: bool = True,
+    arena: bool = True,
 ) -> Engine:
     """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime.
-    ``spin=False`` for work that arrives in real time (``OnnxEngine``)."""
+    ``spin=False`` for work that arrives in real time, ``arena=False`` to keep no memory arena
+    (``OnnxEngine``)."""
     if kind == "trt":
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle, cache_dir=cache_dir)
-    return OnnxEngine(bundle, kind, threads, cache_dir, spin=spin)
+    return OnnxEngine(bundle, kind, threads, cache_dir, spin=spin, arena=arena)
