@@ -91,7 +91,12 @@ class Agent:
         self.learner_factory: Optional[Callable[[MachineStream], object]] = None
         self.evidence: Optional[EvidenceRecorder] = (
             EvidenceRecorder(
-                cfg.evidence, cfg.resolved_state_dir(), self.frontend.sample_rate, self.frontend.window_seconds
+                cfg.evidence,
+                cfg.resolved_state_dir(),
+                self.frontend.sample_rate,
+                self.frontend.window_seconds,
+                # a replay scored as fast as it can be waits for the writer rather than drop evidence
+                wait_when_full=not realtime_only(cfg),
             )
             if cfg.evidence.enabled
             else None

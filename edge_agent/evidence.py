@@ -98,7 +98,21 @@ class _Pending:
 
 
 class EvidenceRecorder:
-    def __init__(self, cfg: EvidenceConfig, state_dir: Path, sample_rate: int, window_seconds: float):
+    QUEUE = 32  # alarms waiting for the writer (each holds its 16-bit clip: 0.64 MB per 20 s)
+    QUEUE_WAITING = 4  # a replay that waits gains nothing from a deeper queue, only memory
+    WAIT_SECONDS = 60.0  # the longest a replay waits for a place in the queue
+
+    def __init__(
+        self,
+        cfg: EvidenceConfig,
+        state_dir: Path,
+        sample_rate: int,
+        window_seconds: float,
+        wait_when_full: bool = False,
+    ):
+        """``wait_when_full``: when the writer is ``QUEUE_WAITING`` alarms behind, the scoring thread waits
+        for it instead of dropping the evidence. For replays scored as fast as they can be (nothing
+        is recorded meanwhile, so waiting loses nothing); a live input never waits."""
         self.cfg = cfg
         self.dir = Path(state_dir) / "evidence"
         self.sample_rate = sample_rate
@@ -108,7 +122,8 @@ class EvidenceRecorder:
         self.by_alarm: dict[str, dict] = {}  # alarm id -> its evidence names, for its update and end events
         self.written = 0
         self.failed = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self.wait_when_full = wait_when_full
+        self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_WAITING if wait_when_full else self.QUEUE)
         self._thread: Optional[threading.Thread] = None
 
     def _history(self, machine: str) -> History:
@@ -165,8 +180,11 @@ class EvidenceRecorder:
             self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
             self._thread.start()
         try:
-            self._queue.put_nowait(job)
-        except queue.Full:  # the disk is far behind: drop evidence, never hold up detection
+            if self.wait_when_full:
+                self._queue.put(job, timeout=self.WAIT_SECONDS)
+            else:
+                self._queue.put_nowait(job)
+        except queue.Full:  # the disk is far behind: drop evidence, never hold up live detection
             self.failed += 1
             log.error("%s: evidence for alarm %s dropped: the writer is behind", p.machine, p.alarm_id)
 

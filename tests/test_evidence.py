@@ -177,3 +177,39 @@ def test_a_queued_alarm_holds_its_own_16_bit_samples(tmp_path):
     pcm = job[1]
     assert pcm.dtype == np.int16 and pcm.base is None and pcm.flags.owndata
     assert len(pcm) == 100 and np.all(pcm == round(0.25 * 32767))  # the pre-roll, 1 s
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_a_replay_waits_for_the_writer_instead_of_dropping_evidence(tmp_path, monkeypatch, wait):
+    """More alarms than the writer's queue holds, faster than it writes them (a fast replay of an
+    alarming machine, or many machines alarming at once): a replay waits and every alarm gets its
+    evidence; a live input never waits, and drops what does not fit."""
+    import threading
+    import time
+
+    from edge_agent import evidence
+    from edge_agent.config import EvidenceConfig
+    from edge_agent.evidence import EvidenceRecorder
+
+    held = threading.Event()
+
+    def slow_png(out, *a, **k):
+        if wait:
+            time.sleep(0.05)
+        else:
+            held.wait(30)  # the writer is stuck on its first alarm until every alarm is in
+        out.write(b"png")
+
+    monkeypatch.setattr(evidence, "render_png", slow_png)
+    rec = EvidenceRecorder(EvidenceConfig(pre_seconds=1.0, post_seconds=0), tmp_path, 100, 2.0, wait_when_full=wait)
+    n = EvidenceRecorder.QUEUE + 8
+    for k in range(n):
+        rec.window("m", np.full(200, 0.1, np.float32), 2.0 + k)
+        rec.alarm_started("m", f"a{k}", 1.5 + k, 0.5)
+    held.set()
+    rec.close(timeout=30)
+    if wait:
+        assert (rec.written, rec.failed) == (n, 0)
+        assert len(list((tmp_path / "evidence" / "m").glob("*.wav"))) == n
+    else:
+        assert rec.written + rec.failed == n and rec.failed >= n - EvidenceRecorder.QUEUE - 1
