@@ -118,7 +118,8 @@ class Agent:
     ) -> "Agent":
         require_machines(cfg)
         bundle = bundle or Bundle.load(cfg.model)
-        # no memory arena: it held the largest batch's buffers for good (9 MB of a fast replay, default model)
+        # no memory arena nor memory pattern: they held the largest batch's buffers for good (9 + 4.5 MB
+        # of a fast replay, default model)
         engine = engine or open_engine(bundle, cfg.engine, spin=not realtime_only(cfg), arena=False)
         state_dir = cfg.resolved_state_dir()
         streams = {}

@@ -193,7 +193,14 @@ class EvidenceRecorder:
         for p in list(self.pending):
             self._finish(p)
         if self._thread is not None:
-            self._queue.put(None)
+            try:  # behind the queued alarms, so they are written first; a writer stuck for good must not hang the stop
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                log.error(
+                    "evidence: the writer made no progress in %.0f s; %d alarm(s) unwritten",
+                    timeout,
+                    self._queue.qsize(),
+                )
             self._thread.join(timeout)
             self._thread = None
 
@@ -207,7 +214,7 @@ class EvidenceRecorder:
             trim()  # the audio, spectrogram and image of one alarm are freed: give the memory back
             try:
                 enforce_budget(self.dir, int(self.cfg.max_mb * 2**20))
-            except OSError as e:
+            except Exception as e:  # noqa: BLE001 - the writer must outlive any failure: a replay waits on it
                 log.error("evidence: cannot prune %s (%s)", self.dir, e)
 
     def _write(self, p: _Pending, pcm: np.ndarray, start: float, scores: list) -> None:

@@ -124,6 +124,9 @@ def test_the_agent_engine_spins_only_when_windows_come_back_to_back(tmp_path, in
     agent = Agent.from_config(cfg, [])
     assert _spins(agent.engine) is spins
     assert _spins(OnnxEngine(Bundle.load("fast"), "cpu")) is True  # calibration and evaluation: back to back
-    # and the agent keeps no memory arena (9 MB of a fast replay's batches for the default model)
-    assert agent.engine.session.get_session_options().enable_cpu_mem_arena is False
-    assert OnnxEngine(Bundle.load("fast"), "cpu").session.get_session_options().enable_cpu_mem_arena is True
+    # and the agent keeps no memory arena nor memory pattern (9 + 4.5 MB of a fast replay's batches
+    # for the default model)
+    opts = agent.engine.session.get_session_options()
+    assert opts.enable_cpu_mem_arena is False and opts.enable_mem_pattern is False
+    plain = OnnxEngine(Bundle.load("fast"), "cpu").session.get_session_options()
+    assert plain.enable_cpu_mem_arena is True and plain.enable_mem_pattern is True

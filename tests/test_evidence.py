@@ -84,6 +84,7 @@ def test_an_alarm_on_real_clips_keeps_the_audio_and_a_spectrogram(calibrated, tm
     cfg = _config(tmp_path / "c.yaml", calibrated, "evidence: {pre_seconds: 8, post_seconds: 6}\n")
     r = cli("run", "--config", cfg)
     assert r.returncode == 0, r.stderr
+    assert "numpy's BLAS runs on the calling thread" in r.stderr  # edge_agent/blas.py
     m = re.search(r"ALARM START (\w+) .*; evidence (\S+\.wav) \(\+ \.png\)", r.stdout)
     assert m, r.stdout
     wav = m.group(2)
@@ -213,3 +214,26 @@ def test_a_replay_waits_for_the_writer_instead_of_dropping_evidence(tmp_path, mo
         assert len(list((tmp_path / "evidence" / "m").glob("*.wav"))) == n
     else:
         assert rec.written + rec.failed == n and rec.failed >= n - EvidenceRecorder.QUEUE - 1
+
+
+def test_the_writer_outlives_a_failure_outside_writing_a_file(tmp_path, monkeypatch):
+    """A replay waits for the writer; were its thread to die (here: pruning the folder fails with
+    an error other than a disk error), every later alarm would wait out the timeout and lose its
+    evidence. The writer logs the failure and goes on."""
+    from edge_agent import evidence
+    from edge_agent.config import EvidenceConfig
+    from edge_agent.evidence import EvidenceRecorder
+
+    def broken_budget(root, max_bytes):
+        raise ValueError("a bug in pruning")
+
+    monkeypatch.setattr(evidence, "enforce_budget", broken_budget)
+    monkeypatch.setattr(EvidenceRecorder, "WAIT_SECONDS", 2.0)
+    rec = EvidenceRecorder(EvidenceConfig(pre_seconds=1.0, post_seconds=0), tmp_path, 100, 2.0, wait_when_full=True)
+    n = EvidenceRecorder.QUEUE_WAITING + 4
+    for k in range(n):
+        rec.window("m", np.full(200, 0.1, np.float32), 2.0 + k)
+        rec.alarm_started("m", f"a{k}", 1.5 + k, 0.5)
+    assert rec._thread.is_alive()
+    rec.close(timeout=30)
+    assert (rec.written, rec.failed) == (n, 0)

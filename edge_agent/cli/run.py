@@ -37,9 +37,11 @@ def add_parsers(command) -> None:
 def cmd_run(a) -> int:
     from calibration.learning import learner_factory
 
+    from ..blas import single_thread_blas
     from ..memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # before the model and the first windows are allocated
+    single_thread_blas()  # its worker threads would spin after every window's k-NN
 
     from ..config import load_config
     from ..daemon import build_daemon

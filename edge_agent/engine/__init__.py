@@ -23,7 +23,7 @@ def open_engine(
 ) -> Engine:
     """The engine for an ``engine:`` config value: ``trt`` is native TensorRT, the rest ONNX Runtime.
     ``spin=False`` for work that arrives in real time, ``arena=False`` to keep no memory arena
-    (``OnnxEngine``)."""
+    nor memory pattern (``OnnxEngine``)."""
     if kind == "trt":
         from .tensorrt import TensorRTEngine
 
