@@ -180,10 +180,7 @@ class EvidenceRecorder:
             self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
             self._thread.start()
         try:
-            if self.wait_when_full:
-                self._queue.put(job, timeout=self.WAIT_SECONDS)
-            else:
-                self._queue.put_nowait(job)
+            self._queue.put(job, block=self.wait_when_full, timeout=self.WAIT_SECONDS)  # no timeout if not blocking
         except queue.Full:  # the disk is far behind: drop evidence, never hold up live detection
             self.failed += 1
             log.error("%s: evidence for alarm %s dropped: the writer is behind", p.machine, p.alarm_id)
