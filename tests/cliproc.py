@@ -14,20 +14,27 @@ import sys
 
 from .conftest import ROOT
 
-# A meta-path finder that refuses torch: any import of it in the child process fails loudly.
-BLOCK_TORCH = (
-    "import sys\n"
-    "class _NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ImportError('torch is blocked: the runtime must not import it')\n"
-    "sys.meta_path.insert(0, _NoTorch())\n"
-)
+
+def refuse(*packages: str) -> str:
+    """Code for a meta-path finder that refuses these packages: any import of them in the child
+    process fails loudly (an import guarded by try/except is left to decide without them)."""
+    return (
+        "import sys\n"
+        "class _Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {packages!r}:\n"
+        "            raise ImportError(f'{name} is blocked: this run must not import it')\n"
+        "sys.meta_path.insert(0, _Refuse())\n"
+    )
+
+
+BLOCK_TORCH = refuse("torch")  # the runtime must never import torch
 MAIN = "import sys\nfrom edge_agent.cli import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
-def cli_process(*args, block_torch=False, timeout=300, env=None) -> subprocess.CompletedProcess:
-    code = (BLOCK_TORCH if block_torch else "") + MAIN
+def cli_process(*args, block_torch=False, block=(), timeout=300, env=None) -> subprocess.CompletedProcess:
+    """``block``: more packages the child must not import (see ``refuse``)."""
+    code = (BLOCK_TORCH if block_torch else "") + (refuse(*block) if block else "") + MAIN
     e = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=e
@@ -64,10 +71,10 @@ def cli_in_process(*args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue())
 
 
-def cli(*args, block_torch=False, timeout=300, env=None) -> subprocess.CompletedProcess:
-    """In this process unless the call needs a child (torch blocked or another environment)."""
-    if block_torch or env:
-        return cli_process(*args, block_torch=block_torch, timeout=timeout, env=env)
+def cli(*args, block_torch=False, block=(), timeout=300, env=None) -> subprocess.CompletedProcess:
+    """In this process unless the call needs a child (an import blocked or another environment)."""
+    if block_torch or block or env:
+        return cli_process(*args, block_torch=block_torch, block=block, timeout=timeout, env=env)
     return cli_in_process(*args)
 
 

@@ -82,8 +82,11 @@ def _config(path, state, extra=""):
 
 def test_an_alarm_on_real_clips_keeps_the_audio_and_a_spectrogram(calibrated, tmp_path):
     cfg = _config(tmp_path / "c.yaml", calibrated, "evidence: {pre_seconds: 8, post_seconds: 6}\n")
-    r = cli("run", "--config", cfg)
+    # with scipy refused: the front end's FFTs (ducc0) and mel bands (numpy), the WAV I/O (wave)
+    # and the spectrogram need none of it, and its imports were 20 MB of a running agent's peak
+    r = cli("run", "--config", cfg, block=("scipy",))
     assert r.returncode == 0, r.stderr
+    assert "scipy" not in r.stderr
     assert "numpy's BLAS runs on the calling thread" in r.stderr  # edge_agent/blas.py
     m = re.search(r"ALARM START (\w+) .*; evidence (\S+\.wav) \(\+ \.png\)", r.stdout)
     assert m, r.stdout

@@ -57,12 +57,21 @@ def run_stream(fe: Frontend, x: np.ndarray, starts) -> tuple[StreamFrontend, lis
     return sf, [sf(x[s : s + N], s) for s in starts]
 
 
+LOG_COMPRESSED = {f.name for fe in FRONTENDS.values() for f in fe.features if f.compress == "log"}
+
+
 def assert_same(got: dict, want: dict) -> None:
     assert got.keys() == want.keys()
     for k in want:
         assert got[k].shape == want[k].shape and got[k].dtype == np.float32
-        scale = max(1.0, float(np.abs(want[k]).max()))
-        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=2e-6 * scale, err_msg=k)
+        g, w = got[k], want[k]
+        if k in LOG_COMPRESSED:
+            # a log of a magnitude: float32 FFTs of one piece and of a batch of pieces round apart
+            # (ducc0 vectorises across transforms) by ~1e-7 of the largest magnitude, which the log
+            # magnifies in the quietest bins; compare the magnitudes
+            g, w = np.exp(g.astype(np.float64)), np.exp(w.astype(np.float64))
+        scale = max(1.0, float(np.abs(w).max()))
+        np.testing.assert_allclose(g, w, rtol=0, atol=2e-6 * scale, err_msg=k)
 
 
 @pytest.mark.parametrize("name", list(FRONTENDS))
