@@ -19,12 +19,14 @@ EPS = 1e-8
 
 def rfft(x: np.ndarray) -> np.ndarray:
     """FFT of real input along the last axis, in its precision (float32 -> complex64): (..., N) ->
-    (..., N // 2 + 1). ducc0 (pocketfft's successor) rather than scipy.fft: 2.5-3.4x faster on
-    the 16000- and 32000-point spectra, as fast on batches of STFT frames, and about 5 MB of imports
-    against scipy.fft's 26 MB (measured, docs/performance.md); numpy.fft is 2-4x slower than either."""
+    (..., N // 2 + 1). ducc0 (pocketfft's successor) rather than scipy.fft: about 2x faster on a
+    stream's single 16000- or 32000-point transform, as fast on batches of STFT frames, and 5 MB of
+    imports against scipy.fft's 26 MB (measured, docs/performance.md); numpy.fft is slower still."""
     x = np.asarray(x)
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
+    if x.size == 0 and x.shape[-1]:  # an empty batch, which ducc0 refuses
+        return np.zeros((*x.shape[:-1], x.shape[-1] // 2 + 1), np.result_type(x.dtype, np.complex64))
     if x.size == x.shape[-1]:  # one transform (a stream's piece): ducc0 takes ~2x as long for it as a batch of one
         return ducc0.fft.r2c(x.reshape(-1), axes=(0,)).reshape(*x.shape[:-1], -1)
     return ducc0.fft.r2c(x, axes=(x.ndim - 1,))

@@ -16,6 +16,7 @@ from edge_agent.frontend import (
     mel_filterbank,
     mel_to_hz,
     remove_temporal_mean,
+    rfft,
     stft_magnitude,
 )
 
@@ -34,6 +35,18 @@ def test_spectrum_matches_direct_dft(clip):
     k = np.arange(len(x) // 2)
     direct = np.abs(np.exp(-2j * np.pi * np.outer(k, n) / len(x)) @ x)
     np.testing.assert_allclose(magnitude_spectrum(x.astype(np.float32)), direct, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(16000,), (1, 32000), (2, 16000), (3, 1, 8000), (61, 1024), (1, 5, 1023), (0, 512)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_rfft_equals_numpys_in_every_shape_and_precision(shape, dtype):
+    # ducc0 is called one way for a single transform and another for a batch; both must agree
+    x = (np.random.default_rng(1).standard_normal(shape) * 1000).astype(dtype)
+    got, want = rfft(x), np.fft.rfft(x.astype(np.float64), axis=-1)
+    assert got.shape == want.shape
+    assert got.dtype == (np.complex64 if dtype == np.float32 else np.complex128)
+    scale = max(1.0, float(np.abs(want).max(initial=0)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=(2e-6 if dtype == np.float32 else 1e-12) * scale)
 
 
 def test_stft_matches_scipy(clip):
