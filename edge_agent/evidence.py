@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,7 @@ class EvidenceRecorder:
         """The alarm has ended: its names are no longer needed (the agent runs for months)."""
         self.by_alarm.pop(alarm_id, None)
 
-    def _finish(self, p: _Pending) -> None:
+    def _finish(self, p: _Pending, deadline: Optional[float] = None) -> None:
         self.pending.remove(p)
         h = self._history(p.machine)
         audio, first = h.audio(p.start - self.cfg.pre_seconds, p.until)
@@ -179,26 +180,32 @@ class EvidenceRecorder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
             self._thread.start()
+        wait = self.WAIT_SECONDS if deadline is None else min(self.WAIT_SECONDS, max(0.0, deadline - time.monotonic()))
         try:
-            self._queue.put(job, block=self.wait_when_full, timeout=self.WAIT_SECONDS)  # no timeout if not blocking
+            self._queue.put(job, block=self.wait_when_full, timeout=wait)  # no timeout if not blocking
         except queue.Full:  # the disk is far behind: drop evidence, never hold up live detection
             self.failed += 1
             log.error("%s: evidence for alarm %s dropped: the writer is behind", p.machine, p.alarm_id)
 
     def close(self, timeout: float = 10.0) -> None:
-        """At stop: write what is held for alarms still waiting for their post-roll."""
+        """At stop: write what is held for alarms still waiting for their post-roll, within
+        ``timeout`` seconds in all (a writer stuck for good must not hold up the stop)."""
+        deadline = time.monotonic() + timeout
         for p in list(self.pending):
-            self._finish(p)
+            self._finish(p, deadline)
         if self._thread is not None:
-            try:  # behind the queued alarms, so they are written first; a writer stuck for good must not hang the stop
-                self._queue.put(None, timeout=timeout)
+            ended = True
+            try:  # behind the queued alarms, so they are written first
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
             except queue.Full:
+                ended = False
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+            if self._thread.is_alive():  # the alarms still queued, and the one being written
                 log.error(
-                    "evidence: the writer made no progress in %.0f s; %d alarm(s) unwritten",
+                    "evidence: the writer did not finish in %.0f s; %d alarm(s) unwritten",
                     timeout,
-                    self._queue.qsize(),
+                    self._queue.qsize() - ended + 1,
                 )
-            self._thread.join(timeout)
             self._thread = None
 
     # -- the writer thread -----------------------------------------------------------------------

@@ -112,3 +112,32 @@ def test_the_spectrum_branch_hidden_width_is_a_setting():
     assert narrow.embedding_dim == 32  # the embedding keeps its size
     with pytest.raises(ValueError, match="spec_hidden"):
         build_config("dualbranch", {**base, "spec_hidden": -1})
+
+
+def test_the_build_script_passes_its_distillation_settings_on(tmp_path, monkeypatch):
+    """``--distil-only`` with a seed, copies and epochs distils from the default bundle in --models
+    with exactly those settings and writes the fast bundle beside it, without training the ensemble
+    (how docs/model.md repeats a distillation)."""
+    from export import build_default
+
+    got = {}
+
+    def fake_distil(args, progress=True):
+        got["args"] = args
+        return {"checkpoint": args.out}
+
+    def refuse_train(args):
+        raise AssertionError("--distil-only must not train the ensemble")
+
+    monkeypatch.setattr(build_default, "distil", fake_distil)
+    monkeypatch.setattr(build_default, "train", refuse_train)
+    monkeypatch.setattr(build_default, "export_bundle", lambda *a, **k: got.setdefault("export", (a, k)))
+    argv = ["--distil-only", "--distil-seed", "3", "--distil-copies", "6", "--distil-epochs", "7"]
+    assert build_default.main([*argv, "--work", str(tmp_path / "w"), "--models", str(tmp_path / "m")]) == 0
+    a = got["args"]
+    assert (a.seed, a.augment_copies, a.epochs) == (3, 6, 7)
+    assert a.teacher == str(tmp_path / "m" / "default") and a.recipe_config == build_default.STUDENT
+    assert a.exclude_test_of == build_default.EXCLUDE and a.out == str(tmp_path / "w" / "distilled.ckpt")
+    (ckpt, dest), kw = got["export"]
+    assert (str(ckpt), dest) == (a.out, tmp_path / "m" / "fast")
+    assert kw == {"name": "fast", "version": build_default.FAST_VERSION}

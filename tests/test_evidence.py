@@ -240,3 +240,38 @@ def test_the_writer_outlives_a_failure_outside_writing_a_file(tmp_path, monkeypa
     assert rec._thread.is_alive()
     rec.close(timeout=30)
     assert (rec.written, rec.failed) == (n, 0)
+
+
+def test_stop_with_a_stuck_writer_takes_its_timeout_in_all(tmp_path, monkeypatch, caplog):
+    """A replay's writer hangs on its first alarm (a dead disk), its queue is full and two more
+    alarms wait for their post-roll: stopping gives up after ``timeout`` in all (it used to wait a
+    queue timeout per waiting alarm, then ``timeout`` for the end marker and ``timeout`` again for
+    the thread) and says how many alarms lost their evidence."""
+    import threading
+    import time
+
+    from edge_agent import evidence
+    from edge_agent.config import EvidenceConfig
+    from edge_agent.evidence import EvidenceRecorder
+
+    held = threading.Event()
+    monkeypatch.setattr(evidence, "render_png", lambda out, *a, **k: held.wait(60))
+    monkeypatch.setattr(EvidenceRecorder, "QUEUE_WAITING", 1)
+    monkeypatch.setattr(EvidenceRecorder, "WAIT_SECONDS", 2.0)
+    rec = EvidenceRecorder(EvidenceConfig(pre_seconds=1.0, post_seconds=5.0), tmp_path, 100, 2.0, wait_when_full=True)
+    for k in range(4):
+        rec.window("m", np.full(200, 0.1, np.float32), 2.0 + k)
+        rec.alarm_started("m", f"a{k}", 0.5 + k, 0.5)
+    rec.window("m", np.full(200, 0.1, np.float32), 6.0)  # a0 complete: the writer takes it and hangs
+    rec.window("m", np.full(200, 0.1, np.float32), 7.0)  # a1 complete: queued, the queue is full
+    assert len(rec.pending) == 2
+    t = time.monotonic()
+    try:
+        with caplog.at_level("ERROR", logger="edge_agent.evidence"):
+            rec.close(timeout=2.0)
+        took = time.monotonic() - t
+    finally:
+        held.set()
+    assert took < 4.0  # 8 s or more before
+    assert "the writer did not finish in 2 s; 2 alarm(s) unwritten" in caplog.text
+    assert rec.failed == 2 and rec.written == 0  # the two that found the queue full
