@@ -11,12 +11,33 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once, while importing (os.umask can only be read by setting it, which is not thread-safe)
+UMASK = _umask()
+
+
+def file_mode(path: Path) -> int:
+    """The permissions a replacement of ``path`` gets: the old file's, or what ``open`` would give a
+    new one under the process's umask. (mkstemp's 0600 made bundles, banks and alarm evidence
+    unreadable to any other user, the service user included.)"""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~UMASK
+
+
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode(path))
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
