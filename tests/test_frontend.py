@@ -10,6 +10,7 @@ from edge_agent.audio.windows import frame_windows
 from edge_agent.frontend import (
     FeatureSpec,
     Frontend,
+    framed,
     hz_to_mel,
     log_mel,
     magnitude_spectrum,
@@ -47,6 +48,21 @@ def test_rfft_equals_numpys_in_every_shape_and_precision(shape, dtype):
     assert got.dtype == (np.complex64 if dtype == np.float32 else np.complex128)
     scale = max(1.0, float(np.abs(want).max(initial=0)))
     np.testing.assert_allclose(got, want, rtol=0, atol=(2e-6 if dtype == np.float32 else 1e-12) * scale)
+
+
+@pytest.mark.parametrize(
+    "shape, n_fft, hop", [((17000,), 1024, 500), ((3, 32000), 1024, 512), ((2, 2, 5000), 400, 160), ((1024,), 1024, 7)]
+)
+@pytest.mark.parametrize("layout", ["contiguous", "every other sample", "batch-major"])
+def test_frames_are_numpys_sliding_windows(shape, n_fft, hop, layout):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    if layout == "every other sample":
+        x = np.repeat(x, 2, axis=-1)[..., ::2]
+    elif layout == "batch-major":
+        x = np.asfortranarray(x)
+    got = framed(x, n_fft, hop)
+    want = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=-1)[..., ::hop, :]
+    assert got.shape == want.shape and np.array_equal(got, want) and not got.flags.writeable
 
 
 def test_stft_matches_scipy(clip):
