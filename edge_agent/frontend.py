@@ -87,9 +87,15 @@ def framed(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(x, shape, (*x.strides[:-1], hop * s, s), writeable=False)
 
 
+def mean_over_frames(s: np.ndarray, keepdims: bool = False) -> np.ndarray:
+    """``s.mean(axis=-2)``, bit for bit (the same float32 sum, divided by the count), without
+    ``ndarray.mean``'s overhead: 7 against 19 us for a stream's two spectrum pieces (measured)."""
+    return np.add.reduce(s, axis=-2, keepdims=keepdims) / s.shape[-2]
+
+
 def remove_temporal_mean(s: np.ndarray) -> np.ndarray:
     """Subtract each frequency bin's mean over time: (..., frames, bins)."""
-    return s - s.mean(axis=-2, keepdims=True)
+    return s - mean_over_frames(s, keepdims=True)
 
 
 def hz_to_mel(f):
@@ -262,7 +268,7 @@ class FeatureSpec:
     def finish(self, frames: np.ndarray) -> np.ndarray:
         """The per-window part of a framed feature: (..., frames, bins) -> the model input."""
         if self.kind == "spectrum":
-            out = _compress(frames.mean(axis=-2), self.compress)
+            out = _compress(mean_over_frames(frames), self.compress)
         elif self.mean_removed:
             out = remove_temporal_mean(frames)
         else:

@@ -14,6 +14,7 @@ from edge_agent.frontend import (
     hz_to_mel,
     log_mel,
     magnitude_spectrum,
+    mean_over_frames,
     mel_filterbank,
     mel_to_hz,
     remove_temporal_mean,
@@ -78,6 +79,15 @@ def test_temporal_mean_removed():
     s = np.random.default_rng(0).random((3, 20, 9)).astype(np.float32)
     r = remove_temporal_mean(s)
     np.testing.assert_allclose(r.mean(axis=1), 0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 8000), (5, 2, 8000), (31, 64), (4, 62, 64), (1, 9)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_mean_over_frames_is_numpys_bit_for_bit(shape, dtype):
+    # features a model was trained on must not move by a rounding step
+    s = (np.random.default_rng(3).standard_normal(shape) * 100).astype(dtype)
+    assert np.array_equal(mean_over_frames(s), s.mean(axis=-2))
+    assert np.array_equal(mean_over_frames(s, keepdims=True), s.mean(axis=-2, keepdims=True))
 
 
 def test_mel_scale_roundtrip_and_filterbank_against_loop():
