@@ -37,7 +37,10 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, file_mode(path))
+        try:
+            os.fchmod(fd, file_mode(path))
+        except OSError:  # a file system without permissions (vfat): the write matters, not the mode
+            pass
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -204,7 +204,7 @@ class EvidenceRecorder:
                 log.error(
                     "evidence: the writer did not finish in %.0f s; %d alarm(s) unwritten",
                     timeout,
-                    self._queue.qsize() - ended + 1,
+                    self._queue.qsize() - int(ended) + 1,
                 )
             self._thread = None
 
