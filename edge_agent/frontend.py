@@ -182,7 +182,7 @@ def kaldi_fbank(
     n_fft = 1 << (flen - 1).bit_length()
     if x.shape[-1] < flen:
         raise ValueError(f"window of {x.shape[-1]} samples is shorter than a {frame_ms:g} ms frame")
-    fr = np.lib.stride_tricks.sliding_window_view(np.asarray(x, np.float64), flen, axis=-1)[..., ::fshift, :]
+    fr = framed(np.asarray(x, np.float64), flen, fshift)
     fr = fr - fr.mean(axis=-1, keepdims=True)
     fr = np.concatenate([fr[..., :1] * (1 - 0.97), fr[..., 1:] - 0.97 * fr[..., :-1]], axis=-1)
     fr = fr * np.hanning(flen)  # symmetric: Kaldi's "hanning"

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..frontend import framed
+
 
 def frame_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
     """Cut a mono signal into (n, window) windows with the given hop; a signal shorter than one
@@ -14,8 +16,7 @@ def frame_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
     if x.shape[-1] < window:
         reps = int(np.ceil(window / max(1, x.shape[-1])))
         x = np.tile(x, reps)[:window]
-    starts = np.arange(0, x.shape[-1] - window + 1, hop)
-    return np.stack([x[s : s + window] for s in starts]).astype(np.float32)
+    return framed(np.asarray(x), window, hop).astype(np.float32)
 
 
 @dataclass
