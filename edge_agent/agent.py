@@ -387,5 +387,9 @@ class Agent:
         reload_agent(self)
 
     def _finish_replays(self) -> None:
-        """End of recorded input: close open alarms so that offline runs get complete events."""
+        """End of recorded input: close open alarms so that offline runs get complete events, and
+        say per machine what the recording held and raised."""
         self._close_open_alarms("end of recording")
+        for s in self.streams.values():
+            if line := s.replay_summary():
+                log.info("%s", line)

@@ -85,6 +85,8 @@ class MachineStream:
         self.set_bank(bank)
         self.windows_processed = 0
         self.last_score: Optional[float] = None
+        self.highest_score: Optional[float] = None  # and the alarms raised: a replay's summary
+        self.alarms_raised = 0
         self.last_ts: Optional[float] = None
         self.last_level_dbfs: Optional[float] = None
         self.last_frames_at = time.monotonic()
@@ -319,8 +321,12 @@ class MachineStream:
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:
         self.last_score, self.last_ts = score, ts
+        self.highest_score = score if self.highest_score is None else max(self.highest_score, score)
         self.windows_processed += 1
-        return self.detector.update(score, ts) if self.detector and not self.shelved else None
+        d = self.detector.update(score, ts) if self.detector and not self.shelved else None
+        if d is not None and d.kind == "start":
+            self.alarms_raised += 1
+        return d
 
     def skip(self, w: Window) -> None:
         """A window taken but not scored (uncalibrated, silent, off, or settling after those)."""
@@ -366,6 +372,23 @@ class MachineStream:
         return (
             f"{self.machine}: {self.state} score {score} threshold {thr} windows {self.windows_processed} "
             f"level {level} overruns {self.source.ring.overruns}"
+        )
+
+    def replay_summary(self) -> Optional[str]:
+        """For a finished, non-looping replay: how much audio it held and what came of it."""
+        src = self.source
+        if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or not self.windows_processed:
+            return None
+        held = src.frames_sent / src.sample_rate
+        bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
+        if self.highest_score is None:
+            scores = f"none scored (the machine was {self.state})"
+        else:
+            thr = f" against the threshold {self.threshold:.4f}" if self.threshold is not None else ""
+            scores = f"highest score {self.highest_score:.4f}{thr}"
+        return (
+            f"{self.machine}: end of {src.path}: {held:.1f} s of audio{bad}, {self.windows_processed} windows, "
+            f"{self.alarms_raised} alarm(s), {scores}"
         )
 
     def unscored_replay(self) -> Optional[str]:

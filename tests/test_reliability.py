@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -273,6 +274,10 @@ def test_corrupt_truncated_short_and_empty_wavs_in_run(calibrated, tmp_path):
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "skipping " + str(clips / "b_corrupt.wav") + ": not a readable WAV file" in r.stderr
     assert "c_truncated.wav: truncated" in r.stderr and "WavFileWarning" not in r.stderr
+    # what the recording held and raised, once it has been played
+    summary = [line for line in r.stderr.splitlines() if f"fan01: end of {clips}:" in line]
+    assert len(summary) == 1 and "1 unreadable or empty file(s) skipped" in summary[0], r.stderr
+    assert re.search(r"s of audio, .*, \d+ windows, \d+ alarm\(s\), highest score \d\.\d{4} against", summary[0])
     # only a corrupt file: nothing to replay at all
     r = cli("run", "--config", _config(tmp_path / "c2.yaml", calibrated, clips / "b_corrupt.wav", loop=False))
     assert r.returncode == 2 and "no readable WAV files" in r.stderr and "Traceback" not in r.stderr

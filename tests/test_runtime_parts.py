@@ -237,6 +237,28 @@ def test_16_bit_wavs_are_read_and_written_without_scipy_io(tmp_path):
     assert 0 < len(cut) < len(x) and np.array_equal(cut, x[: len(cut)])
 
 
+def test_metadata_chunks_are_skipped_without_a_warning(tmp_path, caplog):
+    """Float WAVs from libsndfile, sox or an editor carry chunks scipy does not parse (PEAK, LIST):
+    the audio is whole, so they are no reason to warn on every clip enrolled or replayed."""
+    import logging
+
+    from scipy.io import wavfile
+
+    from edge_agent.audio.wavio import read_wav
+
+    x = (0.1 * np.sin(np.arange(16000) / 7.0)).astype(np.float32)
+    wavfile.write(tmp_path / "plain.wav", 16000, x)
+    b = (tmp_path / "plain.wav").read_bytes()
+    fmt_end = 12 + 8 + int.from_bytes(b[16:20], "little")
+    peak = b"PEAK" + (16).to_bytes(4, "little") + bytes(16)
+    body = b[12:fmt_end] + peak + b[fmt_end:]
+    (tmp_path / "peak.wav").write_bytes(b"RIFF" + (4 + len(body)).to_bytes(4, "little") + b"WAVE" + body)
+    with caplog.at_level(logging.DEBUG, logger="edge_agent.wav"):
+        y, sr = read_wav(tmp_path / "peak.wav")
+    assert sr == 16000 and np.array_equal(y[:, 0], x)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] and "not understood" in caplog.text
+
+
 def test_freed_memory_is_given_back_on_glibc():
     import platform
 

@@ -86,6 +86,9 @@ def _read_with_scipy(path: Path) -> tuple[int, np.ndarray]:
         _warned.add((str(path), str(w.message)))
         if "EOF" in str(w.message):
             log.warning("%s: truncated (%s); using the %d frames it holds", path, w.message, len(x))
+        elif "not understood, skipping" in str(w.message):
+            # metadata chunks scipy does not parse (float WAVs' PEAK, editors' LIST/bext): the audio is whole
+            log.debug("%s: %s", path, w.message)
         else:
             log.warning("%s: %s", path, w.message)
     return sr, x
