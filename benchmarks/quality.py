@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from calibration.evaluate import ClipEmbedder, evaluate  # noqa: E402
-from calibration.metrics import bootstrap_hmean  # noqa: E402
+from calibration.metrics import auc_by_attribute, bootstrap_hmean  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
 
@@ -54,6 +54,10 @@ def score_bundle(bundle_dir, data: Path, score: str = "knn") -> dict:
         m = ev["results"][0]  # one machine, one section per benchmark
         lo, hi = bootstrap_hmean([c.condition == "anomaly" for c in m.clips], m.scores, [c.domain for c in m.clips])
         out[name]["hmean_ci"] = [100 * lo, 100 * hi]
+        attrs = [",".join(f"{k}={v}" for k, v in c.attributes) for c in m.clips]
+        if any(attrs):  # one operating condition at a time (valve: its four patterns)
+            by = auc_by_attribute([c.condition == "anomaly" for c in m.clips], m.scores, attrs)
+            out[name]["by_attribute"] = {k: [100 * x for x in v] for k, v in by.items()}
     return out
 
 
@@ -63,7 +67,7 @@ def aggregate(per_seed: list[dict]) -> dict:
         bench: {
             k: (float(np.mean([s[bench][k] for s in per_seed])), float(np.std([s[bench][k] for s in per_seed])))
             for k in per_seed[0][bench]
-            if k != "hmean_ci"
+            if k not in ("hmean_ci", "by_attribute")
         }
         for bench in BENCHMARKS
     }
@@ -89,7 +93,7 @@ def bundle_rows(label: str, paths: list[str], data: Path) -> list[dict]:
         per_seed = [score_bundle(p, data, head) for p in paths]
         name = f"{label}, {HEAD_LABELS.get(head, head)}"
         if len(paths) == 1:
-            rows.append({"system": f"{name} (1 seed)", "scores": per_seed[0]})
+            rows.append({"system": name, "scores": per_seed[0]})  # one bundle (it may be an ensemble)
         else:
             rows.append(
                 {
@@ -158,6 +162,28 @@ def fmt(mean: float, std: float | None = None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def by_attribute_table(rows: list[dict]) -> str:
+    """Valve per operating pattern, for the rows scored as one bundle (seed rows keep only means)."""
+    rows = [r for r in rows if "by_attribute" in r["scores"]["valve"]]
+    if not rows:
+        return ""
+    values = list(rows[0]["scores"]["valve"]["by_attribute"])
+    lines = [
+        "",
+        "",
+        "Valve within one operating pattern (AUC of a pattern's normal clips against its own anomalous "
+        "clips, 95 % bootstrap interval; source patterns 00/01, target 02/03):",
+        "",
+        "| system | " + " | ".join(values) + " |",
+        "|---|" + "---|" * len(values),
+    ]
+    for r in rows:
+        by = r["scores"]["valve"]["by_attribute"]
+        cells = [f"{by[v][0]:.1f} [{by[v][1]:.1f}, {by[v][2]:.1f}]" if v in by else "" for v in values]
+        lines.append(f"| {r['system']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -207,7 +233,7 @@ def main(argv=None) -> int:
         for r in rows:  # JSON turned the (mean, std) tuples into lists
             for bench in r["scores"].values():
                 for k, v in bench.items():
-                    if isinstance(v, list) and k != "hmean_ci":
+                    if isinstance(v, list) and k not in ("hmean_ci", "by_attribute"):
                         bench[k] = tuple(v)
     else:
         rows = build_rows(a) + extra
@@ -233,7 +259,7 @@ def main(argv=None) -> int:
     for name, s in PUBLISHED.items():
         lines.append(f"| {name} | | | | {s['valve']:.2f} | | | {s['fan']:.2f} |")
     when = _dt.date.today().isoformat()
-    table = "\n".join(lines)
+    table = "\n".join(lines) + by_attribute_table(rows)
     header = (
         f"Measured {when} on {platform.machine()} with {platform.python_version()}, `python benchmarks/quality.py` "
         f"(scores in %, hop 1 s, 16 source k-means centres + all target windows, 90th-percentile threshold; "

@@ -59,15 +59,41 @@ def section_scores(
     return out
 
 
+def _stratified_interval(strata_of, stat, n: int, seed: int) -> tuple[float, float]:
+    """95 % percentile interval of ``stat(idx)`` over ``n`` resamplings, each stratum of clip indices
+    resampled with replacement to its own size."""
+    rng = np.random.default_rng(seed)
+    strata = [s for s in strata_of if len(s)]
+    values = [stat(np.concatenate([rng.choice(s, len(s), replace=True) for s in strata])) for _ in range(n)]
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
 def bootstrap_hmean(y_true, scores, domains, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95 % interval of a section's harmonic mean, resampling clips within each (condition, domain)
     stratum: on sets of ten clips a few h-mean points are noise."""
     y_true, scores, domains = np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64), np.asarray(domains)
-    rng = np.random.default_rng(seed)
     strata = [np.where((y_true == c) & (domains == d))[0] for c in (0, 1) for d in np.unique(domains)]
-    strata = [s for s in strata if len(s)]
-    values = []
-    for _ in range(n):
-        idx = np.concatenate([rng.choice(s, len(s), replace=True) for s in strata])
-        values.append(section_scores(y_true[idx], scores[idx], domains[idx])["hmean"])
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+    return _stratified_interval(
+        strata, lambda idx: section_scores(y_true[idx], scores[idx], domains[idx])["hmean"], n, seed
+    )
+
+
+def bootstrap_auc(y_true, scores, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval of an AUC, resampling normal and anomalous clips separately."""
+    y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64)
+    strata = [np.where(y_true == c)[0] for c in (0, 1)]
+    return _stratified_interval(strata, lambda idx: auc(y_true[idx], scores[idx]), n, seed)
+
+
+def auc_by_attribute(y_true, scores, attributes) -> dict[str, tuple[float, float, float]]:
+    """AUC of each attribute value's normals against its own anomalies, with its 95 % interval:
+    how well one operating condition is told apart, free of the offsets between conditions that
+    the domain AUCs mix in. ``attributes``: one label per clip (e.g. "pat=02"); values without
+    both classes are left out."""
+    y_true, scores, attributes = np.asarray(y_true).astype(int), np.asarray(scores), np.asarray(attributes)
+    out = {}
+    for value in sorted(set(attributes.tolist())):
+        m = attributes == value
+        if len(set(y_true[m].tolist())) == 2:
+            out[str(value)] = (auc(y_true[m], scores[m]), *bootstrap_auc(y_true[m], scores[m]))
+    return out

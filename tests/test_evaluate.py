@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from calibration.metrics import auc, harmonic_mean, pauc, section_scores
+from calibration.metrics import (
+    auc,
+    auc_by_attribute,
+    bootstrap_auc,
+    bootstrap_hmean,
+    harmonic_mean,
+    pauc,
+    section_scores,
+)
 
 from .conftest import DATA, shared
 from .test_run_replay import cli
@@ -39,6 +47,37 @@ def test_section_scores_with_domains_and_decisions():
     assert (r["precision"], r["recall"]) == (2 / 3, 1.0)
     r2 = section_scores(y, s, np.array(["source"] * 6))
     assert set(r2) >= {"auc", "pauc", "hmean"} and "auc_source" not in r2
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_clips():
+    rng = np.random.default_rng(3)
+
+    def draw(n):
+        y = np.r_[np.zeros(n), np.ones(n)]
+        return y, rng.normal(size=2 * n) + 1.0 * y
+
+    y, s = draw(10)
+    lo, hi = bootstrap_auc(y, s)
+    assert lo <= auc(y, s) <= hi and hi - lo > 0.1  # ten clips a class: a wide interval
+    y2, s2 = draw(400)
+    lo2, hi2 = bootstrap_auc(y2, s2)
+    assert lo2 <= auc(y2, s2) <= hi2 and hi2 - lo2 < 0.5 * (hi - lo)
+    assert bootstrap_auc(y, s) == (lo, hi)  # seeded: the same interval every run
+    domains = np.array(["source", "target"] * 10)
+    lo, hi = bootstrap_hmean(y, s, domains)
+    assert lo <= section_scores(y, s, domains)["hmean"] <= hi
+
+
+def test_auc_by_attribute_tells_conditions_apart_that_the_pooled_auc_mixes():
+    """Two operating patterns with different score levels: each separates its own anomalies
+    perfectly, while the pooled AUC does not (the offset between patterns mixes in)."""
+    y = np.array([0, 0, 0, 1, 1, 1] * 2)
+    s = np.r_[[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.7, 0.8, 0.9, 1.0, 1.1, 1.2]]
+    pat = np.array(["pat=00"] * 6 + ["pat=02"] * 6)
+    by = auc_by_attribute(y, s, pat)
+    assert set(by) == {"pat=00", "pat=02"} and all(v[0] == 1.0 for v in by.values())
+    assert auc(y, s) < 0.8
+    assert auc_by_attribute(y[:3], s[:3], pat[:3]) == {}  # normals only: no AUC to give
 
 
 def test_evaluate_end_to_end_on_real_clips(tmp_path):
