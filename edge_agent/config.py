@@ -255,6 +255,23 @@ def default_state_dir(explicit: Optional[Path] = None) -> Path:
     return Path.home() / ".local" / "state" / "edge-agent"
 
 
+def usable_state_dir(path: Path, where: str = "state_dir in the config") -> Path:
+    """``path`` created if missing and writable, or a ``ConfigError`` that says what to do: banks,
+    the outbox, alarm evidence and learning periods all live there, and the agent must not start
+    without a place to keep its alarms."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "not writable by this user")
+    except OSError as e:
+        raise ConfigError(
+            f"state_dir {path}: cannot use it ({e.strerror or e}); set {where} to a folder this user can write, "
+            "e.g. /var/lib/edge-agent (systemd: StateDirectory=edge-agent)"
+        ) from None
+    return path
+
+
 def default_config_path() -> Optional[Path]:
     candidates = [Path(p) for p in DEFAULT_CONFIG_PATHS]
     xdg = os.environ.get("XDG_CONFIG_HOME")

@@ -17,7 +17,7 @@ from .agent import Agent
 from .audio import open_source
 from .bundle import Bundle
 from .commands import CommandDesk
-from .config import Config
+from .config import Config, usable_state_dir
 from .engine import Engine
 from .errors import UserError
 from .publish.mqtt import MQTTPublisher
@@ -50,6 +50,7 @@ def build_daemon(
 ) -> Daemon:
     """The agent with every sink attached and started (the MQTT client connects in the background);
     ``agent.run()`` is all that is left to do."""
+    usable_state_dir(cfg.resolved_state_dir())  # before anything is loaded: a clear message, not a traceback
     agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
     agent.config_path = config_path
     if learner_factory is not None:

@@ -439,3 +439,24 @@ def test_a_noise_clip_among_enrolment_clips_is_named_and_left_out(tmp_path):
 
     assert threshold(noisy.stdout) == pytest.approx(threshold(clean.stdout))
     assert threshold(kept.stdout) > 2 * threshold(clean.stdout)  # what one noise clip does when kept
+
+
+def test_a_state_dir_that_cannot_be_used_is_a_config_error(tmp_path):
+    """Banks, the outbox and evidence live in state_dir: one that cannot be created (a path under a
+    file, a missing mount) stops run, calibrate and a learning request with exit 2 and a message."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    state = blocker / "state"
+    clip = DEMO / "replay" / "01_normal_id_00_00000018.wav"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"node_id: t\nstate_dir: {state}\nmachines:\n  fan01:\n    input: {{file: {clip}}}\n")
+    runs = [
+        (("run", "--config", cfg), "set state_dir in the config"),
+        (("calibrate", "--machine", "fan01", "--config", cfg, "--from", clip.parent), "set --state-dir or state_dir"),
+        (("calibrate", "--machine", "fan01", "--state-dir", state, "--learn", "1h"), "set --state-dir or state_dir"),
+    ]
+    for args, hint in runs:
+        r = cli(*map(str, args))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"state_dir {state}: cannot use it (Not a directory)" in r.stderr and hint in r.stderr, r.stderr
+    assert blocker.read_text() == ""

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..bank import MemoryBank, bank_path
 from ..bundle import Bundle
-from ..config import Config, check_machine_id, default_state_dir, load_config, parse_duration
+from ..config import Config, check_machine_id, default_state_dir, load_config, parse_duration, usable_state_dir
 from .common import UsageError, help_of
 
 SCORE_HELP = (
@@ -255,6 +255,9 @@ def _report_left_out(skipped, outliers, kept: bool) -> None:
         )
 
 
+STATE_DIR_WHERE = "--state-dir or state_dir in the config"
+
+
 def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
     cfg = None
     if a.config is not None or a.seconds is not None:
@@ -264,7 +267,7 @@ def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
     state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else None)
     if state_dir is None:
         state_dir = default_state_dir()
-    return cfg, bundle, Path(state_dir)
+    return cfg, bundle, usable_state_dir(Path(state_dir), STATE_DIR_WHERE)
 
 
 def machine_arg(name: str) -> str:
@@ -283,7 +286,7 @@ def request_learn(a) -> int:
         raise UsageError(f"--learn: {e}") from None
     cfg = load_config(a.config) if a.config else None
     state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
-    path = request_learning(Path(state_dir), a.machine, seconds)
+    path = request_learning(usable_state_dir(Path(state_dir), STATE_DIR_WHERE), a.machine, seconds)
     print(
         f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at "
         "its next "
