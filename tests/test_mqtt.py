@@ -395,3 +395,59 @@ def test_without_a_broker_alarms_wait_in_the_outbox_until_one_is_configured(brok
     assert r.returncode == 0, r.stderr
     assert sub.wait_for(lambda: len(sub.on("alarm")) >= waiting, 20)
     sub.close()
+
+
+def test_alarms_reach_the_broker_when_the_disk_is_full(broker, tmp_path, caplog):  # noqa: F811
+    """The outbox cannot write (SQLITE_FULL, as on a full disk): alarms still go out, in order, and
+    the one sending thread survives a publish that fails."""
+    import logging
+
+    import paho.mqtt.client as mqtt
+
+    failures = []
+
+    class FlakyClient(mqtt.Client):  # the real client, whose first alarm publish fails
+        def publish(self, topic, payload=None, *a, **kw):
+            if topic.endswith("/alarm") and not failures:
+                failures.append(topic)
+                raise OSError("simulated socket failure")
+            return super().publish(topic, payload, *a, **kw)
+
+    sub = Subscriber(broker.port, "edge-agent/n1/+/alarm")
+    assert sub.connected.wait(10)
+    state = tmp_path / "st"
+    cfg = parse_config(
+        {
+            "node_id": "n1",
+            "state_dir": str(state),
+            "machines": {"m1": {}},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive": 5},
+        }
+    )
+    outbox = Outbox(state / "outbox.sqlite")
+    outbox._db.execute("CREATE TABLE filler (x BLOB)")
+    outbox._db.execute(f"PRAGMA max_page_count = {outbox._db.execute('PRAGMA page_count').fetchone()[0] + 2}")
+    with caplog.at_level(logging.WARNING):
+        try:
+            while True:
+                outbox._db.execute("INSERT INTO filler VALUES (zeroblob(3000))")
+        except sqlite3.OperationalError as e:
+            assert "full" in str(e)
+        pub = MQTTPublisher(cfg, outbox, ["m1"], "default", client_factory=FlakyClient)
+        pub.start()
+        assert pub.connected.wait(10)
+        sent = [_alarm("m1", i) for i in range(30)]
+        for p in sent:
+            pub.handle("alarm", "m1", p)
+        assert outbox.in_memory > 0
+        assert sub.wait_for(lambda: outbox.depth() == 0, 30), f"{outbox.depth()} rows left"
+        assert sub.wait_for(lambda: len({json.loads(m)["event_id"] for _, m, _ in sub.messages}) == 30, 30)
+        pub.close()
+    seqs = []
+    for _, m, _ in sub.messages:
+        if json.loads(m)["seq"] not in seqs:
+            seqs.append(json.loads(m)["seq"])
+    assert seqs == list(range(30)) and failures
+    assert "cannot write to" in caplog.text and "MQTT: sending failed; retrying" in caplog.text
+    assert "lost with this stop" not in caplog.text  # everything was delivered
+    sub.close()

@@ -96,3 +96,57 @@ def test_counts_stay_exact_across_acks_drops_and_reopen(tmp_path):
     ob.close()
     again = Outbox(tmp_path / "o.sqlite", max_rows=40)
     assert again.depth() == 39 and again.depth("alarm") == 30 and again.depth("score") == 9
+
+
+def _fill_the_disk(ob: Outbox) -> None:
+    """SQLite's own cap on the file's pages: every further insert fails with SQLITE_FULL, as on a full disk."""
+    pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+    ob._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_events_the_disk_cannot_take_are_kept_in_memory_and_sent_in_order(tmp_path, caplog):
+    ob = Outbox(tmp_path / "o.sqlite")
+    ids = [ob.put("m1", "alarm", {"i": i, "pad": "x" * 3000}) for i in range(3)]
+    _fill_the_disk(ob)
+    with caplog.at_level(logging.WARNING, logger="edge_agent.outbox"):
+        ids += [ob.put("m1", "alarm" if i % 2 else "score", {"i": i, "pad": "x" * 3000}) for i in range(3, 8)]
+        assert ob.in_memory == 5 and ob.depth() == 8 and ob.depth("alarm") == 6
+        assert caplog.text.count("cannot write to") == 1 and "database or disk is full" in caplog.text
+        # one sequence, disk and memory together, oldest first
+        assert [r.id for r in ob.pending()] == ids and [r.data["i"] for r in ob.pending()] == list(range(8))
+        ob.ack(ids[4])  # delivered from memory
+        ob.ack(ids[0])  # and from disk
+        assert ob.in_memory == 4 and ob.depth() == 6 and ob.delivered == 2
+        assert [r.data["i"] for r in ob.pending(after_id=ids[2], limit=3)] == [3, 5, 6]
+        ob._db.execute("PRAGMA max_page_count = 1000000")  # space again
+        ids.append(ob.put("m1", "alarm", {"i": 8}))
+        assert ob.in_memory == 4 and "takes events again (4 still held in memory)" in caplog.text
+        assert [r.data["i"] for r in ob.pending()] == [1, 2, 3, 5, 6, 7, 8]
+        ob.close()
+    assert "4 undelivered event(s) (3 alarm(s)) the disk could not take are lost with this stop" in caplog.text
+    again = Outbox(tmp_path / "o.sqlite")  # what reached the disk survives; new ids follow every id given out
+    assert [r.data["i"] for r in again.pending()] == [1, 2, 8]
+    assert again.put("m1", "alarm", {"i": 9}) > ids[-1]
+
+
+def test_a_full_outbox_in_memory_drops_telemetry_first(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", max_rows=6)
+    ob.put("m1", "alarm", {"i": 0, "pad": "x" * 3000})
+    _fill_the_disk(ob)
+    for i in range(1, 5):
+        ob.put("m1", "score", {"i": i, "pad": "x" * 3000})
+    for i in range(5, 9):
+        ob.put("m1", "alarm", {"i": i, "pad": "x" * 3000})
+    assert ob.depth() == 6 and ob.depth("alarm") == 5 and ob.dropped == {"alarm": 0, "state": 0, "score": 3}
+    assert [r.data["i"] for r in ob.pending()] == [0, 4, 5, 6, 7, 8]
+
+
+def test_an_outbox_that_cannot_be_opened_is_a_clear_error(tmp_path):
+    import pytest
+
+    from edge_agent.publish.outbox import OutboxError
+
+    bad = tmp_path / "o.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OutboxError, match="cannot open it .*move the file aside if it is damaged"):
+        Outbox(bad)

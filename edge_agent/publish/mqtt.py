@@ -149,7 +149,7 @@ class MQTTPublisher:
         while self.connected.is_set() and time.monotonic() < t_end and self.outbox.depth() > 0:
             self._wake.set()
             time.sleep(0.05)
-        left = self.outbox.depth()
+        left = self.outbox.depth() - self.outbox.in_memory  # those in memory: the outbox logs their loss
         if left:
             log.warning("MQTT: %d event(s) still in the outbox at stop; they will be sent after the next start", left)
         self._stop.set()
@@ -321,29 +321,38 @@ class MQTTPublisher:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
-            self._match_acks()
-            if not self.connected.is_set():
-                continue
+            try:
+                self._send_once()
+            except Exception:  # noqa: BLE001 - the one thread that delivers alarms must outlive any failure
+                log.exception("MQTT: sending failed; retrying")
+                self._stop.wait(1.0)
+
+    def _send_once(self) -> None:
+        """Match acknowledgements, then hand paho the next rows of the outbox (and the states once
+        the backlog is out)."""
+        self._match_acks()
+        if not self.connected.is_set():
+            return
+        with self._lock:
+            room = MAX_HANDED - len(self._handed)
+        rows = self.outbox.pending(after_id=self._last_row, limit=room) if room > 0 else []
+        for row in rows:
+            topic = self.topics.machine(row.machine, row.kind)
+            qos = 0 if row.kind == "score" else self.mq.qos
+            retain = row.kind == "state"
+            # Never hold our lock across publish(): paho's thread holds its own locks while it
+            # calls callbacks that take ours.
+            info = self.client.publish(topic, row.payload, qos=qos, retain=retain)
             with self._lock:
-                room = MAX_HANDED - len(self._handed)
-            rows = self.outbox.pending(after_id=self._last_row, limit=room) if room > 0 else []
-            for row in rows:
-                topic = self.topics.machine(row.machine, row.kind)
-                qos = 0 if row.kind == "score" else self.mq.qos
-                retain = row.kind == "state"
-                # Never hold our lock across publish(): paho's thread holds its own locks while it
-                # calls callbacks that take ours.
-                info = self.client.publish(topic, row.payload, qos=qos, retain=retain)
-                with self._lock:
-                    self._handed[info.mid] = (row.id, qos)
-                self._last_row = row.id
-                if qos == 0 and info.rc != 0:
-                    break
-            if room > 0 and len(rows) < room and self._states_due and self.connected.is_set():
-                # The backlog is handed over (paho sends in order): now the current state.
-                self._states_due = False
-                for machine, payload in self.states() if self.states else []:
-                    self.client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
+                self._handed[info.mid] = (row.id, qos)
+            self._last_row = row.id
+            if qos == 0 and info.rc != 0:
+                break
+        if room > 0 and len(rows) < room and self._states_due and self.connected.is_set():
+            # The backlog is handed over (paho sends in order): now the current state.
+            self._states_due = False
+            for machine, payload in self.states() if self.states else []:
+                self.client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
 
 
 def describe_connect_error(err: Optional[BaseException], host: str, port: int) -> str:

@@ -5,7 +5,9 @@ a SIGKILL. Rows are delivered oldest first (so per machine in order), at least o
 de-duplicate by ``event_id``. The outbox is bounded in rows and age; when it must drop, it drops
 score telemetry first, then state updates, and alarms last, and it counts and logs every drop.
 
-Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
+When the disk cannot take a row (full, read-only, failing), the row is kept in memory instead and
+sent like the others: an alarm is delayed by nothing and lost only if the agent stops before the
+broker has it. Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
 events written while no broker was configured are delivered once one is.
 """
 
@@ -20,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..errors import UserError
+
 log = logging.getLogger("edge_agent.outbox")
+
+
+class OutboxError(UserError):
+    """The outbox file cannot be opened (exit code 2, with what to do)."""
+
 
 KINDS = ("alarm", "state", "score")
 DROP_ORDER = ("score", "state", "alarm")  # what goes first when the outbox is full
@@ -48,21 +57,33 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows, self.max_age = max_rows, max_age_seconds
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, "
-            "kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL)"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id)")
         self.dropped: dict[str, int] = {k: 0 for k in KINDS}
         self.written = 0
         self.delivered = 0
         # One count at open (the only full scan); kept exact afterwards from each statement's rows.
         self._count: dict[str, int] = {k: 0 for k in KINDS}
-        for kind, n in self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
-            self._count[kind] = int(n)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, machine TEXT NOT NULL, "
+                "kind TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL)"
+            )
+            self._db.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id)")
+            for kind, n in self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
+                self._count[kind] = int(n)
+            # Ids come from this counter, so that rows kept in memory sort among those on disk.
+            seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            top = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
+        except sqlite3.Error as e:
+            raise OutboxError(
+                f"outbox {self.path}: cannot open it ({e}); free disk space, or move the file aside if it is "
+                "damaged (its undelivered events are then lost)"
+            ) from None
+        self._next_id = max(seq[0] if seq else 0, top or 0) + 1
+        self._memory: dict[int, Row] = {}  # rows the disk could not take, in id order
+        self._disk_failing = False
         # Rows older than max_age are pruned at most once a minute (sooner for very short ages).
         self._age_check_every = min(60.0, max_age_seconds / 10)
         self._next_age_check = 0.0
@@ -73,15 +94,38 @@ class Outbox:
     def put(self, machine: str, kind: str, payload: dict) -> int:
         if kind not in KINDS:
             raise ValueError(f"unknown outbox kind {kind!r}")
+        text = json.dumps(payload, separators=(",", ":"))
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO outbox (machine, kind, payload, created) VALUES (?, ?, ?, ?)",
-                (machine, kind, json.dumps(payload, separators=(",", ":")), time.time()),
-            )
+            row = Row(self._next_id, machine, kind, text, time.time())
+            self._next_id += 1
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (id, machine, kind, payload, created) VALUES (?, ?, ?, ?, ?)",
+                    (row.id, row.machine, row.kind, row.payload, row.created),
+                )
+            except sqlite3.Error as e:
+                self._memory[row.id] = row
+                if not self._disk_failing:
+                    self._disk_failing = True
+                    log.error(
+                        "outbox: cannot write to %s (%s); keeping events in memory and sending them as usual, "
+                        "but those not yet delivered are lost if the agent stops: free disk space",
+                        self.path,
+                        e,
+                    )
+            else:
+                if self._disk_failing:
+                    self._disk_failing = False
+                    log.warning("outbox: %s takes events again (%d still held in memory)", self.path, len(self._memory))
             self.written += 1
             self._count[kind] += 1
             self._enforce_bounds()
-            return int(cur.lastrowid)
+            return row.id
+
+    @property
+    def in_memory(self) -> int:
+        """Rows the disk could not take, waiting in memory for the broker."""
+        return len(self._memory)
 
     def _enforce_bounds(self) -> None:
         now = time.monotonic()
@@ -97,6 +141,10 @@ class Outbox:
                 "kind",
                 (kind, excess),
             )
+            for row_id in [i for i, r in self._memory.items() if r.kind == kind][: excess - n]:
+                del self._memory[row_id]
+                self._count[kind] -= 1
+                n += 1
             if n:
                 self._count_drop(kind, n, f"outbox full ({self.max_rows} rows)")
 
@@ -112,8 +160,13 @@ class Outbox:
                 self._count_drop(kind, n, f"older than {self.max_age / 86400:g} days")
 
     def _delete(self, sql: str, args: tuple) -> int:
-        """Run a ``DELETE ... RETURNING kind`` and keep the counts; returns the number of rows deleted."""
-        kinds = [k for (k,) in self._db.execute(sql, args).fetchall()]
+        """Run a ``DELETE ... RETURNING kind`` and keep the counts; returns the number of rows deleted
+        (0 when the disk refuses: the rows stay, and are sent again after a restart at worst)."""
+        try:
+            kinds = [k for (k,) in self._db.execute(sql, args).fetchall()]
+        except sqlite3.Error as e:
+            log.warning("outbox: cannot delete from %s (%s)", self.path, e)
+            return 0
         for k in kinds:
             self._count[k] -= 1
         return len(kinds)
@@ -124,15 +177,27 @@ class Outbox:
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Row]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, machine, kind, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
-        return [Row(*r) for r in rows]
+            try:
+                rows = [
+                    Row(*r)
+                    for r in self._db.execute(
+                        "SELECT id, machine, kind, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                        (after_id, limit),
+                    ).fetchall()
+                ]
+            except sqlite3.Error as e:  # a failing disk: what memory holds still goes out
+                log.warning("outbox: cannot read %s (%s)", self.path, e)
+                rows = []
+            if self._memory:
+                rows = sorted(rows + [r for i, r in self._memory.items() if i > after_id], key=lambda r: r.id)[:limit]
+        return rows
 
     def ack(self, row_id: int) -> None:
         with self._lock:
-            if self._delete("DELETE FROM outbox WHERE id = ? RETURNING kind", (row_id,)):
+            if (row := self._memory.pop(row_id, None)) is not None:
+                self._count[row.kind] -= 1
+                self.delivered += 1
+            elif self._delete("DELETE FROM outbox WHERE id = ? RETURNING kind", (row_id,)):
                 self.delivered += 1
 
     def depth(self, kind: Optional[str] = None) -> int:
@@ -141,4 +206,11 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            if self._memory:
+                alarms = sum(r.kind == "alarm" for r in self._memory.values())
+                log.error(
+                    "outbox: %d undelivered event(s) (%d alarm(s)) the disk could not take are lost with this stop",
+                    len(self._memory),
+                    alarms,
+                )
             self._db.close()
