@@ -27,6 +27,7 @@ from .errors import UserError
 from .evidence import EvidenceRecorder
 from .memory import trim
 from .publish import events
+from .replay_report import replay_summary, unscored_replay
 from .stream import MachineStream, Window
 from .stream_frontend import stack_features
 
@@ -375,7 +376,7 @@ class Agent:
                     s.learner.save()  # the next start resumes the period
             for sink in self.sinks:
                 sink.close()
-        unscored = [u for s in self.streams.values() if (u := s.unscored_replay())]
+        unscored = [u for s in self.streams.values() if (u := unscored_replay(s))]
         if unscored:
             raise ReplayError("nothing was scored for " + "; ".join(unscored))
         return 0
@@ -391,5 +392,5 @@ class Agent:
         say per machine what the recording held and raised."""
         self._close_open_alarms("end of recording")
         for s in self.streams.values():
-            if line := s.replay_summary():
+            if line := replay_summary(s):
                 log.info("%s", line)

@@ -17,7 +17,6 @@ import numpy as np
 from .alarm_states import Lifecycle
 from .audio import AudioSource, Windower
 from .audio.convert import SILENT_PEAK, level_dbfs, prepare
-from .audio.replay import ReplaySource
 from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
@@ -372,33 +371,4 @@ class MachineStream:
         return (
             f"{self.machine}: {self.state} score {score} threshold {thr} windows {self.windows_processed} "
             f"level {level} overruns {self.source.ring.overruns}"
-        )
-
-    def replay_summary(self) -> Optional[str]:
-        """For a finished, non-looping replay: how much audio it held and what came of it."""
-        src = self.source
-        if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or not self.windows_processed:
-            return None
-        held = src.frames_sent / src.sample_rate
-        bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
-        if self.highest_score is None:
-            scores = f"none scored (the machine was {self.state})"
-        else:
-            thr = f" against the threshold {self.threshold:.4f}" if self.threshold is not None else ""
-            scores = f"highest score {self.highest_score:.4f}{thr}"
-        return (
-            f"{self.machine}: end of {src.path}: {held:.1f} s of audio{bad}, {self.windows_processed} windows, "
-            f"{self.alarms_raised} alarm(s), {scores}"
-        )
-
-    def unscored_replay(self) -> Optional[str]:
-        """For a finished replay that gave no window at all: what it held, and what to do."""
-        src = self.source
-        if not (isinstance(src, ReplaySource) and src.finished and not src.loop) or self.windows_processed:
-            return None
-        held = src.frames_sent / src.sample_rate
-        bad = f", {len(src.bad_files)} unreadable or empty file(s) skipped" if src.bad_files else ""
-        return (
-            f"machine {self.machine}: {src.path} held {held:.2f} s of audio{bad}, less than one window of "
-            f"{self.window_seconds:g} s; give recordings of at least {self.window_seconds:g} s"
         )
