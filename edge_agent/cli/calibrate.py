@@ -255,7 +255,13 @@ def _report_left_out(skipped, outliers, kept: bool) -> None:
         )
 
 
-STATE_DIR_WHERE = "--state-dir or state_dir in the config"
+def state_dir_of(a, cfg: Optional[Config]) -> Path:
+    """--state-dir, else the config's state_dir, else the default rule."""
+    return Path(a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir()))
+
+
+def writable_state_dir(a, cfg: Optional[Config]) -> Path:
+    return usable_state_dir(state_dir_of(a, cfg), "--state-dir or state_dir in the config")
 
 
 def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
@@ -264,10 +270,7 @@ def resolve_setup(a) -> tuple[Optional[Config], Bundle, Path]:
         cfg = load_config(a.config)
     model = a.model or (cfg.model if cfg else "default")
     bundle = Bundle.load(model)
-    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else None)
-    if state_dir is None:
-        state_dir = default_state_dir()
-    return cfg, bundle, usable_state_dir(Path(state_dir), STATE_DIR_WHERE)
+    return cfg, bundle, writable_state_dir(a, cfg)
 
 
 def machine_arg(name: str) -> str:
@@ -285,8 +288,7 @@ def request_learn(a) -> int:
     except ValueError as e:
         raise UsageError(f"--learn: {e}") from None
     cfg = load_config(a.config) if a.config else None
-    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
-    path = request_learning(usable_state_dir(Path(state_dir), STATE_DIR_WHERE), a.machine, seconds)
+    path = request_learning(writable_state_dir(a, cfg), a.machine, seconds)
     print(
         f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at "
         "its next "
@@ -301,8 +303,7 @@ def cmd_bank_show(a) -> int:
     from calibration.summary import summary_table
 
     cfg = load_config(a.config) if a.config else None
-    state_dir = a.state_dir or (cfg.resolved_state_dir() if cfg else default_state_dir())
-    path = bank_path(Path(state_dir), a.machine)
+    path = bank_path(state_dir_of(a, cfg), a.machine)
     bank = MemoryBank.load(path)
     plot = path.with_name("calibration.png")
     print(summary_table(a.machine, bank, path, plot if plot.exists() else None))

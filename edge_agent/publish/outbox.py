@@ -7,7 +7,9 @@ score telemetry first, then state updates, and alarms last, and it counts and lo
 
 When the disk cannot take a row (full, read-only, failing), the row is kept in memory instead and
 sent like the others: an alarm is delayed by nothing and lost only if the agent stops before the
-broker has it. Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
+broker has it.
+
+Rows store the machine and the kind, not the topic: topics are computed when the row is sent, so
 events written while no broker was configured are delivered once one is.
 """
 
@@ -73,15 +75,15 @@ class Outbox:
             self._db.execute("CREATE INDEX IF NOT EXISTS outbox_kind ON outbox(kind, id)")
             for kind, n in self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind"):
                 self._count[kind] = int(n)
-            # Ids come from this counter, so that rows kept in memory sort among those on disk.
+            # Ids come from this counter, so that rows kept in memory sort among those on disk;
+            # AUTOINCREMENT's sequence holds the largest id the table ever had.
             seq = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-            top = self._db.execute("SELECT MAX(id) FROM outbox").fetchone()[0]
         except sqlite3.Error as e:
             raise OutboxError(
                 f"outbox {self.path}: cannot open it ({e}); free disk space, or move the file aside if it is "
                 "damaged (its undelivered events are then lost)"
             ) from None
-        self._next_id = max(seq[0] if seq else 0, top or 0) + 1
+        self._next_id = (seq[0] if seq else 0) + 1
         self._memory: dict[int, Row] = {}  # rows the disk could not take, in id order
         self._disk_failing = False
         # Rows older than max_age are pruned at most once a minute (sooner for very short ages).
