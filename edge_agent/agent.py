@@ -80,6 +80,7 @@ class Agent:
         self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
         self.on_batch: list[Callable[[int, float], None]] = []  # (windows, seconds) after each engine batch
         self.on_stop: list[Callable[["Agent"], None]] = []
+        self.on_closed: list[Callable[[], None]] = []  # after the sinks are closed (the state_dir lock)
         # Set by signal handlers. A handler runs in the main thread between two bytecodes, possibly while
         # that thread holds the lock inside stop_event.wait(); Event.set() there deadlocks (the Python
         # docs warn against locks in handlers). So a handler only stores a name here; run() acts on it.
@@ -376,6 +377,8 @@ class Agent:
                     s.learner.save()  # the next start resumes the period
             for sink in self.sinks:
                 sink.close()
+            for cb in self.on_closed:
+                cb()
         unscored = [u for s in self.streams.values() if (u := unscored_replay(s))]
         if unscored:
             raise ReplayError("nothing was scored for " + "; ".join(unscored))

@@ -23,6 +23,7 @@ from .errors import UserError
 from .publish.mqtt import MQTTPublisher
 from .publish.outbox import Outbox
 from .publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
+from .state_lock import StateLock
 
 log = logging.getLogger("edge_agent.daemon")
 
@@ -34,6 +35,7 @@ class Daemon:
     durable: object  # MQTTPublisher, or OutboxOnlySink without an mqtt section
     console: Optional[ConsoleSink]
     page: Optional[object] = None  # web.page.StatusPage when web.listen is configured
+    lock: Optional[StateLock] = None  # held until the agent has closed its sinks
 
 
 def build_daemon(
@@ -50,7 +52,31 @@ def build_daemon(
 ) -> Daemon:
     """The agent with every sink attached and started (the MQTT client connects in the background);
     ``agent.run()`` is all that is left to do."""
-    usable_state_dir(cfg.resolved_state_dir())  # before anything is loaded: a clear message, not a traceback
+    # before anything is loaded: a clear message, not a traceback, and one agent per folder
+    lock = StateLock.acquire(usable_state_dir(cfg.resolved_state_dir()))
+    try:
+        daemon = _assemble(
+            cfg,
+            config_path=config_path,
+            print_scores=print_scores,
+            console=console,
+            learner_factory=learner_factory,
+            bundle=bundle,
+            engine=engine,
+            source_factory=source_factory,
+            health=health,
+        )
+    except BaseException:
+        lock.release()
+        raise
+    daemon.lock = lock
+    daemon.agent.on_closed.append(lock.release)
+    return daemon
+
+
+def _assemble(
+    cfg: Config, *, config_path, print_scores, console, learner_factory, bundle, engine, source_factory, health
+) -> Daemon:
     agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
     agent.config_path = config_path
     if learner_factory is not None:

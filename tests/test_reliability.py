@@ -20,6 +20,7 @@ from edge_agent.audio.wavio import read_wav, write_wav
 from edge_agent.config import parse_config
 from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.publish.outbox import Outbox
+from edge_agent.state_lock import StateDirInUse, StateLock
 
 from .agentproc import AgentProcess
 from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
@@ -156,13 +157,30 @@ def test_sigterm_during_an_alarm_ends_it_and_the_state(broker, calibrated, tmp_p
     sub.close()
 
 
+def test_one_agent_per_state_dir_and_the_lock_goes_with_its_holder(tmp_path):
+    first = StateLock.acquire(tmp_path)
+    with pytest.raises(StateDirInUse, match=rf"in use by another edge-agent \(pid {os.getpid()}\)"):
+        StateLock.acquire(tmp_path)  # a second open file description conflicts, even in one process
+    first.release()
+    again = StateLock.acquire(tmp_path)
+    assert again.held and (tmp_path / "edge-agent.lock").read_text() == f"{os.getpid()}\n"
+    again.release()
+    assert (tmp_path / "edge-agent.lock").read_text() == ""
+
+
 def test_an_alarm_left_open_by_a_killed_agent_is_closed_at_the_next_start(calibrated, tmp_path):
     state = _linked_state(calibrated, tmp_path / "st")
     cfg = _config(tmp_path / "c.yaml", state, _anomalous_only(tmp_path / "anom"))
     agent = AgentProcess("run", "--config", cfg)
     try:
         assert agent.wait_for("ALARM START"), agent.err[-20:]
-        agent.p.send_signal(signal.SIGKILL)
+        # a second agent on the same state_dir (a test run beside the service) is refused, and the
+        # first one goes on
+        second = cli("run", "--config", cfg)
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert f"state_dir {state} is in use by another edge-agent (pid {agent.p.pid})" in second.stderr
+        assert agent.p.poll() is None
+        agent.p.send_signal(signal.SIGKILL)  # the kernel drops its lock: the next start is not refused
         agent.finish()
     finally:
         agent.kill()
