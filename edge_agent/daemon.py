@@ -9,6 +9,7 @@ The runtime never imports calibration; a learning period's learners come in thro
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,7 +36,6 @@ class Daemon:
     durable: object  # MQTTPublisher, or OutboxOnlySink without an mqtt section
     console: Optional[ConsoleSink]
     page: Optional[object] = None  # web.page.StatusPage when web.listen is configured
-    lock: Optional[StateLock] = None  # held until the agent has closed its sinks
 
 
 def build_daemon(
@@ -52,70 +52,55 @@ def build_daemon(
 ) -> Daemon:
     """The agent with every sink attached and started (the MQTT client connects in the background);
     ``agent.run()`` is all that is left to do."""
-    # before anything is loaded: a clear message, not a traceback, and one agent per folder
-    lock = StateLock.acquire(usable_state_dir(cfg.resolved_state_dir()))
-    try:
-        daemon = _assemble(
-            cfg,
-            config_path=config_path,
-            print_scores=print_scores,
-            console=console,
-            learner_factory=learner_factory,
-            bundle=bundle,
-            engine=engine,
-            source_factory=source_factory,
-            health=health,
-        )
-    except BaseException:
-        lock.release()
-        raise
-    daemon.lock = lock
-    daemon.agent.on_closed.append(lock.release)
-    return daemon
+    state_dir = usable_state_dir(cfg.resolved_state_dir())  # before anything is loaded: a message, not a traceback
+    with ExitStack() as on_failure:
+        lock = StateLock.acquire(state_dir)  # one agent per folder
+        on_failure.callback(lock.release)
+        agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
+        agent.config_path = config_path
+        if learner_factory is not None:
+            agent.use_learners(learner_factory(cfg, agent.bundle))
+        con = ConsoleSink() if console else None
+        if con is not None and print_scores:
+            agent.on_window.append(con.window)
+        outbox = open_outbox(cfg)
+        if cfg.mqtt is not None:
+            durable = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
+        else:
+            log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
+            durable = OutboxOnlySink(outbox)
+        # The durable sink first: an event printed on the console is already in the outbox.
+        agent.sinks += [durable] + ([con] if con is not None else [])
+        agent.status_sources.append(durable.status_line)
+        # MQTT and the status page hand their commands to the agent's thread, and wake it
+        agent.commands = CommandDesk(wake=agent.wake)
+        page = None
+        if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
+            from .web.page import StatusPage
 
+            page = StatusPage(agent, cfg.web)
+            page.start()
+            agent.sinks.append(page)
+            agent.on_window.append(page.board.window)
+            agent.alarms.evidence_base_url = page.url
+        if isinstance(durable, MQTTPublisher):
+            if cfg.mqtt.commands:
+                durable.on_command = agent.commands.submit
+                log.info(
+                    "MQTT: operator commands are ON (anyone allowed to publish to the command topics can use them)"
+                )
+            durable.start()
+        if health:
+            from .health import Health, start_metrics
 
-def _assemble(
-    cfg: Config, *, config_path, print_scores, console, learner_factory, bundle, engine, source_factory, health
-) -> Daemon:
-    agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
-    agent.config_path = config_path
-    if learner_factory is not None:
-        agent.use_learners(learner_factory(cfg, agent.bundle))
-    con = ConsoleSink() if console else None
-    if con is not None and print_scores:
-        agent.on_window.append(con.window)
-    outbox = open_outbox(cfg)
-    if cfg.mqtt is not None:
-        durable = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
-    else:
-        log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
-        durable = OutboxOnlySink(outbox)
-    # The durable sink first: an event printed on the console is already in the outbox.
-    agent.sinks += [durable] + ([con] if con is not None else [])
-    agent.status_sources.append(durable.status_line)
-    # MQTT and the status page hand their commands to the agent's thread, and wake it
-    agent.commands = CommandDesk(wake=agent.wake)
-    page = None
-    if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
-        from .web.page import StatusPage
-
-        page = StatusPage(agent, cfg.web)
-        page.start()
-        agent.sinks.append(page)
-        agent.on_window.append(page.board.window)
-        agent.alarms.evidence_base_url = page.url
-    if isinstance(durable, MQTTPublisher):
-        if cfg.mqtt.commands:
-            durable.on_command = agent.commands.submit
-            log.info("MQTT: operator commands are ON (anyone allowed to publish to the command topics can use them)")
-        durable.start()
-    if health:
-        from .health import Health, start_metrics
-
-        Health(agent)
-        if cfg.metrics is not None:
-            try:
-                start_metrics(agent, cfg.metrics.listen, durable)
-            except OSError as e:
-                raise UserError(f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})") from None
-    return Daemon(agent, outbox, durable, con, page)
+            Health(agent)
+            if cfg.metrics is not None:
+                try:
+                    start_metrics(agent, cfg.metrics.listen, durable)
+                except OSError as e:
+                    raise UserError(
+                        f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})"
+                    ) from None
+        agent.on_closed.append(lock.release)  # held until the agent has closed its sinks
+        on_failure.pop_all()
+        return Daemon(agent, outbox, durable, con, page)
