@@ -10,7 +10,6 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Optional
 
 from .errors import UserError
 
@@ -32,7 +31,13 @@ class StateLock:
     @classmethod
     def acquire(cls, state_dir: Path) -> "StateLock":
         path = Path(state_dir) / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise UserError(
+                f"state_dir {state_dir}: cannot create {LOCK_NAME} ({e.strerror}); free disk space or make the "
+                "folder writable for this user"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -43,8 +48,11 @@ class StateLock:
                 "would send alarms twice or lose them. Stop the other one (systemctl stop edge-agent), "
                 "or give this one a state_dir of its own"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # only for the message a second agent gets: a full disk must not stop this one
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            log.debug("writing the pid to %s: %s", path, e)
         return cls(path, fd)
 
     @property
@@ -63,9 +71,9 @@ class StateLock:
 
 
 def _holder(fd: int) -> str:
-    """' (pid N)' from the lock file, or '' when the holder has not written it yet."""
+    """' (pid N)' from the lock file, or '' when the holder has not (or could not) write it."""
     try:
-        text: Optional[str] = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
-        text = None
-    return f" (pid {text})" if text and text.isdigit() else ""
+        text = ""
+    return f" (pid {text})" if text.isdigit() else ""

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -165,6 +166,27 @@ def test_one_agent_per_state_dir_and_the_lock_goes_with_its_holder(tmp_path):
     again = StateLock.acquire(tmp_path)
     assert again.held and (tmp_path / "edge-agent.lock").read_text() == f"{os.getpid()}\n"
     again.release()
+    assert (tmp_path / "edge-agent.lock").read_text() == ""
+
+
+def test_a_lock_whose_pid_cannot_be_written_still_holds(tmp_path):
+    """On a full disk the pid (only for the refusal's message) cannot be written; the agent must
+    start anyway, and still be the only one. The kernel's file-size limit gives the real EFBIG."""
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from edge_agent.state_lock import StateDirInUse, StateLock\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+        "lock = StateLock.acquire(Path(sys.argv[1]))\n"
+        "try:\n"
+        "    StateLock.acquire(Path(sys.argv[1]))\n"
+        "except StateDirInUse as e:\n"
+        "    print('refused:', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "refused: state_dir" in r.stdout and "in use by another edge-agent:" in r.stdout, r.stdout
     assert (tmp_path / "edge-agent.lock").read_text() == ""
 
 
