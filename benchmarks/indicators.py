@@ -20,7 +20,6 @@ import argparse
 import datetime as _dt
 import json
 import platform
-import re
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from calibration.evaluate import ClipEmbedder  # noqa: E402
 from calibration.metrics import auc_by_attribute, bootstrap_hmean, section_scores  # noqa: E402
 from edge_agent.audio.wavio import read_wav  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
+from edge_agent.dataset import parse_path  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -107,9 +107,9 @@ def sets(data: Path) -> dict[str, tuple[list[Path], list[Path]]]:
 
 
 def label(p: Path) -> tuple[int, str, str]:
-    n = p.name
-    pat = re.search(r"pat_(\d+)", n)
-    return int("anomaly" in n), "target" if "_target_" in n else "source", f"pat={pat.group(1)}" if pat else ""
+    """(anomalous, domain, operating condition) from the file name, as `edge-agent evaluate` reads it."""
+    c = parse_path(p)
+    return int(c.condition == "anomaly"), c.domain, ",".join(f"{k}={v}" for k, v in c.attributes)
 
 
 def main() -> int:
