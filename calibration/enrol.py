@@ -133,10 +133,13 @@ def use_heads(
     member_scores: list[np.ndarray],
     domains: np.ndarray,
     policy: ThresholdPolicy,
+    groups: Optional[np.ndarray] = None,
 ) -> None:
     """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.scoring``): one
     head, or an ensemble whose members are z-normalised with their enrolment statistics. The
-    threshold is fitted on the enrolled windows' scores (leave-one-out k-NN scores for a k-NN member)."""
+    threshold is fitted on the enrolled windows' scores (leave-one-out k-NN and indicator scores
+    for those members), with the alarm rule run over each clip's sequence when ``groups`` (each
+    window's clip, in time order) are given."""
     if len(members) == 1:
         spec, combined = members[0], np.asarray(member_scores[0], np.float64)
     else:
@@ -146,7 +149,9 @@ def use_heads(
         )
     # clips the model was trained on are left out of the fit here too, when they line up
     fitted = res.fitted if res.fitted is not None and len(res.fitted) == len(combined) else slice(None)
-    fit, thr, rule, rate, info = pick_threshold(combined[fitted], policy)
+    fit, thr, rule, rate, info = pick_threshold(
+        combined[fitted], policy, None if groups is None else np.asarray(groups)[fitted]
+    )
     b = res.bank
     b.threshold = float(thr)
     b.meta.update(
@@ -159,6 +164,9 @@ def use_heads(
         }
     )
     res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = combined, domains, fit, rate
+    res.loo_groups = None if groups is None else np.asarray(groups)
+    if isinstance(fitted, slice):  # the selection did not line up with these windows
+        res.fitted = None
 
 
 def kmeans_centres(emb: np.ndarray, n_centres: int, seed: int = 0) -> np.ndarray:

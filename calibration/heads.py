@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.scoring import CLASS_HEADS, ScoreError, head_scores, parse_score
+from edge_agent.indicators import held_out_scores, indicator_spec
+from edge_agent.scoring import CLASS_HEADS, MODEL_FREE_HEADS, ScoreError, head_scores, parse_score
 
 from .embed import CalibrationError
 from .enrol import EnrolResult, use_heads
@@ -43,6 +44,9 @@ def score_members(bundle, score: Optional[str], class_name: Optional[str] = None
         raise CalibrationError(str(e)) from None
     members = []
     for kind in kinds:
+        if kind in MODEL_FREE_HEADS:
+            members.append({"kind": kind})  # its reference comes from the enrolment (apply_score)
+            continue
         if kind not in heads:
             raise CalibrationError(
                 f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})"
@@ -77,8 +81,14 @@ def apply_score(
     keys = outputs[order[0]][0].keys()
     outs = {k: np.concatenate([o[k] for d in order for o in outputs[d]]) for k in keys}
     domains = np.concatenate([[d] * sum(len(o["embedding"]) for o in outputs[d]) for d in order])
+    # each window's clip, so that the threshold fit runs the alarm rule over each clip's sequence
+    groups = np.concatenate([[f"{d}:{i}"] * len(o["embedding"]) for d in order for i, o in enumerate(outputs[d])])
     scores = []
-    for m in members:
+    for i, m in enumerate(members):
+        if m["kind"] in MODEL_FREE_HEADS:
+            members[i] = m = indicator_spec(outs["indicators"])
+            scores.append(held_out_scores(m, outs["indicators"], groups))
+            continue
         if m["kind"] == "knn":
             # the k-NN member's enrolment scores are the leave-one-clip-out distances, which line up
             # with this enrolment's windows only when the bank holds nothing else
@@ -94,6 +104,6 @@ def apply_score(
             f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only"
         )
     try:
-        use_heads(res, members, scores, domains, policy)
+        use_heads(res, members, scores, domains, policy, groups)
     except ValueError as e:
         raise CalibrationError(f"--score: {e}") from None

@@ -48,6 +48,7 @@ class Learner:
         hop_seconds: float,
         seconds: float,
         rng: Optional[np.random.Generator] = None,
+        score: Optional[str] = None,
     ):
         self.machine, self.state_dir, self.bundle, self.policy = machine, Path(state_dir), bundle, policy
         self.hop, self.seconds = hop_seconds, seconds
@@ -56,9 +57,12 @@ class Learner:
         self.done = 0.0  # seconds of audio learned
         self.blocks: list[np.ndarray] = []  # the reservoir: (windows, dim) per block
         self.levels: list[np.ndarray] = []
+        self.indicators: list[np.ndarray] = []  # (windows, 3) per block, for the indicators head
+        self.score = score  # the head the learned bank scores with (None: the bundle's own)
         self.blocks_seen = 0
         self._block: list[np.ndarray] = []
         self._block_levels: list[float] = []
+        self._block_indicators: list[np.ndarray] = []
         self._rng = rng or np.random.default_rng()
         self._last_step = 0
 
@@ -69,23 +73,32 @@ class Learner:
         if not meta.is_file():
             return None
         m = json.loads(meta.read_text())
-        lr = cls(machine, state_dir, bundle, policy, hop_seconds, float(m["seconds"]))
+        lr = cls(machine, state_dir, bundle, policy, hop_seconds, float(m["seconds"]), score=m.get("score"))
         lr.done, lr.blocks_seen = float(m.get("done", 0.0)), int(m.get("blocks_seen", 0))
         if data.is_file():
             with np.load(data, allow_pickle=False) as z:
                 n = int(z["n_blocks"])
                 lr.blocks = [z[f"emb_{i}"] for i in range(n)]
                 lr.levels = [z[f"lev_{i}"] for i in range(n)]
+                # a reservoir saved before indicators were kept has none: the k-NN alone is learned then
+                lr.indicators = (
+                    [z[f"ind_{i}"] for i in range(n)] if all(f"ind_{i}" in z.files for i in range(n)) else []
+                )
         lr._last_step = int(10 * lr.progress())
         if lr.done:
             log.info("%s: resuming the learning period at %s", machine, lr.describe())
         return lr
 
     # -- the agent's seam ----------------------------------------------------------------------
-    def add(self, embeddings: np.ndarray, level_dbfs: float) -> Optional[MemoryBank]:
-        """One window's embeddings; returns the new bank when the period is complete."""
+    def add(
+        self, embeddings: np.ndarray, level_dbfs: float, indicators: Optional[np.ndarray] = None
+    ) -> Optional[MemoryBank]:
+        """One window's embeddings, level and indicators (``edge_agent.indicators``); returns the new
+        bank when the period is complete."""
         self._block.append(np.asarray(embeddings, dtype=np.float32).reshape(-1, embeddings.shape[-1]))
         self._block_levels.append(level_dbfs)
+        if indicators is not None:
+            self._block_indicators.append(np.asarray(indicators, np.float32).reshape(-1))
         self.done += self.hop
         if len(self._block) * self.hop >= self.block_seconds:
             self._close_block()
@@ -112,26 +125,34 @@ class Learner:
                 n_blocks=np.array(len(self.blocks)),
                 **{f"emb_{i}": b for i, b in enumerate(self.blocks)},
                 **{f"lev_{i}": v for i, v in enumerate(self.levels)},
+                **{f"ind_{i}": v for i, v in enumerate(self.indicators)},
             )
+        state = {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}
         with atomic_write(meta, "w") as f:
-            json.dump(
-                {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}, f
-            )
+            json.dump({**state, "score": self.score} if self.score else state, f)
 
     # -- inside ----------------------------------------------------------------------------------
     def _close_block(self) -> None:
         if not self._block:
             return
         block, levels = np.concatenate(self._block), np.array(self._block_levels)
-        self._block, self._block_levels = [], []
+        # indicators only when every window of every kept block has them
+        inds = np.stack(self._block_indicators) if len(self._block_indicators) == len(self._block) else None
+        if inds is None or len(self.indicators) != len(self.blocks):
+            self.indicators, inds = [], None
+        self._block, self._block_levels, self._block_indicators = [], [], []
         self.blocks_seen += 1
         if len(self.blocks) < self.max_blocks:  # reservoir sampling (algorithm R): every block equally likely kept
             self.blocks.append(block)
             self.levels.append(levels)
+            if inds is not None:
+                self.indicators.append(inds)
         else:
             j = int(self._rng.integers(0, self.blocks_seen))
             if j < self.max_blocks:
                 self.blocks[j], self.levels[j] = block, levels
+                if inds is not None:
+                    self.indicators[j] = inds
         if self.blocks_seen % max(1, int(SAVE_EVERY_SECONDS / self.block_seconds)) == 0:
             self.save()
 
@@ -149,6 +170,7 @@ class Learner:
             model_name=self.bundle.name,
             model_version=self.bundle.version,
         )
+        self._apply_score(res, per_window)
         bank = res.bank
         bank.meta["levels_dbfs"] = level_range(self.levels)
         bank.meta["learned"] = {
@@ -169,6 +191,30 @@ class Learner:
             res.expected_alarms_per_day,
         )
         return bank
+
+    def _apply_score(self, res, per_window: int) -> None:
+        """The asked head on the learned bank (the k-NN needs nothing more), each block a clip of the
+        held-out threshold fit, as for a calibration from recordings."""
+        from .embed import CalibrationError
+        from .heads import apply_score, knn_only, score_members
+
+        if not self.score:
+            return
+        try:
+            members = score_members(self.bundle, self.score)
+            if knn_only(members):
+                return
+            if len(self.indicators) != len(self.blocks):
+                raise CalibrationError("the learned windows have no indicators (a period begun by an older version)")
+            dim = self.bundle.embedding_dim * per_window
+            outputs = {
+                "source": [
+                    {"embedding": b.reshape(-1, dim), "indicators": i} for b, i in zip(self.blocks, self.indicators)
+                ]
+            }
+            apply_score(res, members, outputs, self.policy, True, per_window)
+        except CalibrationError as e:  # the period's audio is not lost over the head: the k-NN bank stands
+            log.warning("%s: the learned bank scores with the k-NN alone, not %s: %s", self.machine, self.score, e)
 
 
 def _span(seconds: float) -> str:

@@ -25,6 +25,7 @@ from .config import Config, realtime_only, require_machines
 from .engine import Engine, open_engine
 from .errors import UserError
 from .evidence import EvidenceRecorder
+from .indicators import window_indicators
 from .memory import trim
 from .publish import events
 from .replay_report import replay_summary, unscored_replay
@@ -258,6 +259,8 @@ class Agent:
             t = time.perf_counter()
             out = self.engine.infer(stack_features([w.features() for w in batch]))
             took = time.perf_counter() - t
+            # the model-free head's input, from the very samples the model heard
+            out = {**out, "indicators": window_indicators(np.stack([w.samples for w in batch]))}
             self.stats.record(len(batch))
             for cb in self.on_batch:
                 cb(len(batch), took)
@@ -301,7 +304,7 @@ class Agent:
     def _learn(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream
         step = int(10 * s.learner.progress())
-        bank = s.learn(w, outputs["embedding"][0])
+        bank = s.learn(w, outputs["embedding"][0], outputs["indicators"][0])
         if bank is not None:
             self.publish_state(s, f"learning done: monitoring (threshold {bank.threshold:.4f})")
         elif int(10 * s.learner.progress()) != step:

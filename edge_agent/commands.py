@@ -21,7 +21,7 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .alarm_states import LifecycleError
-from .learn_request import request_learning
+from .learn_request import learnable_score, request_learning
 from .publish import events
 
 log = logging.getLogger("edge_agent.commands")
@@ -230,7 +230,8 @@ def _apply(agent, s, cmd, source: str) -> str:
         if agent.learner_factory is None:
             raise CommandError("this agent was started without the learning period (edge-agent run has it)")
         alarms.end(s, s.clock(), f"learning started by {source}")
-        request_learning(agent.cfg.resolved_state_dir(), s.machine, cmd.hours * 3600.0)
+        head = learnable_score(s.bank.meta.get("score")) if s.bank is not None else None
+        request_learning(agent.cfg.resolved_state_dir(), s.machine, cmd.hours * 3600.0, head)
         s.attach_learner(None)  # a period under way starts afresh
         agent.attach_learner(s)
         if s.learner is None:

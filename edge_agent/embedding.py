@@ -7,14 +7,16 @@ import numpy as np
 
 from .audio.windows import frame_windows
 from .frontend import Frontend
+from .indicators import window_indicators
 
 
 def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> dict[str, np.ndarray]:
     """A mono signal at the model's rate -> every output of the model (embedding, logits, ...) for
-    each window (hop ``hop_samples``); ``embedding`` rows are (embeddings_per_window * dim), L2-normalised."""
+    each window (hop ``hop_samples``), and the window's ``indicators`` (level, crest factor,
+    kurtosis); ``embedding`` rows are (embeddings_per_window * dim), L2-normalised."""
     w = frame_windows(x, frontend.window_samples, hop_samples)
     outs = [engine.infer(frontend(w[i : i + batch])) for i in range(0, len(w), batch)]
-    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return {"indicators": window_indicators(w), **{k: np.concatenate([o[k] for o in outs]) for k in outs[0]}}
 
 
 def embed_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> np.ndarray:

@@ -9,6 +9,8 @@ in the runtime, in calibration and in evaluation alike.
   ``rec_kld`` output), for any machine.
 - ``rec-kld-center``: ``rec-kld`` + lambda * the center-loss distance of the latent mean to its
   section's center (``center_dist`` output; machines the model was trained on).
+- ``indicators``: level, crest factor and kurtosis of the window's sound, standardised, distance to
+  the nearest enrolment window (``indicators``; no model output needed, any machine).
 - ``A+B[+...]``: an ensemble. Each member is z-normalised with the mean and spread of its scores
   on the enrolled normal windows, and the window's score is the mean of the members' z-scores.
 
@@ -22,9 +24,11 @@ from typing import Optional
 import numpy as np
 
 from .errors import UserError
+from .indicators import indicator_scores
 
-HEADS = ("knn", "classifier", "rec-kld", "rec-kld-center")
+HEADS = ("knn", "classifier", "rec-kld", "rec-kld-center", "indicators")
 CLASS_HEADS = ("classifier", "rec-kld-center")  # need the machine's class among the model's classes
+MODEL_FREE_HEADS = ("indicators",)  # computed from the window's samples, so every bundle has them
 
 
 class ScoreError(UserError):
@@ -60,6 +64,8 @@ def head_scores(head: dict, outputs: dict[str, np.ndarray], bank=None) -> np.nda
             return softmax_score(outputs["logits"], head["class_index"])
         if kind == "rec-kld":
             return outputs["rec_kld"].reshape(-1).astype(np.float32)
+        if kind == "indicators":
+            return indicator_scores(head, outputs["indicators"])
         if kind == "rec-kld-center":
             return (
                 outputs["rec_kld"].reshape(-1) + head["weight"] * outputs["center_dist"][:, head["class_index"]]
@@ -100,4 +106,6 @@ def describe(spec: Optional[dict], k: int = 1) -> str:
         return f"classifier 1 - softmax[{spec['class']}]"
     if spec["kind"] == "rec-kld":
         return "VAE reconstruction + KL divergence"
+    if spec["kind"] == "indicators":
+        return "level, crest factor and kurtosis (distance to the nearest enrolment window)"
     return f"VAE reconstruction + KL + {spec['weight']:g} x center distance [{spec['class']}]"

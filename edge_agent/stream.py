@@ -95,7 +95,7 @@ class MachineStream:
         self.condition_reason = ""
         self.settled_at = float("-inf")  # stream offset from which windows hold no gated audio
         # While learning (commissioning), windows go to this instead of the detector: it has
-        # add(embeddings, level_dbfs) -> new bank or None, progress(), describe() and save().
+        # add(embeddings, level_dbfs, indicators) -> new bank or None, progress(), describe() and save().
         self.learner = None
         self.wall_start = time.time()
         self._overruns_logged = 0
@@ -337,11 +337,11 @@ class MachineStream:
         self.learner = learner
         return learner is not None
 
-    def learn(self, w: Window, embedding: np.ndarray) -> Optional[MemoryBank]:
+    def learn(self, w: Window, embedding: np.ndarray, indicators: np.ndarray) -> Optional[MemoryBank]:
         """Give a window to the learner; when the learning period ends, its bank takes over (returned)."""
         self.windows_processed += 1
         self.last_ts = w.ts
-        bank = self.learner.add(embedding, w.level_dbfs)
+        bank = self.learner.add(embedding, w.level_dbfs, indicators)
         if bank is not None:
             self.learner = None
             self.set_bank(bank)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.bank import MemoryBank, bank_path
@@ -76,3 +77,31 @@ def test_calibrate_learn_requests_a_period_and_rejects_bad_durations(tmp_path):
     assert json.loads((tmp_path / "st" / "machines" / "fan01" / "learning.json").read_text())["seconds"] == 86400
     r = cli("calibrate", "--machine", "fan01", "--learn", "soon", "--state-dir", tmp_path / "st")
     assert r.returncode == 2 and "is not a duration" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_learning_period_with_the_indicators_head_resumes_and_then_alarms(tmp_path):
+    """calibrate --learn --score knn+indicators: the reservoir keeps each window's indicators across a
+    stop, and the learned bank scores with the ensemble, alarming on the demo's anomalous fan."""
+    st = tmp_path / "st"
+    r = cli("calibrate", "--machine", "fan01", "--learn", "70s", "--score", "knn+indicators", "--state-dir", st)
+    assert r.returncode == 0 and "score with knn+indicators" in r.stdout, r.stderr
+    r = cli("calibrate", "--machine", "fan01", "--learn", "70s", "--score", "classifier", "--state-dir", st)
+    assert r.returncode == 2 and "a learning period scores with knn or indicators" in r.stderr
+    r = cli("calibrate", "--machine", "fan01", "--learn", "70s", "--score", "knn+indicators", "--state-dir", st)
+    assert r.returncode == 0, r.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"node_id: n1\nstate_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n"
+        f"    input: {{file: {_stream(tmp_path / 'r1', 4, False)}, realtime: false}}\n"
+    )
+    r = cli("run", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    with np.load(st / "machines" / "fan01" / "learning.npz") as z:
+        assert z["ind_0"].shape[1] == 3
+    cfg.write_text(cfg.read_text().replace(str(tmp_path / "r1"), str(_stream(tmp_path / "r2", 5, True))))
+    r = cli("run", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "resuming the learning period" in r.stderr and "learning done after 70 s" in r.stderr
+    spec = MemoryBank.load(bank_path(st, "fan01")).meta["score"]
+    assert [m["kind"] for m in spec["members"]] == ["knn", "indicators"]
+    assert "fan01: ALARM START" in r.stdout

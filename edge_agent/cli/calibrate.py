@@ -15,8 +15,10 @@ from .common import UsageError, help_of
 SCORE_HELP = (
     "score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
     "(1 - softmax(logits)[--class], stgram/sepstgram); rec-kld (VAE reconstruction + KL, clvae, any machine); "
-    "rec-kld-center (+ lambda x center-loss distance, clvae, --class); join heads with '+' for an ensemble of "
-    "z-normalised scores, e.g. rec-kld+rec-kld-center or knn+rec-kld"
+    "rec-kld-center (+ lambda x center-loss distance, clvae, --class); indicators (level, crest factor and "
+    "kurtosis of the sound against the enrolled windows', no model, any machine: for faults that change how loud "
+    "or how impulsive a machine sounds); join heads with '+' for an ensemble of z-normalised scores, e.g. "
+    "knn+indicators, rec-kld+rec-kld-center or knn+rec-kld"
 )
 
 
@@ -281,16 +283,29 @@ def machine_arg(name: str) -> str:
 
 
 def request_learn(a) -> int:
-    from ..learn_request import request_learning
+    from ..learn_request import LEARNABLE_HEADS, request_learning
+    from ..scoring import ScoreError, parse_score
 
     try:
         seconds = parse_duration(a.learn)
     except ValueError as e:
         raise UsageError(f"--learn: {e}") from None
     cfg = load_config(a.config) if a.config else None
-    path = request_learning(writable_state_dir(a, cfg), a.machine, seconds)
+    if a.score is not None:
+        try:
+            kinds = parse_score(a.score)
+        except ScoreError as e:
+            raise UsageError(str(e)) from None
+        if any(k not in LEARNABLE_HEADS for k in kinds):
+            raise UsageError(
+                f"--learn with --score {a.score}: a learning period scores with {' or '.join(LEARNABLE_HEADS)} "
+                "(or both, joined by '+'); for another head, calibrate from recordings (--from or --seconds)"
+            )
+    path = request_learning(writable_state_dir(a, cfg), a.machine, seconds, a.score)
     print(
-        f"learning requested for {a.machine}: {a.learn} of its own sound ({path}). The running agent starts it at "
+        f"learning requested for {a.machine}: {a.learn} of its own sound ({path})"
+        + (f", its bank to score with {a.score}" if a.score else "")
+        + ". The running agent starts it at "
         "its next "
         "start or reload (systemctl reload edge-agent); until it is over the machine is 'learning' and raises no "
         "alarms."
