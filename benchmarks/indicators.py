@@ -11,7 +11,9 @@ as in `edge-agent evaluate`. Windows of 2 s (the default model's) and 10 s (a wh
 
     python benchmarks/indicators.py     # table, benchmarks/results/indicators.json
 
-Not part of the product: a measurement of where separation can come from (docs/model.md).
+The product's ``indicators`` score head (edge_agent/indicators.py, ``calibrate --score indicators``)
+computes the same three over the model's window; this benchmark also measures them over 10 s and
+one by one (docs/model.md).
 """
 
 from __future__ import annotations
@@ -31,30 +33,23 @@ sys.path.insert(0, str(ROOT))
 from calibration.evaluate import ClipEmbedder  # noqa: E402
 from calibration.metrics import auc_by_attribute, bootstrap_hmean, section_scores  # noqa: E402
 from edge_agent.audio.wavio import read_wav  # noqa: E402
+from edge_agent.audio.windows import frame_windows  # noqa: E402
 from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.dataset import parse_path  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.indicators import FLOORS, window_indicators  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 INDICATORS = ("level", "crest factor", "kurtosis")
-FLOOR = np.array([1.0, 0.5, 0.1])  # dB, dB, log kurtosis: differences below these are not anomalies
+FLOOR = FLOORS  # dB, dB, log kurtosis: differences below these are not anomalies
 VARIANTS = {"level": [0], "crest factor": [1], "kurtosis": [2], "all three": [0, 1, 2]}
 HORIZONS = (2, 10)
 
 
 def indicators(x: np.ndarray, seconds: int, sample_rate: int = 16000) -> np.ndarray:
     """Per window of ``seconds`` at hop 1 s: RMS level (dBFS), crest factor (peak over RMS, dB) and
-    the log of the kurtosis (4th central moment over the squared variance; 3 for Gaussian noise)."""
-    n = seconds * sample_rate
-    starts = range(0, max(1, len(x) - n + 1), sample_rate)
-    out = []
-    for s in starts:
-        w = x[s : s + n].astype(np.float64)
-        c = w - w.mean()
-        var = max((c**2).mean(), 1e-20)
-        rms = np.sqrt((w**2).mean()) + 1e-12
-        out.append([20 * np.log10(rms), 20 * np.log10(np.abs(w).max() / rms + 1e-12), np.log((c**4).mean() / var**2)])
-    return np.array(out)
+    the log of the kurtosis, as the product's ``indicators`` head computes them."""
+    return window_indicators(frame_windows(x, seconds * sample_rate, sample_rate)).astype(np.float64)
 
 
 def clip_scores(enrol: list[np.ndarray], test: list[np.ndarray], cols: list[int]) -> np.ndarray:

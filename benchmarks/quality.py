@@ -42,6 +42,11 @@ MARK_BEGIN, MARK_END = "<!-- quality-table:begin -->", "<!-- quality-table:end -
 PER_BUNDLE = ("hmean_ci", "by_attribute")  # a bundle's own intervals: not averaged over seeds
 DEFAULT_ROW = "default model (ensemble of the seeds above)"
 FAST_ROW = "fast model (one network distilled from the default; opt-in)"
+# the default model with the model-free indicators head (docs/model.md), and the indicators alone
+HEAD_ROWS = {
+    "default model, --score knn+indicators (opt-in)": "knn+indicators",
+    "level, crest factor, kurtosis alone, --score indicators (no model; opt-in)": "indicators",
+}
 
 
 def score_bundle(bundle_dir, data: Path, score: str = "knn") -> dict:
@@ -155,8 +160,13 @@ def build_rows(a) -> list[dict]:
     )
     rows.append({"system": DEFAULT_ROW, "scores": score_bundle("default", a.data)})
     rows.append({"system": FAST_ROW, "scores": score_bundle("fast", a.data)})
-    print(rows[-2:], flush=True)
+    rows += head_rows(a.data)
+    print(rows[-4:], flush=True)
     return rows
+
+
+def head_rows(data: Path) -> list[dict]:
+    return [{"system": label, "scores": score_bundle("default", data, head)} for label, head in HEAD_ROWS.items()]
 
 
 def fmt(mean: float, std: float | None = None) -> str:
@@ -211,7 +221,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--rescore-default",
         action="store_true",
-        help="with --update: score the built-in models' rows (default and fast) again too",
+        help="with --update: score the built-in models' rows (default, fast, and the default with the indicators "
+        "heads) again too",
     )
     a = p.parse_args(argv)
     if len(a.seeds) < 3:
@@ -225,9 +236,9 @@ def main(argv=None) -> int:
         labels = {spec.partition("=")[0] for spec in a.bundle}
         rows = [r for r in old if not any(r["system"].startswith(f"{lab}, ") for lab in labels)] + extra
         if a.rescore_default:  # the built-in models' rows: the default (ensemble) and the fast model after it
-            rows = [r for r in rows if r["system"] != FAST_ROW]
+            rows = [r for r in rows if r["system"] != FAST_ROW and r["system"] not in HEAD_ROWS]
             at = next((i + 1 for i, r in enumerate(rows) if r["system"] == DEFAULT_ROW), len(rows))
-            rows.insert(at, {"system": FAST_ROW, "scores": score_bundle("fast", a.data)})
+            rows[at:at] = [{"system": FAST_ROW, "scores": score_bundle("fast", a.data)}, *head_rows(a.data)]
             for r in rows:
                 if r["system"] == DEFAULT_ROW:
                     r["scores"] = score_bundle("default", a.data)

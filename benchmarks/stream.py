@@ -7,7 +7,9 @@ windows, front end, ONNX Runtime, k-NN, detector; WAV replay as fast as possible
 - every anomalous clip after a normal lead-in (an enrolment clip): recall (an alarm while it plays,
   95 % Wilson interval) and delay from the start of the anomalous clip (median, bootstrap interval);
 - the false-alarm rate calibration predicted, next to the measured one, also at a budget high enough
-  to count alarms.
+  to count alarms;
+- the same for the other score heads worth comparing (``HEADS_COMPARED``: the model-free
+  ``indicators`` alone and with the k-NN), each enrolled and replayed again.
 
 Window scores do not depend on the threshold, so the agent scores each stream once (default
 setting) and every row's threshold is fitted by calibration's own ``pick_threshold`` on the
@@ -241,6 +243,15 @@ SETTINGS = {
 }
 
 
+# Score heads compared with the bundle's own (k-NN) at these settings (calibrate --score HEAD)
+HEADS_COMPARED = ("indicators", "knn+indicators")
+HEAD_SETTINGS = (
+    "default (1 a week)",
+    "--false-alarms-per-day 1",
+    f"--false-alarms-per-day {HIGH_BUDGET_PER_DAY} (countable)",
+)
+
+
 def policy_for(setting: dict, alarm: AlarmConfig) -> ThresholdPolicy:
     from dataclasses import replace
 
@@ -339,6 +350,24 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
         f"{name:7s} {'after learning half the unseen normals':38s} thr {r['threshold']:.4f}  FA "
         + " | ".join(_cells(r))
     )
+    # Other score heads on the same clips (calibrate --score HEAD), each through the agent again
+    out["heads"] = {}
+    for head in HEADS_COMPARED:
+        resh, _ = enrol_paths(
+            sets["enrol"], engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm), score=head
+        )
+        normal_h = replay(bundle, engine, resh.bank, sets["normal"], default_alarm.model_dump())
+        anom_h = replay(bundle, engine, resh.bank, anomaly_stream, default_alarm.model_dump())
+        out["heads"][head] = {}
+        for label in HEAD_SETTINGS:
+            setting, alarm_over = SETTINGS[label]
+            alarm_cfg = AlarmConfig(**alarm_over)
+            r = evaluate_setting(resh, normal_h, anom_h, policy_for(setting, alarm_cfg), alarm_cfg.model_dump(), w)
+            out["heads"][head][label] = r
+            log(
+                f"{name:7s} {'--score ' + head + ', ' + label:38s} thr {r['threshold']:.4f}  FA "
+                + " | ".join(_cells(r))
+            )
     return out
 
 
@@ -360,6 +389,14 @@ def _cells(s: dict) -> tuple[str, str, str]:
     )
 
 
+def _rate_cells(s: dict) -> str:
+    """False alarms, their rate with its interval, the predicted rate, recall and delay: table cells."""
+    fa = s["false_alarms"]
+    count, recall, delay = _cells(s)
+    lo, hi = fa["per_hour_ci"]
+    return f"{count} | {fa['per_hour']:.2f} [{lo:.2f}, {hi:.2f}] | {s['predicted_per_hour']:.3g} | {recall} | {delay}"
+
+
 def table(results: dict) -> str:
     rows = [
         "| machine | setting | threshold | false alarms (unseen normal) | per hour, 95 % interval | predicted per "
@@ -369,12 +406,7 @@ def table(results: dict) -> str:
     ]
     for m, r in results["machines"].items():
         for label, s in r["settings"].items():
-            fa = s["false_alarms"]
-            count, recall, delay = _cells(s)
-            rows.append(
-                f"| {m} | {label} | {s['threshold']:.4f} | {count} | {fa['per_hour']:.2f} [{fa['per_hour_ci'][0]:.2f}, "
-                f"{fa['per_hour_ci'][1]:.2f}] | {s['predicted_per_hour']:.3g} | {recall} | {delay} |"
-            )
+            rows.append(f"| {m} | {label} | {s['threshold']:.4f} | {_rate_cells(s)} |")
     return "\n".join(rows)
 
 
@@ -412,6 +444,20 @@ def learning_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def heads_table(results: dict) -> str:
+    rows = [
+        "| machine | score head | setting | false alarms (unseen normal) | per hour, 95 % interval | predicted per "
+        "hour | recall, 95 % interval | delay, median [95 %] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m, r in results["machines"].items():
+        runs = [("knn (the default model's own)", r["settings"])] + list(r.get("heads", {}).items())
+        for head, settings in runs:
+            for label in HEAD_SETTINGS:
+                rows.append(f"| {m} | {head} | {label} | {_rate_cells(settings[label])} |")
+    return "\n".join(rows)
+
+
 def overlap_table(results: dict) -> str:
     rows = [
         "| machine | enrolment clips the model was trained on | unseen normal clips it was trained on | median "
@@ -440,7 +486,8 @@ def write_docs(results: dict, doc: Path) -> None:
         f"default is {AlarmConfig().smooth_seconds:g} s):\n\n{sweep_table(results)}\n\nAfter a learning period on "
         "field audio "
         "(every other unseen normal clip joins the enrolment; the others are the unseen "
-        f"stream):\n\n{learning_table(results)}\n\nClips the model was trained on, and how far held-out "
+        f"stream):\n\n{learning_table(results)}\n\nOther score heads (`calibrate --score HEAD`) on the same clips "
+        f"and streams:\n\n{heads_table(results)}\n\nClips the model was trained on, and how far held-out "
         f"enrolment windows and unseen normal windows score:\n\n{overlap_table(results)}\n"
         f"{MARK_END}"
     )
@@ -482,6 +529,8 @@ def main(argv=None) -> int:
     print(sweep_table(results))
     print()
     print(learning_table(results))
+    print()
+    print(heads_table(results))
     print()
     print(overlap_table(results))
     out = a.out
