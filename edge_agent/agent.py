@@ -22,10 +22,10 @@ from .audio import open_source
 from .bank import load_machine_bank
 from .bundle import Bundle
 from .config import Config, realtime_only, require_machines
+from .embedding import with_indicators
 from .engine import Engine, open_engine
 from .errors import UserError
 from .evidence import EvidenceRecorder
-from .indicators import window_indicators
 from .memory import trim
 from .publish import events
 from .replay_report import replay_summary, unscored_replay
@@ -259,8 +259,7 @@ class Agent:
             t = time.perf_counter()
             out = self.engine.infer(stack_features([w.features() for w in batch]))
             took = time.perf_counter() - t
-            # the model-free head's input, from the very samples the model heard
-            out = {**out, "indicators": window_indicators(np.stack([w.samples for w in batch]))}
+            out = with_indicators(out, np.stack([w.samples for w in batch]))
             self.stats.record(len(batch))
             for cb in self.on_batch:
                 cb(len(batch), took)
@@ -394,8 +393,7 @@ class Agent:
         reload_agent(self)
 
     def _finish_replays(self) -> None:
-        """End of recorded input: close open alarms so that offline runs get complete events, and
-        say per machine what the recording held and raised."""
+        """End of recorded input: close open alarms (complete events offline), summarise each machine."""
         self._close_open_alarms("end of recording")
         for s in self.streams.values():
             if line := replay_summary(s):

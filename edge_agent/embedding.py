@@ -16,7 +16,13 @@ def infer_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, ba
     kurtosis); ``embedding`` rows are (embeddings_per_window * dim), L2-normalised."""
     w = frame_windows(x, frontend.window_samples, hop_samples)
     outs = [engine.infer(frontend(w[i : i + batch])) for i in range(0, len(w), batch)]
-    return {"indicators": window_indicators(w), **{k: np.concatenate([o[k] for o in outs]) for k in outs[0]}}
+    return with_indicators({k: np.concatenate([o[k] for o in outs]) for k in outs[0]}, w)
+
+
+def with_indicators(outputs: dict[str, np.ndarray], windows: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's outputs for a batch of windows plus the windows' ``indicators``, the model-free
+    head's input, from the very samples the model heard."""
+    return {**outputs, "indicators": window_indicators(windows)}
 
 
 def embed_signal(engine, frontend: Frontend, x: np.ndarray, hop_samples: int, batch: int = 16) -> np.ndarray:
