@@ -120,7 +120,10 @@ class EvidenceRecorder:
         self.keep_seconds = cfg.pre_seconds + cfg.post_seconds + 2 * window_seconds
         self.histories: dict[str, History] = {}
         self.pending: list[_Pending] = []
-        self.by_alarm: dict[str, dict] = {}  # alarm id -> its evidence names, for its update and end events
+        # alarm id -> its evidence names (and "error" once they cannot be written), for its update and end
+        # events; the writer thread marks failures, so changes go under the lock
+        self.by_alarm: dict[str, dict] = {}
+        self._names = threading.Lock()
         self.written = 0
         self.failed = 0
         self.wait_when_full = wait_when_full
@@ -154,7 +157,8 @@ class EvidenceRecorder:
             folder / f"{alarm_id}.wav",
             folder / f"{alarm_id}.png",
         )
-        self.by_alarm[alarm_id] = p.files
+        with self._names:
+            self.by_alarm[alarm_id] = p.files
         self.pending.append(p)
         h = self._history(machine)
         if h.end is not None and h.end >= p.until:
@@ -166,7 +170,15 @@ class EvidenceRecorder:
 
     def forget(self, alarm_id: str) -> None:
         """The alarm has ended: its names are no longer needed (the agent runs for months)."""
-        self.by_alarm.pop(alarm_id, None)
+        with self._names:
+            self.by_alarm.pop(alarm_id, None)
+
+    def _failed(self, p: "_Pending", why: str) -> None:
+        """The files will not exist: the alarm's next events say so instead of naming a dead file."""
+        self.failed += 1
+        with self._names:
+            if p.alarm_id in self.by_alarm:
+                self.by_alarm[p.alarm_id] = {**self.by_alarm[p.alarm_id], "error": why}
 
     def _finish(self, p: _Pending, deadline: Optional[float] = None) -> None:
         self.pending.remove(p)
@@ -184,7 +196,7 @@ class EvidenceRecorder:
         try:
             self._queue.put(job, block=self.wait_when_full, timeout=wait)  # no timeout if not blocking
         except queue.Full:  # the disk is far behind: drop evidence, never hold up live detection
-            self.failed += 1
+            self._failed(p, "dropped: the evidence writer was behind")
             log.error("%s: evidence for alarm %s dropped: the writer is behind", p.machine, p.alarm_id)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -231,7 +243,7 @@ class EvidenceRecorder:
             seconds = len(pcm) / self.sample_rate
             log.info("%s: evidence of alarm %s: %s (%.1f s)", p.machine, p.alarm_id, p.wav, seconds)
         except Exception as e:  # noqa: BLE001 - a full disk or a bad plot costs the evidence, not the agent
-            self.failed += 1
+            self._failed(p, f"not written: {e}")
             log.error("%s: cannot write the evidence of alarm %s (%s)", p.machine, p.alarm_id, e)
 
 

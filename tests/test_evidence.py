@@ -146,6 +146,9 @@ def test_a_disk_that_refuses_evidence_costs_the_evidence_not_the_alarm(calibrate
     assert r.returncode == 0, r.stderr
     assert "ALARM START" in r.stdout and "ALARM END" in r.stdout
     assert "cannot write the evidence of alarm" in r.stderr
+    # the write fails 10 s into the 23 s alarm: its end no longer points at files that do not exist
+    end = next(ln for ln in r.stdout.splitlines() if "ALARM END" in ln)
+    assert "evidence not written:" in end
     assert time.monotonic() - t < 120
 
 
@@ -162,6 +165,15 @@ def test_names_are_kept_only_while_the_alarm_lasts(tmp_path):
     assert rec.files_of("a1") is None and rec.written == 1
     x, sr = read_wav(files["wav"])
     assert sr == 100 and len(x) == 150  # from the window's start (all it holds) to the alarm's start
+    # a write that fails marks the alarm's names while it lasts, and nothing once it has ended
+    (tmp_path / "evidence" / "m").rename(tmp_path / "moved")
+    (tmp_path / "evidence" / "m").write_text("a file where the machine's folder should be")
+    rec.window("m", np.ones(200, np.float32), 4.0)
+    rec.alarm_started("m", "a2", 3.5, 0.5)
+    rec.close()
+    assert rec.files_of("a2")["error"].startswith("not written:") and rec.failed == 1
+    rec.forget("a2")
+    assert rec.files_of("a2") is None and rec.by_alarm == {}
 
 
 def test_a_queued_alarm_holds_its_own_16_bit_samples(tmp_path):

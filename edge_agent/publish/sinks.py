@@ -31,8 +31,11 @@ class ConsoleSink:
             else:
                 rel = ">" if p["score"] > p["threshold"] else "<="
                 detail = f"score {p['score']:.4f} {rel} threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
-            if p["event"] == "start" and p.get("evidence"):
-                detail += f"; evidence {p['evidence']['wav']} (+ .png)"
+            ev = p.get("evidence") or {}
+            if ev.get("error"):
+                detail += f"; evidence {ev['error']}"
+            elif p["event"] == "start" and ev:
+                detail += f"; evidence {ev['wav']} (+ .png)"
             line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {p['alarm_id'][:8]} {detail}"
         elif kind == "state":
             line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")

@@ -193,6 +193,7 @@ class StatusPage:
                 "wav_url": f"/evidence/{m}/{wav}",
                 "png_url": f"/evidence/{m}/{Path(ev['png']).name}",
                 "ready": (self.evidence_dir / m / wav).is_file(),
+                **({"error": ev["error"]} if ev.get("error") else {}),
             }
         return a
 

@@ -92,6 +92,8 @@ function renderAlarms(c, m) {
       img.loading = "lazy";
       link.appendChild(img);
       ev.append(audio, link);
+    } else if (a.evidence && a.evidence.error) {
+      ev.textContent = `evidence ${a.evidence.error}`;
     } else if (a.evidence && !a.evidence.ready) {
       ev.textContent = "evidence: being recorded";
     }
