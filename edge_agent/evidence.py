@@ -173,7 +173,7 @@ class EvidenceRecorder:
         with self._names:
             self.by_alarm.pop(alarm_id, None)
 
-    def _failed(self, p: "_Pending", why: str) -> None:
+    def _failed(self, p: _Pending, why: str) -> None:
         """The files will not exist: the alarm's next events say so instead of naming a dead file."""
         self.failed += 1
         with self._names:

@@ -24,15 +24,19 @@ _TINY = 1e-20
 
 def window_indicators(windows: np.ndarray) -> np.ndarray:
     """(n, samples) windows -> (n, 3): RMS level (dBFS), crest factor (dB) and log kurtosis (the 4th
-    central moment over the squared variance; log 3 for Gaussian noise)."""
-    w = np.atleast_2d(np.asarray(windows, np.float64))
-    ms = np.maximum((w * w).mean(axis=1), _TINY)
-    c = w - w.mean(axis=1, keepdims=True)
+    central moment over the squared variance; log 3 for Gaussian noise). Float32 products with
+    float64 sums: about 0.1 ms a 2 s window here, 2 % of the default model's inference, since the
+    runtime computes it for every window."""
+    w = np.atleast_2d(np.asarray(windows, np.float32))
+    n = w.shape[1]
+    ms = np.maximum(np.einsum("ij,ij->i", w, w, dtype=np.float64) / n, _TINY)
+    c = w - w.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
     c2 = c * c
-    var = np.maximum(c2.mean(axis=1), _TINY)
+    var = np.maximum(c2.mean(axis=1, dtype=np.float64), _TINY)
+    m4 = np.einsum("ij,ij->i", c2, c2, dtype=np.float64) / n
     level = 10 * np.log10(ms)
     crest = 20 * np.log10(np.maximum(np.abs(w).max(axis=1), 1e-10) / np.sqrt(ms))
-    kurt = np.log(np.maximum((c2 * c2).mean(axis=1) / var**2, 1e-6))
+    kurt = np.log(np.maximum(m4 / var**2, 1e-6))
     return np.stack([level, crest, kurt], axis=1).astype(np.float32)
 
 
