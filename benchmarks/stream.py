@@ -287,14 +287,26 @@ def evaluate_setting(
     }
 
 
+def enrol_and_replay(
+    bundle: Bundle, engine, enrol: list[Path], normal: list[Path], anomaly_stream: list[Path], score=None
+):
+    """Enrol as calibrate does (default setting, ``score`` head), then the unseen normal stream and
+    the lead-in/anomaly stream through the agent: (EnrolResult, normal run, anomaly run)."""
+    alarm = AlarmConfig()
+    res, _ = enrol_paths(enrol, engine, bundle.frontend.sample_rate, policy=policy_for({}, alarm), score=score)
+    return (
+        res,
+        replay(bundle, engine, res.bank, normal, alarm.model_dump()),
+        replay(bundle, engine, res.bank, anomaly_stream, alarm.model_dump()),
+    )
+
+
 def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> dict:
     lead = sets["enrol"]
     anomaly_stream = [x for i, a in enumerate(sets["anomaly"]) for x in (lead[i % len(lead)], a)]
     default_alarm = AlarmConfig()
-    res, _ = enrol_paths(sets["enrol"], engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm))
     # Scores do not depend on the threshold: one run of the agent per stream, at the default setting...
-    normal = replay(bundle, engine, res.bank, sets["normal"], default_alarm.model_dump())
-    anom = replay(bundle, engine, res.bank, anomaly_stream, default_alarm.model_dump())
+    res, normal, anom = enrol_and_replay(bundle, engine, sets["enrol"], sets["normal"], anomaly_stream)
     for run in (normal, anom):  # ...and its alarms are exactly what the Detector gives on the recorded scores
         assert offline_alarms(run, res.bank.threshold, default_alarm.model_dump(), 1.0) == run.alarms, (
             "offline detector differs"
@@ -336,11 +348,7 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
     # What a learning period on field audio does: half of the unseen normal clips (every other one,
     # so both domains) join the enrolment; the other half is the unseen stream.
     learn, rest = sets["normal"][::2], sets["normal"][1::2]
-    res2, _ = enrol_paths(
-        sets["enrol"] + learn, engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm)
-    )
-    normal2 = replay(bundle, engine, res2.bank, rest, default_alarm.model_dump())
-    anom2 = replay(bundle, engine, res2.bank, anomaly_stream, default_alarm.model_dump())
+    res2, normal2, anom2 = enrol_and_replay(bundle, engine, sets["enrol"] + learn, rest, anomaly_stream)
     out["after_learning"] = evaluate_setting(
         res2, normal2, anom2, policy_for({}, default_alarm), default_alarm.model_dump(), w
     )
@@ -353,11 +361,9 @@ def bench_machine(name: str, sets: dict, bundle: Bundle, engine, log=print) -> d
     # Other score heads on the same clips (calibrate --score HEAD), each through the agent again
     out["heads"] = {}
     for head in HEADS_COMPARED:
-        resh, _ = enrol_paths(
-            sets["enrol"], engine, bundle.frontend.sample_rate, policy=policy_for({}, default_alarm), score=head
+        resh, normal_h, anom_h = enrol_and_replay(
+            bundle, engine, sets["enrol"], sets["normal"], anomaly_stream, score=head
         )
-        normal_h = replay(bundle, engine, resh.bank, sets["normal"], default_alarm.model_dump())
-        anom_h = replay(bundle, engine, resh.bank, anomaly_stream, default_alarm.model_dump())
         out["heads"][head] = {}
         for label in HEAD_SETTINGS:
             setting, alarm_over = SETTINGS[label]

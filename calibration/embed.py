@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.audio.convert import SILENT_PEAK, window_levels
+from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
 from edge_agent.dataset import LabelError, parse_path
 from edge_agent.embedding import infer_signal
@@ -49,8 +49,8 @@ class _Gather:
         e, out = embed_piece(self.engine, fe, audio, self.hop)
         if self.outputs_out is not None:
             self.outputs_out.setdefault(domain, []).append(out)
-        if self.levels_out is not None:
-            self.levels_out.append(window_levels(audio, fe.window_samples, self.hop))
+        if self.levels_out is not None:  # the windows' levels, as the indicators measured them
+            self.levels_out.append(out["indicators"][:, 0])
         embs, groups = self.per_domain.setdefault(domain, ([], []))
         embs.append(e)
         groups.extend([group] * len(e))

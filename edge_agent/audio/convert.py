@@ -8,8 +8,6 @@ from typing import Union
 
 import numpy as np
 
-from .windows import frame_windows
-
 
 class ChannelError(ValueError):
     """A channel that the input does not have."""
@@ -50,11 +48,6 @@ def level_dbfs(x: np.ndarray) -> float:
     """RMS level of a signal in dBFS (full scale = 1.0)."""
     rms = float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2))) if np.size(x) else 0.0
     return 20 * float(np.log10(max(rms, 1e-10)))
-
-
-def window_levels(x: np.ndarray, window: int, hop: int) -> np.ndarray:
-    """``level_dbfs`` of every window of a mono signal, as ``frame_windows`` cuts them."""
-    return np.array([level_dbfs(w) for w in frame_windows(x, window, hop)])
 
 
 def prepare(x: np.ndarray, sr_in: int, sr_out: int, channel: Union[int, str] = "mix") -> np.ndarray:
