@@ -162,7 +162,9 @@ class MQTTPublisher:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
-        self._sender.join(5)
+        # The sender wakes on _stop and ends within one pass; what is left of the deadline bounds the
+        # wait, so a stop takes at most about ``deadline`` seconds (systemd's TimeoutStopSec is 30).
+        self._sender.join(max(1.0, t_end - time.monotonic()))
         self.outbox.close()
 
     # -- sink interface ------------------------------------------------------------------------

@@ -15,12 +15,14 @@ events written while no broker was configured are delivered once one is.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Optional
 
@@ -191,7 +193,11 @@ class Outbox:
                 log.warning("outbox: cannot read %s (%s)", self.path, e)
                 rows = []
             if self._memory:
-                rows = sorted(rows + [r for i, r in self._memory.items() if i > after_id], key=lambda r: r.id)[:limit]
+                # Memory holds rows in id order (dict order is insertion order, ids only grow), so the
+                # first ``limit`` of them after ``after_id`` are enough: no sort of the whole backlog
+                # at every call while the disk fails.
+                held = islice((r for i, r in self._memory.items() if i > after_id), limit)
+                rows = list(islice(heapq.merge(rows, held, key=lambda r: r.id), limit))
         return rows
 
     def ack(self, row_id: int) -> None:
