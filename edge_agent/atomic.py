@@ -11,14 +11,27 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
-def _umask() -> int:
+def _set_and_restore_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-# read once, while importing (os.umask can only be read by setting it, which is not thread-safe)
-UMASK = _umask()
+# os.umask can only be read by setting it, which is not thread-safe: read once while importing, and
+# later from /proc (Linux 4.7+), so that a umask set after import (by a wrapper, or a test) counts.
+_IMPORT_UMASK = _set_and_restore_umask()
+
+
+def current_umask() -> int:
+    """The process's umask now, read without changing it where the kernel says it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _IMPORT_UMASK
 
 
 def file_mode(path: Path) -> int:
@@ -28,7 +41,7 @@ def file_mode(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o7777
     except FileNotFoundError:
-        return 0o666 & ~UMASK
+        return 0o666 & ~current_umask()
 
 
 @contextmanager
