@@ -214,6 +214,32 @@ def test_commands_over_mqtt_acknowledge_shelve_and_survive_a_restart(broker, cal
         op.sub.close()
 
 
+def test_learn_over_mqtt_keeps_the_machines_score_head(broker, tmp_path):  # noqa: F811
+    """An operator's 'learn' re-learns the machine with the head it was calibrated with, here the
+    k-NN and the indicators together, not the bundle's k-NN alone."""
+    from .test_run_replay import cli
+
+    state_dir = tmp_path / "st"
+    r = cli(
+        "calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", state_dir, "--no-plot",
+        "--score", "knn+indicators",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cfg = agent_config(tmp_path / "c.yaml", state_dir, broker.port, DEMO / "enrol", "  commands: true\n", loop=True)
+    op = Operator(broker.port)
+    run = Running(cfg)
+    try:
+        assert wait_for(lambda: len(op.payloads("fan01/state")) > 0, 60)
+        r = op.send({"command": "learn", "hours": 2})
+        assert r["ok"] is True and r["state"] == "learning", r
+        assert run.agent.streams["fan01"].learner.score == "knn+indicators"
+        request = json.loads((state_dir / "machines" / "fan01" / "learning.json").read_text())
+        assert request["score"] == "knn+indicators" and request["seconds"] == 7200
+    finally:
+        run.stop()
+        op.sub.close()
+
+
 def test_commands_are_ignored_unless_enabled(broker, calibrated, tmp_path):  # noqa: F811
     state_dir = _state_with_banks_of(calibrated, tmp_path)
     cfg = agent_config(tmp_path / "c.yaml", state_dir, broker.port, DEMO / "replay", loop=True)
