@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -118,6 +118,7 @@ class MemoryBank:
     enrolled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     projection: Optional[Projection] = None  # large banks: k-NN on a PCA of the entries
     _projected: dict = field(default_factory=dict, repr=False, compare=False)  # "all" or domain -> projected entries
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)  # id(source) -> (source, value)
 
     @property
     def version(self) -> int:
@@ -153,6 +154,14 @@ class MemoryBank:
             if key is not None:  # the entries are projected once, not at every window
                 self._projected[key] = projected
         return projected_distance(self.projection(emb), projected, self.k)
+
+    def derived(self, source: Any, make: Callable[[Any], Any]) -> Any:
+        """``make(source)``, computed once for each object the bank holds (a score head's reference,
+        stored as JSON lists in ``meta``) instead of at every window."""
+        hit = self._derived.get(id(source))
+        if hit is None or hit[0] is not source:  # the source is kept, so its id is not reused meanwhile
+            hit = self._derived[id(source)] = (source, make(source))
+        return hit[1]
 
     def score(self, emb: np.ndarray) -> np.ndarray:
         """Anomaly score per window (higher = more anomalous).

@@ -14,6 +14,8 @@ every enrolled one, in either direction, is anomalous. Pure functions over numpy
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 NAMES = ("level_db", "crest_db", "log_kurtosis")
@@ -71,9 +73,10 @@ def nearest_distance(z: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2.min(axis=1), 0.0)).astype(np.float32)
 
 
-def indicator_scores(spec: dict, indicators: np.ndarray) -> np.ndarray:
-    """The head's score per window: distance to the nearest enrolment window, standardised."""
-    return nearest_distance(_standardise(spec, indicators), reference(spec))
+def indicator_scores(spec: dict, indicators: np.ndarray, ref: Optional[np.ndarray] = None) -> np.ndarray:
+    """The head's score per window: distance to the nearest enrolment window, standardised. ``ref``:
+    ``reference(spec)`` when the caller keeps it (parsing the stored rows costs more than scoring)."""
+    return nearest_distance(_standardise(spec, indicators), reference(spec) if ref is None else ref)
 
 
 def held_out_scores(spec: dict, indicators: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import UserError
-from .indicators import indicator_scores
+from .indicators import indicator_scores, reference
 
 HEADS = ("knn", "classifier", "rec-kld", "rec-kld-center", "indicators")
 CLASS_HEADS = ("classifier", "rec-kld-center")  # need the machine's class among the model's classes
@@ -65,7 +65,8 @@ def head_scores(head: dict, outputs: dict[str, np.ndarray], bank=None) -> np.nda
         if kind == "rec-kld":
             return outputs["rec_kld"].reshape(-1).astype(np.float32)
         if kind == "indicators":
-            return indicator_scores(head, outputs["indicators"])
+            ref = bank.derived(head, reference) if bank is not None else reference(head)
+            return indicator_scores(head, outputs["indicators"], ref)
         if kind == "rec-kld-center":
             return (
                 outputs["rec_kld"].reshape(-1) + head["weight"] * outputs["center_dist"][:, head["class_index"]]
