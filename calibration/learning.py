@@ -24,7 +24,7 @@ import numpy as np
 from edge_agent.atomic import atomic_write
 from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.config import parse_duration
-from edge_agent.learn_request import learning_paths, request_learning
+from edge_agent.learn_request import learning_paths, read_request, request_learning
 
 log = logging.getLogger("edge_agent.learning")
 
@@ -70,11 +70,11 @@ class Learner:
     def resume(cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float) -> Optional["Learner"]:
         """The learner of a machine with a learning request or a period under way, else None."""
         meta, data = learning_paths(state_dir, machine)
-        if not meta.is_file():
+        m = read_request(meta)  # checked: a bad file is set aside, never a crash loop
+        if m is None:
             return None
-        m = json.loads(meta.read_text())
-        lr = cls(machine, state_dir, bundle, policy, hop_seconds, float(m["seconds"]), score=m.get("score"))
-        lr.done, lr.blocks_seen = float(m.get("done", 0.0)), int(m.get("blocks_seen", 0))
+        lr = cls(machine, state_dir, bundle, policy, hop_seconds, m.seconds, score=m.score)
+        lr.done, lr.blocks_seen = m.done, m.blocks_seen
         if data.is_file():
             with np.load(data, allow_pickle=False) as z:
                 n = int(z["n_blocks"])
@@ -108,8 +108,18 @@ class Learner:
             log.info("%s: learning %s", self.machine, self.describe())
         if self.done >= self.seconds:
             self._close_block()
-            return self.finish()
+            try:
+                return self.finish()
+            except Exception:
+                self._abandon()  # the agent says why; the request must not fail again at every start
+                raise
         return None
+
+    def _abandon(self) -> None:
+        meta, data = learning_paths(self.state_dir, self.machine)
+        data.unlink(missing_ok=True)
+        if meta.is_file():
+            meta.replace(meta.with_name(meta.name + ".failed"))
 
     def progress(self) -> float:
         return min(1.0, self.done / self.seconds)

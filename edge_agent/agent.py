@@ -24,11 +24,12 @@ from .bundle import Bundle
 from .config import Config, realtime_only, require_machines
 from .embedding import with_indicators
 from .engine import Engine, open_engine
-from .errors import UserError
 from .evidence import EvidenceRecorder
+from .faults import Faults
 from .memory import trim
 from .publish import events
-from .replay_report import replay_summary, unscored_replay
+from .reload import reload_agent
+from .replay_report import ReplayError, replay_summary, unscored_replay
 from .stream import MachineStream, Window
 from .stream_frontend import stack_features
 
@@ -42,10 +43,6 @@ MAX_BATCH = 4
 # after POLL_SECONDS; live audio at most IDLE_MAX_SECONDS later (the latency of a command or a signal).
 POLL_SECONDS = 0.02
 IDLE_MAX_SECONDS = 0.25
-
-
-class ReplayError(UserError):
-    """A replay that gave nothing to score (too short, empty or unreadable files)."""
 
 
 @dataclass
@@ -67,8 +64,10 @@ class Agent:
         streams: dict[str, MachineStream],
         sinks: list,
         status_interval: Optional[float] = None,
+        faults: Optional[Faults] = None,
     ):
         self.cfg, self.bundle, self.engine, self.streams, self.sinks = cfg, bundle, engine, streams, sinks
+        self.faults = faults or Faults()  # exceptions of every thread, for logs, metrics and health
         self.frontend = bundle.frontend
         self.model_info = bundle.describe()
         self.status_interval = status_interval if status_interval is not None else cfg.status_interval_seconds
@@ -100,6 +99,7 @@ class Agent:
                 self.frontend.window_seconds,
                 # a replay scored as fast as it can be waits for the writer rather than drop evidence
                 wait_when_full=not realtime_only(cfg),
+                faults=self.faults,
             )
             if cfg.evidence.enabled
             else None
@@ -182,7 +182,7 @@ class Agent:
                     s.machine,
                 )
             self.alarms.load(s)
-            s.source.start()
+            s.source.start(self.faults)
             s.started()
             self.alarms.close_orphaned(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
@@ -198,11 +198,9 @@ class Agent:
         self._wake.set()
 
     def idle_seconds(self) -> float:
-        """How long the loop may sleep when nothing was ready. Live audio arrives at its own pace, so
-        until the stream nearest its next window has the audio for it (a replay fed as fast as it
-        can be scored: a short poll), and never longer than IDLE_MAX_SECONDS, so that liveness,
-        shelves, status lines and signals are looked at. Polling every 20 ms instead cost a live
-        machine about 1 % of a core (docs/performance.md)."""
+        """How long the loop may sleep when nothing was ready: until the stream nearest its next window
+        has the audio for it (a fast replay: a short poll), at most IDLE_MAX_SECONDS (liveness, shelves,
+        signals). Polling every 20 ms instead cost a live machine about 1 % of a core."""
         wait = IDLE_MAX_SECONDS
         for s in self.streams.values():
             due = s.seconds_to_next_window()
@@ -303,7 +301,13 @@ class Agent:
     def _learn(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
         s = w.stream
         step = int(10 * s.learner.progress())
-        bank = s.learn(w, outputs["embedding"][0], outputs["indicators"][0])
+        try:
+            bank = s.learn(w, outputs["embedding"][0], outputs["indicators"][0])
+        except Exception as e:  # noqa: BLE001 - a period that cannot make a bank leaves the old one in force
+            self.faults.record(f"{s.machine}: learning", e, "could not make a bank")
+            s.attach_learner(None)
+            self.publish_state(s, f"learning failed ({e}); the machine keeps its previous bank, if any")
+            return
         if bank is not None:
             self.publish_state(s, f"learning done: monitoring (threshold {bank.threshold:.4f})")
         elif int(10 * s.learner.progress()) != step:
@@ -315,6 +319,8 @@ class Agent:
             self._learn(w, outputs)
             return
         score = s.score(outputs)
+        if not s.finite_score(score):  # never decided on, never published as NaN
+            return
         before = s.state
         d = s.decide(score, w.ts)
         if self.evidence is not None:
@@ -355,7 +361,7 @@ class Agent:
                         log.info("received SIGHUP: reloading banks and config")
                     self.reload_signalled = False
                     self.reload_requested.clear()
-                    self.reload()
+                    self.faults.guard("reload")(reload_agent)(self)  # SIGHUP (reload.py); a bad edit keeps the running
                 if self.step() == 0:
                     if self.done():
                         self._finish_replays()
@@ -385,12 +391,6 @@ class Agent:
         if unscored:
             raise ReplayError("nothing was scored for " + "; ".join(unscored))
         return 0
-
-    def reload(self) -> None:
-        """SIGHUP: re-read banks and the settings that can change without a restart (``reload.py``)."""
-        from .reload import reload_agent
-
-        reload_agent(self)
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms (complete events offline), summarise each machine."""

@@ -244,6 +244,10 @@ class MemoryBank:
                 )
         except Exception as e:  # noqa: BLE001 - numpy/zipfile raise many kinds for a corrupt file
             raise BankError(f"bank {path} is unreadable ({e}); recalibrate the machine") from None
+        thr = meta.get("threshold")
+        finite = emb.dtype.kind == "f" and bool(np.isfinite(emb).all())
+        if not finite or (thr is not None and not (isinstance(thr, (int, float)) and np.isfinite(thr))):
+            raise BankError(f"bank {path} holds values that are not numbers (NaN/Inf); recalibrate the machine")
         if meta.get("format") != BANK_FORMAT:
             raise BankError(
                 f"bank {path} has format {meta.get('format')}, this version reads {BANK_FORMAT}; recalibrate"

@@ -10,7 +10,6 @@ does not apply, such as acknowledging when there is no alarm).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -20,8 +19,9 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from . import strict_json
 from .alarm_states import LifecycleError
-from .learn_request import learnable_score, request_learning
+from .learn_request import MIN_LEARN_SECONDS, learnable_score, request_learning
 from .publish import events
 
 log = logging.getLogger("edge_agent.commands")
@@ -35,7 +35,7 @@ EXAMPLE = '{"command": "acknowledge"}'
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: Optional[str] = Field(default=None, max_length=100)  # echoed in the result, to match answers
 
 
@@ -56,7 +56,8 @@ class Unshelve(_Command):
 
 class Learn(_Command):
     command: Literal["learn"]
-    hours: float = Field(gt=0, le=MAX_LEARN_HOURS)
+    # at least a minute: shorter gives the threshold fit too little audio (learn_request.MIN_LEARN_SECONDS)
+    hours: float = Field(ge=MIN_LEARN_SECONDS / 3600, le=MAX_LEARN_HOURS)
 
 
 class Threshold(_Command):
@@ -73,43 +74,37 @@ class CommandError(ValueError):
 
 
 def parse_command(raw: Union[bytes, str]) -> Command:
-    """A command from its JSON text; ``CommandError`` says what is wrong and what to send."""
-    if isinstance(raw, bytes):
-        if len(raw) > MAX_PAYLOAD:
-            raise CommandError(f"the command is {len(raw)} bytes; at most {MAX_PAYLOAD} are accepted")
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CommandError(f"the command is not UTF-8 text; send JSON such as {EXAMPLE}") from None
+    """A command from its JSON text; ``CommandError`` says what is wrong and what to send. The size
+    and nesting are bounded before anything is parsed (``strict_json``)."""
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as e:
-        why = f"{e.msg} at character {e.pos}"
-        raise CommandError(f"the command is not valid JSON ({why}); send e.g. {EXAMPLE}") from None
+        data = strict_json.loads(raw, MAX_PAYLOAD)
+    except strict_json.UntrustedJSONError as e:
+        raise CommandError(f"the command is refused: {e}; send JSON such as {EXAMPLE}") from None
     if not isinstance(data, dict):
         raise CommandError(f"the command must be a JSON object such as {EXAMPLE}")
     name = data.get("command")
     if name not in COMMANDS:
-        what = "no 'command' key" if name is None else f"unknown command {name!r}"
+        what = "no 'command' key" if name is None else f"unknown command {str(name)[:40]!r}"
         raise CommandError(f"{what}: use one of {', '.join(COMMANDS)}")
     try:
         return _ADAPTER.validate_python(data)
     except ValidationError as e:
         parts = []
         for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"][1:])  # [0] is the command's own tag
+            loc = ".".join(str(x) for x in err["loc"][1:])[:60]  # [0] is the command's own tag
             parts.append(f"{loc}: unknown key" if err["type"] == "extra_forbidden" else f"{loc}: {err['msg']}")
-        raise CommandError(f"{name}: " + "; ".join(parts)) from None
+        raise CommandError(f"{name}: " + "; ".join(parts[:5])) from None
 
 
 def request_id_of(raw: Union[bytes, str]) -> Optional[str]:
-    """The request's ``id`` even when the rest of it is wrong, so that an error can be matched too."""
+    """The request's ``id`` even when the rest of it is wrong, so that an error can be matched too;
+    None for anything that is not a bounded JSON object with a short string ``id``."""
     try:
-        data = json.loads(raw)
-        rid = data.get("id") if isinstance(data, dict) else None
-        return rid if isinstance(rid, str) and len(rid) <= 100 else None
-    except (ValueError, TypeError):
+        data = strict_json.loads(raw, MAX_PAYLOAD)
+    except strict_json.UntrustedJSONError:
         return None
+    rid = data.get("id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and len(rid) <= 100 else None
 
 
 @dataclass
@@ -173,7 +168,13 @@ class CommandDesk:
             except queue.Empty:
                 return n
             n += 1
-            result = execute(agent, p.machine, p.raw, p.source)
+            try:
+                result = execute(agent, p.machine, p.raw, p.source)
+            except Exception as e:  # noqa: BLE001 - a command must never stop monitoring
+                agent.faults.record(f"command from {p.source}", e)
+                result = _failure(
+                    p.machine, p.raw, f"the command failed inside the agent ({type(e).__name__}); see its log"
+                )
             try:
                 p.reply(result)
             except Exception:  # noqa: BLE001 - a broken reply path must not stop the agent

@@ -15,10 +15,19 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .config_values import check_host, check_listen, check_topic_levels
 from .errors import UserError
 
 DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
 SMOOTH_SECONDS = 4.0  # running median over 4 s of hops (5 windows at hop 1 s)
+# Bounds of what the agent accepts (hostile or mistyped values are refused at load, exit 2)
+DAY = 86400.0
+MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.05, 60.0
+MAX_SAMPLE_RATE = 384_000  # Hz: the highest audio interfaces deliver
+MAX_CHANNELS = 64
+MAX_RULE_WINDOWS = 1000
+MIN_LEARN_SECONDS, MAX_LEARN_SECONDS = 60.0, 90 * DAY
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(UserError):
@@ -26,7 +35,8 @@ class ConfigError(UserError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: every number is finite (.inf and .nan are valid YAML floats)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class InputConfig(_Strict):
@@ -35,8 +45,8 @@ class InputConfig(_Strict):
     realtime: bool = True
     loop: bool = False
     channel: Union[int, Literal["mix"]] = "mix"
-    sample_rate: Optional[int] = Field(default=None, gt=0)  # ask the device for this rate
-    silence_seconds: float = Field(default=10.0, gt=0)  # digital silence this long -> no_audio
+    sample_rate: Optional[int] = Field(default=None, gt=0, le=MAX_SAMPLE_RATE)  # ask the device for this rate
+    silence_seconds: float = Field(default=10.0, gt=0, le=DAY)  # digital silence this long -> no_audio
 
     @model_validator(mode="after")
     def _one_source(self) -> "InputConfig":
@@ -47,21 +57,21 @@ class InputConfig(_Strict):
     @field_validator("channel")
     @classmethod
     def _channel(cls, v):
-        if isinstance(v, int) and v < 0:
-            raise ValueError("channel index must be >= 0, or 'mix'")
+        if isinstance(v, int) and not 0 <= v < MAX_CHANNELS:
+            raise ValueError(f"channel index must be 0-{MAX_CHANNELS - 1}, or 'mix'")
         return v
 
 
 class AlarmConfig(_Strict):
-    raise_after: int = Field(default=3, ge=1)
-    of_last: int = Field(default=5, ge=1)
-    clear_after: int = Field(default=5, ge=1)
-    update_seconds: float = Field(default=30.0, gt=0)  # re-send 'update' while an alarm lasts
+    raise_after: int = Field(default=3, ge=1, le=MAX_RULE_WINDOWS)
+    of_last: int = Field(default=5, ge=1, le=MAX_RULE_WINDOWS)
+    clear_after: int = Field(default=5, ge=1, le=MAX_RULE_WINDOWS)
+    update_seconds: float = Field(default=30.0, gt=0, le=DAY)  # re-send 'update' while an alarm lasts
     # Scores are smoothed over this horizon before the raise/clear rule (chosen with benchmarks/stream.py).
     smooth: Literal["median", "mean"] = "median"
-    smooth_seconds: float = Field(default=SMOOTH_SECONDS, ge=0)
+    smooth_seconds: float = Field(default=SMOOTH_SECONDS, ge=0, le=600)
     # calibrate's default threshold: this many false alarms a week on normal sound, estimated with the rule above
-    false_alarms_per_week: float = Field(default=1.0, gt=0)
+    false_alarms_per_week: float = Field(default=1.0, gt=0, le=10_080)
 
     def smooth_windows(self, hop_seconds: float) -> int:
         return max(1, int(round(self.smooth_seconds / hop_seconds)) + 1) if self.smooth_seconds > 0 else 1
@@ -75,19 +85,23 @@ class AlarmConfig(_Strict):
 
 class MachineConfig(_Strict):
     input: InputConfig = Field(default_factory=InputConfig)
-    hop_seconds: float = Field(default=1.0, gt=0)
+    # at least MIN_HOP_SECONDS: a smaller hop scores windows faster than any engine can (and grows memory)
+    hop_seconds: float = Field(default=1.0, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS)
     alarm: AlarmConfig = Field(default_factory=AlarmConfig)
-    k: int = Field(default=1, ge=1)  # k-NN: mean of the k smallest distances
+    k: int = Field(default=1, ge=1, le=1000)  # k-NN: mean of the k smallest distances
     # A window this many dB below the quietest enrolled windows means the machine is off (not scored).
-    off_margin_db: Optional[float] = Field(default=20.0, gt=0)
+    off_margin_db: Optional[float] = Field(default=20.0, gt=0, le=200)
     # Commissioning: a machine without a bank learns from its own sound for this long (e.g. 24h), then monitors.
     learn: Optional[str] = None
 
     @field_validator("learn")
     @classmethod
     def _learn(cls, v):
-        if v is not None:
-            parse_duration(v)
+        if v is not None and not MIN_LEARN_SECONDS <= parse_duration(v) <= MAX_LEARN_SECONDS:
+            raise ValueError(
+                f"{v!r}: a learning period lasts {MIN_LEARN_SECONDS:.0f} s to {MAX_LEARN_SECONDS / 86400:.0f} days "
+                "(e.g. 24h): shorter gives the threshold too little of the machine's sound"
+            )
         return v
 
 
@@ -101,19 +115,25 @@ class TLSConfig(_Strict):
 class HomeAssistantConfig(_Strict):
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery(cls, v: str) -> str:
+        return check_topic_levels(v, "discovery prefix", "'homeassistant'")
+
     shelve_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)  # what the shelve switch sends (with commands)
 
 
 class MQTTConfig(_Strict):
-    host: str = "localhost"
+    host: str = Field(default="localhost", min_length=1, max_length=253)
     port: int = Field(default=1883, gt=0, lt=65536)
     username: Optional[str] = None
     password_file: Optional[Path] = None
     tls: Optional[TLSConfig] = None
     topic_prefix: str = "edge-agent"
     qos: Literal[0, 1, 2] = 1
-    keepalive: int = Field(default=30, ge=5)
-    score_interval_seconds: float = Field(default=10.0, ge=0)
+    keepalive: int = Field(default=30, ge=5, le=65535)
+    score_interval_seconds: float = Field(default=10.0, ge=0, le=DAY)
     reconnect_max_seconds: float = Field(default=5.0, ge=1, le=300)  # cap of the reconnect back-off
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     # Operator commands on <prefix>/<node>/<machine>/command (acknowledge, shelve, learn, threshold).
@@ -123,22 +143,26 @@ class MQTTConfig(_Strict):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        # Levels separated by '/', none empty, no wildcards: the prefix is published to, never subscribed.
-        if not v or any(c in v for c in "#+\0") or any(not lvl for lvl in v.split("/")):
-            raise ValueError(
-                f"{v!r} is not a valid topic prefix: use levels like 'edge-agent' or 'plant1/edge-agent', "
-                "without '#', '+', empty levels or a leading/trailing '/'"
-            )
-        return v
+        return check_topic_levels(v, "topic prefix", "'edge-agent' or 'plant1/edge-agent'")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_host(v)
 
 
 class OutboxConfig(_Strict):
-    max_rows: int = Field(default=100_000, ge=10)
-    max_age_days: float = Field(default=7.0, gt=0)
+    max_rows: int = Field(default=100_000, ge=10, le=10_000_000)
+    max_age_days: float = Field(default=7.0, gt=0, le=3650)
 
 
 class MetricsConfig(_Strict):
     listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return check_listen(v, "9108")
 
 
 class WebConfig(_Strict):
@@ -153,10 +177,7 @@ class WebConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _listen(cls, v: str) -> str:
-        host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (the log names it)
-            raise ValueError(f"{v!r} is not host:port, e.g. '127.0.0.1:8080' (or '0.0.0.0:8080' for every interface)")
-        return v
+        return check_listen(v, "8080")
 
     @field_validator("url")
     @classmethod
@@ -173,7 +194,7 @@ class EvidenceConfig(_Strict):
     enabled: bool = True
     pre_seconds: float = Field(default=10.0, ge=0, le=300)  # audio before the alarm's start
     post_seconds: float = Field(default=10.0, ge=0, le=300)  # and after it
-    max_mb: float = Field(default=200.0, gt=0)  # all evidence together; the oldest files go first
+    max_mb: float = Field(default=200.0, gt=0, le=1_000_000)  # all evidence together; the oldest files go first
 
 
 class Config(_Strict):
@@ -187,7 +208,7 @@ class Config(_Strict):
     metrics: Optional[MetricsConfig] = None
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
     web: Optional[WebConfig] = None  # absent: no status page
-    status_interval_seconds: float = Field(default=30.0, gt=0)
+    status_interval_seconds: float = Field(default=30.0, gt=0, le=1e9)  # 1e9: never, in effect
 
     @field_validator("machines")
     @classmethod
@@ -217,7 +238,7 @@ def parse_duration(text) -> float:
     """'24h', '90m', '3600s', '2d' or a number of seconds -> seconds."""
     import re
 
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(text))
+    m = re.fullmatch(r"\s*(\d{1,9}(?:\.\d{1,9})?)\s*([smhd]?)\s*", str(text)[:100])
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration: use e.g. 24h, 90m, 2d or 3600s")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
@@ -343,9 +364,17 @@ def load_config(path: Optional[Path | str] = None, required: bool = True) -> Con
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist (pass an existing file with --config)")
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; is it the right file?")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; is it the right file?") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read it ({e.strerror or e})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     cfg = parse_config(data, str(path))
     # Relative input files are relative to the config file, as users expect.
     for m in cfg.machines.values():

@@ -21,6 +21,7 @@ from .commands import CommandDesk
 from .config import Config, usable_state_dir
 from .engine import Engine
 from .errors import UserError
+from .faults import install_excepthook, remove_excepthook
 from .publish.mqtt import MQTTPublisher
 from .publish.outbox import Outbox
 from .publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
@@ -65,7 +66,9 @@ def build_daemon(
             agent.on_window.append(con.window)
         outbox = open_outbox(cfg)
         if cfg.mqtt is not None:
-            durable = MQTTPublisher(cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states)
+            durable = MQTTPublisher(
+                cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states, faults=agent.faults
+            )
         else:
             log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
             durable = OutboxOnlySink(outbox)
@@ -101,6 +104,9 @@ def build_daemon(
                     raise UserError(
                         f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})"
                     ) from None
+        # An exception that ends any thread (a library's too) is logged, counted and shown in health
+        install_excepthook(agent.faults)
+        agent.on_closed.append(lambda: remove_excepthook(agent.faults))
         agent.on_closed.append(lock.release)  # held until the agent has closed its sinks
         on_failure.pop_all()
         return Daemon(agent, outbox, durable, con, page)

@@ -25,6 +25,7 @@ import numpy as np
 from .atomic import atomic_write
 from .audio.wavio import to_pcm16, write_wav
 from .config import EvidenceConfig
+from .faults import Faults
 from .frontend import n_frames, stft_magnitude
 from .memory import trim
 
@@ -110,6 +111,7 @@ class EvidenceRecorder:
         sample_rate: int,
         window_seconds: float,
         wait_when_full: bool = False,
+        faults: Optional[Faults] = None,
     ):
         """``wait_when_full``: when the writer is ``QUEUE_WAITING`` alarms behind, the scoring thread waits
         for it instead of dropping the evidence. For replays scored as fast as they can be (nothing
@@ -129,6 +131,8 @@ class EvidenceRecorder:
         self.wait_when_full = wait_when_full
         self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_WAITING if wait_when_full else self.QUEUE)
         self._thread: Optional[threading.Thread] = None
+        self.faults = faults or Faults()  # the writer thread runs under its supervision
+        self._closing = threading.Event()
 
     def _history(self, machine: str) -> History:
         h = self.histories.get(machine)
@@ -190,7 +194,8 @@ class EvidenceRecorder:
         # in a fast replay; RSS grew by about 40 MB that way)
         job = (p, to_pcm16(audio), p.start - first, scores)
         if self._thread is None:
-            self._thread = threading.Thread(target=self._writer, name="evidence", daemon=True)
+            body = self.faults.supervise("evidence writer", self._writer, self._closing)
+            self._thread = threading.Thread(target=body, name="evidence", daemon=True)
             self._thread.start()
         wait = self.WAIT_SECONDS if deadline is None else min(self.WAIT_SECONDS, max(0.0, deadline - time.monotonic()))
         try:
@@ -206,6 +211,7 @@ class EvidenceRecorder:
         for p in list(self.pending):
             self._finish(p, deadline)
         if self._thread is not None:
+            self._closing.set()  # a writer waiting to restart after a failure stops instead
             ended = True
             try:  # behind the queued alarms, so they are written first
                 self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))

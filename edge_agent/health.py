@@ -68,7 +68,10 @@ class Health:
         return sum(s.stats().windows_processed for s in self.agent.streams.values())
 
     def progress(self) -> Optional[str]:
-        """None while audio and inference advance; else what is stuck."""
+        """None while audio and inference advance and no thread has died; else what is wrong."""
+        dead = self.agent.faults.problem()
+        if dead:
+            return dead
         for m, s in self.agent.streams.items():
             st = s.stats()
             if st.finished:
@@ -171,7 +174,29 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                     learning.add_metric([m], st.learning_progress)
                 for name in LIFECYCLE_STATES:
                     alarm.add_metric([m, name], 1.0 if st.alarm_state == name else 0.0)
-            yield from (windows, overruns, score, thr, level, state, learning, alarm)
+            nonfinite = CounterMetricFamily(
+                "edge_agent_nonfinite_samples",
+                "NaN/Inf audio samples replaced by silence",
+                labels=["machine"],
+            )
+            for m, s in agent.streams.items():
+                nonfinite.add_metric([m], s.nonfinite_samples)
+            yield from (windows, overruns, score, thr, level, state, learning, alarm, nonfinite)
+            counts, dead = agent.faults.snapshot()
+            errors = CounterMetricFamily(
+                "edge_agent_thread_errors", "Exceptions caught and logged, by where they happened", labels=["place"]
+            )
+            for place, n in counts.items():
+                errors.add_metric([place], n)
+            yield errors
+            threads = GaugeMetricFamily(
+                "edge_agent_thread_dead",
+                "1 for a thread that ended by an exception and is not running",
+                labels=["thread"],
+            )
+            for name in dead:
+                threads.add_metric([name], 1.0)
+            yield threads
             if publisher is not None:
                 depth = GaugeMetricFamily("edge_agent_outbox_depth", "Events waiting in the outbox", labels=["kind"])
                 for k in ("alarm", "state", "score"):
@@ -186,8 +211,8 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                 if isinstance(publisher, MQTTPublisher):  # not the outbox-only sink
                     yield GaugeMetricFamily(
                         "edge_agent_mqtt_connected",
-                        "1 while connected to the broker",
-                        value=1.0 if publisher.connected.is_set() else 0.0,
+                        "1 while connected to the broker (and its network thread runs)",
+                        value=1.0 if publisher.connected.is_set() and publisher.network_alive() else 0.0,
                     )
                     yield GaugeMetricFamily(
                         "edge_agent_mqtt_disconnected_seconds",

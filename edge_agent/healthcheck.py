@@ -1,6 +1,6 @@
 """Container health check: scrape the agent's metrics endpoint and fail when it is down, a machine
-has no audio, or the MQTT broker has been out of reach for longer than a grace period (alarms are
-then piling up in the outbox, unseen). ``python3 -m edge_agent.healthcheck [--url URL]
+has no audio, one of its threads died, or the MQTT broker has been out of reach for longer than a
+grace period (alarms are then piling up in the outbox, unseen). ``python3 -m edge_agent.healthcheck [--url URL]
 [--broker-grace SECONDS]`` prints one line and exits 0 healthy, 1 not."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def check(url: str, timeout: float = 5.0, broker_grace: float = 120.0) -> tuple[
         return False, f"metrics endpoint {url} unreachable: {e}"
     from prometheus_client.parser import text_string_to_metric_families
 
-    dead, waiting, connected, down = [], 0.0, None, 0.0
+    dead, waiting, connected, down, threads = [], 0.0, None, 0.0, []
     for fam in text_string_to_metric_families(text):
         if fam.name == "edge_agent_state":
             dead += [s.labels["machine"] for s in fam.samples if s.labels.get("state") == "no_audio" and s.value == 1.0]
@@ -28,6 +28,8 @@ def check(url: str, timeout: float = 5.0, broker_grace: float = 120.0) -> tuple[
             connected = fam.samples[0].value == 1.0
         elif fam.name == "edge_agent_mqtt_disconnected_seconds":
             down = fam.samples[0].value
+        elif fam.name == "edge_agent_thread_dead":
+            threads += [s.labels["thread"] for s in fam.samples if s.value == 1.0]
     broker = (
         "mqtt not configured"
         if connected is None
@@ -38,6 +40,8 @@ def check(url: str, timeout: float = 5.0, broker_grace: float = 120.0) -> tuple[
     problems = []
     if dead:
         problems.append(f"no audio from: {', '.join(dead)}")
+    if threads:
+        problems.append(f"thread(s) ended by an exception: {', '.join(threads)} (see the agent's log)")
     if connected is False and down > broker_grace:
         problems.append(
             f"the MQTT broker has been unreachable for {down:.0f} s; {waiting:.0f} event(s) waiting in the outbox"

@@ -4,12 +4,59 @@ the running agent to learn a machine from its own sound (``calibration/learning.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Optional
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from .atomic import atomic_write
 from .bank import bank_path
+from .config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
+
+log = logging.getLogger("edge_agent.learning")
+MAX_REQUEST_BYTES = 4096
+
+
+class LearningRequest(BaseModel):
+    """learning.json: a period asked for, and how far it got (checked at every start: a bad file
+    is set aside with a message, never a crash loop)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+    seconds: float = Field(ge=MIN_LEARN_SECONDS, le=MAX_LEARN_SECONDS)
+    done: float = Field(default=0.0, ge=0)
+    blocks_seen: int = Field(default=0, ge=0)
+    score: Optional[str] = Field(default=None, max_length=100)
+
+
+def read_request(path: Path) -> Optional[LearningRequest]:
+    """The request at ``path``, or None when there is none or it cannot be used (then it is renamed
+    to ``learning.json.invalid`` and the reason logged, so the machine keeps its bank)."""
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_REQUEST_BYTES:
+            raise ValueError(f"over {MAX_REQUEST_BYTES} bytes")
+        return LearningRequest.model_validate_json(path.read_bytes())
+    except (ValidationError, ValueError, OSError) as e:
+        why = (
+            "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
+            if isinstance(e, ValidationError)
+            else str(e)
+        )
+        aside = path.with_name(path.name + ".invalid")
+        log.error(
+            "%s: cannot use this learning request (%s); set aside as %s. Ask again: edge-agent calibrate --learn 24h",
+            path,
+            why,
+            aside.name,
+        )
+        try:
+            path.replace(aside)
+        except OSError:
+            pass
+        return None
 
 
 def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
@@ -23,6 +70,8 @@ LEARNABLE_HEADS = ("knn", "indicators")  # what a learning period keeps per wind
 def request_learning(state_dir: Path, machine: str, seconds: float, score: Optional[str] = None) -> Path:
     """Write (or restart) a learning request for the running agent; ``score``: the head the learned
     bank scores with (``calibrate --score``; None: the bundle's own)."""
+    if not MIN_LEARN_SECONDS <= seconds <= MAX_LEARN_SECONDS:
+        raise ValueError(f"a learning period lasts {MIN_LEARN_SECONDS:.0f} s to {MAX_LEARN_SECONDS / 86400:.0f} days")
     meta, data = learning_paths(state_dir, machine)
     data.unlink(missing_ok=True)
     req = {"seconds": seconds, "done": 0.0, "requested": time.time(), "blocks_seen": 0}

@@ -6,9 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from .audio.replay import ReplaySource
+from .errors import UserError
 
 if TYPE_CHECKING:
     from .stream import MachineStream
+
+
+class ReplayError(UserError):
+    """A replay that gave nothing to score (too short, empty or unreadable files)."""
 
 
 def _finished(s: "MachineStream") -> Optional[tuple[ReplaySource, float, str]]:

@@ -99,6 +99,8 @@ class MachineStream:
         self.learner = None
         self.wall_start = time.time()
         self._overruns_logged = 0
+        self.nonfinite_samples = 0  # NaN/Inf samples from the source, replaced by silence (0)
+        self.nonfinite_scores = 0  # windows whose score was not a number: neither decided on nor published
 
     @property
     def stream_clocked(self) -> bool:
@@ -234,7 +236,7 @@ class MachineStream:
     def pump(self, now: Optional[float] = None) -> list[Window]:
         """Read what the source delivered and return the windows that are complete."""
         now = time.monotonic() if now is None else now
-        frames = self.source.ring.read()
+        frames = self._finite(self.source.ring.read())
         lost = self.source.ring.overruns + self.source.input_overflows
         if lost != self._overruns_logged:
             log.warning(
@@ -270,6 +272,30 @@ class MachineStream:
                 )
             )
         return out
+
+    def _finite(self, frames: np.ndarray) -> np.ndarray:
+        """Frames with NaN/Inf samples (a corrupt float WAV, a broken driver) replaced by 0: one such
+        sample would make every window that holds it score NaN, which no threshold compares with."""
+        bad = ~np.isfinite(frames)
+        n = int(bad.sum())
+        if n:
+            if not self.nonfinite_samples:
+                log.warning("%s: %d NaN/Inf audio sample(s) replaced by silence (counted in metrics)", self.machine, n)
+            self.nonfinite_samples += n
+            frames = np.where(bad, np.float32(0), frames)
+        return frames
+
+    def finite_score(self, score: float) -> bool:
+        """False for a score that is not a finite number (counted, logged once): the window is skipped."""
+        if np.isfinite(score):
+            return True
+        if not self.nonfinite_scores:
+            log.error(
+                "%s: a window scored %s; such windows are skipped (check the bank and model)", self.machine, score
+            )
+        self.nonfinite_scores += 1
+        self.windows_processed += 1
+        return False
 
     def started(self) -> None:
         """The source has just started: wall clock and silence are timed from now, not from loading."""

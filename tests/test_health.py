@@ -54,6 +54,8 @@ def test_systemd_unit_verifies_and_has_the_contract(tmp_path):
         "DeviceAllow=/dev/snd",
         "SupplementaryGroups=audio video",
         "After=sound.target network-online.target",
+        "LimitNOFILE=",
+        "TasksMax=",
     ):
         assert line in text, line
     assert not re.search(r"^PrivateDevices=", text, re.M)

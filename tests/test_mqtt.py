@@ -448,6 +448,6 @@ def test_alarms_reach_the_broker_when_the_disk_is_full(broker, tmp_path, caplog)
         if json.loads(m)["seq"] not in seqs:
             seqs.append(json.loads(m)["seq"])
     assert seqs == list(range(30)) and failures
-    assert "cannot write to" in caplog.text and "MQTT: sending failed; retrying" in caplog.text
+    assert "cannot write to" in caplog.text and "MQTT sender failed; retrying" in caplog.text
     assert "lost with this stop" not in caplog.text  # everything was delivered
     sub.close()

@@ -20,8 +20,15 @@ def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSour
     inp = mc.input
     if inp.file is not None:
         from .replay import ReplaySource
+        from .wavio import AudioFileError
 
-        return ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
+        src = ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
+        if isinstance(inp.channel, int) and inp.channel >= src.channels:
+            raise AudioFileError(
+                f"machines.{machine}.input.channel is {inp.channel}, but {src.path} has {src.channels} channel(s): "
+                f"use 0-{src.channels - 1} or 'mix'"
+            )
+        return src
     from .capture import CaptureSource  # imports sounddevice (PortAudio) only for live input
 
     return CaptureSource(machine, inp.device, inp.sample_rate or model_rate, inp.channel)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import UserError
 from .ringbuffer import RingBuffer
+
+if TYPE_CHECKING:
+    from ..faults import Faults
 
 RING_SECONDS = 30.0
 
@@ -31,8 +34,11 @@ class AudioSource:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"audio-{self.name}", daemon=True)
+    def start(self, faults: Optional["Faults"] = None) -> None:
+        """Run the source on its own thread; with ``faults``, an exception in it is logged, counted and
+        the source started again after a back-off (a replay then begins its files again)."""
+        target = self._run if faults is None else faults.supervise(f"audio input {self.name}", self._run, self._stop)
+        self._thread = threading.Thread(target=target, name=f"audio-{self.name}", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -15,6 +15,8 @@ from ..errors import UserError
 
 log = logging.getLogger("edge_agent.wav")
 _warned: set[tuple[str, str]] = set()  # (file, warning) already logged: a looping replay says it once
+MAX_SAMPLE_RATE = 768_000  # Hz: above any audio interface; a header claiming more is corrupt
+MAX_CHANNELS = 64
 
 
 class AudioFileError(UserError):
@@ -41,7 +43,7 @@ def _read_pcm16(path: Path) -> Optional[tuple[int, np.ndarray]]:
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate, frames = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            if width != 2 or channels < 1 or rate <= 0:
+            if width != 2 or channels < 1 or not 0 < rate <= MAX_SAMPLE_RATE:
                 return None
             raw = w.readframes(frames)
     except Exception:  # noqa: BLE001 - `wave` raises Error, EOFError, struct.error... on what it cannot read
@@ -58,14 +60,34 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         raise AudioFileError(f"{path}: no such file")
     pcm = _read_pcm16(path)
     sr, x = pcm if pcm is not None else _read_with_scipy(path)
-    if sr <= 0:
-        raise AudioFileError(f"{path}: the header gives a sample rate of {sr} Hz; re-record or re-export it as PCM WAV")
+    _check_header(path, int(sr), x.shape[1] if x.ndim > 1 else 1)
     x = _to_float(x, path)
     if x.ndim == 1:
         x = x[:, None]
     if x.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio frames")
+    bad = ~np.isfinite(x)
+    if bad.any():  # float WAVs can hold NaN/Inf: one would make every window around it score NaN
+        _warn_once(path, f"{int(bad.sum())} NaN/Inf sample(s) replaced by silence (0)")
+        x = np.where(bad, np.float32(0), x)
     return x, int(sr)
+
+
+def _check_header(path: Path, sr: int, channels: int) -> None:
+    """Refuse rates and channel counts no recording has (a corrupt header would size buffers by them)."""
+    if not 0 < sr <= MAX_SAMPLE_RATE:
+        raise AudioFileError(
+            f"{path}: the header gives a sample rate of {sr} Hz (1 to {MAX_SAMPLE_RATE} expected); "
+            "re-record or re-export it as PCM WAV"
+        )
+    if not 0 < channels <= MAX_CHANNELS:
+        raise AudioFileError(f"{path}: the header gives {channels} channels (1 to {MAX_CHANNELS} expected)")
+
+
+def _warn_once(path: Path, text: str) -> None:
+    if (str(path), text) not in _warned:
+        _warned.add((str(path), text))
+        log.warning("%s: %s", path, text)
 
 
 def _read_with_scipy(path: Path) -> tuple[int, np.ndarray]:
@@ -102,7 +124,10 @@ def wav_info(path: str | Path) -> WavInfo:
         with wave.open(str(path), "rb") as w:
             info = WavInfo(path, w.getframerate(), w.getnchannels(), w.getnframes())
         if info.sample_rate > 0 and info.channels > 0:
+            _check_header(path, info.sample_rate, info.channels)
             return info
+    except AudioFileError:
+        raise
     except Exception:  # noqa: BLE001 - `wave` raises Error, EOFError, RuntimeError, struct.error... on corrupt chunks
         pass
     x, sr = read_wav(path)

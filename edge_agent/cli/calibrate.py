@@ -283,6 +283,7 @@ def machine_arg(name: str) -> str:
 
 
 def request_learn(a) -> int:
+    from ..config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
     from ..learn_request import LEARNABLE_HEADS, request_learning
     from ..scoring import ScoreError, parse_score
 
@@ -290,6 +291,11 @@ def request_learn(a) -> int:
         seconds = parse_duration(a.learn)
     except ValueError as e:
         raise UsageError(f"--learn: {e}") from None
+    if not MIN_LEARN_SECONDS <= seconds <= MAX_LEARN_SECONDS:
+        raise UsageError(
+            f"--learn {a.learn}: a learning period lasts {MIN_LEARN_SECONDS:.0f} s to "
+            f"{MAX_LEARN_SECONDS / 86400:.0f} days (e.g. 24h)"
+        )
     cfg = load_config(a.config) if a.config else None
     if a.score is not None:
         try:

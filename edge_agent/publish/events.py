@@ -8,6 +8,7 @@ each and tests check that the code produces exactly that shape.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import uuid
 from typing import Any, Optional
 
@@ -19,7 +20,8 @@ def iso(ts: float) -> str:
 
 
 def _r(x: Optional[float]) -> Optional[float]:
-    return None if x is None else round(float(x), 6)
+    """Rounded; None for a missing or non-finite number (strict JSON has no NaN or Infinity)."""
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def base(

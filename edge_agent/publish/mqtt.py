@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import sys
 import threading
 import time
@@ -37,9 +38,12 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
+from .. import strict_json
 from ..config import Config, MQTTConfig
 from ..credentials import read_secret
 from ..errors import UserError
+from ..faults import Faults
+from .connect_errors import describe_connect_error
 from .discovery import Topics, discovery_payloads
 from .outbox import Outbox
 
@@ -72,12 +76,14 @@ class MQTTPublisher:
         model_name: str = "",
         states: Optional[Callable[[], list[tuple[str, dict]]]] = None,
         client_factory=None,
+        faults: Optional[Faults] = None,
     ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.cfg, self.mq = cfg, cfg.mqtt
         self.outbox = outbox
+        self.faults = faults or Faults()
         self.machines = machines
         self.model_name = model_name
         self.states = states  # current retained state per machine, re-published on every connect
@@ -88,6 +94,8 @@ class MQTTPublisher:
         self.connects = 0
         self.reconnects = 0
         self.connect_failures = 0
+        self.network_restarts = 0
+        self._network: Optional[threading.Thread] = None
         self.last_error: Optional[str] = None
         self.down_since: Optional[float] = time.monotonic()  # not connected since (monotonic), None while connected
         self._fail_logged_at = float("-inf")
@@ -102,13 +110,14 @@ class MQTTPublisher:
         factory = client_factory or mqtt.Client
         self.client = factory(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{cfg.node_id}", clean_session=True)
         c = self.client
-        c.on_connect, c.on_disconnect, c.on_publish, c.on_message = (
-            self._on_connect,
-            self._on_disconnect,
-            self._on_publish,
-            self._on_message,
-        )
-        c.on_connect_fail = self._on_connect_fail
+        # Every callback runs on paho's network thread: one that raised would end that thread, and
+        # with it every delivery, while the agent went on scoring. So each is guarded (logged, counted).
+        g = self.faults.guard
+        c.on_connect = g("MQTT on_connect")(self._on_connect)
+        c.on_disconnect = g("MQTT on_disconnect")(self._on_disconnect)
+        c.on_publish = g("MQTT on_publish")(self._on_publish)
+        c.on_message = g("MQTT on_message")(self._on_message)
+        c.on_connect_fail = g("MQTT on_connect_fail")(self._on_connect_fail)
         # Exponential back-off from 1 s, capped low: a restarted broker gets the backlog within seconds.
         c.reconnect_delay_set(1, max(1, int(round(self.mq.reconnect_max_seconds))))
         c.max_inflight_messages_set(20)
@@ -121,11 +130,17 @@ class MQTTPublisher:
                 v = getattr(t, key)
                 if v is not None and not Path(v).is_file():
                     raise MQTTConfigError(f"mqtt.tls.{key}: {v} does not exist")
-            c.tls_set(
-                ca_certs=str(t.ca_file) if t.ca_file else None,
-                certfile=str(t.cert_file) if t.cert_file else None,
-                keyfile=str(t.key_file) if t.key_file else None,
-            )
+            try:
+                c.tls_set(
+                    ca_certs=str(t.ca_file) if t.ca_file else None,
+                    certfile=str(t.cert_file) if t.cert_file else None,
+                    keyfile=str(t.key_file) if t.key_file else None,
+                )
+            except (ssl.SSLError, OSError, ValueError) as e:
+                raise MQTTConfigError(
+                    f"mqtt.tls: cannot use the CA, certificate or key ({e}); they must be PEM files "
+                    "(ca_file: the CA certificate that signed the broker's; cert_file and key_file: the agent's own)"
+                ) from None
             if t.insecure:
                 c.tls_insecure_set(True)
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
@@ -139,9 +154,30 @@ class MQTTPublisher:
             self.mq.username or "anonymous",
             "on" if self.mq.tls else "off",
         )
+        self._start_network()
+        self._sender.start()
+
+    def _start_network(self) -> None:
         self.client.connect_async(self.mq.host, self.mq.port, keepalive=self.mq.keepalive)
         self.client.loop_start()
-        self._sender.start()
+        self._network = getattr(self.client, "_thread", None)  # watched by the sender (_check_network)
+
+    def network_alive(self) -> bool:
+        """paho's network thread is running (it reads acknowledgements and commands, and reconnects)."""
+        return self._network is not None and self._network.is_alive()
+
+    def _check_network(self) -> None:
+        """paho's network thread ended by an exception (its callbacks are guarded, but paho itself
+        can raise): say so, count it, and start a fresh connection with a new thread."""
+        if self._network is None or self._network.is_alive() or self._stop.is_set():
+            return
+        self.connected.clear()
+        self.down_since = self.down_since or time.monotonic()
+        self.last_error = "the MQTT network thread ended (see the log); reconnecting"
+        log.error("MQTT: %s", self.last_error)
+        self.network_restarts += 1
+        self._start_network()
+        self.faults.revive(self._network.name if self._network is not None else "")  # marked by the excepthook
 
     def close(self, deadline: float = 10.0) -> None:
         """Flush the outbox within ``deadline`` seconds, publish 'offline' and disconnect."""
@@ -286,6 +322,10 @@ class MQTTPublisher:
         machine = self.topics.command_machine(msg.topic)
         if machine is None or not self.mq.commands:
             return
+        if not msg.payload:
+            # An empty message clears a retained command at the broker; it is no command.
+            log.debug("MQTT: empty message on %s ignored", msg.topic)
+            return
         if self.on_command is not None:
             self.on_command(machine, msg.payload, "mqtt", self._replier(machine), retained=msg.retain)
 
@@ -295,7 +335,7 @@ class MQTTPublisher:
         def reply(result: dict) -> None:
             # An answer to a live request: straight to the broker (not the outbox, where it could
             # arrive after the sender has given up and its state changed again).
-            self.client.publish(topic, json.dumps(result), qos=1, retain=False)
+            self.client.publish(topic, strict_json.dumps(result), qos=1, retain=False)
 
         return reply
 
@@ -324,9 +364,10 @@ class MQTTPublisher:
             self._wake.wait(1.0)
             self._wake.clear()
             try:
+                self._check_network()
                 self._send_once()
-            except Exception:  # noqa: BLE001 - the one thread that delivers alarms must outlive any failure
-                log.exception("MQTT: sending failed; retrying")
+            except Exception as e:  # noqa: BLE001 - the one thread that delivers alarms must outlive any failure
+                self.faults.record("MQTT sender", e, "failed; retrying")
                 self._stop.wait(1.0)
 
     def _send_once(self) -> None:
@@ -354,23 +395,6 @@ class MQTTPublisher:
             # The backlog is handed over (paho sends in order): now the current state.
             self._states_due = False
             for machine, payload in self.states() if self.states else []:
-                self.client.publish(self.topics.machine(machine, "state"), json.dumps(payload), qos=1, retain=True)
-
-
-def describe_connect_error(err: Optional[BaseException], host: str, port: int) -> str:
-    """A failed connection attempt in words, with what to check."""
-    import socket
-
-    if isinstance(err, socket.gaierror):
-        return f"cannot resolve the host name {host!r} ({err.strerror}); check mqtt.host"
-    if isinstance(err, ConnectionRefusedError):
-        return f"connection refused (is the broker running and listening on port {port}? check mqtt.host and mqtt.port)"
-    if isinstance(err, (TimeoutError, socket.timeout)):
-        return "timed out (is the broker reachable from here? check the network and firewalls)"
-    if err is None:
-        return "connection failed"
-    import ssl
-
-    if isinstance(err, ssl.SSLError):
-        return f"TLS handshake failed ({err}); check mqtt.tls"
-    return f"{type(err).__name__}: {err}"
+                self.client.publish(
+                    self.topics.machine(machine, "state"), strict_json.dumps(payload), qos=1, retain=True
+                )

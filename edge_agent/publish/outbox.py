@@ -26,6 +26,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Optional
 
+from .. import strict_json
 from ..errors import UserError
 
 log = logging.getLogger("edge_agent.outbox")
@@ -98,7 +99,7 @@ class Outbox:
     def put(self, machine: str, kind: str, payload: dict) -> int:
         if kind not in KINDS:
             raise ValueError(f"unknown outbox kind {kind!r}")
-        text = json.dumps(payload, separators=(",", ":"))
+        text = strict_json.dumps(payload, separators=(",", ":"))
         with self._lock:
             row = Row(self._next_id, machine, kind, text, time.time())
             self._next_id += 1

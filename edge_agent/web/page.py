@@ -17,6 +17,7 @@ import hmac
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 from importlib import resources
@@ -27,10 +28,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bottle
 
+from .. import strict_json
 from ..commands import MAX_PAYLOAD
 from ..config import WebConfig
 from ..credentials import read_secret
 from ..errors import UserError
+from ..faults import Faults
 from ..publish import events
 from .board import StatusBoard
 
@@ -38,6 +41,9 @@ log = logging.getLogger("edge_agent.web")
 
 STATIC = Path(str(resources.files("edge_agent.web") / "static"))
 EVIDENCE_FILE = re.compile(r"[0-9a-f]{32}\.(wav|png)")
+MAX_CONNECTIONS = 32  # open at once; the page polls with one or two per browser
+REQUEST_TIMEOUT = 30.0
+AUTH_PAUSE = 1.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -46,11 +52,48 @@ SECURITY_HEADERS = {
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` at once (more are closed at once, so
+    idle or slow clients cannot take every thread and file descriptor of the agent)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    faults: Optional[Faults] = None
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("status page: %d connection(s) refused: %d already open", self.refused, MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address) -> None:  # logged and counted, not printed to stderr
+        err = sys.exc_info()[1]
+        if isinstance(err, (TimeoutError, ConnectionError)):  # a client that went quiet or away
+            log.debug("status page: %s: %s", client_address, err)
+        elif err is not None and self.faults is not None:
+            self.faults.record("status page request", err)
 
 
 class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT  # seconds a connection may stay silent (the socket's timeout)
+
     def log_message(self, fmt, *args) -> None:  # requests go to the debug log, not stderr
         log.debug("%s %s", self.address_string(), fmt % args)
 
@@ -61,7 +104,11 @@ class StatusPage:
     def __init__(self, agent, cfg: WebConfig):
         self.agent, self.cfg = agent, cfg
         self.board = StatusBoard(list(agent.streams), {m: s.cfg.hop_seconds for m, s in agent.streams.items()})
-        self.password = read_secret(cfg.password_file, "web_password", "web.password_file")
+        self.password = read_secret(cfg.password_file, "web_password", "web.password_file") or None
+        if self.password is None and cfg.password_file is not None:
+            log.warning("web.password_file %s is empty: the page's controls are off", cfg.password_file)
+        self._auth_lock = threading.Lock()
+        self._auth_closed_until = 0.0  # after a wrong password, every client waits (monotonic time)
         self.evidence_dir = agent.cfg.resolved_state_dir() / "evidence"
         self.app = self._routes()
         self._server: Optional[_Server] = None
@@ -88,7 +135,11 @@ class StatusPage:
             self._server = make_server(host, port, self.app, server_class=server_class, handler_class=_Handler)
         except OSError as e:
             raise UserError(f"web.listen {self.cfg.listen}: cannot listen there ({e.strerror})") from None
-        self._thread = threading.Thread(target=self._server.serve_forever, name="status-page", daemon=True)
+        faults = self.agent.faults
+        self._server.faults = faults
+        self._stopping = threading.Event()
+        serve = faults.supervise("status page", self._server.serve_forever, self._stopping)
+        self._thread = threading.Thread(target=serve, name="status-page", daemon=True)
         self._thread.start()
         log.info(
             "status page on %s (%s)",
@@ -102,6 +153,7 @@ class StatusPage:
 
     def close(self) -> None:
         if self._server is not None:
+            self._stopping.set()
             self._server.shutdown()
             self._server.server_close()
             self._server = None
@@ -109,6 +161,8 @@ class StatusPage:
     # -- the app ---------------------------------------------------------------------------------
     def _routes(self) -> bottle.Bottle:
         app = bottle.Bottle()
+        app.uninstall(bottle.JSONPlugin)  # for one that never writes NaN (JSON.parse refuses the document)
+        app.install(bottle.JSONPlugin(json_dumps=strict_json.dumps))
         agent, board = self.agent, self.board
 
         @app.hook("after_request")
@@ -148,24 +202,37 @@ class StatusPage:
 
         @app.get("/evidence/<machine>/<name>")
         def _evidence(machine, name):
-            if machine not in agent.streams or not EVIDENCE_FILE.fullmatch(name):
-                return _error(404, "no such evidence")
+            path = self.evidence_dir / machine / name
+            if machine not in agent.streams or not EVIDENCE_FILE.fullmatch(name) or path.is_symlink():
+                return _error(404, "no such evidence")  # a link could point anywhere: only files the agent wrote
             return bottle.static_file(name, root=str(self.evidence_dir / machine))
 
         @app.post("/api/machines/<machine>/command")
         def _command(machine):
             if self.password is None:
                 return _error(403, "the controls are off: set web.password_file (or the web_password credential)")
-            given = bottle.request.get_header("Authorization", "")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self.password.encode())):
-                time.sleep(1.0)  # slows guessing
-                return _error(401, "wrong or missing password")
+            refused = self._authorise(bottle.request.get_header("Authorization", ""))
+            if refused:
+                return _error(*refused)
             raw = bottle.request.body.read(MAX_PAYLOAD + 1)
             result = agent.commands.call(machine, raw, "web")
             bottle.response.status = 200 if result["ok"] else 404 if machine not in agent.streams else 400
             return result
 
         return app
+
+    def _authorise(self, given: str) -> Optional[tuple[int, str]]:
+        """None for the right password; else (status, message). Checks run one at a time, and a
+        wrong password holds the next check back ``AUTH_PAUSE`` seconds: guessing gets one try a
+        second from all clients together (the connection cap bounds those waiting)."""
+        with self._auth_lock:
+            wait = self._auth_closed_until - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            if given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self.password.encode()):
+                return None
+            self._auth_closed_until = time.monotonic() + AUTH_PAUSE
+        return 401, "wrong or missing password"
 
     def _machine(self, m: str, s) -> dict:
         st = s.stats()
