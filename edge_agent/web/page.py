@@ -165,6 +165,20 @@ class StatusPage:
         app.install(bottle.JSONPlugin(json_dumps=strict_json.dumps))
         agent, board = self.agent, self.board
 
+        def guarded(callback):  # a route that raises is logged and counted, and answered with a 500
+            def route(*a, **kw):
+                try:
+                    return callback(*a, **kw)
+                except bottle.HTTPResponse:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    agent.faults.record("status page request", e)
+                    return _error(500, "the agent failed to answer; see its log")
+
+            return route
+
+        app.install(guarded)
+
         @app.hook("after_request")
         def _headers():
             for k, v in SECURITY_HEADERS.items():
