@@ -276,3 +276,45 @@ def test_faults_guard_and_supervise(monkeypatch):
     t.start()
     t.join(5)
     assert "dead-one" in f.dead and "dead-one" in f.problem()
+
+
+def test_a_command_that_fails_inside_the_agent_is_answered_and_counted(tmp_path, calibrated, monkeypatch):
+    import edge_agent.commands
+
+    def broken(*a):
+        raise RuntimeError("injected into a command")
+
+    d, th = _running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
+    try:
+        assert wait_for(lambda: d.agent.stats.windows > 2, 60)
+        monkeypatch.setattr(edge_agent.commands, "_apply", broken)
+        r = d.agent.commands.call("fan01", '{"command": "unshelve", "id": "x"}', "test")
+        assert r["ok"] is False and "failed inside the agent (RuntimeError)" in r["error"] and r["id"] == "x"
+        assert d.agent.faults.counts == {"command from test": 1}
+        n = d.agent.stats.windows
+        assert wait_for(lambda: d.agent.stats.windows > n + 5, 60) and th.is_alive()
+    finally:
+        d.agent.stop()
+        th.join(60)
+
+
+def test_the_evidence_writer_restarts_after_an_exception(tmp_path, calibrated, monkeypatch):
+    import edge_agent.evidence
+
+    calls = []
+
+    def trim_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("injected into the evidence writer")
+
+    monkeypatch.setattr(edge_agent.evidence, "trim", trim_once)
+    monkeypatch.setattr("edge_agent.faults.BACKOFF", (0.2, 1.0))
+    extra = "evidence: {pre_seconds: 2, post_seconds: 2}\n"
+    d, th = _running(_config(tmp_path / "c.yaml", calibrated, extra=extra, loop=True), learning=False)
+    try:
+        assert wait_for(lambda: d.agent.evidence.written >= 2, 120)
+        assert d.agent.faults.counts == {"evidence writer": 1}
+    finally:
+        d.agent.stop()
+        th.join(60)
