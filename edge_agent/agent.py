@@ -73,8 +73,7 @@ class Agent:
         self.status_interval = status_interval if status_interval is not None else cfg.status_interval_seconds
         self.stats = Stats()
         self.stop_event = threading.Event()
-        # Wakes the loop before its idle wait is over: a stop, a command (``wake``).
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # ends the loop's idle wait early: a stop, a command (``wake``)
         self.on_ready: list[Callable[["Agent"], None]] = []
         self.on_tick: list[Callable[["Agent"], None]] = []
         self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
@@ -91,19 +90,7 @@ class Agent:
         self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
         # machine stream -> its learner or None (calibration.learning.learner_factory, wired by the CLI)
         self.learner_factory: Optional[Callable[[MachineStream], object]] = None
-        self.evidence: Optional[EvidenceRecorder] = (
-            EvidenceRecorder(
-                cfg.evidence,
-                cfg.resolved_state_dir(),
-                self.frontend.sample_rate,
-                self.frontend.window_seconds,
-                # a replay scored as fast as it can be waits for the writer rather than drop evidence
-                wait_when_full=not realtime_only(cfg),
-                faults=self.faults,
-            )
-            if cfg.evidence.enabled
-            else None
-        )
+        self.evidence = EvidenceRecorder.for_agent(cfg, self.frontend, self.faults)
         self.alarms = Alarms(cfg.resolved_state_dir(), self._emit, self.model_info, self.evidence)
         # operator commands (MQTT, the status page), run on this thread between steps (commands.py)
         self.commands = None
@@ -225,6 +212,10 @@ class Agent:
         scored = 0
         for w in ready:  # in time order per stream
             st = w.stream
+            if w.after is not None:  # a new recording: nothing carries over from the last one
+                scored += self._score(pending)
+                pending = []
+                self._new_recording(st, w)
             before = (st.state, st.condition)  # the condition too: a shelved machine's state hides it
             score_it = st.gate(w)  # silence and a stopped machine are states, never scores
             if (st.state, st.condition) != before:
@@ -272,15 +263,22 @@ class Agent:
         if self.evidence is not None:
             self.evidence.window(w.stream.machine, w.samples, w.offset)
 
-    def _interrupt(self, s: MachineStream, ts: float) -> None:
-        """The input changed state (no audio, machine off, or back): an open alarm ends with the
-        reason, the alarm rule starts afresh, and the new state is published."""
-        if s.no_audio or s.condition is not None:
-            log.warning("%s: %s: %s", s.machine, s.state, s.reason)
-            self.alarms.end(s, ts, s.reason)
+    def _new_recording(self, s: MachineStream, w: Window) -> None:
+        log.info("%s", s.next_recording(w.recording))  # what the last one gave
+        if self.evidence is not None:
+            self.evidence.new_recording(s.machine)
+        self._interrupt(s, s.last_ts or w.ts, f"end of recording {w.after}")
+
+    def _interrupt(self, s: MachineStream, ts: float, gap: str = "") -> None:
+        """The input changed state (no audio, machine off, or back) or a recording ended (``gap``):
+        an open alarm ends with the reason, the alarm rule starts afresh, the state is published."""
+        if gap or s.no_audio or s.condition is not None:
+            log.log(logging.DEBUG if gap else logging.WARNING, "%s: %s: %s", s.machine, s.state, gap or s.reason)
+            ended = self.alarms.end(s, ts, gap or s.reason)
             if s.detector is not None:
                 s.detector.reset()
-            self.publish_state(s, s.reason)
+            if ended or not gap:  # between two recordings without an alarm nothing changed for subscribers
+                self.publish_state(s, gap or s.reason)
         else:
             log.info("%s: sound is back (%s)", s.machine, s.state)
             self.publish_state(s, "sound is back")
@@ -396,5 +394,6 @@ class Agent:
         """End of recorded input: close open alarms (complete events offline), summarise each machine."""
         self._close_open_alarms("end of recording")
         for s in self.streams.values():
-            if line := replay_summary(s):
-                log.info("%s", line)
+            for line in (s.tally.summary(s.machine) if s.recordings.applied else None, replay_summary(s)):
+                if line:
+                    log.info("%s", line)

@@ -44,6 +44,9 @@ class InputConfig(_Strict):
     file: Optional[Path] = None  # a WAV file or a directory of WAVs, replayed through the same path
     realtime: bool = True
     loop: bool = False
+    # a folder's files are consecutive pieces of one recording: windows may span them (else each
+    # file is its own recording, and nothing carries over from one to the next)
+    continuous: bool = False
     channel: Union[int, Literal["mix"]] = "mix"
     sample_rate: Optional[int] = Field(default=None, gt=0, le=MAX_SAMPLE_RATE)  # ask the device for this rate
     silence_seconds: float = Field(default=10.0, gt=0, le=DAY)  # digital silence this long -> no_audio

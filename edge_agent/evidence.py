@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .audio.wavio import to_pcm16, write_wav
-from .config import EvidenceConfig
+from .config import Config, EvidenceConfig, realtime_only
 from .faults import Faults
 from .frontend import n_frames, stft_magnitude
 from .memory import trim
@@ -133,6 +133,24 @@ class EvidenceRecorder:
         self._thread: Optional[threading.Thread] = None
         self.faults = faults or Faults()  # the writer thread runs under its supervision
         self._closing = threading.Event()
+
+    @classmethod
+    def for_agent(cls, cfg: Config, frontend, faults: Faults) -> Optional["EvidenceRecorder"]:
+        """The agent's recorder, or None with evidence off. A replay scored as fast as it can be
+        waits for the writer rather than drop evidence."""
+        if not cfg.evidence.enabled:
+            return None
+        ev = cfg.evidence
+        return cls(
+            ev, cfg.resolved_state_dir(), frontend.sample_rate, frontend.window_seconds, not realtime_only(cfg), faults
+        )
+
+    def new_recording(self, machine: str) -> None:
+        """A recording ended (a replayed file): alarms waiting for their post-roll get what it held,
+        and no evidence mixes the audio of two recordings."""
+        for p in [p for p in self.pending if p.machine == machine]:
+            self._finish(p)
+        self.histories.pop(machine, None)
 
     def _history(self, machine: str) -> History:
         h = self.histories.get(machine)

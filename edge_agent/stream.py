@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -21,46 +20,15 @@ from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
 from .frontend import Frontend
+from .recordings import Recordings, Tally
 from .scoring import score_windows
 from .stream_frontend import StreamFrontend
+from .stream_records import StreamStats, Window
 
 log = logging.getLogger("edge_agent.stream")
 
 STATES = ("normal", "anomaly", "uncalibrated", "no_audio", "off", "learning", "shelved")
 OFF_HYSTERESIS_DB = 3.0  # back on only this far above the "off" level, so a machine at the edge does not flap
-
-
-@dataclass(frozen=True)
-class StreamStats:
-    """A consistent snapshot of one stream for health, metrics and status (read, never written)."""
-
-    machine: str
-    state: str
-    reason: str
-    windows_processed: int
-    frames_written: int  # audio frames the source delivered so far
-    overruns: int  # ring overruns + device input overflows: audio lost
-    finished: bool  # a replay that has played everything
-    last_score: Optional[float]
-    last_level_dbfs: Optional[float]
-    threshold: Optional[float]
-    learning_progress: Optional[float]  # 0-1 while learning, else None
-    alarm_state: str = "normal"  # the latest alarm's ISA-18.2 state (alarm_states.py)
-
-
-@dataclass
-class Window:
-    stream: "MachineStream"
-    samples: np.ndarray  # at the model's rate, mono
-    ts: float  # wall-clock time at the window's end
-    offset: float  # seconds of audio from the stream start to the window's end
-    level_dbfs: float
-    peak: float = 1.0
-    start: Optional[int] = None  # first sample at the model's rate when the stream delivers that rate
-
-    def features(self) -> dict[str, np.ndarray]:
-        """The model inputs of this window, reusing the frames it shares with its stream's previous one."""
-        return self.stream.features(self.samples, self.start)
 
 
 class MachineStream:
@@ -99,6 +67,8 @@ class MachineStream:
         self.learner = None
         self.wall_start = time.time()
         self._overruns_logged = 0
+        self.recordings = Recordings()  # where each recording (a replayed file) begins
+        self.tally = Tally()  # what the current recording gave, as decided (the replay's summary lines)
         self.nonfinite_samples = 0  # NaN/Inf samples from the source, replaced by silence (0)
         self.nonfinite_scores = 0  # windows whose score was not a number: neither decided on nor published
 
@@ -225,12 +195,14 @@ class MachineStream:
             return False
         return w.offset >= self.settled_at
 
-    def _windower(self) -> Windower:
+    def _windower(self, position: int) -> Windower:
+        """The windower, (re)built when first used or when the device was reopened with another rate or
+        channel count; it cuts windows from stream ``position`` (frames)."""
         src = self.source
         w = self.windower
         if w is None or w.sample_rate != src.sample_rate or w.channels != src.channels:
-            # first use, or the device was reopened with another rate/channel count
             self.windower = Windower(self.window_seconds, self.cfg.hop_seconds, src.sample_rate, src.channels)
+            self.windower.consumed = position
         return self.windower
 
     def pump(self, now: Optional[float] = None) -> list[Window]:
@@ -251,7 +223,19 @@ class MachineStream:
         out = []
         wall = time.time()
         stream_clock = self.stream_clocked
-        w = self._windower()
+        position = self.source.ring.frames_read - len(frames)
+        w = self._windower(position)
+        for piece, start in self.recordings.split(frames, position, self.source.recording_starts()):
+            if start is not None:  # a new recording: no window spans two (recordings.py)
+                w.restart_at(start[0])
+                self.recordings.begin(*start)
+            out += self._windows(w, piece, wall, stream_clock)
+        if out and not self.tally.name:
+            self.tally.name = out[0].recording
+        return out
+
+    def _windows(self, w: Windower, frames: np.ndarray, wall: float, stream_clock: bool) -> list[Window]:
+        out = []
         for samples, end in w.push(frames):
             mono = prepare(samples, w.sample_rate, self.frontend.sample_rate, self.cfg.input.channel)
             n = self.frontend.window_samples
@@ -269,6 +253,8 @@ class MachineStream:
                     float(np.abs(mono).max()),
                     # frames are shared between windows only when nothing was resampled per window
                     end - n if w.sample_rate == self.frontend.sample_rate and w.window == n else None,
+                    self.recordings.name,
+                    self.recordings.take_ended(),
                 )
             )
         return out
@@ -295,6 +281,7 @@ class MachineStream:
             )
         self.nonfinite_scores += 1
         self.windows_processed += 1
+        self.tally.windows += 1
         return False
 
     def started(self) -> None:
@@ -307,7 +294,7 @@ class MachineStream:
         if self.stream_clocked:
             return None
         src = self.source
-        need = self._windower().frames_needed() - src.ring.available()
+        need = self._windower(src.ring.frames_read).frames_needed() - src.ring.available()
         return max(0, need) / src.sample_rate
 
     @property
@@ -351,11 +338,18 @@ class MachineStream:
         d = self.detector.update(score, ts) if self.detector and not self.shelved else None
         if d is not None and d.kind == "start":
             self.alarms_raised += 1
+        self.tally.score(score, d is not None and d.kind == "start")
         return d
+
+    def next_recording(self, name: str) -> str:
+        """The decisions have reached recording ``name``: what the last one gave, as a line."""
+        line, self.tally = self.tally.summary(self.machine), Tally(name)
+        return line
 
     def skip(self, w: Window) -> None:
         """A window taken but not scored (uncalibrated, silent, off, or settling after those)."""
         self.windows_processed += 1
+        self.tally.windows += 1
 
     def attach_learner(self, learner) -> bool:
         """Commissioning: windows go to ``learner`` (None: none) instead of the detector until it

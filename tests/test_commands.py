@@ -145,7 +145,7 @@ def test_commands_over_mqtt_acknowledge_shelve_and_survive_a_restart(broker, cal
     for f in sorted((DEMO / "replay").glob("0[23]_anomaly_*.wav")):
         (anomalous / f.name).symlink_to(f)
     extra = "  commands: true\nevidence: {enabled: false}\n"
-    cfg = agent_config(tmp_path / "c.yaml", state_dir, broker.port, anomalous, extra, loop=True)
+    cfg = agent_config(tmp_path / "c.yaml", state_dir, broker.port, anomalous, extra, loop=True, continuous=True)
     op = Operator(broker.port)
     run = Running(cfg)
     try:

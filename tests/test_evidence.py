@@ -73,9 +73,11 @@ def test_the_budget_deletes_the_oldest_files_first(tmp_path):
 
 
 def _config(path, state, extra=""):
+    # continuous: the demo's clips as one recording, so the evidence's pre- and post-roll may reach
+    # into the clips beside the alarm's (each file its own recording is tested in test_recordings)
     path.write_text(
         f"state_dir: {state}\nengine: cpu\n{extra}machines:\n  fan01:\n"
-        f"    input: {{file: {DEMO / 'replay'}, realtime: false}}\n"
+        f"    input: {{file: {DEMO / 'replay'}, realtime: false, continuous: true}}\n"
     )
     return path
 

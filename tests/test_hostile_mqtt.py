@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import paho.mqtt.client as paho
 import pytest
 
 from edge_agent.config import parse_config
@@ -170,16 +169,16 @@ def test_paho_network_thread_that_dies_is_seen_and_restarted(broker, tmp_path, m
     try:
         assert wait_for(pub.connected.is_set, 20)
         first = pub._network
-        real_loop = paho.Client._loop
+        real_loop = pub.client._loop
         calls = []
 
-        def failing(self, timeout=1.0):
+        def failing(timeout=1.0):
             if not calls:
                 calls.append(1)
                 raise RuntimeError("injected into paho's loop")
-            return real_loop(self, timeout)
+            return real_loop(timeout)
 
-        monkeypatch.setattr(paho.Client, "_loop", failing)
+        monkeypatch.setattr(pub.client, "_loop", failing)  # this client only (others may be running)
         assert wait_for(lambda: not first.is_alive(), 10)
         assert wait_for(lambda: pub.network_restarts == 1 and pub.network_alive(), 10)
         assert faults.counts.get(f"thread {first.name}") == 1

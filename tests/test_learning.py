@@ -31,7 +31,7 @@ def _config(path: Path, state: Path, replay: Path, learn: str, port=None) -> Pat
     mqtt = f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5}}\n" if port else ""
     path.write_text(
         f"node_id: n1\nstate_dir: {state}\nengine: cpu\nmachines:\n  fan01:\n"
-        f"    input: {{file: {replay}, realtime: false}}\n    learn: {learn}\n{mqtt}"
+        f"    input: {{file: {replay}, realtime: false, continuous: true}}\n    learn: {learn}\n{mqtt}"
     )
     return path
 

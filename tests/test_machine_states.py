@@ -25,9 +25,11 @@ def bank_dir(tmp_path_factory):
 
 
 def _run(st, folder, tmp_path):
+    # the files are pieces of one input (a machine that goes silent, then stops): one recording
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
-        f"state_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n    input: {{file: {folder}, realtime: false}}\n"
+        f"state_dir: {st}\nengine: cpu\nmachines:\n  fan01:\n"
+        f"    input: {{file: {folder}, realtime: false, continuous: true}}\n"
     )
     r = cli("run", "--config", cfg)
     assert r.returncode == 0, r.stderr

@@ -74,14 +74,23 @@ def test_payloads_have_exactly_the_documented_shape():
 
 
 def agent_config(
-    path: Path, state: Path, port: int, replay, extra: str = "", loop: bool = False, keepalive: int = 30
+    path: Path,
+    state: Path,
+    port: int,
+    replay,
+    extra: str = "",
+    loop: bool = False,
+    keepalive: int = 30,
+    continuous: bool = False,
 ) -> Path:
+    """``continuous``: the replayed files (and loop passes) are one recording, so an alarm lasts
+    across them as it would on a live machine."""
     path.write_text(f"""node_id: testnode
 state_dir: {state}
 engine: cpu
 machines:
   fan01:
-    input: {{file: {replay}, realtime: false, loop: {str(loop).lower()}}}
+    input: {{file: {replay}, realtime: false, loop: {str(loop).lower()}, continuous: {str(continuous).lower()}}}
 mqtt:
   host: 127.0.0.1
   port: {port}

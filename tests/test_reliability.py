@@ -122,6 +122,8 @@ def _anomalous_only(d: Path) -> Path:
 
 
 def _config(path: Path, state: Path, replay: Path, port=None, loop=True, extra_input="") -> Path:
+    """The clips as one input (continuous): an alarm may outlast a file, as on a live machine."""
+    extra_input = ", continuous: true" + extra_input
     mqtt = f"mqtt: {{host: 127.0.0.1, port: {port}, keepalive: 5, score_interval_seconds: 0}}\n" if port else ""
     path.write_text(
         f"node_id: n1\nstate_dir: {state}\nengine: cpu\nstatus_interval_seconds: 1000\nmachines:\n  fan01:\n"

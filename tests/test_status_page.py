@@ -36,7 +36,8 @@ def _web_config(tmp_path, calibrated, port, password: str | None):
         (tmp_path / "web.pass").write_text(password + "\n")
         web = f'{{listen: "127.0.0.1:0", password_file: {tmp_path / "web.pass"}}}'
     extra = f"  commands: true\nevidence: {{pre_seconds: 4, post_seconds: 2}}\nweb: {web}\n"
-    return agent_config(tmp_path / "c.yaml", state, port, _anomalous(tmp_path), extra, loop=True), state
+    cfg = agent_config(tmp_path / "c.yaml", state, port, _anomalous(tmp_path), extra, loop=True, continuous=True)
+    return cfg, state
 
 
 def _get(url: str, data: bytes | None = None, headers: dict | None = None):

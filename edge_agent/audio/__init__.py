@@ -22,7 +22,7 @@ def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSour
         from .replay import ReplaySource
         from .wavio import AudioFileError
 
-        src = ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop)
+        src = ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop, continuous=inp.continuous)
         if isinstance(inp.channel, int) and inp.channel >= src.channels:
             raise AudioFileError(
                 f"machines.{machine}.input.channel is {inp.channel}, but {src.path} has {src.channels} channel(s): "

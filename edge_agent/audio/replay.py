@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Optional
 
@@ -17,15 +18,26 @@ from .source import RING_SECONDS, AudioSource
 from .wavio import AudioFileError, WavInfo, iter_wavs, read_wav, wav_info
 
 log = logging.getLogger("edge_agent.audio")
+FILE_STARTS_KEPT = 1000
 
 
 class ReplaySource(AudioSource):
     """Streams a WAV file or a directory of WAVs (sorted by name) into the ring buffer, paced in
     real time or as fast as the consumer reads, optionally looping. Files with another rate or
     channel count than the first are converted to match it; unreadable files are skipped with a
-    log line."""
+    log line. Each file (and each pass of a loop) is its own recording (``recording_starts``):
+    no window spans two of them, unless ``continuous`` says the files are consecutive pieces of
+    one recording (a recorder writing one-minute files)."""
 
-    def __init__(self, name: str, path: Path, realtime: bool = True, loop: bool = False, block_seconds: float = 0.1):
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        realtime: bool = True,
+        loop: bool = False,
+        block_seconds: float = 0.1,
+        continuous: bool = False,
+    ):
         super().__init__(name)
         self.path = Path(path)
         if not self.path.exists():
@@ -33,15 +45,16 @@ class ReplaySource(AudioSource):
         self.files = list(iter_wavs([self.path]))
         if not self.files:
             raise AudioFileError(f"{self.path}: no WAV files to replay (machines.{name}.input.file)")
-        self.realtime, self.loop, self.block_seconds = realtime, loop, block_seconds
+        self.realtime, self.loop, self.block_seconds, self.continuous = realtime, loop, block_seconds, continuous
         first = self._first_readable()
         self.sample_rate, self.channels = first.sample_rate, first.channels
         self.ring = RingBuffer(int(RING_SECONDS * self.sample_rate), self.channels)
         self.stalled = threading.Event()  # tests: hold the stream without ending it
         self.frames_sent = 0
         self.bad_files: set[str] = set()  # files whose error was logged
-        # (file, wall time its first frames entered the ring buffer, stream offset in frames)
-        self.file_starts: list[tuple[Path, float, int]] = []
+        # (file, wall time its first frames entered the ring buffer, stream offset in frames): the
+        # latest ones (a looping replay runs for months)
+        self.file_starts: deque[tuple[Path, float, int]] = deque(maxlen=FILE_STARTS_KEPT)
 
     def _first_readable(self) -> WavInfo:
         """The first file whose header reads; the stream takes its rate and channel count."""
@@ -52,6 +65,12 @@ class ReplaySource(AudioSource):
             except AudioFileError as e:
                 errors.append(str(e))
         raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
+
+    def recording_starts(self) -> list[tuple[int, str]]:
+        starts = list(self.file_starts)  # appended before a file's first frame enters the ring
+        if self.continuous:
+            return [(0, str(self.path.name))]
+        return [(pos, f.name) for f, _, pos in starts]
 
     def _load(self, f: Path) -> Optional[np.ndarray]:
         try:

@@ -28,6 +28,11 @@ class RingBuffer:
     def frames_written(self) -> int:
         return self._written
 
+    @property
+    def frames_read(self) -> int:
+        """Stream position just past the last frame read (lost frames included)."""
+        return self._read
+
     def available(self) -> int:
         return self._written - self._read
 

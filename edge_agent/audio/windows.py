@@ -61,3 +61,9 @@ class Windower:
 
     def reset(self) -> None:
         self._pending, self._pending_n = [], 0
+
+    def restart_at(self, position: int) -> None:
+        """A new recording begins at ``position`` (frames): what is pending of the last one (less than
+        a window) is dropped, and windows are cut from there."""
+        self.reset()
+        self.consumed = position
