@@ -247,7 +247,8 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
                 "engine": "cpu",
                 "status_interval_seconds": 1e9,
                 "machines": {
-                    m: {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True}} for m in machines
+                    m: {"input": {"file": str(DEMO / "replay"), "realtime": True, "loop": True, "continuous": True}}
+                    for m in machines
                 },
             }
         )
@@ -379,7 +380,8 @@ def bench_latency(repeats: int) -> dict:
                 "node_id": "bench",
                 "state_dir": str(tmp),
                 "engine": "cpu",
-                "machines": {"fan01": {"input": {"file": str(clips), "realtime": True}}},
+                # one input whose sound turns anomalous (continuous: the two clips as one recording)
+                "machines": {"fan01": {"input": {"file": str(clips), "realtime": True, "continuous": True}}},
                 "mqtt": {"host": "127.0.0.1", "port": broker.port, "homeassistant": {"enabled": False}},
             }
         )

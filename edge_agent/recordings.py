@@ -53,7 +53,8 @@ class Recordings:
         end = position + len(frames)
         if not self.name:
             self.name = next((name for p, name in reversed(starts) if p <= position), "")
-        cuts = [(p, name) for p, name in starts if p > self.applied and position <= p < end]
+        # a start in frames the ring lost (the reader fell behind) takes effect where reading resumed
+        cuts = [(max(p, position), name) for p, name in starts if self.applied < p < end]
         out, at = [], position
         for p, name in cuts:
             if p > at:
