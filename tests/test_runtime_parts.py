@@ -324,3 +324,25 @@ def test_a_running_agent_keeps_numpys_blas_on_one_thread():
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) == 2 and "numpy's BLAS runs on the calling thread (it had 2)" in r.stderr
     # `run` calls it: tests/test_evidence.py finds the line in a real run's log
+
+
+def test_console_prints_the_threshold_in_force(tmp_path):
+    """run --scores shows the threshold the detector uses: the calibrated one times the operator's scale."""
+    import io
+
+    from edge_agent.alarm_states import Lifecycle
+    from edge_agent.bank import MemoryBank
+    from edge_agent.bundle import Bundle
+    from edge_agent.config import parse_config
+    from edge_agent.publish.sinks import ConsoleSink
+    from edge_agent.stream import MachineStream
+    from edge_agent.stream_records import Window
+
+    bundle = Bundle.load("default")
+    bank = MemoryBank(np.ones((2, 4), np.float32), np.array(["source"] * 2), np.array(["x"] * 2), "sha", threshold=0.2)
+    cfg = parse_config({"machines": {"m": {}}}).machines["m"]
+    s = MachineStream("m", cfg, None, bundle.frontend, bank, lifecycle=Lifecycle())
+    s.scale_threshold(2.0)
+    out = io.StringIO()
+    ConsoleSink(out).window(s, Window(s, np.zeros(4, np.float32), 0.0, 2.0, -20.0), 0.3, None)
+    assert "score 0.3000 <= threshold 0.4000" in out.getvalue()

@@ -44,7 +44,7 @@ class ConsoleSink:
         print(line, file=self.out, flush=True)
 
     def window(self, stream, w, score: float, decision) -> None:
-        thr = stream.bank.threshold
+        thr = stream.threshold  # in force: the calibrated one times the operator's scale
         print(
             f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold "
             f"{thr:.4f} "
