@@ -17,7 +17,7 @@ import numpy as np
 from edge_agent import __version__
 from edge_agent.bank import MemoryBank, Projection, bank_distance, combine_domains, fit_projection
 from edge_agent.detector import warm_up_windows
-from edge_agent.scoring import ensemble_spec
+from edge_agent.heads import ensemble_spec
 
 from .policy import ThresholdPolicy
 from .threshold import (
@@ -135,7 +135,7 @@ def use_heads(
     policy: ThresholdPolicy,
     groups: Optional[np.ndarray] = None,
 ) -> None:
-    """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.scoring``): one
+    """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.heads``): one
     head, or an ensemble whose members are z-normalised with their enrolment statistics. The
     threshold is fitted on the enrolled windows' scores (leave-one-out k-NN and indicator scores
     for those members), with the alarm rule run over each clip's sequence when ``groups`` (each

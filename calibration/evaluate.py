@@ -24,7 +24,7 @@ from edge_agent.bank import MemoryBank
 from edge_agent.dataset import ClipLabel, index_dataset
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-from edge_agent.scoring import CLASS_HEADS, parse_score, score_windows
+from edge_agent.heads import REGISTRY, parse_score
 
 from .enrol import EnrolResult
 from .metrics import harmonic_mean, section_scores
@@ -98,7 +98,7 @@ def enrol_from_clips(
 
 def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
     """A clip's score as the runtime scores its windows (with the bank's score head), averaged."""
-    return float(np.mean(score_windows(bank.meta.get("score"), embedder.infer(path), bank)))
+    return float(np.mean(bank.anomaly_scores(embedder.infer(path))))
 
 
 def machine_class(model, machine_dir: Path, section: str, head: str = "classifier") -> str:
@@ -140,7 +140,7 @@ def evaluate_machine(
     if not test:
         raise ValueError(f"{machine_dir}: no labelled clips in test/")
     class_name = None
-    class_heads = [h for h in parse_score(score or model.manifest.score.head) if h in CLASS_HEADS]
+    class_heads = [h for h in parse_score(score or model.manifest.score.head) if REGISTRY[h].needs_class]
     if class_heads:
         sections = sorted({c.section for c in train})
         if len(sections) != 1:

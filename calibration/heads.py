@@ -7,8 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.indicators import held_out_scores, indicator_spec
-from edge_agent.scoring import CLASS_HEADS, MODEL_FREE_HEADS, ScoreError, head_scores, parse_score
+from edge_agent.heads import REGISTRY, Enrolment, ScoreError, head, parse_score
 
 from .embed import CalibrationError
 from .enrol import EnrolResult, use_heads
@@ -44,15 +43,15 @@ def score_members(bundle, score: Optional[str], class_name: Optional[str] = None
         raise CalibrationError(str(e)) from None
     members = []
     for kind in kinds:
-        if kind in MODEL_FREE_HEADS:
-            members.append({"kind": kind})  # its reference comes from the enrolment (apply_score)
+        if REGISTRY[kind].model_free:
+            members.append({"kind": kind})  # what it needs comes from the enrolment (apply_score)
             continue
         if kind not in heads:
             raise CalibrationError(
                 f"--score {kind}: model {bundle.name} has no {kind} head (it has: {', '.join(heads)})"
             )
         m: dict = {"kind": kind}
-        if kind in CLASS_HEADS:
+        if REGISTRY[kind].needs_class:
             m["class"], m["class_index"] = resolve_class(bundle, kind, class_name)
         if heads[kind].weight is not None:
             m["weight"] = float(heads[kind].weight)
@@ -83,22 +82,21 @@ def apply_score(
     domains = np.concatenate([[d] * sum(len(o["embedding"]) for o in outputs[d]) for d in order])
     # each window's clip, so that the threshold fit runs the alarm rule over each clip's sequence
     groups = np.concatenate([[f"{d}:{i}"] * len(o["embedding"]) for d in order for i, o in enumerate(outputs[d])])
+    # the k-NN's enrolment scores are its leave-one-clip-out distances, which line up with this
+    # enrolment's windows only when the bank holds nothing else
+    if any(m["kind"] == "knn" for m in members):
+        if not fresh:
+            raise CalibrationError("an ensemble with knn is fitted on a new bank only; add --replace")
+        if per_window != 1 or len(res.loo_scores) != len(domains):
+            raise CalibrationError("an ensemble with knn needs a model with one embedding per window")
+    enrolment = Enrolment(outs, groups, res.loo_scores if fresh else None)
     scores = []
-    for i, m in enumerate(members):
-        if m["kind"] in MODEL_FREE_HEADS:
-            members[i] = m = indicator_spec(outs["indicators"])
-            scores.append(held_out_scores(m, outs["indicators"], groups))
-            continue
-        if m["kind"] == "knn":
-            # the k-NN member's enrolment scores are the leave-one-clip-out distances, which line up
-            # with this enrolment's windows only when the bank holds nothing else
-            if not fresh:
-                raise CalibrationError("an ensemble with knn is fitted on a new bank only; add --replace")
-            if per_window != 1 or len(res.loo_scores) != len(domains):
-                raise CalibrationError("an ensemble with knn needs a model with one embedding per window")
-            scores.append(res.loo_scores)
-        else:
-            scores.append(head_scores(m, outs))
+    for i, m in enumerate(members):  # each head fitted as its module says (heads/)
+        try:
+            members[i], s = head(m).fit(enrolment)
+        except ScoreError as e:
+            raise CalibrationError(str(e)) from None
+        scores.append(s)
     if not fresh:
         res.notes.append(
             f"the {'+'.join(m['kind'] for m in members)} threshold is fitted on this enrolment's windows only"

@@ -13,7 +13,7 @@ from typing import Optional, Union
 import numpy as np
 
 from edge_agent.bank import MemoryBank
-from edge_agent.scoring import MODEL_FREE_HEADS
+from edge_agent.heads import REGISTRY
 
 from .embed import CalibrationError, embed_files, embed_recording, to_enrolments
 from .enrol import EnrolResult, enrol
@@ -114,7 +114,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
     enr = to_enrolments(per_domain)
     trained_on = bundle.trained_on()
     heard = frozenset(g for g, fp in fingerprints.items() if fp in trained_on)
-    if all(m["kind"] in MODEL_FREE_HEADS for m in members):
+    if all(REGISTRY[m["kind"]].model_free for m in members):
         heard = frozenset()  # the model's training cannot flatter a score that does not use the model
     try:
         res = enrol(

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from edge_agent.bank import MemoryBank
-from edge_agent.scoring import describe
+from edge_agent.heads import describe
 
 
 def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Path] = None) -> str:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from .atomic import atomic_write
 from .errors import UserError
+from .heads import Scorer
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -118,7 +119,7 @@ class MemoryBank:
     enrolled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     projection: Optional[Projection] = None  # large banks: k-NN on a PCA of the entries
     _projected: dict = field(default_factory=dict, repr=False, compare=False)  # "all" or domain -> projected entries
-    _derived: dict = field(default_factory=dict, repr=False, compare=False)  # id(source) -> (source, value)
+    _scorer: Optional[tuple] = field(default=None, repr=False, compare=False)  # (the spec, its Scorer)
 
     @property
     def version(self) -> int:
@@ -155,13 +156,18 @@ class MemoryBank:
                 self._projected[key] = projected
         return projected_distance(self.projection(emb), projected, self.k)
 
-    def derived(self, source: Any, make: Callable[[Any], Any]) -> Any:
-        """``make(source)``, computed once for each object the bank holds (a score head's reference,
-        stored as JSON lists in ``meta``) instead of at every window."""
-        hit = self._derived.get(id(source))
-        if hit is None or hit[0] is not source:  # the source is kept, so its id is not reused meanwhile
-            hit = self._derived[id(source)] = (source, make(source))
-        return hit[1]
+    def scorer(self) -> Scorer:
+        """The bank's score head(s) (``heads``), made once from ``meta["score"]`` (the k-NN when it has
+        none), and again only when that spec is replaced: a head's stored reference costs more to
+        parse than a window to score."""
+        spec = self.meta.get("score")
+        if self._scorer is None or self._scorer[0] is not spec:
+            self._scorer = (spec, Scorer(spec))
+        return self._scorer[1]
+
+    def anomaly_scores(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Each window's anomaly score from its model outputs, with the head the bank was calibrated with."""
+        return self.scorer().score(outputs, self)
 
     def score(self, emb: np.ndarray) -> np.ndarray:
         """Anomaly score per window (higher = more anomalous).

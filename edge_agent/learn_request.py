@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .atomic import atomic_write
 from .bank import bank_path
 from .config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
+from .heads import REGISTRY
 
 log = logging.getLogger("edge_agent.learning")
 MAX_REQUEST_BYTES = 4096
@@ -64,9 +65,6 @@ def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
     return d / "learning.json", d / "learning.npz"
 
 
-LEARNABLE_HEADS = ("knn", "indicators")  # what a learning period keeps per window: embeddings and indicators
-
-
 def request_learning(state_dir: Path, machine: str, seconds: float, score: Optional[str] = None) -> Path:
     """Write (or restart) a learning request for the running agent; ``score``: the head the learned
     bank scores with (``calibrate --score``; None: the bundle's own)."""
@@ -86,4 +84,4 @@ def learnable_score(spec: Optional[dict]) -> Optional[str]:
     if not spec:
         return None
     kinds = [m["kind"] for m in spec["members"]] if spec["kind"] == "ensemble" else [spec["kind"]]
-    return "+".join(kinds) if all(k in LEARNABLE_HEADS for k in kinds) else None
+    return "+".join(kinds) if all(k in REGISTRY and REGISTRY[k].learnable for k in kinds) else None

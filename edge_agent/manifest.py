@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .frontend import Frontend
-from .scoring import HEADS, ScoreError, parse_score
+from .heads import HEADS, ScoreError, parse_score
 
 MANIFEST_SCHEMA = 1
 
@@ -29,7 +29,7 @@ class Tensor(_Strict):
 
 
 class Head(_Strict):
-    """A score head besides the k-NN (``edge_agent.scoring``): which outputs feed it, and for the
+    """A score head besides the k-NN (``edge_agent.heads``): which outputs feed it, and for the
     class-conditioned heads the classes the model knows."""
 
     output: Optional[str] = None

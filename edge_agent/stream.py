@@ -21,7 +21,6 @@ from .config import MachineConfig
 from .detector import Decision, Detector
 from .frontend import Frontend
 from .recordings import Recordings, Tally
-from .scoring import score_windows
 from .stream_frontend import StreamFrontend
 from .stream_records import StreamStats, Window
 
@@ -329,7 +328,7 @@ class MachineStream:
     def score(self, outputs: dict[str, np.ndarray]) -> float:
         """Score of one window from the model's outputs for it (batch of 1), with the head the
         machine was calibrated with (``scoring``: k-NN by default)."""
-        return float(score_windows(self.bank.meta.get("score"), outputs, self.bank)[0])
+        return float(self.bank.anomaly_scores(outputs)[0])
 
     def decide(self, score: float, ts: float) -> Optional[Decision]:
         self.last_score, self.last_ts = score, ts

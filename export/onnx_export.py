@@ -181,7 +181,7 @@ def export_bundle(
                 outputs=[Tensor(name=o, shape=[-1, *sh[1:]]) for o, sh in zip(outputs, ref_shapes)],
                 # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
                 classifier=heads.get("classifier"),
-                # score heads besides the k-NN that the outputs support (edge_agent.scoring)
+                # score heads besides the k-NN that the outputs support (edge_agent.heads)
                 heads=heads,
                 embedding_dim=model.embedding_dim,
                 # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the

@@ -7,8 +7,8 @@ import pytest
 from edge_agent import indicators
 from edge_agent.audio.wavio import read_wav, write_wav
 from edge_agent.bank import MemoryBank, bank_path
+from edge_agent.heads import score_windows
 from edge_agent.indicators import FLOORS, held_out_scores, indicator_spec, window_indicators
-from edge_agent.scoring import score_windows
 
 from .conftest import DEMO
 from .test_run_replay import cli, write_config
@@ -55,20 +55,22 @@ def test_the_head_scores_distance_to_the_nearest_enrolled_window_in_either_direc
 
 def test_a_bank_parses_the_heads_stored_reference_once_not_at_every_window(monkeypatch):
     """The reference is kept in the bank's JSON metadata as lists; parsing them cost more than
-    scoring a window, so a bank keeps the parsed array for each head it holds."""
-    import edge_agent.scoring as scoring
+    scoring a window, so a bank makes its head once, and again only when its spec is replaced."""
+    import edge_agent.heads.indicators as head_module
 
     rows = window_indicators(np.random.default_rng(2).normal(0, 0.1, (40, SR // 4)))
     spec = indicator_spec(rows)
     bank = MemoryBank(np.eye(2, dtype=np.float32), np.array(["source"] * 2), np.array(["centre"] * 2), "x")
+    bank.meta["score"] = spec
     parsed = []
-    monkeypatch.setattr(scoring, "reference", lambda s: parsed.append(1) or indicators.reference(s))
-    first = [score_windows(spec, {"indicators": rows[i : i + 1]}, bank)[0] for i in range(5)]
+    monkeypatch.setattr(head_module, "reference", lambda s: parsed.append(1) or indicators.reference(s))
+    first = [bank.anomaly_scores({"indicators": rows[i : i + 1]})[0] for i in range(5)]
     assert len(parsed) == 1  # five windows, one parse
     assert np.allclose(first, score_windows(spec, {"indicators": rows[:5]}, None))  # the same scores
     parsed.clear()
-    score_windows(dict(spec), {"indicators": rows[:1]}, bank)  # another head object: parsed for itself
-    score_windows(spec, {"indicators": rows[:1]}, bank)  # the first one still kept
+    bank.meta["score"] = dict(spec)  # a new head (recalibrated, reloaded): made for itself
+    bank.anomaly_scores({"indicators": rows[:1]})
+    bank.anomaly_scores({"indicators": rows[:1]})
     assert len(parsed) == 1
 
 

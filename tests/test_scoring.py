@@ -1,10 +1,10 @@
-"""Score heads (edge_agent.scoring): pure functions over model outputs."""
+"""Score heads (edge_agent.heads): pure functions over model outputs."""
 
 import numpy as np
 import pytest
 
 from edge_agent.bank import MemoryBank
-from edge_agent.scoring import (
+from edge_agent.heads import (
     ScoreError,
     ensemble_spec,
     parse_score,
@@ -56,3 +56,40 @@ def test_missing_output_and_bad_names_are_clear():
 
 def test_softmax_score():
     assert np.allclose(softmax_score(np.zeros((1, 4), np.float32), 2), 0.75)
+
+
+def test_a_new_head_is_one_module_and_a_registry_line(tmp_path, monkeypatch):
+    """A head written against the protocol (here in the test, as it would be in its own module) and
+    registered: calibrate fits it, the bank stores and reloads it, the agent scores with it."""
+    from edge_agent import heads
+    from edge_agent.bank import bank_path
+
+    from .conftest import DEMO
+    from .test_run_replay import cli, write_config
+
+    class Loudness(heads.Head):
+        """Level of the window against the enrolled windows' median level, in dB either way."""
+
+        kind = "loudness"
+        outputs = ("indicators",)
+        model_free = True
+        summary = "level against the enrolled median"
+
+        def score(self, outputs, bank=None):
+            return np.abs(outputs["indicators"][:, 0] - self.spec["median_db"]).astype(np.float32)
+
+        def fit(self, enrolment):
+            spec = {"kind": self.kind, "median_db": float(np.median(enrolment.outputs["indicators"][:, 0]))}
+            return spec, Loudness(spec).score(enrolment.outputs)
+
+    monkeypatch.setitem(heads.REGISTRY, "loudness", Loudness)
+    st = tmp_path / "st"
+    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--score", "loudness")
+    assert r.returncode == 0, r.stderr
+    bank = MemoryBank.load(bank_path(st, "fan01"))
+    assert bank.meta["score"]["kind"] == "loudness" and bank.scorer().describe() == "level against the enrolled median"
+    cfg = tmp_path / "c.yaml"
+    write_config(cfg, st, {"fan01": {"file": DEMO / "replay", "realtime": "false"}})
+    r = cli("run", "--config", cfg, "--scores")
+    assert r.returncode == 0, r.stderr
+    assert len([ln for ln in r.stdout.splitlines() if ": score " in ln]) == 36

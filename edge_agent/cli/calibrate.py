@@ -284,8 +284,8 @@ def machine_arg(name: str) -> str:
 
 def request_learn(a) -> int:
     from ..config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
-    from ..learn_request import LEARNABLE_HEADS, request_learning
-    from ..scoring import ScoreError, parse_score
+    from ..heads import REGISTRY, ScoreError, parse_score
+    from ..learn_request import request_learning
 
     try:
         seconds = parse_duration(a.learn)
@@ -302,9 +302,10 @@ def request_learn(a) -> int:
             kinds = parse_score(a.score)
         except ScoreError as e:
             raise UsageError(str(e)) from None
-        if any(k not in LEARNABLE_HEADS for k in kinds):
+        if any(not REGISTRY[k].learnable for k in kinds):
+            learnable = [k for k, h in REGISTRY.items() if h.learnable]
             raise UsageError(
-                f"--learn with --score {a.score}: a learning period scores with {' or '.join(LEARNABLE_HEADS)} "
+                f"--learn with --score {a.score}: a learning period scores with {' or '.join(learnable)} "
                 "(or both, joined by '+'); for another head, calibrate from recordings (--from or --seconds)"
             )
     path = request_learning(writable_state_dir(a, cfg), a.machine, seconds, a.score)
