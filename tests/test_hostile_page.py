@@ -40,7 +40,7 @@ def _closed(s: socket.socket) -> bool:
 
 def test_idle_connections_time_out_and_extra_ones_are_refused(broker, calibrated, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(page, "MAX_CONNECTIONS", 4)
-    monkeypatch.setattr(page._Handler, "timeout", 1.0)
+    monkeypatch.setattr(page._Handler, "timeout", 3.0)
     cfg, _ = _web_config(tmp_path, calibrated, broker.port, password=None)
     run = Running(cfg, learning=False)
     url = run.daemon.page.url
@@ -50,9 +50,9 @@ def test_idle_connections_time_out_and_extra_ones_are_refused(broker, calibrated
         time.sleep(0.2)
         extra = _idle(port)
         t = time.monotonic()
-        assert _closed(extra) and time.monotonic() - t < 0.9  # refused at once, not after the timeout
+        assert _closed(extra) and time.monotonic() - t < 2.0  # refused at once, not after the 3 s timeout
         assert all(_closed(s) for s in held)  # each silent client is dropped after the timeout
-        assert time.monotonic() - t < 5
+        assert time.monotonic() - t < 15
         assert _get(url + "/api/status")[0] == 200  # and the page answers again
         assert run.daemon.page._server.refused >= 1 and run.thread.is_alive()
         for s in [*held, extra]:
