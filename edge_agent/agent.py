@@ -142,10 +142,11 @@ class Agent:
             s.lifecycle,
         )
 
-    def _close_open_alarms(self, reason: str) -> None:
+    def _close_open_alarms(self, reason: str, name_recording: bool = False) -> None:
         for s in self.streams.values():
-            if self.alarms.end(s, s.clock(), reason):
-                self.publish_state(s, reason)
+            why = f"{reason} {s.recordings.name}" if name_recording and s.recordings.name else reason
+            if self.alarms.end(s, s.clock(), why):
+                self.publish_state(s, why)
 
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
         self._emit("state", s.machine, self.state_of(s, reason))
@@ -392,7 +393,7 @@ class Agent:
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms (complete events offline), summarise each machine."""
-        self._close_open_alarms("end of recording")
+        self._close_open_alarms("end of recording", name_recording=True)
         for s in self.streams.values():
             for line in (s.tally.summary(s.machine) if s.recordings.applied else None, replay_summary(s)):
                 if line:

@@ -90,6 +90,13 @@ def test_the_detector_starts_afresh_at_a_join(tmp_path, sensitive):
     assert any(ln.endswith(" anomaly") for ln in _scores(r.stdout)[9:11])
 
 
+def test_an_alarm_open_when_the_replay_ends_names_its_recording(tmp_path, sensitive):
+    r = _run(tmp_path, sensitive, _folder(tmp_path, NORMAL, ANOMALY))
+    assert r.returncode == 0, r.stderr
+    end = next(ln for ln in r.stdout.splitlines() if "ALARM END" in ln)
+    assert "(end of recording 01_02_anomaly_id_00_00000002.wav)" in end
+
+
 def test_evidence_holds_one_recording(tmp_path, sensitive):
     """An alarm near the end of a file: its evidence is written at the join with what that file held
     (post-roll cut short), never with the next file's audio."""
