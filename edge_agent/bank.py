@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from .atomic import atomic_write
+from .bank_meta import BANK_FORMAT, check_meta
 from .errors import UserError
 from .heads import Scorer
 
 if TYPE_CHECKING:
     from .bundle import Bundle
 
-BANK_FORMAT = 1
 DOMAINS = ("source", "target")
 
 
@@ -211,6 +211,7 @@ class MemoryBank:
             "domain_stats": self.domain_stats,
             **self.meta,
         }
+        check_meta(meta, "bank metadata")  # the contract the runtime reads back (bank_meta.py)
         with atomic_write(path) as f:
             np.savez(
                 f,
@@ -258,6 +259,13 @@ class MemoryBank:
             raise BankError(
                 f"bank {path} has format {meta.get('format')}, this version reads {BANK_FORMAT}; recalibrate"
             )
+        try:
+            check_meta(meta, f"bank {path}")
+        except ValueError as e:
+            raise BankError(
+                f"{e}. It was written by another version of edge-agent or edited by hand: recalibrate the machine "
+                "(edge-agent calibrate), or run the version that wrote it"
+            ) from None
         known = {
             "format",
             "model_sha256",

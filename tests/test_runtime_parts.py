@@ -346,3 +346,40 @@ def test_console_prints_the_threshold_in_force(tmp_path):
     out = io.StringIO()
     ConsoleSink(out).window(s, Window(s, np.zeros(4, np.float32), 0.0, 2.0, -20.0), 0.3, None)
     assert "score 0.3000 <= threshold 0.4000" in out.getvalue()
+
+
+def test_bank_metadata_is_a_checked_contract(tmp_path, calibrated):
+    """A bank written by this version loads; one with an unknown key or a value of the wrong type
+    (another version's, or edited by hand) is refused at load with what to do, and never written."""
+    import io
+    import json
+    import zipfile
+
+    from edge_agent.bank import bank_path
+
+    good = MemoryBank.load(bank_path(calibrated, "fan01"))
+    assert good.meta["levels_dbfs"]["windows"] > 0 and good.threshold > 0
+
+    def rewritten(**changes) -> Path:
+        p = tmp_path / f"bank{len(list(tmp_path.iterdir()))}.npz"
+        with zipfile.ZipFile(bank_path(calibrated, "fan01")) as src, zipfile.ZipFile(p, "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if item.filename == "meta.npy":
+                    with src.open(item) as f:
+                        meta = json.loads(str(np.load(f)))
+                    meta.update(changes)
+                    buf = io.BytesIO()
+                    np.save(buf, np.array(json.dumps(meta)))
+                    data = buf.getvalue()
+                dst.writestr(item, data)
+        return p
+
+    with pytest.raises(BankError, match=r"colour: unknown key.*recalibrate the machine"):
+        MemoryBank.load(rewritten(colour="blue"))
+    with pytest.raises(BankError, match=r"levels_dbfs.low: Input should be a valid number"):
+        MemoryBank.load(rewritten(levels_dbfs={"low": "loud", "median": -30, "high": -20, "windows": 9}))
+    good.meta["colour"] = "blue"
+    with pytest.raises(ValueError, match="colour: unknown key"):
+        good.save(tmp_path / "never.npz")
+    assert not (tmp_path / "never.npz").exists()
