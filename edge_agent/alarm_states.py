@@ -25,6 +25,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import atomic_write
+from .state_paths import operator_dir
 
 log = logging.getLogger("edge_agent.alarms")
 
@@ -113,7 +114,7 @@ class LifecycleStore:
     """``<state_dir>/operator/<machine>.json``, written atomically at every change."""
 
     def __init__(self, state_dir: Path):
-        self.dir = Path(state_dir) / "operator"
+        self.dir = operator_dir(state_dir)
 
     def _path(self, machine: str) -> Path:
         return self.dir / f"{machine}.json"

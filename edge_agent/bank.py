@@ -22,6 +22,7 @@ from .atomic import atomic_write
 from .bank_meta import BANK_FORMAT, check_meta
 from .errors import UserError
 from .heads import Scorer
+from .state_paths import bank_path
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -300,10 +301,6 @@ def combine_domains(dists: dict[str, np.ndarray], stats: dict[str, tuple[float, 
         mu, sd = stats.get(d, (0.0, 1.0))
         zs.append((v - mu) / max(sd, 1e-6))
     return np.min(np.stack(zs), axis=0).astype(np.float32)
-
-
-def bank_path(state_dir: Path, machine: str) -> Path:
-    return Path(state_dir) / "machines" / machine / "bank.npz"
 
 
 def load_machine_bank(state_dir: Path, machine: str, bundle: "Bundle") -> Optional[MemoryBank]:

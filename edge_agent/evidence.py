@@ -28,6 +28,7 @@ from .config import Config, EvidenceConfig, realtime_only
 from .faults import Faults
 from .frontend import n_frames, stft_magnitude
 from .memory import trim
+from .state_paths import evidence_dir
 
 log = logging.getLogger("edge_agent.evidence")
 
@@ -117,7 +118,7 @@ class EvidenceRecorder:
         for it instead of dropping the evidence. For replays scored as fast as they can be (nothing
         is recorded meanwhile, so waiting loses nothing); a live input never waits."""
         self.cfg = cfg
-        self.dir = Path(state_dir) / "evidence"
+        self.dir = evidence_dir(state_dir)
         self.sample_rate = sample_rate
         self.keep_seconds = cfg.pre_seconds + cfg.post_seconds + 2 * window_seconds
         self.histories: dict[str, History] = {}

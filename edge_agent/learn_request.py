@@ -12,9 +12,9 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import atomic_write
-from .bank import bank_path
 from .config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
 from .heads import REGISTRY
+from .state_paths import learning_paths
 
 log = logging.getLogger("edge_agent.learning")
 MAX_REQUEST_BYTES = 4096
@@ -58,11 +58,6 @@ def read_request(path: Path) -> Optional[LearningRequest]:
         except OSError:
             pass
         return None
-
-
-def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
-    d = bank_path(state_dir, machine).parent
-    return d / "learning.json", d / "learning.npz"
 
 
 def request_learning(state_dir: Path, machine: str, seconds: float, score: Optional[str] = None) -> Path:

@@ -16,6 +16,7 @@ from typing import Optional
 
 from .atomic import atomic_write
 from .detector import Decision
+from .state_paths import open_alarms_dir
 
 log = logging.getLogger("edge_agent.alarms")
 
@@ -45,7 +46,7 @@ class OpenAlarm:
 
 class OpenAlarmStore:
     def __init__(self, state_dir: Path):
-        self.dir = Path(state_dir) / "alarms"
+        self.dir = open_alarms_dir(state_dir)
 
     def _path(self, machine: str) -> Path:
         return self.dir / f"{machine}.json"

@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+from .state_paths import LOCK_NAME, lock_path
 
 log = logging.getLogger("edge_agent.state_lock")
-
-LOCK_NAME = "edge-agent.lock"
 
 
 class StateDirInUse(UserError):
@@ -30,7 +29,7 @@ class StateLock:
 
     @classmethod
     def acquire(cls, state_dir: Path) -> "StateLock":
-        path = Path(state_dir) / LOCK_NAME
+        path = lock_path(state_dir)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as e:

@@ -7,6 +7,7 @@ import sys
 from typing import Protocol
 
 from ..config import Config
+from ..state_paths import outbox_path
 from . import events
 from .outbox import Outbox
 
@@ -58,7 +59,7 @@ class ConsoleSink:
 
 
 def open_outbox(cfg: Config) -> Outbox:
-    return Outbox(cfg.resolved_state_dir() / "outbox.sqlite", cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
+    return Outbox(outbox_path(cfg.resolved_state_dir()), cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
 
 
 class OutboxOnlySink:

@@ -35,6 +35,7 @@ from ..credentials import read_secret
 from ..errors import UserError
 from ..faults import Faults
 from ..publish import events
+from ..state_paths import evidence_dir
 from .board import StatusBoard
 
 log = logging.getLogger("edge_agent.web")
@@ -109,7 +110,7 @@ class StatusPage:
             log.warning("web.password_file %s is empty: the page's controls are off", cfg.password_file)
         self._auth_lock = threading.Lock()
         self._auth_closed_until = 0.0  # after a wrong password, every client waits (monotonic time)
-        self.evidence_dir = agent.cfg.resolved_state_dir() / "evidence"
+        self.evidence_dir = evidence_dir(agent.cfg.resolved_state_dir())
         self.app = self._routes()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None

@@ -1,0 +1,49 @@
+"""Where everything lives in the state directory: the one place that names its files and folders.
+
+<state_dir>/machines/<machine>/bank.npz            the bank (calibrate, the learning period)
+<state_dir>/machines/<machine>/learning.json|.npz  a learning period asked for or under way
+<state_dir>/alarms/<machine>.json                  an alarm open when the agent stopped
+<state_dir>/operator/<machine>.json                acknowledgement, shelf, threshold scale
+<state_dir>/evidence/<machine>/<alarm_id>.wav|.png each alarm's evidence
+<state_dir>/outbox.sqlite                          events on their way to the broker
+<state_dir>/edge-agent.lock                        one agent per state directory
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LOCK_NAME = "edge-agent.lock"
+
+
+def machine_dir(state_dir: Path, machine: str) -> Path:
+    return Path(state_dir) / "machines" / machine
+
+
+def bank_path(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "bank.npz"
+
+
+def learning_paths(state_dir: Path, machine: str) -> tuple[Path, Path]:
+    d = machine_dir(state_dir, machine)
+    return d / "learning.json", d / "learning.npz"
+
+
+def open_alarms_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "alarms"
+
+
+def operator_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "operator"
+
+
+def evidence_dir(state_dir: Path) -> Path:
+    return Path(state_dir) / "evidence"
+
+
+def outbox_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "outbox.sqlite"
+
+
+def lock_path(state_dir: Path) -> Path:
+    return Path(state_dir) / LOCK_NAME
