@@ -11,6 +11,8 @@ import numpy as np
 
 from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
+from edge_agent.audio.windows import frame_windows
+from edge_agent.bands import band_levels
 from edge_agent.dataset import LabelError, parse_path
 from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
@@ -40,8 +42,16 @@ class _Gather:
     """Embeds pieces of enrolment audio and gathers them per domain: embeddings, the clip id of
     every window, and (when asked) the model's outputs and the window levels."""
 
-    def __init__(self, engine, hop_samples: int, outputs_out: Optional[dict], levels_out: Optional[list]):
+    def __init__(
+        self,
+        engine,
+        hop_samples: int,
+        outputs_out: Optional[dict],
+        levels_out: Optional[list],
+        bands_out: Optional[list] = None,
+    ):
         self.engine, self.hop, self.outputs_out, self.levels_out = engine, hop_samples, outputs_out, levels_out
+        self.bands_out = bands_out
         self.per_domain: dict[str, tuple[list, list]] = {}
 
     def add(self, domain: str, group: str, audio: np.ndarray) -> None:
@@ -51,6 +61,8 @@ class _Gather:
             self.outputs_out.setdefault(domain, []).append(out)
         if self.levels_out is not None:  # the windows' levels, as the indicators measured them
             self.levels_out.append(out["indicators"][:, 0])
+        if self.bands_out is not None:  # third-octave levels of the same windows (what alarms explain)
+            self.bands_out.append(band_levels(frame_windows(audio, fe.window_samples, self.hop), fe.sample_rate))
         embs, groups = self.per_domain.setdefault(domain, ([], []))
         embs.append(e)
         groups.extend([group] * len(e))
@@ -68,16 +80,18 @@ def embed_files(
     outputs_out: Optional[dict] = None,
     levels_out: Optional[list] = None,
     fingerprints_out: Optional[dict] = None,
+    bands_out: Optional[list] = None,
 ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """Vet and embed normal clips: {domain: (embedding arrays, clip id per window)}, skipped (path, reason).
     With ``outputs_out``, every clip's model outputs are appended to ``outputs_out[domain]``; with
-    ``levels_out``, every clip's window levels (dBFS); with ``fingerprints_out``, clip id -> fingerprint."""
+    ``levels_out``, every clip's window levels (dBFS); with ``fingerprints_out``, clip id -> fingerprint;
+    with ``bands_out``, every clip's windows' third-octave band levels."""
     from tqdm import tqdm
 
     files = list(iter_wavs(paths))
     if not files:
         raise CalibrationError(f"no WAV files in {', '.join(map(str, paths))}")
-    gather = _Gather(engine, hop_samples, outputs_out, levels_out)
+    gather = _Gather(engine, hop_samples, outputs_out, levels_out, bands_out)
     skipped: list[tuple[Path, str]] = []
     for f in tqdm(files, desc=desc, unit="clip", file=sys.stderr, disable=not progress):
         try:
@@ -114,12 +128,13 @@ def embed_recording(
     domain: str,
     outputs_out: Optional[dict] = None,
     levels_out: Optional[list] = None,
+    bands_out: Optional[list] = None,
 ) -> tuple[dict[str, tuple[list, list]], list[tuple[Path, str]]]:
     """A live recording as chunks of ``LIVE_CHUNK_SECONDS`` (silent chunks skipped), in the shape
     ``embed_files`` returns."""
     fe = engine.bundle.frontend
     chunk = int(LIVE_CHUNK_SECONDS * fe.sample_rate)
-    gather = _Gather(engine, hop_samples, outputs_out, levels_out)
+    gather = _Gather(engine, hop_samples, outputs_out, levels_out, bands_out)
     skipped = []
     for i, s in enumerate(range(0, len(x), chunk)):
         piece = x[s : s + chunk]

@@ -12,6 +12,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edge_agent.bands import profile as band_profile
 from edge_agent.bank import MemoryBank
 from edge_agent.heads import REGISTRY
 
@@ -72,6 +73,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
     members = score_members(bundle, req.score, req.class_name)
     outputs: dict[str, list[dict]] = {}
     levels: list = []
+    bands: list = []  # third-octave levels of every enrolled window (alarms explain against them)
     fingerprints: dict[str, str] = {}  # clip id -> fingerprint (a live recording has none)
     keep_outputs = None if knn_only(members) else outputs
     if req.paths:
@@ -90,10 +92,11 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
             outputs_out=keep_outputs,
             levels_out=levels,
             fingerprints_out=fingerprints,
+            bands_out=bands,
         )
     elif req.recording is not None:
         per_domain, skipped = embed_recording(
-            req.recording, engine, hop_samples, req.domain or "source", keep_outputs, levels
+            req.recording, engine, hop_samples, req.domain or "source", keep_outputs, levels, bands
         )
     else:
         raise CalibrationError("nothing to enrol: give WAV files or a recording")
@@ -138,6 +141,11 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
         raise CalibrationError(str(e)) from None
     apply_score(res, members, outputs, req.policy, existing is None, bundle.embeddings_per_window)
     res.bank.meta["skipped_clips"] = len(skipped)
+    prof = band_profile(np.concatenate(bands), fe.sample_rate) if bands else None
+    if prof is not None or existing is None:  # a later enrolment without audio keeps the earlier profile
+        res.bank.meta["bands"] = prof
+    elif existing.meta.get("bands"):
+        res.bank.meta["bands"] = existing.meta["bands"]
     res.bank.meta["levels_dbfs"] = level_range(
         levels, existing.meta.get("levels_dbfs") if existing is not None else None
     )

@@ -321,7 +321,7 @@ class Agent:
         if not s.finite_score(score):  # never decided on, never published as NaN
             return
         before = s.state
-        d = s.decide(score, w.ts)
+        d = s.decide(score, w.ts, w.samples)
         if self.evidence is not None:
             self.evidence.score(s.machine, w.offset, score)
             if d is not None and d.kind == "start":  # the alarm began this far before this window's end

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .alarm_states import LifecycleStore
+from .audio.convert import level_dbfs
+from .bands import explain
 from .detector import Decision
 from .evidence import EvidenceRecorder
 from .open_alarms import OpenAlarm, OpenAlarmStore
@@ -65,8 +67,11 @@ class Alarms:
             s.lifecycle.alarm_ended(d.alarm_id)
             self.save(s)
         files = self.evidence_of(s.machine, d.alarm_id)
+        why = explanation(s) if d.kind == "start" else None
         self.emit(
-            "alarm", s.machine, events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version, files)
+            "alarm",
+            s.machine,
+            events.alarm_payload(s.machine, d, rec.threshold, rec.model, rec.bank_version, files, why),
         )
         if d.kind == "end":
             if self.evidence is not None:
@@ -146,3 +151,19 @@ class Alarms:
         thr = f"threshold {s.threshold:.4f}" if s.threshold is not None else "no bank yet"
         log.warning("%s: threshold scale set to %g by %s (%s)", s.machine, scale, by, thr)
         return f"threshold scale {scale:g}: {thr}"
+
+
+def explanation(s) -> Optional[dict]:
+    """What changed in the window that raised the alarm, against the enrolled sound (``bands.py``);
+    None for a bank without a band profile (calibrated by an older version, or learned)."""
+    prof = s.bank.meta.get("bands") if s.bank is not None else None
+    if not prof or s.last_samples is None:
+        return None
+    levels = s.bank.meta.get("levels_dbfs") or {}
+    median = levels.get("median")
+    try:
+        change = level_dbfs(s.last_samples) - median if median is not None else None
+        return explain(prof, s.last_samples, change)
+    except Exception as e:  # noqa: BLE001 - the alarm goes out without its explanation
+        log.error("%s: cannot explain the alarm (%s)", s.machine, e)
+        return None

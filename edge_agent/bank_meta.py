@@ -22,6 +22,14 @@ class LevelRange(BaseModel):
     windows: int = Field(ge=0)
 
 
+class BandProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sample_rate: int = Field(gt=0)
+    centres_hz: list[float]
+    median_db: list[float]
+    spread_db: list[float]
+
+
 class BankMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +62,8 @@ class BankMeta(BaseModel):
     skipped_clips: Optional[int] = None
     outlier_clips: Optional[dict[str, list[str]]] = None
     levels_dbfs: Optional[LevelRange] = None
+    # third-octave band profile of the enrolled windows (edge_agent/bands.py): what an alarm explains
+    bands: Optional[BandProfile] = None
     learned: Optional[dict[str, Any]] = None
 
 

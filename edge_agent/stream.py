@@ -68,6 +68,7 @@ class MachineStream:
         self._overruns_logged = 0
         self.recordings = Recordings()  # where each recording (a replayed file) begins
         self.tally = Tally()  # what the current recording gave, as decided (the replay's summary lines)
+        self.last_samples: Optional[np.ndarray] = None  # the last decided window (an alarm explains it)
         self.nonfinite_samples = 0  # NaN/Inf samples from the source, replaced by silence (0)
         self.nonfinite_scores = 0  # windows whose score was not a number: neither decided on nor published
 
@@ -330,8 +331,10 @@ class MachineStream:
         machine was calibrated with (``scoring``: k-NN by default)."""
         return float(self.bank.anomaly_scores(outputs)[0])
 
-    def decide(self, score: float, ts: float) -> Optional[Decision]:
-        self.last_score, self.last_ts = score, ts
+    def decide(self, score: float, ts: float, samples: Optional[np.ndarray] = None) -> Optional[Decision]:
+        """The detector's decision on a scored window (``samples``: its audio, kept for an alarm's
+        explanation)."""
+        self.last_score, self.last_ts, self.last_samples = score, ts, samples
         self.highest_score = score if self.highest_score is None else max(self.highest_score, score)
         self.windows_processed += 1
         d = self.detector.update(score, ts) if self.detector and not self.shelved else None

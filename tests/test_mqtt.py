@@ -48,7 +48,8 @@ def test_payloads_have_exactly_the_documented_shape():
     assert len(docs["alarm"]) == 3 and len(docs["state"]) == 2 and len(docs["score"]) == 1
     d = Decision("start", "a" * 32, 1.0e9, 0.3, 0.3, 1.0e9, 3)
     ev = {"wav": "/x/a.wav", "png": "/x/a.png"}
-    start = events.alarm_payload("fan01", d, 0.1, MODEL, 3, ev)
+    why = {"bands": [{"centre_hz": 2000.0, "change_db": 14.2, "spreads": 9.6}], "level_change_db": 3.0}
+    start = events.alarm_payload("fan01", d, 0.1, MODEL, 3, ev, why)
     update = events.alarm_payload(
         "fan01", Decision("update", "a" * 32, 1.0e9 + 30, 0.2, 0.4, 1.0e9, 20), 0.1, MODEL, 3, ev
     )

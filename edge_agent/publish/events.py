@@ -51,6 +51,7 @@ def alarm_payload(
     model: dict,
     bank_version: Optional[int],
     evidence: Optional[dict] = None,
+    explanation: Optional[dict] = None,
 ) -> dict[str, Any]:
     p = base(machine, decision.ts, decision.score, threshold, model, bank_version)
     p.update(
@@ -65,6 +66,8 @@ def alarm_payload(
     )
     if evidence:  # the alarm's WAV and spectrogram PNG (written post_seconds after its start)
         p["evidence"] = dict(evidence)
+    if explanation:  # on a start: the third-octave bands that moved furthest from the enrolled sound
+        p["explanation"] = explanation
     if decision.kind == "end":
         p["ended_at"] = iso(decision.ts)
         p["duration_seconds"] = round(decision.ts - decision.started_at, 3)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
+from ..bands import describe as describe_explanation
 from ..config import Config
 from ..state_paths import outbox_path
 from . import events
@@ -32,6 +33,8 @@ class ConsoleSink:
             else:
                 rel = ">" if p["score"] > p["threshold"] else "<="
                 detail = f"score {p['score']:.4f} {rel} threshold {p['threshold']:.4f}, peak {p['peak_score']:.4f}"
+            if p.get("explanation"):
+                detail += f"; changed: {describe_explanation(p['explanation'])}"
             ev = p.get("evidence") or {}
             if ev.get("error"):
                 detail += f"; evidence {ev['error']}"
