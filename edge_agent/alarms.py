@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from .alarm_states import LifecycleStore
 from .audio.convert import level_dbfs
+from .bands import describe as describe_explanation
 from .bands import explain
 from .detector import Decision
 from .evidence import EvidenceRecorder
@@ -68,6 +69,8 @@ class Alarms:
             self.save(s)
         files = self.evidence_of(s.machine, d.alarm_id)
         why = explanation(s) if d.kind == "start" else None
+        if why and self.evidence is not None:
+            self.evidence.note(d.alarm_id, "changed: " + describe_explanation(why))
         self.emit(
             "alarm",
             s.machine,

@@ -93,6 +93,7 @@ class _Pending:
     threshold: float
     wav: Path
     png: Path
+    note: str = ""  # what changed (the alarm's explanation), written on the spectrogram
 
     @property
     def files(self) -> dict:
@@ -188,6 +189,12 @@ class EvidenceRecorder:
             self._finish(p)
         return p.files
 
+    def note(self, alarm_id: str, text: str) -> None:
+        """Write ``text`` (what changed) on the alarm's spectrogram, if it is still to be drawn."""
+        for p in self.pending:
+            if p.alarm_id == alarm_id:
+                p.note = text
+
     def files_of(self, alarm_id: str) -> Optional[dict]:
         return self.by_alarm.get(alarm_id)
 
@@ -263,7 +270,7 @@ class EvidenceRecorder:
             with atomic_write(p.wav) as f:  # a reader never sees half a file
                 write_wav(f, pcm, self.sample_rate)
             with atomic_write(p.png) as f:
-                render_png(f, pcm / np.float32(32768.0), self.sample_rate, start, scores, p.threshold)
+                render_png(f, pcm / np.float32(32768.0), self.sample_rate, start, scores, p.threshold, note=p.note)
             self.written += 1
             seconds = len(pcm) / self.sample_rate
             log.info("%s: evidence of alarm %s: %s (%.1f s)", p.machine, p.alarm_id, p.wav, seconds)
@@ -335,6 +342,7 @@ def render_png(
     scores: list[tuple[float, float]],
     threshold: float,
     width: int = 900,
+    note: str = "",
 ) -> None:
     """Spectrogram (0 to Nyquist, 80 dB range) above the window scores with the threshold dashed and
     the alarm's start marked; times in seconds from the clip's start. Pillow: no plotting stack."""
@@ -384,4 +392,6 @@ def render_png(
         d.line([(x_of(t), top + score_h), (x_of(t), top + score_h + 5)], fill="black")
         d.text((x_of(t) - 4, top + score_h + 8), f"{t}s", fill="black")
     d.text((margin, top - 14), f"score (max {max(values[:-1], default=float('nan')):.4f})", fill="black")
+    if note:  # what changed against the enrolled sound (bands.py)
+        d.text((margin, top + score_h + 22), note, fill=(160, 0, 0))
     img.save(out, format="PNG")

@@ -96,3 +96,20 @@ def test_an_alarm_raised_by_a_tone_carries_its_explanation(enrolled, tmp_path):
     payload = next(row.data for row in rows if row.kind == "alarm" and row.data["event"] == "start")
     assert payload["explanation"]["bands"][0]["centre_hz"] == 4000
     assert {"change_db", "spreads"} <= set(payload["explanation"]["bands"][0])
+
+
+def test_the_spectrogram_carries_what_changed():
+    import io
+
+    from PIL import Image
+
+    from edge_agent.evidence import render_png
+
+    x = np.random.default_rng(1).normal(0, 0.1, 4 * SR).astype(np.float32)
+    scores = [(2.0, 0.1), (3.0, 0.3), (4.0, 0.3)]
+    plain, noted = io.BytesIO(), io.BytesIO()
+    render_png(plain, x, SR, 3.0, scores, 0.2)
+    render_png(noted, x, SR, 3.0, scores, 0.2, note="changed: 4000 Hz +35.7 dB")
+    a, b = (np.asarray(Image.open(io.BytesIO(f.getvalue())).convert("RGB")) for f in (plain, noted))
+    bottom = slice(a.shape[0] - 20, a.shape[0])
+    assert (a[bottom] != b[bottom]).any() and (a[: a.shape[0] - 20] == b[: a.shape[0] - 20]).all()

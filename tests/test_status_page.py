@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -135,6 +136,9 @@ def test_in_a_real_browser_an_alarm_appears_its_evidence_plays_and_acknowledge_r
         # the alarm of the replayed anomaly shows up, with the score chart filling
         wait.until(lambda d: card.get_attribute("data-alarm-state") == "unacknowledged")
         assert card.find_element(By.CSS_SELECTOR, ".state").text == "anomaly"
+        # what changed, against the enrolled sound (the bank has a band profile)
+        changed = wait.until(lambda d: card.find_element(By.CSS_SELECTOR, ".alarms li .changed").text)
+        assert re.match(r"changed: \d+ Hz [+-]", changed), changed
         assert int(card.get_attribute("data-points")) > 3
         # its evidence: the WAV loads in the audio element, the spectrogram is drawn
         audio = wait.until(lambda d: card.find_element(By.CSS_SELECTOR, ".alarms li .evidence audio"))

@@ -39,6 +39,8 @@ class StatusBoard:
                     a.update({"ended_at": payload["ended_at"], "reason": payload["reason"]})
                 if payload.get("evidence"):
                     a["evidence"] = payload["evidence"]
+                if payload.get("explanation"):  # on the start: what changed (bands.py)
+                    a["explanation"] = payload["explanation"]
                 book[payload["alarm_id"]] = a  # newest last
                 while len(book) > MAX_ALARMS:
                     book.popitem(last=False)

@@ -70,13 +70,20 @@ function renderAlarms(c, m) {
     if (!li) {
       li = document.createElement("li");
       li.dataset.alarmId = a.alarm_id;
-      li.innerHTML = '<span class="what"></span><div class="evidence"></div>';
+      li.innerHTML = '<span class="what"></span><div class="changed"></div><div class="evidence"></div>';
       list.prepend(li);
       c.alarms.set(a.alarm_id, li);
     }
     const ended = a.ended_at ? `ended ${when(a.ended_at)} (${a.reason})` : "active";
     $(li, ".what").textContent =
       `${when(a.started_at)}: peak ${fmt(a.peak_score, 4)} over threshold ${fmt(a.threshold, 4)}, ${ended}`;
+    // what changed, against the enrolled sound: the bands furthest from normal and the level
+    const x = a.explanation;
+    $(li, ".changed").textContent = x
+      ? "changed: " +
+        x.bands.map((b) => `${b.centre_hz} Hz ${b.change_db > 0 ? "+" : ""}${b.change_db} dB`).join(", ") +
+        (x.level_change_db != null ? `; level ${x.level_change_db > 0 ? "+" : ""}${x.level_change_db} dB` : "")
+      : "";
     const ev = $(li, ".evidence");
     if (a.evidence && a.evidence.ready && !$(ev, "audio")) {
       ev.textContent = "";
