@@ -169,3 +169,26 @@ def calibrated(tmp_path_factory) -> Path:
     r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot")
     assert r.returncode == 0, r.stderr
     return st
+
+
+@pytest.fixture(scope="module")
+def sensitive(tmp_path_factory) -> Path:
+    """fan01 enrolled with the demo's threshold (90th percentile), so that a single anomalous clip
+    raises an alarm at once (one per test module)."""
+    from .test_run_replay import cli
+
+    st = tmp_path_factory.mktemp("sensitive")
+    r = cli(
+        "calibrate",
+        "--machine",
+        "fan01",
+        "--from",
+        DEMO / "enrol",
+        "--state-dir",
+        st,
+        "--no-plot",
+        "--percentile",
+        "0.9",
+    )
+    assert r.returncode == 0, r.stderr
+    return st

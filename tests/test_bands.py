@@ -38,28 +38,8 @@ def test_a_tone_in_noise_is_named_with_its_level(hz):
     assert bands.describe(e).startswith(f"{hz:g} Hz +")
 
 
-@pytest.fixture(scope="module")
-def enrolled(tmp_path_factory):
-    """fan01 enrolled with the demo's threshold (90th percentile), so that a tone raises an alarm."""
-    st = tmp_path_factory.mktemp("bands")
-    r = cli(
-        "calibrate",
-        "--machine",
-        "fan01",
-        "--from",
-        DEMO / "enrol",
-        "--state-dir",
-        st,
-        "--no-plot",
-        "--percentile",
-        "0.9",
-    )
-    assert r.returncode == 0, r.stderr
-    return st
-
-
-def test_calibrate_keeps_the_band_profile_and_a_tone_in_real_sound_is_named(enrolled):
-    prof = MemoryBank.load(bank_path(enrolled, "fan01")).meta["bands"]
+def test_calibrate_keeps_the_band_profile_and_a_tone_in_real_sound_is_named(sensitive):
+    prof = MemoryBank.load(bank_path(sensitive, "fan01")).meta["bands"]
     assert prof["sample_rate"] == SR and len(prof["centres_hz"]) == len(prof["median_db"]) == 25
     assert min(prof["spread_db"]) >= bands.SPREAD_FLOOR_DB
     x, sr = read_wav(DEMO / "replay" / "01_normal_id_00_00000018.wav")
@@ -70,7 +50,7 @@ def test_calibrate_keeps_the_band_profile_and_a_tone_in_real_sound_is_named(enro
     assert named["bands"][0]["centre_hz"] == 2000 and named["bands"][0]["spreads"] > 6
 
 
-def test_an_alarm_raised_by_a_tone_carries_its_explanation(enrolled, tmp_path):
+def test_an_alarm_raised_by_a_tone_carries_its_explanation(sensitive, tmp_path):
     """End to end: an anomalous recording with a 4 kHz tone over it, replayed through the agent: the
     alarm's start names 4000 Hz first (console line and the payload in the outbox). The tone alone
     does not raise one: the embedding hears a fan with a tone as a fan."""
@@ -82,7 +62,7 @@ def test_an_alarm_raised_by_a_tone_carries_its_explanation(enrolled, tmp_path):
     write_wav(folder / "tone.wav", _tone(x.mean(axis=1), 4000, 0), sr)
     st = tmp_path / "st"
     (st / "machines").mkdir(parents=True)
-    (st / "machines" / "fan01").symlink_to(enrolled / "machines" / "fan01")
+    (st / "machines" / "fan01").symlink_to(sensitive / "machines" / "fan01")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
         f"state_dir: {st}\nengine: cpu\nevidence: {{enabled: false}}\nmachines:\n  fan01:\n"

@@ -5,7 +5,6 @@ recordings, and ``input.continuous`` keeps consecutive pieces of one recording t
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from edge_agent.audio.wavio import read_wav
 from edge_agent.recordings import Recordings
@@ -16,26 +15,6 @@ from .test_run_replay import cli
 NORMAL = DEMO / "replay" / "01_normal_id_00_00000018.wav"
 NORMAL2 = DEMO / "replay" / "04_normal_id_00_00000011.wav"
 ANOMALY = DEMO / "replay" / "02_anomaly_id_00_00000002.wav"
-
-
-@pytest.fixture(scope="module")
-def sensitive(tmp_path_factory):
-    """fan01 enrolled with the demo's threshold (90th percentile), so a single anomalous clip alarms."""
-    st = tmp_path_factory.mktemp("sensitive")
-    r = cli(
-        "calibrate",
-        "--machine",
-        "fan01",
-        "--from",
-        DEMO / "enrol",
-        "--state-dir",
-        st,
-        "--no-plot",
-        "--percentile",
-        "0.9",
-    )
-    assert r.returncode == 0, r.stderr
-    return st
 
 
 def _folder(tmp_path, *files):
