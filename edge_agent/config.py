@@ -100,11 +100,8 @@ class MachineConfig(_Strict):
     @field_validator("learn")
     @classmethod
     def _learn(cls, v):
-        if v is not None and not MIN_LEARN_SECONDS <= parse_duration(v) <= MAX_LEARN_SECONDS:
-            raise ValueError(
-                f"{v!r}: a learning period lasts {MIN_LEARN_SECONDS:.0f} s to {MAX_LEARN_SECONDS / 86400:.0f} days "
-                "(e.g. 24h): shorter gives the threshold too little of the machine's sound"
-            )
+        if v is not None:
+            learn_seconds(parse_duration(v), repr(v))
         return v
 
 
@@ -235,6 +232,17 @@ class Config(_Strict):
 
     def resolved_state_dir(self) -> Path:
         return default_state_dir(self.state_dir)
+
+
+def learn_seconds(seconds: float, given: str = "") -> float:
+    """``seconds`` if a learning period may last that long, else ValueError (naming ``given``)."""
+    if not MIN_LEARN_SECONDS <= seconds <= MAX_LEARN_SECONDS:
+        raise ValueError(
+            f"{given + ': ' if given else ''}a learning period lasts {MIN_LEARN_SECONDS:.0f} s to "
+            f"{MAX_LEARN_SECONDS / 86400:.0f} days (e.g. 24h): shorter gives the threshold too little of the "
+            "machine's sound"
+        )
+    return seconds
 
 
 def parse_duration(text) -> float:

@@ -12,7 +12,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .atomic import atomic_write
-from .config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
+from .config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS, learn_seconds
 from .heads import REGISTRY
 from .state_paths import learning_paths
 
@@ -63,8 +63,7 @@ def read_request(path: Path) -> Optional[LearningRequest]:
 def request_learning(state_dir: Path, machine: str, seconds: float, score: Optional[str] = None) -> Path:
     """Write (or restart) a learning request for the running agent; ``score``: the head the learned
     bank scores with (``calibrate --score``; None: the bundle's own)."""
-    if not MIN_LEARN_SECONDS <= seconds <= MAX_LEARN_SECONDS:
-        raise ValueError(f"a learning period lasts {MIN_LEARN_SECONDS:.0f} s to {MAX_LEARN_SECONDS / 86400:.0f} days")
+    learn_seconds(seconds)
     meta, data = learning_paths(state_dir, machine)
     data.unlink(missing_ok=True)
     req = {"seconds": seconds, "done": 0.0, "requested": time.time(), "blocks_seen": 0}

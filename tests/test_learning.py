@@ -77,6 +77,8 @@ def test_calibrate_learn_requests_a_period_and_rejects_bad_durations(tmp_path):
     assert json.loads((tmp_path / "st" / "machines" / "fan01" / "learning.json").read_text())["seconds"] == 86400
     r = cli("calibrate", "--machine", "fan01", "--learn", "soon", "--state-dir", tmp_path / "st")
     assert r.returncode == 2 and "is not a duration" in r.stderr and "Traceback" not in r.stderr
+    r = cli("calibrate", "--machine", "fan01", "--learn", "3s", "--state-dir", tmp_path / "st")
+    assert r.returncode == 2 and "--learn: 3s: a learning period lasts 60 s to 90 days" in r.stderr, r.stderr
 
 
 def test_a_learning_period_with_the_indicators_head_resumes_and_then_alarms(tmp_path):

@@ -283,19 +283,14 @@ def machine_arg(name: str) -> str:
 
 
 def request_learn(a) -> int:
-    from ..config import MAX_LEARN_SECONDS, MIN_LEARN_SECONDS
+    from ..config import learn_seconds
     from ..heads import REGISTRY, ScoreError, parse_score
     from ..learn_request import request_learning
 
     try:
-        seconds = parse_duration(a.learn)
+        seconds = learn_seconds(parse_duration(a.learn), a.learn)
     except ValueError as e:
         raise UsageError(f"--learn: {e}") from None
-    if not MIN_LEARN_SECONDS <= seconds <= MAX_LEARN_SECONDS:
-        raise UsageError(
-            f"--learn {a.learn}: a learning period lasts {MIN_LEARN_SECONDS:.0f} s to "
-            f"{MAX_LEARN_SECONDS / 86400:.0f} days (e.g. 24h)"
-        )
     cfg = load_config(a.config) if a.config else None
     if a.score is not None:
         try:
