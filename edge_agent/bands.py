@@ -39,8 +39,9 @@ def band_levels(windows: np.ndarray, sample_rate: int) -> np.ndarray:
     n = w.shape[1]
     power = np.abs(np.fft.rfft(w, axis=1)) ** 2 * (2.0 / (n * n))
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    out = np.empty((len(w), len(centres(sample_rate))), np.float64)
-    for j, (_, fc) in enumerate(centres(sample_rate)):
+    cs = centres(sample_rate)
+    out = np.empty((len(w), len(cs)), np.float64)
+    for j, (_, fc) in enumerate(cs):
         band = (freqs >= fc / 2 ** (1 / 6)) & (freqs < fc * 2 ** (1 / 6))
         out[:, j] = 10 * np.log10(power[:, band].sum(axis=1) + 1e-20)
     return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from typing import Any, Callable, Optional
 
 log = logging.getLogger("edge_agent.faults")
@@ -26,8 +25,7 @@ BACKOFF = (1.0, 30.0)  # first and longest wait before a supervised body is run 
 class Faults:
     """Exceptions caught per place, the last of each, and the threads that died of one."""
 
-    def __init__(self, clock: Callable[[], float] = time.time):
-        self.clock = clock
+    def __init__(self):
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
         self.last: dict[str, str] = {}  # place -> "ExcType: message" of the latest

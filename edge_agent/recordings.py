@@ -18,17 +18,15 @@ import numpy as np
 
 @dataclass
 class Tally:
-    """What one recording gave: windows taken, windows scored, alarms raised, the highest score."""
+    """What one recording gave: windows taken, alarms raised, the highest score."""
 
     name: str = ""
     windows: int = 0
-    scored: int = 0
     alarms: int = 0
     highest: Optional[float] = None
 
     def score(self, score: float, alarm_started: bool) -> None:
         self.windows += 1
-        self.scored += 1
         self.alarms += int(alarm_started)
         self.highest = score if self.highest is None else max(self.highest, score)
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .alarm_states import Lifecycle
 from .audio import AudioSource, Windower
-from .audio.convert import SILENT_PEAK, level_dbfs, prepare
+from .audio.convert import SILENT_PEAK, finite, level_dbfs, prepare
 from .bank import MemoryBank
 from .config import MachineConfig
 from .detector import Decision, Detector
@@ -208,7 +208,13 @@ class MachineStream:
     def pump(self, now: Optional[float] = None) -> list[Window]:
         """Read what the source delivered and return the windows that are complete."""
         now = time.monotonic() if now is None else now
-        frames = self._finite(self.source.ring.read())
+        frames, bad = finite(self.source.ring.read())
+        if bad:
+            if not self.nonfinite_samples:
+                log.warning(
+                    "%s: %d NaN/Inf audio sample(s) replaced by silence (counted in metrics)", self.machine, bad
+                )
+            self.nonfinite_samples += bad
         lost = self.source.ring.overruns + self.source.input_overflows
         if lost != self._overruns_logged:
             log.warning(
@@ -259,18 +265,6 @@ class MachineStream:
             )
         return out
 
-    def _finite(self, frames: np.ndarray) -> np.ndarray:
-        """Frames with NaN/Inf samples (a corrupt float WAV, a broken driver) replaced by 0: one such
-        sample would make every window that holds it score NaN, which no threshold compares with."""
-        bad = ~np.isfinite(frames)
-        n = int(bad.sum())
-        if n:
-            if not self.nonfinite_samples:
-                log.warning("%s: %d NaN/Inf audio sample(s) replaced by silence (counted in metrics)", self.machine, n)
-            self.nonfinite_samples += n
-            frames = np.where(bad, np.float32(0), frames)
-        return frames
-
     def finite_score(self, score: float) -> bool:
         """False for a score that is not a finite number (counted, logged once): the window is skipped."""
         if np.isfinite(score):
@@ -280,8 +274,7 @@ class MachineStream:
                 "%s: a window scored %s; such windows are skipped (check the bank and model)", self.machine, score
             )
         self.nonfinite_scores += 1
-        self.windows_processed += 1
-        self.tally.windows += 1
+        self.skip()
         return False
 
     def started(self) -> None:
@@ -348,7 +341,7 @@ class MachineStream:
         line, self.tally = self.tally.summary(self.machine), Tally(name)
         return line
 
-    def skip(self, w: Window) -> None:
+    def skip(self, w: Optional[Window] = None) -> None:
         """A window taken but not scored (uncalibrated, silent, off, or settling after those)."""
         self.windows_processed += 1
         self.tally.windows += 1

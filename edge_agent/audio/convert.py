@@ -50,6 +50,14 @@ def level_dbfs(x: np.ndarray) -> float:
     return 20 * float(np.log10(max(rms, 1e-10)))
 
 
+def finite(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` with NaN/Inf samples (a corrupt float WAV, a broken driver) replaced by 0, and how many
+    there were: one such sample makes every window that holds it score NaN."""
+    bad = ~np.isfinite(x)
+    n = int(bad.sum())
+    return (np.where(bad, np.float32(0), x) if n else x), n
+
+
 def prepare(x: np.ndarray, sr_in: int, sr_out: int, channel: Union[int, str] = "mix") -> np.ndarray:
     """Any rate and channel count -> mono float32 at the model's rate."""
     return resample(to_mono(x, channel), sr_in, sr_out)

@@ -67,10 +67,10 @@ class ReplaySource(AudioSource):
         raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
 
     def recording_starts(self) -> list[tuple[int, str]]:
-        starts = list(self.file_starts)  # appended before a file's first frame enters the ring
         if self.continuous:
             return [(0, str(self.path.name))]
-        return [(pos, f.name) for f, _, pos in starts]
+        # a copy (the replay thread appends, before a file's first frame enters the ring)
+        return [(pos, f.name) for f, _, pos in list(self.file_starts)]
 
     def _load(self, f: Path) -> Optional[np.ndarray]:
         try:

@@ -12,6 +12,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ..errors import UserError
+from .convert import finite
 
 log = logging.getLogger("edge_agent.wav")
 _warned: set[tuple[str, str]] = set()  # (file, warning) already logged: a looping replay says it once
@@ -66,10 +67,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         x = x[:, None]
     if x.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio frames")
-    bad = ~np.isfinite(x)
-    if bad.any():  # float WAVs can hold NaN/Inf: one would make every window around it score NaN
-        _warn_once(path, f"{int(bad.sum())} NaN/Inf sample(s) replaced by silence (0)")
-        x = np.where(bad, np.float32(0), x)
+    x, bad = finite(x)  # float WAVs can hold NaN/Inf
+    if bad:
+        _warn_once(path, f"{bad} NaN/Inf sample(s) replaced by silence (0)")
     return x, int(sr)
 
 
