@@ -160,35 +160,24 @@ def small_recipe_bundle(recipe: str, config: dict, d: Path):
     return d / "bundle", ck
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory) -> Path:
-    """A state directory with machine fan01 enrolled from the demo's normal fan clips (one per test module)."""
+def _enrolled(tmp_path_factory, name: str, *options) -> Path:
+    """A state directory with machine fan01 enrolled from the demo's normal fan clips."""
     from .test_run_replay import cli
 
-    st = tmp_path_factory.mktemp("fan01-state")
-    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot")
+    st = tmp_path_factory.mktemp(name)
+    r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", *options)
     assert r.returncode == 0, r.stderr
     return st
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> Path:
+    """fan01 enrolled at the default budget (one per test module)."""
+    return _enrolled(tmp_path_factory, "fan01-state")
 
 
 @pytest.fixture(scope="module")
 def sensitive(tmp_path_factory) -> Path:
     """fan01 enrolled with the demo's threshold (90th percentile), so that a single anomalous clip
     raises an alarm at once (one per test module)."""
-    from .test_run_replay import cli
-
-    st = tmp_path_factory.mktemp("sensitive")
-    r = cli(
-        "calibrate",
-        "--machine",
-        "fan01",
-        "--from",
-        DEMO / "enrol",
-        "--state-dir",
-        st,
-        "--no-plot",
-        "--percentile",
-        "0.9",
-    )
-    assert r.returncode == 0, r.stderr
-    return st
+    return _enrolled(tmp_path_factory, "sensitive", "--percentile", "0.9")

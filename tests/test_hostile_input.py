@@ -15,14 +15,14 @@ import pytest
 from edge_agent.audio.replay import ReplaySource
 from edge_agent.audio.wavio import read_wav
 from edge_agent.bank import BankError, MemoryBank, bank_path
-from edge_agent.config import load_config, parse_config
-from edge_agent.daemon import build_daemon
+from edge_agent.config import parse_config
 from edge_agent.faults import Faults
 from edge_agent.health import start_metrics
 from edge_agent.healthcheck import check
 
 from .brokers import free_port, wait_for
 from .conftest import DEMO
+from .test_commands import Running
 from .test_run_replay import cli
 
 
@@ -145,31 +145,20 @@ def test_a_stream_repairs_non_finite_samples_from_any_source(tmp_path):
     assert s.finite_score(0.3) and not s.finite_score(float("nan")) and s.nonfinite_scores == 1
 
 
-def _running(cfg_path, learning=True):
-    from calibration.learning import learner_factory
-
-    factory = learner_factory if learning else None
-    d = build_daemon(load_config(cfg_path), config_path=cfg_path, console=False, health=False, learner_factory=factory)
-    th = threading.Thread(target=d.agent.run, daemon=True)
-    th.start()
-    return d, th
-
-
 def test_sighup_with_a_bad_edit_keeps_the_running_config(tmp_path, calibrated, caplog):
     cfg = _config(tmp_path / "c.yaml", calibrated, loop=True)
-    d, th = _running(cfg, learning=False)
-    agent = d.agent
+    run = Running(cfg, learning=False)
+    agent = run.agent
     try:
         assert wait_for(lambda: agent.stats.windows > 5, 60)
         cfg.write_text(cfg.read_text() + "    hop_seconds: .inf\n")
         agent.reload_requested.set()
         assert wait_for(lambda: "reload: keeping the running config" in caplog.text, 20)
         n = agent.stats.windows
-        assert wait_for(lambda: agent.stats.windows > n + 5, 60) and th.is_alive()
+        assert wait_for(lambda: agent.stats.windows > n + 5, 60) and run.thread.is_alive()
         assert agent.streams["fan01"].cfg.hop_seconds == 1.0
     finally:
-        agent.stop()
-        th.join(60)
+        run.stop()
 
 
 def test_a_bad_learning_request_is_set_aside_and_the_bank_stays(tmp_path, calibrated):
@@ -201,17 +190,15 @@ def test_a_learning_period_that_cannot_make_a_bank_leaves_the_old_one(tmp_path, 
     bank.parent.mkdir(parents=True)
     bank.write_bytes(bank_path(calibrated, "fan01").read_bytes())
     request_learning(st, "fan01", 60.0)
-    d, th = _running(_config(tmp_path / "c.yaml", st, loop=True))
-    s = d.agent.streams["fan01"]
+    run = Running(_config(tmp_path / "c.yaml", st, loop=True))
+    s = run.agent.streams["fan01"]
     try:
         assert wait_for(lambda: s.learner is None and s.windows_processed > 60, 120)
-        assert d.agent.faults.counts == {"fan01: learning": 1}
+        assert run.agent.faults.counts == {"fan01: learning": 1}
         n = s.windows_processed
         assert wait_for(lambda: s.windows_processed > n + 5 and s.state in ("normal", "anomaly"), 60)
     finally:
-        d.agent.stop()
-        th.join(60)
-    assert not th.is_alive()
+        run.stop()
     assert bank.read_bytes() == bank_path(calibrated, "fan01").read_bytes()
     assert (bank.parent / "learning.json.failed").is_file() and not (bank.parent / "learning.json").exists()
 
@@ -228,32 +215,30 @@ def test_an_audio_thread_that_raises_is_counted_and_restarted(tmp_path, calibrat
 
     monkeypatch.setattr(ReplaySource, "_run", once)
     monkeypatch.setattr("edge_agent.faults.BACKOFF", (0.2, 1.0))
-    d, th = _running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
+    run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     try:
-        assert wait_for(lambda: d.agent.stats.windows > 5, 60)
-        assert d.agent.faults.counts == {"audio input fan01": 1} and not d.agent.faults.dead
+        assert wait_for(lambda: run.agent.stats.windows > 5, 60)
+        assert run.agent.faults.counts == {"audio input fan01": 1} and not run.agent.faults.dead
     finally:
-        d.agent.stop()
-        th.join(60)
+        run.stop()
 
 
 def test_a_dead_thread_fails_the_watchdog_metrics_and_healthcheck(tmp_path, calibrated):
     from edge_agent.health import Health
 
-    d, th = _running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
+    run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     port = free_port()
-    server = start_metrics(d.agent, f"127.0.0.1:{port}")
+    server = start_metrics(run.agent, f"127.0.0.1:{port}")
     try:
-        assert wait_for(lambda: d.agent.stats.windows > 2, 60)
+        assert wait_for(lambda: run.agent.stats.windows > 2, 60)
         assert check(f"http://127.0.0.1:{port}/metrics")[0]
-        d.agent.faults.mark_dead("paho-mqtt-client-x", "RuntimeError: boom")
+        run.agent.faults.mark_dead("paho-mqtt-client-x", "RuntimeError: boom")
         ok, msg = check(f"http://127.0.0.1:{port}/metrics")
         assert not ok and "thread(s) ended by an exception: paho-mqtt-client-x" in msg
-        assert "thread paho-mqtt-client-x died" in Health(d.agent).progress()
+        assert "thread paho-mqtt-client-x died" in Health(run.agent).progress()
     finally:
         server.shutdown()
-        d.agent.stop()
-        th.join(60)
+        run.stop()
 
 
 def test_faults_guard_and_supervise(monkeypatch):
@@ -284,18 +269,17 @@ def test_a_command_that_fails_inside_the_agent_is_answered_and_counted(tmp_path,
     def broken(*a):
         raise RuntimeError("injected into a command")
 
-    d, th = _running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
+    run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     try:
-        assert wait_for(lambda: d.agent.stats.windows > 2, 60)
+        assert wait_for(lambda: run.agent.stats.windows > 2, 60)
         monkeypatch.setattr(edge_agent.commands, "_apply", broken)
-        r = d.agent.commands.call("fan01", '{"command": "unshelve", "id": "x"}', "test")
+        r = run.agent.commands.call("fan01", '{"command": "unshelve", "id": "x"}', "test")
         assert r["ok"] is False and "failed inside the agent (RuntimeError)" in r["error"] and r["id"] == "x"
-        assert d.agent.faults.counts == {"command from test": 1}
-        n = d.agent.stats.windows
-        assert wait_for(lambda: d.agent.stats.windows > n + 5, 60) and th.is_alive()
+        assert run.agent.faults.counts == {"command from test": 1}
+        n = run.agent.stats.windows
+        assert wait_for(lambda: run.agent.stats.windows > n + 5, 60) and run.thread.is_alive()
     finally:
-        d.agent.stop()
-        th.join(60)
+        run.stop()
 
 
 def test_the_evidence_writer_restarts_after_an_exception(tmp_path, calibrated, monkeypatch):
@@ -311,10 +295,9 @@ def test_the_evidence_writer_restarts_after_an_exception(tmp_path, calibrated, m
     monkeypatch.setattr(edge_agent.evidence, "trim", trim_once)
     monkeypatch.setattr("edge_agent.faults.BACKOFF", (0.2, 1.0))
     extra = "evidence: {pre_seconds: 2, post_seconds: 2}\n"
-    d, th = _running(_config(tmp_path / "c.yaml", calibrated, extra=extra, loop=True), learning=False)
+    run = Running(_config(tmp_path / "c.yaml", calibrated, extra=extra, loop=True), learning=False)
     try:
-        assert wait_for(lambda: d.agent.evidence.written >= 2, 120)
-        assert d.agent.faults.counts == {"evidence writer": 1}
+        assert wait_for(lambda: run.agent.evidence.written >= 2, 120)
+        assert run.agent.faults.counts == {"evidence writer": 1}
     finally:
-        d.agent.stop()
-        th.join(60)
+        run.stop()
