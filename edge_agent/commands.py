@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from . import strict_json
 from .alarm_states import LifecycleError
-from .learn_request import MIN_LEARN_SECONDS, learnable_score, request_learning
+from .config import MIN_LEARN_SECONDS
+from .learn_request import learnable_score, request_learning
 from .publish import events
 
 log = logging.getLogger("edge_agent.commands")
@@ -56,7 +57,7 @@ class Unshelve(_Command):
 
 class Learn(_Command):
     command: Literal["learn"]
-    # at least a minute: shorter gives the threshold fit too little audio (learn_request.MIN_LEARN_SECONDS)
+    # at least a minute: shorter gives the threshold fit too little audio (config.learn_seconds)
     hours: float = Field(ge=MIN_LEARN_SECONDS / 3600, le=MAX_LEARN_HOURS)
 
 

@@ -76,10 +76,6 @@ class Scorer:
         z = [(h.score(outputs, bank) - mu) / sd for h, (mu, sd) in zip(self.members, self.stats)]
         return np.mean(z, axis=0).astype(np.float32)
 
-    @property
-    def kinds(self) -> list[str]:
-        return [h.kind for h in self.members]
-
     def describe(self, k: int = 1) -> str:
         if self.stats is None:
             return self.members[0].describe(k)
