@@ -231,7 +231,8 @@ class MachineStream:
         stream_clock = self.stream_clocked
         position = self.source.ring.frames_read - len(frames)
         w = self._windower(position)
-        for piece, start in self.recordings.split(frames, position, self.source.recording_starts()):
+        starts = self.source.recording_starts(self.recordings.applied)
+        for piece, start in self.recordings.split(frames, position, starts):
             if start is not None:  # a new recording: no window spans two (recordings.py)
                 w.restart_at(start[0])
                 self.recordings.begin(*start)

@@ -111,3 +111,21 @@ def test_split_cuts_frames_at_each_recording_start_once():
     assert [s for _, s in out] == [(10, "d"), None] and out[1][0].ravel().tolist() == [10, 11, 12, 13]
     r.begin(10, "d")
     assert r.split(np.arange(14, 16)[:, None], 14, starts + [(10, "d")])[0][1] is None
+
+
+def test_a_replay_reports_the_recording_starts_from_a_position_on(tmp_path):
+    import time
+
+    from edge_agent.audio.replay import ReplaySource
+
+    src = ReplaySource("m", _folder(tmp_path, NORMAL, NORMAL2), realtime=False)
+    src.start()
+    t_end = time.monotonic() + 20
+    while not src.finished and time.monotonic() < t_end:
+        src.ring.read()  # as the stream does, so the replay never waits for room
+        time.sleep(0.01)
+    src.stop()
+    starts = src.recording_starts()
+    assert [name for _, name in starts] == ["00_01_normal_id_00_00000018.wav", "01_04_normal_id_00_00000011.wav"]
+    assert starts[0][0] == 0 and starts[1][0] == 10 * 16000
+    assert src.recording_starts(starts[1][0]) == starts[1:] and src.recording_starts(starts[1][0] + 1) == []

@@ -66,11 +66,17 @@ class ReplaySource(AudioSource):
                 errors.append(str(e))
         raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
 
-    def recording_starts(self) -> list[tuple[int, str]]:
+    def recording_starts(self, since: int = 0) -> list[tuple[int, str]]:
         if self.continuous:
             return [(0, str(self.path.name))]
-        # a copy (the replay thread appends, before a file's first frame enters the ring)
-        return [(pos, f.name) for f, _, pos in list(self.file_starts)]
+        # the newest, from a copy (the replay thread appends, before a file's first frame enters the
+        # ring): the stream asks at every pump, and a looping replay keeps up to FILE_STARTS_KEPT
+        out = []
+        for f, _, pos in reversed(list(self.file_starts)):
+            if pos < since:
+                break
+            out.append((pos, f.name))
+        return out[::-1]
 
     def _load(self, f: Path) -> Optional[np.ndarray]:
         try:

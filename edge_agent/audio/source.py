@@ -41,9 +41,9 @@ class AudioSource:
         self._thread = threading.Thread(target=target, name=f"audio-{self.name}", daemon=True)
         self._thread.start()
 
-    def recording_starts(self) -> list[tuple[int, str]]:
-        """(stream position in frames, name) where each recording begins. A live input is one
-        recording; a folder replay starts a new one at every file (``ReplaySource``)."""
+    def recording_starts(self, since: int = 0) -> list[tuple[int, str]]:
+        """(stream position in frames, name) where each recording begins, from position ``since`` on.
+        A live input is one recording; a folder replay starts a new one at every file (``ReplaySource``)."""
         return []
 
     def stop(self, timeout: float = 5.0) -> None:
