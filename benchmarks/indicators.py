@@ -11,7 +11,7 @@ as in `edge-agent evaluate`. Windows of 2 s (the default model's) and 10 s (a wh
 
     python benchmarks/indicators.py     # table, benchmarks/results/indicators.json
 
-The product's ``indicators`` score head (edge_agent/indicators.py, ``calibrate --score indicators``)
+The product's ``indicators`` score head (edge_agent/model/indicators.py, ``calibrate --score indicators``)
 computes the same three over the model's window; this benchmark also measures them over 10 s and
 one by one (docs/model.md).
 """
@@ -30,14 +30,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from calibration.dataset import parse_path  # noqa: E402
 from calibration.evaluate import ClipEmbedder  # noqa: E402
 from calibration.metrics import auc_by_attribute, bootstrap_hmean, section_scores  # noqa: E402
 from edge_agent.audio.wavio import read_wav  # noqa: E402
 from edge_agent.audio.windows import frame_windows  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
-from edge_agent.dataset import parse_path  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.indicators import FLOORS, window_indicators  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.model.indicators import FLOORS, window_indicators  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 INDICATORS = ("level", "crest factor", "kurtosis")

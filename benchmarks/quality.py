@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.evaluate import ClipEmbedder, evaluate  # noqa: E402
 from calibration.metrics import auc_by_attribute, bootstrap_hmean  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
 
 BENCHMARKS = {"valve": "dcase2023t2/valve", "fan": "mimii/fan"}
 # Reference measurements on this machine type (from the evaluation issue), for comparison.

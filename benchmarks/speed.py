@@ -36,10 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.bank import knn_distance  # noqa: E402
-from edge_agent.blas import single_thread_blas  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.model.blas import single_thread_blas  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.scoring.bank import knn_distance  # noqa: E402
 
 DEMO = ROOT / "edge_agent" / "demo_clips"
 MARK_BEGIN, MARK_END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
@@ -72,7 +72,7 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path], threads: int =
     through the stream's front end (frames shared with the previous window where the features allow
     it), the engine on ``threads`` threads at batch 1, and the k-NN. The batch front end (every frame
     computed for every window) is timed on the same windows."""
-    from edge_agent.stream_frontend import StreamFrontend
+    from edge_agent.model.stream_frontend import StreamFrontend
 
     fe = bundle.frontend
     hop = fe.sample_rate  # 1 s
@@ -134,7 +134,7 @@ def bench_window(bundle: Bundle, n: int, torch_ckpts: list[Path], threads: int =
 def _state_dir_with_bank(tmp: Path, bundle: Bundle, machines: list[str], alarms: bool = True) -> Path:
     from calibration.policy import DCASE_POLICY, ThresholdPolicy
     from calibration.service import enrol_paths
-    from edge_agent.bank import bank_path
+    from edge_agent.scoring.bank import bank_path
 
     # the demo's threshold (90th percentile): its replay clips are chosen to alarm at it, and the
     # latency rows need the alarm (with the 1-a-week default these clips do not raise it)
@@ -231,8 +231,8 @@ def bench_process(
 
 def bench_streams(counts: list[int], seconds: float) -> dict:
     """Streams one process keeps up with: N machines replaying in real time, hop 1 s."""
-    from edge_agent.agent import Agent
     from edge_agent.config import parse_config
+    from edge_agent.runtime.agent import Agent
 
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")
@@ -291,7 +291,7 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
 def bench_knn(dim: int, sizes=(1_000, 10_000, 100_000), n=30, compact_dim: int = 64) -> dict:
     """k-NN time of one window against random banks: exact, and on the bank's PCA projection (what
     calibrate builds above --compact-above entries), through ``MemoryBank.score``."""
-    from edge_agent.bank import MemoryBank, fit_projection
+    from edge_agent.scoring.bank import MemoryBank, fit_projection
 
     rng = np.random.default_rng(0)
     out = {}
@@ -322,8 +322,8 @@ def bench_projection_quality(bundle: Bundle, compact_dim: int = 64) -> dict:
 
     from edge_agent.audio.convert import prepare
     from edge_agent.audio.wavio import read_wav
-    from edge_agent.bank import MemoryBank, fit_projection
-    from edge_agent.embedding import embed_signal
+    from edge_agent.model.outputs import embed_signal
+    from edge_agent.scoring.bank import MemoryBank, fit_projection
 
     data = Path(os.environ.get("EDGE_AGENT_SHARED_DATA", ROOT.parent / "shared" / "data"))
     eng = OnnxEngine(bundle, "cpu")
@@ -362,7 +362,7 @@ def bench_latency(repeats: int) -> dict:
     from brokers import Broker, Subscriber
 
     from edge_agent.config import parse_config
-    from edge_agent.daemon import build_daemon
+    from edge_agent.runtime.daemon import build_daemon
 
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")

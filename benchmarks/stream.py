@@ -43,13 +43,13 @@ sys.path.insert(0, str(ROOT))
 
 from calibration.policy import ThresholdPolicy  # noqa: E402
 from calibration.service import enrol_paths  # noqa: E402
-from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.audio.fingerprint import audio_fingerprint  # noqa: E402
 from edge_agent.audio.wavio import read_wav, wav_info  # noqa: E402
-from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
 from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.runtime.agent import Agent  # noqa: E402
+from edge_agent.scoring.bank import MemoryBank, bank_path  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MARK_BEGIN, MARK_END = "<!-- stream-table:begin -->", "<!-- stream-table:end -->"
@@ -173,7 +173,7 @@ def replay(bundle: Bundle, engine, bank: MemoryBank, files: list[Path], alarm: d
 def offline_alarms(run: StreamRun, threshold: float, alarm: dict, hop: float) -> list[tuple[float, float]]:
     """The same decisions from recorded window scores, through the agent's own Detector, which starts
     afresh in each recording (an alarm open at its end ends there)."""
-    from edge_agent.detector import Detector
+    from edge_agent.scoring.detector import Detector
 
     a = AlarmConfig(**alarm)
     det = Detector(

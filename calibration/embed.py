@@ -9,16 +9,15 @@ from typing import Optional
 
 import numpy as np
 
+from calibration.dataset import LabelError, parse_path
+from calibration.enrol import Enrolment
+from calibration.vetting import check_clip
 from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
 from edge_agent.audio.windows import frame_windows
-from edge_agent.bands import band_levels
-from edge_agent.dataset import LabelError, parse_path
-from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-
-from .enrol import Enrolment
-from .vetting import check_clip
+from edge_agent.model.outputs import infer_signal
+from edge_agent.scoring.bands import band_levels
 
 LIVE_CHUNK_SECONDS = 5.0  # live recordings are split into chunks that act as clips for leave-one-out
 

@@ -14,13 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent import __version__
-from edge_agent.bank import MemoryBank, Projection, bank_distance, combine_domains, fit_projection
-from edge_agent.detector import warm_up_windows
-from edge_agent.heads import ensemble_spec
-
-from .policy import ThresholdPolicy
-from .threshold import (
+from calibration.policy import ThresholdPolicy
+from calibration.threshold import (
     GammaFit,
     alarm_rate_per_day,
     block_maxima,
@@ -31,6 +26,10 @@ from .threshold import (
     threshold_from_alarm_rate,
     threshold_from_percentile,
 )
+from edge_agent import __version__
+from edge_agent.scoring.bank import MemoryBank, Projection, bank_distance, combine_domains, fit_projection
+from edge_agent.scoring.detector import warm_up_windows
+from edge_agent.scoring.heads import ensemble_spec
 
 MAX_FOLDS = 10
 MIN_BLOCKS = 3  # held-out clips needed to estimate the alarm rate from sequences
@@ -135,7 +134,7 @@ def use_heads(
     policy: ThresholdPolicy,
     groups: Optional[np.ndarray] = None,
 ) -> None:
-    """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.heads``): one
+    """Switch a fresh bank to a score head other than the plain k-NN (``edge_agent.scoring.heads``): one
     head, or an ensemble whose members are z-normalised with their enrolment statistics. The
     threshold is fitted on the enrolled windows' scores (leave-one-out k-NN and indicator scores
     for those members), with the alarm rule run over each clip's sequence when ``groups`` (each

@@ -18,18 +18,17 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from calibration.dataset import ClipLabel, index_dataset
+from calibration.enrol import EnrolResult
+from calibration.metrics import harmonic_mean, section_scores
+from calibration.policy import DCASE_POLICY, ThresholdPolicy
+from calibration.report import write_reports
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import iter_wavs, read_wav
-from edge_agent.bank import MemoryBank
-from edge_agent.dataset import ClipLabel, index_dataset
-from edge_agent.embedding import infer_signal
 from edge_agent.errors import UserError
-from edge_agent.heads import REGISTRY, parse_score
-
-from .enrol import EnrolResult
-from .metrics import harmonic_mean, section_scores
-from .policy import DCASE_POLICY, ThresholdPolicy
-from .report import write_reports
+from edge_agent.model.outputs import infer_signal
+from edge_agent.scoring.bank import MemoryBank
+from edge_agent.scoring.heads import REGISTRY, parse_score
 
 log = logging.getLogger("edge_agent.evaluate")
 
@@ -75,7 +74,7 @@ def enrol_from_clips(
     class_name: Optional[str] = None,
 ) -> EnrolResult:
     """The bank from normal clips, vetted and embedded exactly as ``calibrate --from`` does."""
-    from .service import enrol_paths
+    from calibration.service import enrol_paths
 
     res, skipped = enrol_paths(
         [c.path for c in clips],
@@ -103,7 +102,7 @@ def score_clip(embedder: ClipEmbedder, bank: MemoryBank, path: Path) -> float:
 
 def machine_class(model, machine_dir: Path, section: str, head: str = "classifier") -> str:
     """A machine folder's class for a head that needs one: the class whose group is a suffix of its path."""
-    from .embed import CalibrationError
+    from calibration.embed import CalibrationError
 
     head_spec = model.manifest.all_heads().get(head)
     classes = head_spec.classes if head_spec else []

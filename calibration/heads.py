@@ -7,11 +7,10 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.heads import REGISTRY, Enrolment, ScoreError, head, parse_score
-
-from .embed import CalibrationError
-from .enrol import EnrolResult, use_heads
-from .policy import ThresholdPolicy
+from calibration.embed import CalibrationError
+from calibration.enrol import EnrolResult, use_heads
+from calibration.policy import ThresholdPolicy
+from edge_agent.scoring.heads import REGISTRY, Enrolment, ScoreError, head, parse_score
 
 
 def resolve_class(bundle, head: str, name: Optional[str]) -> tuple[str, int]:

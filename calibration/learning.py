@@ -21,10 +21,10 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.atomic import atomic_write
-from edge_agent.bank import MemoryBank, bank_path
 from edge_agent.config import parse_duration
-from edge_agent.learn_request import learning_paths, read_request, request_learning
+from edge_agent.runtime.learn_request import learning_paths, read_request, request_learning
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from edge_agent.state.atomic import atomic_write
 
 log = logging.getLogger("edge_agent.learning")
 
@@ -93,7 +93,7 @@ class Learner:
     def add(
         self, embeddings: np.ndarray, level_dbfs: float, indicators: Optional[np.ndarray] = None
     ) -> Optional[MemoryBank]:
-        """One window's embeddings, level and indicators (``edge_agent.indicators``); returns the new
+        """One window's embeddings, level and indicators (``edge_agent.model.indicators``); returns the new
         bank when the period is complete."""
         self._block.append(np.asarray(embeddings, dtype=np.float32).reshape(-1, embeddings.shape[-1]))
         self._block_levels.append(level_dbfs)
@@ -167,8 +167,8 @@ class Learner:
             self.save()
 
     def finish(self) -> MemoryBank:
-        from .enrol import Enrolment, enrol
-        from .service import level_range
+        from calibration.enrol import Enrolment, enrol
+        from calibration.service import level_range
 
         per_window = self.bundle.embeddings_per_window
         emb = np.concatenate(self.blocks)
@@ -205,8 +205,8 @@ class Learner:
     def _apply_score(self, res, per_window: int) -> None:
         """The asked head on the learned bank (the k-NN needs nothing more), each block a clip of the
         held-out threshold fit, as for a calibration from recordings."""
-        from .embed import CalibrationError
-        from .heads import apply_score, knn_only, score_members
+        from calibration.embed import CalibrationError
+        from calibration.heads import apply_score, knn_only, score_members
 
         if not self.score:
             return
@@ -240,7 +240,7 @@ def _span(seconds: float) -> str:
 def learner_factory(cfg, bundle):
     """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
     config for a machine that has no bank yet), or None."""
-    from .policy import threshold_policy
+    from calibration.policy import threshold_policy
 
     state_dir = cfg.resolved_state_dir()
 

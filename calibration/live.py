@@ -8,11 +8,10 @@ import time
 
 import numpy as np
 
+from calibration.embed import CalibrationError
 from edge_agent.audio import open_source
 from edge_agent.audio.convert import level_dbfs, prepare
 from edge_agent.config import Config
-
-from .embed import CalibrationError
 
 
 def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=sys.stderr) -> np.ndarray:

@@ -12,15 +12,14 @@ from typing import Optional, Union
 
 import numpy as np
 
-from edge_agent.bands import profile as band_profile
-from edge_agent.bank import MemoryBank
-from edge_agent.heads import REGISTRY
-
-from .embed import CalibrationError, embed_files, embed_recording, to_enrolments
-from .enrol import EnrolResult, enrol
-from .heads import apply_score, knn_only, score_members
-from .policy import ThresholdPolicy
-from .vetting import Outlier, outlier_clips
+from calibration.embed import CalibrationError, embed_files, embed_recording, to_enrolments
+from calibration.enrol import EnrolResult, enrol
+from calibration.heads import apply_score, knn_only, score_members
+from calibration.policy import ThresholdPolicy
+from calibration.vetting import Outlier, outlier_clips
+from edge_agent.scoring.bands import profile as band_profile
+from edge_agent.scoring.bank import MemoryBank
+from edge_agent.scoring.heads import REGISTRY
 
 MIN_WINDOWS = 5
 

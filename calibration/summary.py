@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from edge_agent.bank import MemoryBank
-from edge_agent.heads import describe
+from edge_agent.scoring.bank import MemoryBank
+from edge_agent.scoring.heads import describe
 
 
 def summary_table(machine: str, bank: MemoryBank, path: Path, plot: Optional[Path] = None) -> str:

@@ -137,7 +137,7 @@ def block_maxima(
     alarm could start (after the warm-up and the first ``raise_after`` - 1), one hop each, as every
     window of a running stream is one; and the hours of audio in those clips. Clips with no such
     window cannot alarm alone and are left out."""
-    from edge_agent.detector import decision_statistic, smooth, warm_up_windows
+    from edge_agent.scoring.detector import decision_statistic, smooth, warm_up_windows
 
     scores, groups = np.asarray(scores, dtype=np.float64), np.asarray(groups)
     warm_up = warm_up_windows(smooth_windows)

@@ -19,11 +19,11 @@ from typing import Optional
 
 import numpy as np
 
+from calibration.dataset import LabelError, parse_path
 from edge_agent.audio.convert import SILENT_PEAK, prepare
 from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import AudioFileError, read_wav
-from edge_agent.bank import knn_distance
-from edge_agent.dataset import LabelError, parse_path
+from edge_agent.scoring.bank import knn_distance
 
 FACTOR = 4.0
 CLIPPED_FRACTION = 0.01  # more than 1 % of samples at full scale

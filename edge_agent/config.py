@@ -15,8 +15,8 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .config_values import check_host, check_listen, check_topic_levels
-from .errors import UserError
+from edge_agent.config_values import check_host, check_listen, check_topic_levels
+from edge_agent.errors import UserError
 
 DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
 SMOOTH_SECONDS = 4.0  # running median over 4 s of hops (5 windows at hop 1 s)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from edge_agent.errors import UserError
 
 
 def read_secret(file: Optional[Path], credential: str, key: str) -> Optional[str]:

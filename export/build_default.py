@@ -19,12 +19,12 @@ import json
 import logging
 from pathlib import Path
 
-from .distil import DistilArgs, distil
-from .onnx_export import export_bundle
-from .train import TrainArgs, train
+from export.distil import DistilArgs, distil
+from export.onnx_export import export_bundle
+from export.train import TrainArgs, train
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "edge_agent" / "models"
+MODELS = ROOT / "edge_agent" / "model" / "builtin"
 RECIPE = {"window_seconds": 2.0}
 # The fast model: half the ensemble member's widths, no attention blocks, 2 x 512 outputs to
 # match the ensemble's 1024-d embedding, frames that line up with a 1 s hop (16000 = 16 x 1000), 64

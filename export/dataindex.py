@@ -14,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 
+from calibration.dataset import ClipLabel, DatasetIndex, index_dataset
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import read_wav
-from edge_agent.dataset import ClipLabel, DatasetIndex, index_dataset
-from edge_agent.frontend import log_mel
+from edge_agent.model.frontend import log_mel
 
 
 @dataclass

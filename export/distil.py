@@ -23,12 +23,11 @@ import torch
 from tqdm import tqdm
 
 from edge_agent.audio.windows import frame_windows
-from edge_agent.bundle import Bundle
 from edge_agent.engine import OnnxEngine
-
-from .dataindex import TrainSet, build_trainset
-from .recipes import build_model
-from .train import CHECKPOINT_FORMAT, save_checkpoint
+from edge_agent.model.bundle import Bundle
+from export.dataindex import TrainSet, build_trainset
+from export.recipes import build_model
+from export.train import CHECKPOINT_FORMAT, save_checkpoint
 
 log = logging.getLogger("edge_agent.distil")
 
@@ -70,7 +69,7 @@ def augmented(windows: np.ndarray, clip: np.ndarray, rng: np.random.Generator) -
     """One changed copy of every window: half are mixed with a window of another clip (the original
     at 50-90 %), half are played 0.85-1.15 times as fast (pitch and tempo); all get a gain of
     -6 to +6 dB."""
-    from .train import speed_perturb
+    from export.train import speed_perturb
 
     out = np.empty_like(windows)
     n = windows.shape[1]

@@ -14,14 +14,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from edge_agent.atomic import atomic_dir
 from edge_agent.audio.clips import clip_windows
-from edge_agent.bundle import write_manifest, write_training_clips
-from edge_agent.manifest import Manifest, Score, Tensor
-
-from .recipes import build_model
-from .recipes.base import Recipe
-from .train import load_checkpoint
+from edge_agent.model.bundle import write_manifest, write_training_clips
+from edge_agent.model.manifest import Manifest, Score, Tensor
+from edge_agent.state.atomic import atomic_dir
+from export.recipes import build_model
+from export.recipes.base import Recipe
+from export.train import load_checkpoint
 
 OPSET = 17
 DEFAULT_PARITY_CLIPS = Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips"
@@ -79,7 +78,7 @@ def attach_classifier(model, ck: dict):
     """WithClassifier for single-embedding models trained on section classes, else None."""
     if model.targets != ("section",) or model.embeddings_per_window != 1 or "section" not in ck.get("heads", {}):
         return None
-    from .losses import make_head
+    from export.losses import make_head
 
     head = make_head(ck["loss"], model.embedding_dim, len(ck["section_classes"]))
     head.load_state_dict(ck["heads"]["section"])
@@ -181,7 +180,7 @@ def export_bundle(
                 outputs=[Tensor(name=o, shape=[-1, *sh[1:]]) for o, sh in zip(outputs, ref_shapes)],
                 # present when the bundle can score machines it was trained on by 1 - softmax(logits)[class]
                 classifier=heads.get("classifier"),
-                # score heads besides the k-NN that the outputs support (edge_agent.heads)
+                # score heads besides the k-NN that the outputs support (edge_agent.scoring.heads)
                 heads=heads,
                 embedding_dim=model.embedding_dim,
                 # k-NN per embedding; a window's score is the mean over its embeddings. "head" is the

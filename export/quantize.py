@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from edge_agent.atomic import atomic_dir
 from edge_agent.audio.clips import clip_windows
-from edge_agent.bundle import Bundle, write_manifest, write_training_clips
-from edge_agent.manifest import parse_manifest
+from edge_agent.model.bundle import Bundle, write_manifest, write_training_clips
+from edge_agent.model.manifest import parse_manifest
+from edge_agent.state.atomic import atomic_dir
 
 
 def calibration_features(bundle: Bundle, clips: Sequence[str | Path], max_windows: int = 256) -> list[dict]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from edge_agent.bundle import write_manifest
-from edge_agent.frontend import FeatureSpec, Frontend
-from edge_agent.manifest import Manifest, Tensor
+from edge_agent.model.bundle import write_manifest
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from edge_agent.model.manifest import Manifest, Tensor
 
 REFERENCES = ("logmel-stats", "spectrum")
 OPSET = 17

@@ -13,11 +13,11 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from edge_agent.atomic import atomic_write
-from edge_agent.bundle import Bundle
 from edge_agent.engine import EngineError
 from edge_agent.engine.cache import engine_cache_dir, engine_path
 from edge_agent.engine.tensorrt import gpu_name, import_tensorrt
+from edge_agent.model.bundle import Bundle
+from edge_agent.state.atomic import atomic_write
 
 log = logging.getLogger("edge_agent.build_engine")
 

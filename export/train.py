@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edge_agent.atomic import atomic_write
-
-from .augment import mixup_weights, smote, time_warp
-from .dataindex import TrainSet, build_trainset
-from .losses import make_head
-from .recipes import build_model
+from edge_agent.state.atomic import atomic_write
+from export.augment import mixup_weights, smote, time_warp
+from export.dataindex import TrainSet, build_trainset
+from export.losses import make_head
+from export.recipes import build_model
 
 log = logging.getLogger("edge_agent.train")
 
@@ -155,7 +154,7 @@ def _payload(
 
 
 def train(args: TrainArgs, trainset: Optional[TrainSet] = None, progress: bool = True) -> dict:
-    from .pretrained import parse_pretrained
+    from export.pretrained import parse_pretrained
 
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

@@ -8,7 +8,7 @@ since (more or fewer clips than were trained on) keeps only its training-split c
 always uses; the others cannot be told apart and are counted as not identified in the manifest. A
 distilled model also lists what its teacher learnt.
 
-    python -m export.training_clips edge_agent/models/default [--data ../shared/data]
+    python -m export.training_clips edge_agent/model/builtin/default [--data ../shared/data]
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Optional, Sequence
 
 from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import read_wav
-from edge_agent.bundle import Bundle, write_manifest, write_training_clips
 from edge_agent.errors import UserError
-
-from .dataindex import select_clips
+from edge_agent.model.bundle import Bundle, write_manifest, write_training_clips
+from export.dataindex import select_clips
 
 
 def identify(training: dict, data: Optional[Sequence[str | Path]] = None) -> tuple[list[str], dict[str, int]]:

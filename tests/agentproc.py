@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from .test_run_replay import spawn
+from tests.test_run_replay import spawn
 
 
 class AgentProcess:

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 
 def refuse(*packages: str) -> str:

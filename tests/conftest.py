@@ -162,7 +162,7 @@ def small_recipe_bundle(recipe: str, config: dict, d: Path):
 
 def _enrolled(tmp_path_factory, name: str, *options) -> Path:
     """A state directory with machine fan01 enrolled from the demo's normal fan clips."""
-    from .test_run_replay import cli
+    from tests.test_run_replay import cli
 
     st = tmp_path_factory.mktemp(name)
     r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", st, "--no-plot", *options)

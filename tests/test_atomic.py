@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from edge_agent.atomic import atomic_dir, atomic_write, current_umask
+from edge_agent.state.atomic import atomic_dir, atomic_write, current_umask
 
 
 def _mode(p) -> int:

@@ -7,12 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent import bands
 from edge_agent.audio.wavio import read_wav, write_wav
-from edge_agent.bank import MemoryBank, bank_path
-
-from .conftest import DEMO
-from .test_run_replay import cli
+from edge_agent.scoring import bands
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 SR = 16000
 
@@ -83,7 +82,7 @@ def test_the_spectrogram_carries_what_changed():
 
     from PIL import Image
 
-    from edge_agent.evidence import render_png
+    from edge_agent.alarms.evidence import render_png
 
     x = np.random.default_rng(1).normal(0, 0.1, 4 * SR).astype(np.float32)
     scores = [(2.0, 0.1), (3.0, 0.3), (4.0, 0.3)]

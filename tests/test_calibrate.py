@@ -8,10 +8,9 @@ import pytest
 
 from edge_agent.audio.convert import resample
 from edge_agent.audio.wavio import read_wav, write_wav
-from edge_agent.bank import MemoryBank, bank_path
-
-from .conftest import DATA, DEMO, shared
-from .test_run_replay import cli
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from tests.conftest import DATA, DEMO, shared
+from tests.test_run_replay import cli
 
 
 def test_enrol_valve_source_and_target_then_target_on_top(tmp_path):

@@ -6,13 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from edge_agent.agent import Agent
 from edge_agent.audio.capture import CaptureSource, find_device
 from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.wavio import read_wav, write_wav
 from edge_agent.config import parse_config
-
-from .conftest import DEMO
+from edge_agent.runtime.agent import Agent
+from tests.conftest import DEMO
 
 
 def _tone(path, freq, seconds, sr=16000, amp=0.4):
@@ -83,9 +82,9 @@ def test_captured_real_clips_are_scored(pulse, tmp_path):
     """Calibrate on the demo's normal clips, play a normal and an anomalous real clip into the sink,
     and score what the agent captured."""
     from calibration.service import enrol_paths
-    from edge_agent.bundle import Bundle
-    from edge_agent.embedding import embed_signal
     from edge_agent.engine import open_engine
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.model.outputs import embed_signal
 
     bundle = Bundle.load("default")
     engine = open_engine(bundle, "cpu")
@@ -202,7 +201,7 @@ def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
 
 
 def test_devices_lists_the_pulse_input(pulse):
-    from .test_run_replay import cli
+    from tests.test_run_replay import cli
 
     r = cli("devices", env=pulse.env)
     assert r.returncode == 0 and "pulse" in r.stdout and "channels" in r.stdout

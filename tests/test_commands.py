@@ -9,14 +9,13 @@ import time
 
 import pytest
 
-from edge_agent.alarm_states import Lifecycle, LifecycleError, LifecycleStore
-from edge_agent.commands import CommandError, parse_command
+from edge_agent.alarms.lifecycle import Lifecycle, LifecycleError, LifecycleStore
 from edge_agent.config import load_config
-from edge_agent.daemon import build_daemon
-
-from .brokers import Broker, Subscriber, broker, wait_for  # noqa: F401 - fixture
-from .conftest import DEMO, ROOT
-from .test_mqtt import _state_with_banks_of, agent_config
+from edge_agent.runtime.commands import CommandError, parse_command
+from edge_agent.runtime.daemon import build_daemon
+from tests.brokers import Broker, Subscriber, broker, wait_for  # noqa: F401 - fixture
+from tests.conftest import DEMO, ROOT
+from tests.test_mqtt import _state_with_banks_of, agent_config
 
 
 @pytest.mark.parametrize(
@@ -217,7 +216,7 @@ def test_commands_over_mqtt_acknowledge_shelve_and_survive_a_restart(broker, cal
 def test_learn_over_mqtt_keeps_the_machines_score_head(broker, tmp_path):  # noqa: F811
     """An operator's 'learn' re-learns the machine with the head it was calibrated with, here the
     k-NN and the indicators together, not the bundle's k-NN alone."""
-    from .test_run_replay import cli
+    from tests.test_run_replay import cli
 
     state_dir = tmp_path / "st"
     r = cli(

@@ -3,7 +3,7 @@
 import numpy as np
 
 from calibration.enrol import Enrolment, enrol
-from edge_agent.bank import MemoryBank, fit_projection, knn_distance
+from edge_agent.scoring.bank import MemoryBank, fit_projection, knn_distance
 
 
 def unit(x):
@@ -64,8 +64,8 @@ def test_enrol_compacts_only_large_banks_and_the_projection_survives_a_save(tmp_
 
 
 def test_calibrate_refuses_a_meaningless_compaction(tmp_path):
-    from .cliproc import cli
-    from .conftest import DATA
+    from tests.cliproc import cli
+    from tests.conftest import DATA
 
     r = cli(
         "calibrate",

@@ -63,8 +63,7 @@ def test_every_config_key_is_in_the_reference():
     from pydantic import BaseModel
 
     from edge_agent.config import Config
-
-    from .conftest import ROOT
+    from tests.conftest import ROOT
 
     doc = (ROOT / "docs" / "config.md").read_text()
     rows = [ln for ln in doc.splitlines() if ln.startswith("| `")]

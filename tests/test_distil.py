@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from .conftest import DATA, TINY_RECIPE
+from tests.conftest import DATA, TINY_RECIPE
 
 torch = pytest.importorskip("torch")
 
@@ -35,7 +35,7 @@ def test_the_loss_is_zero_only_when_the_student_matches_the_teacher():
 
 
 def test_distil_trains_a_student_that_exports_and_names_its_teacher(tmp_path, tiny_bundle):
-    from edge_agent.bundle import Bundle
+    from edge_agent.model.bundle import Bundle
     from export.distil import DistilArgs, distil
     from export.onnx_export import export_bundle
 
@@ -89,7 +89,7 @@ def test_distil_refuses_a_student_that_cannot_match_the_teacher(tmp_path, tiny_b
 def test_the_build_script_describes_the_fast_bundle_in_the_tree():
     # ./scripts/build-default-model is the one way to rebuild it: a rebuild must give the same
     # student (its recipe settings) under the same version, not relabel it
-    from edge_agent.bundle import Bundle
+    from edge_agent.model.bundle import Bundle
     from export.build_default import FAST_VERSION, STUDENT
 
     fast = Bundle.load("fast")

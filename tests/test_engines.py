@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bundle import Bundle
 from edge_agent.engine import EngineError, OnnxEngine, open_engine
 from edge_agent.engine.cache import cache_key, engine_cache_dir, engine_path
 from edge_agent.engine.onnx import choose_providers
+from edge_agent.model.bundle import Bundle
 from export.tensorrt_build import profile_shapes
-
-from .test_run_replay import cli
+from tests.test_run_replay import cli
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -115,8 +114,8 @@ def test_the_agent_engine_spins_only_when_windows_come_back_to_back(tmp_path, in
     """Spinning worker threads cost about 55 ms of CPU per window at one window a second
     (docs/performance.md), so a real-time agent turns it off; a replay as fast as it can be scored
     keeps it (it runs batches back to back)."""
-    from edge_agent.agent import Agent
     from edge_agent.config import parse_config
+    from edge_agent.runtime.agent import Agent
 
     demo = Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips"
     machines = {f"m{i}": {"input": {**inp, "file": str(demo / inp["file"])}} for i, inp in enumerate(inputs)}

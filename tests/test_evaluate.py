@@ -15,9 +15,8 @@ from calibration.metrics import (
     pauc,
     section_scores,
 )
-
-from .conftest import DATA, shared
-from .test_run_replay import cli
+from tests.conftest import DATA, shared
+from tests.test_run_replay import cli
 
 
 def test_auc_by_hand():

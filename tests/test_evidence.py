@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_agent.alarms.evidence import History, enforce_budget, spectrogram_columns
 from edge_agent.audio.wavio import read_wav
 from edge_agent.audio.windows import frame_windows
-from edge_agent.evidence import History, enforce_budget, spectrogram_columns
-from edge_agent.frontend import stft_magnitude
-
-from .conftest import DEMO
-from .test_run_replay import cli
+from edge_agent.model.frontend import stft_magnitude
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 
 def test_history_rebuilds_the_stream_from_overlapping_windows():
@@ -89,7 +88,7 @@ def test_an_alarm_on_real_clips_keeps_the_audio_and_a_spectrogram(calibrated, tm
     r = cli("run", "--config", cfg, block=("scipy",))
     assert r.returncode == 0, r.stderr
     assert "scipy" not in r.stderr
-    assert "numpy's BLAS runs on the calling thread" in r.stderr  # edge_agent/blas.py
+    assert "numpy's BLAS runs on the calling thread" in r.stderr  # edge_agent/model/blas.py
     m = re.search(r"ALARM START (\w+) .*; evidence (\S+\.wav) \(\+ \.png\)", r.stdout)
     assert m, r.stdout
     wav = m.group(2)
@@ -125,7 +124,7 @@ def test_drawing_a_long_alarm_clip_takes_little_memory():
     code = """
 import io, resource, sys
 import numpy as np
-from edge_agent.evidence import render_png
+from edge_agent.alarms.evidence import render_png
 x = (0.1 * np.random.default_rng(0).standard_normal(16000 * 40)).astype(np.float32)
 scores = [(t, 0.1) for t in range(2, 40)]
 render_png(io.BytesIO(), x[:16000], 16000, 1.0, scores[:2], 0.12)  # imports, Pillow's first image
@@ -155,8 +154,8 @@ def test_a_disk_that_refuses_evidence_costs_the_evidence_not_the_alarm(calibrate
 
 
 def test_names_are_kept_only_while_the_alarm_lasts(tmp_path):
+    from edge_agent.alarms.evidence import EvidenceRecorder
     from edge_agent.config import EvidenceConfig
-    from edge_agent.evidence import EvidenceRecorder
 
     rec = EvidenceRecorder(EvidenceConfig(post_seconds=0), tmp_path, 100, 2.0)
     rec.window("m", np.ones(200, np.float32), 2.0)
@@ -183,8 +182,8 @@ def test_a_queued_alarm_holds_its_own_16_bit_samples(tmp_path):
     samples its WAV gets, 2 bytes each, not a float view of the history's buffer."""
     import threading
 
+    from edge_agent.alarms.evidence import EvidenceRecorder
     from edge_agent.config import EvidenceConfig
-    from edge_agent.evidence import EvidenceRecorder
 
     rec = EvidenceRecorder(EvidenceConfig(pre_seconds=1.0, post_seconds=0), tmp_path, 100, 2.0)
     rec._thread = threading.Thread(target=lambda: None)  # a writer that has not taken the job yet
@@ -205,9 +204,9 @@ def test_a_replay_waits_for_the_writer_instead_of_dropping_evidence(tmp_path, mo
     import threading
     import time
 
-    from edge_agent import evidence
+    from edge_agent.alarms import evidence
+    from edge_agent.alarms.evidence import EvidenceRecorder
     from edge_agent.config import EvidenceConfig
-    from edge_agent.evidence import EvidenceRecorder
 
     held = threading.Event()
 
@@ -237,9 +236,9 @@ def test_the_writer_outlives_a_failure_outside_writing_a_file(tmp_path, monkeypa
     """A replay waits for the writer; were its thread to die (here: pruning the folder fails with
     an error other than a disk error), every later alarm would wait out the timeout and lose its
     evidence. The writer logs the failure and goes on."""
-    from edge_agent import evidence
+    from edge_agent.alarms import evidence
+    from edge_agent.alarms.evidence import EvidenceRecorder
     from edge_agent.config import EvidenceConfig
-    from edge_agent.evidence import EvidenceRecorder
 
     def broken_budget(root, max_bytes):
         raise ValueError("a bug in pruning")
@@ -264,9 +263,9 @@ def test_stop_with_a_stuck_writer_takes_its_timeout_in_all(tmp_path, monkeypatch
     import threading
     import time
 
-    from edge_agent import evidence
+    from edge_agent.alarms import evidence
+    from edge_agent.alarms.evidence import EvidenceRecorder
     from edge_agent.config import EvidenceConfig
-    from edge_agent.evidence import EvidenceRecorder
 
     held = threading.Event()
     monkeypatch.setattr(evidence, "render_png", lambda out, *a, **k: held.wait(60))
@@ -281,7 +280,7 @@ def test_stop_with_a_stuck_writer_takes_its_timeout_in_all(tmp_path, monkeypatch
     assert len(rec.pending) == 2
     t = time.monotonic()
     try:
-        with caplog.at_level("ERROR", logger="edge_agent.evidence"):
+        with caplog.at_level("ERROR", logger="edge_agent.alarms.evidence"):
             rec.close(timeout=2.0)
         took = time.monotonic() - t
     finally:

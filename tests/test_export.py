@@ -10,11 +10,10 @@ pytest.importorskip("torch")
 from edge_agent.audio.convert import prepare  # noqa: E402
 from edge_agent.audio.wavio import read_wav  # noqa: E402
 from edge_agent.audio.windows import frame_windows
-from edge_agent.bundle import Bundle, BundleError  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
-from edge_agent.frontend import Frontend  # noqa: E402
-
-from .conftest import DATA  # noqa: E402
+from edge_agent.model.bundle import Bundle, BundleError  # noqa: E402
+from edge_agent.model.frontend import Frontend  # noqa: E402
+from tests.conftest import DATA  # noqa: E402
 
 
 def test_train_writes_checkpoint_with_data_summary(tiny_checkpoint):

@@ -14,10 +14,10 @@ import signal
 import time
 from pathlib import Path
 
-from .agentproc import AgentProcess
-from .brokers import Subscriber, broker  # noqa: F401 - fixture
-from .conftest import DEMO
-from .test_run_replay import cli
+from tests.agentproc import AgentProcess
+from tests.brokers import Subscriber, broker  # noqa: F401 - fixture
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 ROUNDS = 3
 SEED = 20261122

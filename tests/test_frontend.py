@@ -6,11 +6,10 @@ from scipy import signal
 
 from edge_agent.audio.convert import ChannelError, prepare, to_mono
 from edge_agent.audio.wavio import read_wav
-from edge_agent.audio.windows import frame_windows
-from edge_agent.frontend import (
+from edge_agent.audio.windows import frame_windows, framed
+from edge_agent.model.frontend import (
     FeatureSpec,
     Frontend,
-    framed,
     hz_to_mel,
     log_mel,
     magnitude_spectrum,
@@ -21,8 +20,7 @@ from edge_agent.frontend import (
     rfft,
     stft_magnitude,
 )
-
-from .conftest import DATA
+from tests.conftest import DATA
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +177,7 @@ def test_centred_db_log_mel_matches_a_frame_loop(clip):
 
 
 def test_kaldi_fbank_frames_tone_and_dc():
-    from edge_agent.frontend import kaldi_fbank
+    from edge_agent.model.frontend import kaldi_fbank
 
     sr = 16000
     t = np.arange(sr) / sr

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from edge_agent.audio.wavio import read_wav
-from edge_agent.frontend import kaldi_fbank, log_mel, mel_filterbank, stft_magnitude
-
-from .conftest import DEMO
+from edge_agent.model.frontend import kaldi_fbank, log_mel, mel_filterbank, stft_magnitude
+from tests.conftest import DEMO
 
 librosa = pytest.importorskip("librosa")
 

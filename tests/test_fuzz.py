@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from edge_agent import strict_json
 from edge_agent.audio.wavio import AudioFileError, read_wav, wav_info
-from edge_agent.commands import COMMANDS, CommandError, parse_command, request_id_of
 from edge_agent.config import Config, ConfigError, load_config, parse_config
-from edge_agent.learn_request import read_request
+from edge_agent.runtime.commands import COMMANDS, CommandError, parse_command, request_id_of
+from edge_agent.runtime.learn_request import read_request
 
 FUZZ = settings(derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

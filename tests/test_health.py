@@ -17,13 +17,12 @@ import urllib.request
 import pytest
 import tomllib
 
-from edge_agent.agent import Agent
 from edge_agent.config import parse_config
-from edge_agent.health import Health, SystemdNotify, start_metrics
-
-from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
-from .conftest import DEMO, ROOT
-from .test_run_replay import cli, spawn
+from edge_agent.health.monitor import Health, SystemdNotify, start_metrics
+from edge_agent.runtime.agent import Agent
+from tests.brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
+from tests.conftest import DEMO, ROOT
+from tests.test_run_replay import cli, spawn
 
 UNIT = ROOT / "systemd" / "edge-agent.service"
 

@@ -14,16 +14,15 @@ import pytest
 
 from edge_agent.audio.replay import ReplaySource
 from edge_agent.audio.wavio import read_wav
-from edge_agent.bank import BankError, MemoryBank, bank_path
 from edge_agent.config import parse_config
 from edge_agent.faults import Faults
-from edge_agent.health import start_metrics
-from edge_agent.healthcheck import check
-
-from .brokers import free_port, wait_for
-from .conftest import DEMO
-from .test_commands import Running
-from .test_run_replay import cli
+from edge_agent.health.check import check
+from edge_agent.health.monitor import start_metrics
+from edge_agent.scoring.bank import BankError, MemoryBank, bank_path
+from tests.brokers import free_port, wait_for
+from tests.conftest import DEMO
+from tests.test_commands import Running
+from tests.test_run_replay import cli
 
 
 def _config(path, state, extra_machine="", extra="", replay=DEMO / "replay", loop=False, inp=""):
@@ -128,8 +127,8 @@ def test_nan_and_inf_samples_never_become_nan_scores(tmp_path, calibrated, caplo
 
 def test_a_stream_repairs_non_finite_samples_from_any_source(tmp_path):
     """Live sources (a driver) bypass the WAV reader: the stream repairs what reaches its ring."""
-    from edge_agent.bundle import Bundle
-    from edge_agent.stream import MachineStream
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.runtime.stream import MachineStream
 
     bundle = Bundle.load("default")
     src = ReplaySource("m", DEMO / "replay" / "01_normal_id_00_00000018.wav", realtime=False)
@@ -179,7 +178,7 @@ def test_a_bad_learning_request_is_set_aside_and_the_bank_stays(tmp_path, calibr
 def test_a_learning_period_that_cannot_make_a_bank_leaves_the_old_one(tmp_path, calibrated, monkeypatch):
     import calibration.enrol
     from calibration.embed import CalibrationError
-    from edge_agent.learn_request import request_learning
+    from edge_agent.runtime.learn_request import request_learning
 
     def refuse(*a, **kw):
         raise CalibrationError("injected: the enrolment failed")
@@ -224,7 +223,7 @@ def test_an_audio_thread_that_raises_is_counted_and_restarted(tmp_path, calibrat
 
 
 def test_a_dead_thread_fails_the_watchdog_metrics_and_healthcheck(tmp_path, calibrated):
-    from edge_agent.health import Health
+    from edge_agent.health.monitor import Health
 
     run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     port = free_port()
@@ -264,7 +263,7 @@ def test_faults_guard_and_supervise(monkeypatch):
 
 
 def test_a_command_that_fails_inside_the_agent_is_answered_and_counted(tmp_path, calibrated, monkeypatch):
-    import edge_agent.commands
+    import edge_agent.runtime.commands
 
     def broken(*a):
         raise RuntimeError("injected into a command")
@@ -272,7 +271,7 @@ def test_a_command_that_fails_inside_the_agent_is_answered_and_counted(tmp_path,
     run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     try:
         assert wait_for(lambda: run.agent.stats.windows > 2, 60)
-        monkeypatch.setattr(edge_agent.commands, "_apply", broken)
+        monkeypatch.setattr(edge_agent.runtime.commands, "_apply", broken)
         r = run.agent.commands.call("fan01", '{"command": "unshelve", "id": "x"}', "test")
         assert r["ok"] is False and "failed inside the agent (RuntimeError)" in r["error"] and r["id"] == "x"
         assert run.agent.faults.counts == {"command from test": 1}
@@ -283,7 +282,7 @@ def test_a_command_that_fails_inside_the_agent_is_answered_and_counted(tmp_path,
 
 
 def test_the_evidence_writer_restarts_after_an_exception(tmp_path, calibrated, monkeypatch):
-    import edge_agent.evidence
+    import edge_agent.alarms.evidence
 
     calls = []
 
@@ -292,7 +291,7 @@ def test_the_evidence_writer_restarts_after_an_exception(tmp_path, calibrated, m
         if len(calls) == 1:
             raise MemoryError("injected into the evidence writer")
 
-    monkeypatch.setattr(edge_agent.evidence, "trim", trim_once)
+    monkeypatch.setattr(edge_agent.alarms.evidence, "trim", trim_once)
     monkeypatch.setattr("edge_agent.faults.BACKOFF", (0.2, 1.0))
     extra = "evidence: {pre_seconds: 2, post_seconds: 2}\n"
     run = Running(_config(tmp_path / "c.yaml", calibrated, extra=extra, loop=True), learning=False)

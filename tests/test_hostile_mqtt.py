@@ -13,11 +13,10 @@ from edge_agent.faults import Faults
 from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.publish.outbox import Outbox
 from edge_agent.publish.sinks import open_outbox
-
-from .brokers import Subscriber, broker, wait_for  # noqa: F401 - fixture
-from .conftest import DEMO
-from .test_commands import Operator, Running
-from .test_mqtt import _alarm, _state_with_banks_of, agent_config
+from tests.brokers import Subscriber, broker, wait_for  # noqa: F401 - fixture
+from tests.conftest import DEMO
+from tests.test_commands import Operator, Running
+from tests.test_mqtt import _alarm, _state_with_banks_of, agent_config
 
 NESTED = b"[" * 1100 + b"]" * 1100  # 2,200 bytes: json.loads recurses past Python's limit
 

@@ -15,10 +15,9 @@ from dataclasses import replace
 import pytest
 
 from edge_agent.web import page
-
-from .brokers import broker, wait_for  # noqa: F401 - fixture
-from .test_commands import Running
-from .test_status_page import _get, _web_config
+from tests.brokers import broker, wait_for  # noqa: F401 - fixture
+from tests.test_commands import Running
+from tests.test_status_page import _get, _web_config
 
 
 def _strict(body: bytes):

@@ -4,14 +4,13 @@ whose indicators are known, and calibrate + run with it on real clips."""
 import numpy as np
 import pytest
 
-from edge_agent import indicators
 from edge_agent.audio.wavio import read_wav, write_wav
-from edge_agent.bank import MemoryBank, bank_path
-from edge_agent.heads import score_windows
-from edge_agent.indicators import FLOORS, held_out_scores, indicator_spec, window_indicators
-
-from .conftest import DEMO
-from .test_run_replay import cli, write_config
+from edge_agent.model import indicators
+from edge_agent.model.indicators import FLOORS, held_out_scores, indicator_spec, window_indicators
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from edge_agent.scoring.heads import score_windows
+from tests.conftest import DEMO
+from tests.test_run_replay import cli, write_config
 
 SR = 16000
 
@@ -56,7 +55,7 @@ def test_the_head_scores_distance_to_the_nearest_enrolled_window_in_either_direc
 def test_a_bank_parses_the_heads_stored_reference_once_not_at_every_window(monkeypatch):
     """The reference is kept in the bank's JSON metadata as lists; parsing them cost more than
     scoring a window, so a bank makes its head once, and again only when its spec is replaced."""
-    import edge_agent.heads.indicators as head_module
+    import edge_agent.scoring.heads.indicators as head_module
 
     rows = window_indicators(np.random.default_rng(2).normal(0, 0.1, (40, SR // 4)))
     spec = indicator_spec(rows)
@@ -113,7 +112,7 @@ def test_calibrate_and_run_with_the_indicators_head_on_real_clips(tmp_path):
 
 
 def test_relearning_keeps_a_head_a_learning_period_can_make():
-    from edge_agent.learn_request import learnable_score
+    from edge_agent.runtime.learn_request import learnable_score
 
     assert learnable_score(None) is None and learnable_score({"kind": "knn"}) == "knn"
     ens = {"kind": "ensemble", "members": [{"kind": "knn"}, {"kind": "indicators", "rows": []}]}

@@ -5,10 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from calibration.dataset import LabelError, index_dataset, parse_attributes, parse_path
 from edge_agent.audio.wavio import write_wav
-from edge_agent.dataset import LabelError, index_dataset, parse_attributes, parse_path
-
-from .conftest import DATA, SHARED
+from tests.conftest import DATA, SHARED
 
 
 def test_dcase2023_names():

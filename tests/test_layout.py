@@ -87,9 +87,28 @@ def test_dependencies_point_one_way():
     assert not wrong, "\n".join(wrong)
 
 
+STAGES = ("audio", "model", "engine", "scoring", "alarms", "runtime", "state", "publish", "health", "web", "cli")
+MAX_TOP_MODULES = 12
+
+
 def test_the_runtime_stages_are_subpackages():
-    for sub in ("audio", "engine", "publish", "cli"):
+    for sub in STAGES:
         assert (ROOT / "edge_agent" / sub / "__init__.py").is_file(), sub
+    top = sorted(p.name for p in (ROOT / "edge_agent").glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, top
+
+
+def test_audio_knows_nothing_of_models():
+    """audio/ cuts and carries sound; the front end, engines and banks build on it, never the reverse."""
+    graph = _imports(_modules())
+    wrong = [
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        if m.startswith("edge_agent.audio")
+        for d in deps
+        if d.startswith(("edge_agent.model", "edge_agent.engine", "edge_agent.scoring", "edge_agent.runtime"))
+    ]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_no_module_over_400_lines():

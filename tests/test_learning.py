@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.bank import MemoryBank, bank_path
-
-from .brokers import Subscriber, broker  # noqa: F401 - fixture
-from .conftest import DEMO
-from .test_run_replay import cli
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from tests.brokers import Subscriber, broker  # noqa: F401 - fixture
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 
 def _stream(d: Path, normals: int, anomalous: bool) -> Path:

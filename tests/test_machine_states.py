@@ -9,10 +9,9 @@ import pytest
 
 from edge_agent.audio.convert import level_dbfs
 from edge_agent.audio.wavio import read_wav, write_wav
-from edge_agent.bank import MemoryBank, bank_path
-
-from .conftest import DEMO
-from .test_run_replay import cli
+from edge_agent.scoring.bank import MemoryBank, bank_path
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from edge_agent.bundle import BUILTIN_DIR, Bundle, BundleError, write_manifest
-from edge_agent.manifest import Manifest, parse_manifest
+from edge_agent.model.bundle import BUILTIN_DIR, Bundle, BundleError, write_manifest
+from edge_agent.model.manifest import Manifest, parse_manifest
 
 DEFAULT = json.loads((BUILTIN_DIR / "default" / "manifest.json").read_text())
 

@@ -12,17 +12,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from edge_agent.alarm_states import Lifecycle
+from edge_agent.alarms.lifecycle import Lifecycle
 from edge_agent.config import parse_config
-from edge_agent.detector import Decision
 from edge_agent.publish import events
 from edge_agent.publish.discovery import Topics, discovery_payloads
 from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.publish.outbox import Outbox
-
-from .brokers import Subscriber, broker, secure_broker  # noqa: F401 - fixtures
-from .conftest import DEMO, ROOT
-from .test_run_replay import cli, spawn
+from edge_agent.scoring.detector import Decision
+from tests.brokers import Subscriber, broker, secure_broker  # noqa: F401 - fixtures
+from tests.conftest import DEMO, ROOT
+from tests.test_run_replay import cli, spawn
 
 MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
 

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 
-from edge_agent.bank import BankError, MemoryBank
-from edge_agent.bundle import Bundle
 from edge_agent.engine import OnnxEngine
-
-from .cliproc import cli
-from .conftest import DATA, DEMO
+from edge_agent.model.bundle import Bundle
+from edge_agent.scoring.bank import BankError, MemoryBank
+from tests.cliproc import cli
+from tests.conftest import DATA, DEMO
 
 
 def test_quantize_writes_an_int8_bundle_the_runtime_runs(tmp_path, tiny_bundle):
@@ -32,7 +31,7 @@ def test_quantize_writes_an_int8_bundle_the_runtime_runs(tmp_path, tiny_bundle):
     # on real windows the INT8 embeddings stay close to the FP32 ones
     from edge_agent.audio.convert import prepare
     from edge_agent.audio.wavio import read_wav
-    from edge_agent.embedding import embed_signal
+    from edge_agent.model.outputs import embed_signal
 
     x, sr = read_wav(sorted((DEMO / "replay").glob("*.wav"))[0])
     x = prepare(x, sr, f.frontend.sample_rate)

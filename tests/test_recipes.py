@@ -8,11 +8,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
-
-from .conftest import DATA, DEMO, small_recipe_bundle  # noqa: E402
-from .test_run_replay import cli, write_config  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.scoring.bank import MemoryBank, bank_path  # noqa: E402
+from tests.conftest import DATA, DEMO, small_recipe_bundle  # noqa: E402
+from tests.test_run_replay import cli, write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a model per recipe
 

@@ -9,11 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_agent.bank import MemoryBank, bank_path  # noqa: E402
-from edge_agent.bundle import Bundle  # noqa: E402
-
-from .conftest import DATA, small_recipe_bundle  # noqa: E402
-from .test_run_replay import cli, write_config  # noqa: E402
+from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.scoring.bank import MemoryBank, bank_path  # noqa: E402
+from tests.conftest import DATA, small_recipe_bundle  # noqa: E402
+from tests.test_run_replay import cli, write_config  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains a model per recipe
 
@@ -280,7 +279,7 @@ def test_ast_from_hugging_face_and_original_with_position_grid(tmp_path):
 
 
 def test_panns_checkpoint_into_clvae(tmp_path):
-    from edge_agent.frontend import mel_filterbank
+    from edge_agent.model.frontend import mel_filterbank
     from export.pretrained import PretrainedError
     from export.recipes.clvae import CLVAEConfig, PANNsFeatures, load_panns
 

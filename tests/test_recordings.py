@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_agent.audio.recordings import Recordings
 from edge_agent.audio.wavio import read_wav
-from edge_agent.recordings import Recordings
-
-from .conftest import DEMO
-from .test_run_replay import cli
+from tests.conftest import DEMO
+from tests.test_run_replay import cli
 
 NORMAL = DEMO / "replay" / "01_normal_id_00_00000018.wav"
 NORMAL2 = DEMO / "replay" / "04_normal_id_00_00000011.wav"

@@ -21,14 +21,13 @@ from edge_agent.audio.wavio import read_wav, write_wav
 from edge_agent.config import parse_config
 from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.publish.outbox import Outbox
-from edge_agent.state_lock import StateDirInUse, StateLock
-
-from .agentproc import AgentProcess
-from .brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
-from .brokers import wait_for as _wait
-from .conftest import DEMO
-from .test_mqtt import _alarm, _publisher
-from .test_run_replay import cli
+from edge_agent.state.lock import StateDirInUse, StateLock
+from tests.agentproc import AgentProcess
+from tests.brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
+from tests.brokers import wait_for as _wait
+from tests.conftest import DEMO
+from tests.test_mqtt import _alarm, _publisher
+from tests.test_run_replay import cli
 
 MODEL = {"name": "default", "version": "1", "sha256": "ab" * 32}
 
@@ -64,9 +63,9 @@ def test_rows_wait_for_their_own_puback_across_the_message_id_wrap(broker, tmp_p
     "host,expect", [("127.0.0.1", "connection refused"), ("no-such-host.invalid", "cannot resolve the host name")]
 )
 def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthcheck(tmp_path, caplog, host, expect):
-    from edge_agent.agent import Agent
-    from edge_agent.health import start_metrics
-    from edge_agent.healthcheck import check
+    from edge_agent.health.check import check
+    from edge_agent.health.monitor import start_metrics
+    from edge_agent.runtime.agent import Agent
 
     port, mport = free_port(), free_port()  # nothing listens on `port`
     cfg = parse_config(
@@ -177,7 +176,7 @@ def test_a_lock_whose_pid_cannot_be_written_still_holds(tmp_path):
     code = (
         "import resource, signal, sys\n"
         "from pathlib import Path\n"
-        "from edge_agent.state_lock import StateDirInUse, StateLock\n"
+        "from edge_agent.state.lock import StateDirInUse, StateLock\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
         "lock = StateLock.acquire(Path(sys.argv[1]))\n"
@@ -358,9 +357,9 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
     the Event's lock and runs the installed handlers as the interrupted main thread would."""
     import threading
 
-    from edge_agent.agent import Agent
     from edge_agent.cli.run import install_signals as _install_signals
     from edge_agent.config import load_config
+    from edge_agent.runtime.agent import Agent
 
     agent = Agent.from_config(load_config(_config(tmp_path / "c.yaml", calibrated, DEMO / "replay")), [])
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from .cliproc import BLOCK_TORCH, cli, spawn  # noqa: F401 - the other test modules import them from here
-from .conftest import DATA, DEMO, ROOT, shared
+from tests.cliproc import BLOCK_TORCH, cli, spawn  # noqa: F401 - the other test modules import them from here
+from tests.conftest import DATA, DEMO, ROOT, shared
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,9 @@ def test_run_without_machines_or_with_bad_config_exits_2(tmp_path, state):
 def test_importing_the_runtime_does_not_import_torch():
     code = textwrap.dedent("""
         import sys
-        import edge_agent.cli, edge_agent.agent, edge_agent.engine, edge_agent.audio.replay, edge_agent.bank
-        import edge_agent.cli.demo, edge_agent.daemon
+        import edge_agent.cli, edge_agent.runtime.agent, edge_agent.engine, edge_agent.audio.replay
+        import edge_agent.scoring.bank
+        import edge_agent.cli.demo, edge_agent.runtime.daemon
         import calibration.service, calibration.evaluate
         assert 'torch' not in sys.modules, 'torch was imported'
         print('ok')

@@ -8,8 +8,8 @@ import pytest
 
 from edge_agent.audio.ringbuffer import RingBuffer
 from edge_agent.audio.windows import Windower
-from edge_agent.bank import BankError, MemoryBank, combine_domains, knn_distance
-from edge_agent.detector import Detector
+from edge_agent.scoring.bank import BankError, MemoryBank, combine_domains, knn_distance
+from edge_agent.scoring.detector import Detector
 
 
 def test_ringbuffer_order_wrap_and_overrun():
@@ -38,9 +38,9 @@ def test_windower_hops_across_pushes():
 def test_a_live_agent_sleeps_until_a_window_can_be_complete(tmp_path):
     """The loop's idle wait follows the audio still to come (agent.idle_seconds): live streams up to
     IDLE_MAX_SECONDS, never below POLL_SECONDS, and a replay fed as fast as possible is polled."""
-    from edge_agent.agent import IDLE_MAX_SECONDS, POLL_SECONDS, Agent
     from edge_agent.audio.wavio import write_wav
     from edge_agent.config import parse_config
+    from edge_agent.runtime.agent import IDLE_MAX_SECONDS, POLL_SECONDS, Agent
 
     sr = 16000
     write_wav(tmp_path / "a.wav", 0.1 * np.sin(np.arange(5 * sr) * 0.05).astype(np.float32), sr)
@@ -66,7 +66,7 @@ def test_a_live_agent_sleeps_until_a_window_can_be_complete(tmp_path):
 
 
 def test_a_command_wakes_the_agents_loop():
-    from edge_agent.commands import CommandDesk
+    from edge_agent.runtime.commands import CommandDesk
 
     woken = []
     desk = CommandDesk(wake=lambda: woken.append(1))
@@ -147,9 +147,9 @@ def test_a_machine_stream_owns_its_state_changes(tmp_path):
     methods (the agent and health only call them), on a real replay of a real WAV."""
     from edge_agent.audio.replay import ReplaySource
     from edge_agent.audio.wavio import write_wav
-    from edge_agent.bundle import Bundle
     from edge_agent.config import MachineConfig
-    from edge_agent.stream import MachineStream
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.runtime.stream import MachineStream
 
     sr = 16000
     write_wav(tmp_path / "a.wav", 0.1 * np.sin(np.arange(5 * sr) * 0.05).astype(np.float32), sr)
@@ -262,14 +262,14 @@ def test_metadata_chunks_are_skipped_without_a_warning(tmp_path, caplog):
 def test_freed_memory_is_given_back_on_glibc():
     import platform
 
-    from edge_agent.memory import trim
+    from edge_agent.runtime.heap import trim
 
     assert trim() is (platform.libc_ver()[0] == "glibc")
 
 
 FRAGMENT = """
 import sys, numpy as np
-from edge_agent.memory import fix_mmap_threshold
+from edge_agent.runtime.heap import fix_mmap_threshold
 def rss():
     status = open('/proc/self/status').read().splitlines()
     return int(next(l for l in status if l.startswith('VmRSS')).split()[1]) // 1024
@@ -313,7 +313,7 @@ def test_a_running_agent_keeps_numpys_blas_on_one_thread():
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "from threadpoolctl import threadpool_info\n"
-        "from edge_agent.blas import single_thread_blas\n"
+        "from edge_agent.model.blas import single_thread_blas\n"
         "had = single_thread_blas()\n"
         "blas = [i for i in threadpool_info() if i['user_api'] == 'blas']\n"
         "assert blas and all(i['num_threads'] == 1 for i in blas), blas\n"
@@ -330,13 +330,13 @@ def test_console_prints_the_threshold_in_force(tmp_path):
     """run --scores shows the threshold the detector uses: the calibrated one times the operator's scale."""
     import io
 
-    from edge_agent.alarm_states import Lifecycle
-    from edge_agent.bank import MemoryBank
-    from edge_agent.bundle import Bundle
+    from edge_agent.alarms.lifecycle import Lifecycle
     from edge_agent.config import parse_config
+    from edge_agent.model.bundle import Bundle
     from edge_agent.publish.sinks import ConsoleSink
-    from edge_agent.stream import MachineStream
-    from edge_agent.stream_records import Window
+    from edge_agent.runtime.stream import MachineStream
+    from edge_agent.runtime.stream_records import Window
+    from edge_agent.scoring.bank import MemoryBank
 
     bundle = Bundle.load("default")
     bank = MemoryBank(np.ones((2, 4), np.float32), np.array(["source"] * 2), np.array(["x"] * 2), "sha", threshold=0.2)
@@ -355,7 +355,7 @@ def test_bank_metadata_is_a_checked_contract(tmp_path, calibrated):
     import json
     import zipfile
 
-    from edge_agent.bank import bank_path
+    from edge_agent.scoring.bank import bank_path
 
     good = MemoryBank.load(bank_path(calibrated, "fan01"))
     assert good.meta["levels_dbfs"]["windows"] > 0 and good.threshold > 0

@@ -1,10 +1,10 @@
-"""Score heads (edge_agent.heads): pure functions over model outputs."""
+"""Score heads (edge_agent.scoring.heads): pure functions over model outputs."""
 
 import numpy as np
 import pytest
 
-from edge_agent.bank import MemoryBank
-from edge_agent.heads import (
+from edge_agent.scoring.bank import MemoryBank
+from edge_agent.scoring.heads import (
     ScoreError,
     ensemble_spec,
     parse_score,
@@ -61,11 +61,10 @@ def test_softmax_score():
 def test_a_new_head_is_one_module_and_a_registry_line(tmp_path, monkeypatch):
     """A head written against the protocol (here in the test, as it would be in its own module) and
     registered: calibrate fits it, the bank stores and reloads it, the agent scores with it."""
-    from edge_agent import heads
-    from edge_agent.bank import bank_path
-
-    from .conftest import DEMO
-    from .test_run_replay import cli, write_config
+    from edge_agent.scoring import heads
+    from edge_agent.scoring.bank import bank_path
+    from tests.conftest import DEMO
+    from tests.test_run_replay import cli, write_config
 
     class Loudness(heads.Head):
         """Level of the window against the enrolled windows' median level, in dB either way."""

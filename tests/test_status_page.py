@@ -13,10 +13,10 @@ import urllib.request
 
 import pytest
 
-from .brokers import broker, wait_for  # noqa: F401 - fixture
-from .conftest import DEMO
-from .test_commands import Operator, Running
-from .test_mqtt import _state_with_banks_of, agent_config
+from tests.brokers import broker, wait_for  # noqa: F401 - fixture
+from tests.conftest import DEMO
+from tests.test_commands import Operator, Running
+from tests.test_mqtt import _state_with_banks_of, agent_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

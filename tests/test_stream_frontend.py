@@ -5,10 +5,9 @@ import pytest
 
 from edge_agent.audio.convert import prepare
 from edge_agent.audio.wavio import read_wav
-from edge_agent.frontend import FeatureSpec, Frontend
-from edge_agent.stream_frontend import StreamFrontend, frame_count, stack_features
-
-from .conftest import DEMO
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from edge_agent.model.stream_frontend import StreamFrontend, frame_count, stack_features
+from tests.conftest import DEMO
 
 SR, N = 16000, 32000
 
@@ -122,7 +121,7 @@ def test_a_replayed_stream_gives_its_windows_their_start(tmp_path):
     reuses frames for the distilled model's features at hop 1 s."""
     from edge_agent.audio.replay import ReplaySource
     from edge_agent.config import MachineConfig
-    from edge_agent.stream import MachineStream
+    from edge_agent.runtime.stream import MachineStream
 
     clip = sorted((DEMO / "replay").glob("*.wav"))[0]
     cfg = MachineConfig.model_validate({"input": {"file": str(clip), "realtime": False}})

@@ -10,7 +10,7 @@ import pytest
 from calibration.enrol import Enrolment, enrol, pick_threshold
 from calibration.policy import ThresholdPolicy
 from calibration.threshold import block_maxima, fit_block_maxima, rate_interval, support_note
-from edge_agent.detector import Detector, decision_statistic, smooth
+from edge_agent.scoring.detector import Detector, decision_statistic, smooth
 
 
 def ar1_scores(n: int, rng, rho: float = 0.8) -> np.ndarray:

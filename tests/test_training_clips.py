@@ -10,9 +10,8 @@ from scipy.io import wavfile
 
 from edge_agent.audio.fingerprint import audio_fingerprint
 from edge_agent.audio.wavio import read_wav
-from edge_agent.bundle import Bundle
-
-from .conftest import DATA, shared
+from edge_agent.model.bundle import Bundle
+from tests.conftest import DATA, shared
 
 
 def _fp(path):
@@ -116,7 +115,7 @@ def test_held_out_and_excluded_clips_stay_out_of_training():
 
 
 def test_a_bundle_exported_before_the_list_gets_it_from_its_recorded_selection(tiny_bundle_copy):
-    from edge_agent.bundle import write_manifest
+    from edge_agent.model.bundle import write_manifest
     from export.training_clips import record
 
     b = Bundle.load(tiny_bundle_copy)
@@ -168,7 +167,7 @@ def test_clips_added_to_a_bank_keep_track_of_what_the_model_heard(tmp_path):
 
 
 def test_recording_the_clips_of_a_bundle_that_records_no_selection_says_what_to_do(tmp_path, tiny_bundle_copy, capsys):
-    from edge_agent.bundle import write_manifest
+    from edge_agent.model.bundle import write_manifest
     from export.training_clips import main
 
     b = Bundle.load(tiny_bundle_copy)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .source import AudioDeviceError, AudioSource
-from .windows import Windower, frame_windows
+from edge_agent.audio.source import AudioDeviceError, AudioSource
+from edge_agent.audio.windows import Windower, frame_windows
 
 if TYPE_CHECKING:
-    from ..config import MachineConfig
+    from edge_agent.config import MachineConfig
 
 __all__ = ["AudioDeviceError", "AudioSource", "Windower", "frame_windows", "open_source"]
 
@@ -19,8 +19,8 @@ def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSour
     device for the model's rate unless ``sample_rate`` is set)."""
     inp = mc.input
     if inp.file is not None:
-        from .replay import ReplaySource
-        from .wavio import AudioFileError
+        from edge_agent.audio.replay import ReplaySource
+        from edge_agent.audio.wavio import AudioFileError
 
         src = ReplaySource(machine, inp.file, realtime=inp.realtime, loop=inp.loop, continuous=inp.continuous)
         if isinstance(inp.channel, int) and inp.channel >= src.channels:
@@ -29,6 +29,6 @@ def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSour
                 f"use 0-{src.channels - 1} or 'mix'"
             )
         return src
-    from .capture import CaptureSource  # imports sounddevice (PortAudio) only for live input
+    from edge_agent.audio.capture import CaptureSource  # imports sounddevice (PortAudio) only for live input
 
     return CaptureSource(machine, inp.device, inp.sample_rate or model_rate, inp.channel)

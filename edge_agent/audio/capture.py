@@ -9,9 +9,9 @@ import logging
 import threading
 from typing import Callable, Optional, Union
 
-from .devices import import_sounddevice
-from .ringbuffer import RingBuffer
-from .source import RING_SECONDS, AudioDeviceError, AudioSource
+from edge_agent.audio.devices import import_sounddevice
+from edge_agent.audio.ringbuffer import RingBuffer
+from edge_agent.audio.source import RING_SECONDS, AudioDeviceError, AudioSource
 
 log = logging.getLogger("edge_agent.audio")
 

@@ -3,9 +3,9 @@ calibration."""
 
 from __future__ import annotations
 
-from .convert import prepare
-from .wavio import iter_wavs, read_wav
-from .windows import frame_windows
+from edge_agent.audio.convert import prepare
+from edge_agent.audio.wavio import iter_wavs, read_wav
+from edge_agent.audio.windows import frame_windows
 
 
 def clip_windows(paths, sample_rate: int, window: int, hop: int, limit: int):

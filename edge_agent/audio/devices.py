@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
+from edge_agent.errors import UserError
 
 PORTAUDIO_HINT = (
     "install it with 'sudo apt-get install libportaudio2' (Debian, Ubuntu, Jetson L4T) or your distribution's "

@@ -12,10 +12,10 @@ from typing import Optional
 
 import numpy as np
 
-from .convert import resample, to_mono
-from .ringbuffer import RingBuffer
-from .source import RING_SECONDS, AudioSource
-from .wavio import AudioFileError, WavInfo, iter_wavs, read_wav, wav_info
+from edge_agent.audio.convert import resample, to_mono
+from edge_agent.audio.ringbuffer import RingBuffer
+from edge_agent.audio.source import RING_SECONDS, AudioSource
+from edge_agent.audio.wavio import AudioFileError, WavInfo, iter_wavs, read_wav, wav_info
 
 log = logging.getLogger("edge_agent.audio")
 FILE_STARTS_KEPT = 1000

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import UserError
-from .ringbuffer import RingBuffer
+from edge_agent.audio.ringbuffer import RingBuffer
+from edge_agent.errors import UserError
 
 if TYPE_CHECKING:
-    from ..faults import Faults
+    from edge_agent.faults import Faults
 
 RING_SECONDS = 30.0
 

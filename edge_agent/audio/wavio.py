@@ -11,8 +11,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from ..errors import UserError
-from .convert import finite
+from edge_agent.audio.convert import finite
+from edge_agent.errors import UserError
 
 log = logging.getLogger("edge_agent.wav")
 _warned: set[tuple[str, str]] = set()  # (file, warning) already logged: a looping replay says it once

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
-from ..errors import UserError
-from . import calibrate, demo, model, run
-from .common import UsageError, setup_logging
+from edge_agent import __version__
+from edge_agent.cli import calibrate, demo, model, run
+from edge_agent.cli.common import UsageError, setup_logging
+from edge_agent.errors import UserError
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         return 2
     verbose = a.verbose + getattr(a, "verbose_sub", 0)
     setup_logging(verbose if a.command not in ("run", "demo") else max(1, verbose))
-    from ..engine import EngineError
+    from edge_agent.engine import EngineError
 
     try:
         return int(a.func(a) or 0)

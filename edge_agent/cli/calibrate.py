@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from ..bank import MemoryBank, bank_path
-from ..bundle import Bundle
-from ..config import Config, check_machine_id, default_state_dir, load_config, parse_duration, usable_state_dir
-from .common import UsageError, help_of
+from edge_agent.cli.common import UsageError, help_of
+from edge_agent.config import Config, check_machine_id, default_state_dir, load_config, parse_duration, usable_state_dir
+from edge_agent.model.bundle import Bundle
+from edge_agent.scoring.bank import MemoryBank, bank_path
 
 SCORE_HELP = (
     "score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
@@ -170,8 +170,7 @@ def cmd_calibrate(a) -> int:
     from calibration.policy import threshold_policy
     from calibration.service import CalibrationRequest, calibrate
     from calibration.summary import summary_table
-
-    from ..engine import open_engine
+    from edge_agent.engine import open_engine
 
     machine_arg(a.machine)
     if a.learn:
@@ -283,9 +282,9 @@ def machine_arg(name: str) -> str:
 
 
 def request_learn(a) -> int:
-    from ..config import learn_seconds
-    from ..heads import REGISTRY, ScoreError, parse_score
-    from ..learn_request import request_learning
+    from edge_agent.config import learn_seconds
+    from edge_agent.runtime.learn_request import request_learning
+    from edge_agent.scoring.heads import REGISTRY, ScoreError, parse_score
 
     try:
         seconds = learn_seconds(parse_duration(a.learn), a.learn)
@@ -330,8 +329,7 @@ def cmd_bank_show(a) -> int:
 def cmd_evaluate(a) -> int:
     from calibration.evaluate import ClipEmbedder, evaluate
     from calibration.report import markdown_table
-
-    from ..engine import open_engine
+    from edge_agent.engine import open_engine
 
     if not a.data_dir.is_dir():
         raise UsageError(f"DATA_DIR {a.data_dir}: no such directory")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from ..errors import UserError
+from edge_agent.errors import UserError
 
 
 class UsageError(UserError):

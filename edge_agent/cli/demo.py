@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.wavio import wav_info
+from edge_agent.audio.wavio import wav_info
 
 CLIPS = Path(__file__).parent.parent / "demo_clips"
 MACHINE = "demo-fan"
@@ -48,13 +48,12 @@ def _segments(files: list[Path]) -> list[tuple[float, float, Path]]:
 def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
     from calibration.policy import ThresholdPolicy
     from calibration.service import enrol_paths
-
-    from ..bank import bank_path
-    from ..bundle import Bundle
-    from ..config import parse_config
-    from ..daemon import build_daemon
-    from ..engine import open_engine
-    from ..publish.sinks import ConsoleSink
+    from edge_agent.config import parse_config
+    from edge_agent.engine import open_engine
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.publish.sinks import ConsoleSink
+    from edge_agent.runtime.daemon import build_daemon
+    from edge_agent.scoring.bank import bank_path
 
     out = out or sys.stdout
     say = lambda *a: print(*a, file=out, flush=True)  # noqa: E731

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import UsageError, need_torch
+from edge_agent.cli.common import UsageError, need_torch
 
 
 def add_parsers(command) -> None:
@@ -231,9 +231,8 @@ def cmd_quantize(a) -> int:
         raise UsageError(
             "'edge-agent quantize' needs the onnx package; install the training extra: pip install 'edge-agent[train]'"
         ) from None
+    from edge_agent.model.bundle import Bundle
     from export.quantize import quantize_bundle
-
-    from ..bundle import Bundle
 
     if a.windows < 1:
         raise UsageError("--windows must be 1 or more")

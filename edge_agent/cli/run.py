@@ -36,15 +36,14 @@ def add_parsers(command) -> None:
 
 def cmd_run(a) -> int:
     from calibration.learning import learner_factory
-
-    from ..blas import single_thread_blas
-    from ..memory import fix_mmap_threshold
+    from edge_agent.model.blas import single_thread_blas
+    from edge_agent.runtime.heap import fix_mmap_threshold
 
     fix_mmap_threshold()  # before the model and the first windows are allocated
     single_thread_blas()  # its worker threads would spin after every window's k-NN
 
-    from ..config import load_config
-    from ..daemon import build_daemon
+    from edge_agent.config import load_config
+    from edge_agent.runtime.daemon import build_daemon
 
     daemon = build_daemon(
         load_config(a.config), config_path=a.config, print_scores=a.scores, learner_factory=learner_factory
@@ -67,7 +66,7 @@ def install_signals(agent) -> None:
 
 
 def cmd_devices(a) -> int:
-    from ..audio.devices import list_inputs
+    from edge_agent.audio.devices import list_inputs
 
     rows = list_inputs()  # says what to install when PortAudio is missing
     if not rows:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..bundle import Bundle
-from .base import Engine, EngineError, l2_normalise
-from .onnx import OnnxEngine
+from edge_agent.engine.base import Engine, EngineError, l2_normalise
+from edge_agent.engine.onnx import OnnxEngine
+from edge_agent.model.bundle import Bundle
 
 __all__ = ["Engine", "EngineError", "OnnxEngine", "l2_normalise", "open_engine"]
 
@@ -25,7 +25,7 @@ def open_engine(
     ``spin=False`` for work that arrives in real time, ``arena=False`` to keep no memory arena
     nor memory pattern (``OnnxEngine``)."""
     if kind == "trt":
-        from .tensorrt import TensorRTEngine
+        from edge_agent.engine.tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle, cache_dir=cache_dir)
     return OnnxEngine(bundle, kind, threads, cache_dir, spin=spin, arena=arena)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..bundle import Bundle
+    from edge_agent.model.bundle import Bundle
 
 
 class EngineError(Exception):

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..bundle import Bundle
+from edge_agent.model.bundle import Bundle
 
 
 def cache_key(trt_version: str, gpu_name: str, precision: str) -> str:

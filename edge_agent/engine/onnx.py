@@ -15,9 +15,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..bundle import Bundle
-from .base import EngineError, l2_normalise
-from .cache import engine_cache_dir
+from edge_agent.engine.base import EngineError, l2_normalise
+from edge_agent.engine.cache import engine_cache_dir
+from edge_agent.model.bundle import Bundle
 
 log = logging.getLogger("edge_agent.engine")
 

@@ -16,10 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from ..bundle import Bundle
-from ..errors import UserError
-from .base import EngineError, l2_normalise
-from .cache import engine_cache_dir, engine_path
+from edge_agent.engine.base import EngineError, l2_normalise
+from edge_agent.engine.cache import engine_cache_dir, engine_path
+from edge_agent.errors import UserError
+from edge_agent.model.bundle import Bundle
 
 log = logging.getLogger("edge_agent.trt")
 

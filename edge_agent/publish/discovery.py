@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .. import __version__
+from edge_agent import __version__
 
 
 class Topics:

@@ -38,14 +38,14 @@ from collections import deque
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import strict_json
-from ..config import Config, MQTTConfig
-from ..credentials import read_secret
-from ..errors import UserError
-from ..faults import Faults
-from .connect_errors import describe_connect_error
-from .discovery import Topics, discovery_payloads
-from .outbox import Outbox
+from edge_agent import strict_json
+from edge_agent.config import Config, MQTTConfig
+from edge_agent.credentials import read_secret
+from edge_agent.errors import UserError
+from edge_agent.faults import Faults
+from edge_agent.publish.connect_errors import describe_connect_error
+from edge_agent.publish.discovery import Topics, discovery_payloads
+from edge_agent.publish.outbox import Outbox
 
 log = logging.getLogger("edge_agent.mqtt")
 

@@ -26,8 +26,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Optional
 
-from .. import strict_json
-from ..errors import UserError
+from edge_agent import strict_json
+from edge_agent.errors import UserError
 
 log = logging.getLogger("edge_agent.outbox")
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from typing import Protocol
 
-from ..bands import describe as describe_explanation
-from ..config import Config
-from ..state_paths import outbox_path
-from . import events
-from .outbox import Outbox
+from edge_agent.config import Config
+from edge_agent.publish import events
+from edge_agent.publish.outbox import Outbox
+from edge_agent.scoring.bands import describe as describe_explanation
+from edge_agent.state.paths import outbox_path
 
 
 class Sink(Protocol):

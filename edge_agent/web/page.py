@@ -28,15 +28,15 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import bottle
 
-from .. import strict_json
-from ..commands import MAX_PAYLOAD
-from ..config import WebConfig
-from ..credentials import read_secret
-from ..errors import UserError
-from ..faults import Faults
-from ..publish import events
-from ..state_paths import evidence_dir
-from .board import StatusBoard
+from edge_agent import strict_json
+from edge_agent.config import WebConfig
+from edge_agent.credentials import read_secret
+from edge_agent.errors import UserError
+from edge_agent.faults import Faults
+from edge_agent.publish import events
+from edge_agent.runtime.commands import MAX_PAYLOAD
+from edge_agent.state.paths import evidence_dir
+from edge_agent.web.board import StatusBoard
 
 log = logging.getLogger("edge_agent.web")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from edge_agent.frontend import n_frames
+from edge_agent.audio.windows import n_frames
 
 
 class WindowedConfig:

@@ -33,9 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from edge_agent.frontend import FeatureSpec, Frontend
-
-from .base import Recipe, WindowedConfig
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from export.recipes.base import Recipe, WindowedConfig
 
 log = logging.getLogger("edge_agent.train")
 
@@ -170,9 +169,8 @@ class PANNsFeatures(nn.Module):
 
 def load_panns(backbone: PANNsFeatures, path: str, cfg: CLVAEConfig) -> dict:
     """Weights of a PANNs checkpoint (e.g. ResNet38_mAP=0.434.pth) into the feature CNN."""
-    from edge_agent.frontend import mel_filterbank
-
-    from ..pretrained import load_matching, read_state_dict
+    from edge_agent.model.frontend import mel_filterbank
+    from export.pretrained import load_matching, read_state_dict
 
     sd = read_state_dict(path)
     sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}

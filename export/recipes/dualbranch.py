@@ -8,7 +8,7 @@ design.
 - The two 128-d outputs are concatenated into one embedding (2 x 128). Training heads (joint class
   and machine type) sit on top of it and are not exported.
 
-The front end (spectrum, STFT) runs in numpy in ``edge_agent.frontend`` both here and at run time;
+The front end (spectrum, STFT) runs in numpy in ``edge_agent.model.frontend`` both here and at run time;
 the network receives its outputs.
 """
 
@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_agent.frontend import FeatureSpec, Frontend
-
-from .base import Recipe, WindowedConfig
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from export.recipes.base import Recipe, WindowedConfig
 
 
 @dataclass

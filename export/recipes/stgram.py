@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_agent.frontend import FeatureSpec, Frontend
-
-from .base import Recipe, WindowedConfig
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from export.recipes.base import Recipe, WindowedConfig
 
 
 @dataclass

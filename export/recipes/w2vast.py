@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge_agent.frontend import FeatureSpec, Frontend
-
-from .ast import AST, attention
-from .base import Recipe, WindowedConfig
+from edge_agent.model.frontend import FeatureSpec, Frontend
+from export.recipes.ast import AST, attention
+from export.recipes.base import Recipe, WindowedConfig
 
 
 @dataclass
@@ -319,7 +318,7 @@ class W2VASTNet(Recipe, nn.Module):
 
     def load_pretrained(self, name: str, path: str) -> dict:
         """The same pre-trained weights into both sub-systems (each is then fine-tuned on its labels)."""
-        from .w2vast_weights import load_ast, load_wav2vec2
+        from export.recipes.w2vast_weights import load_ast, load_wav2vec2
 
         info = {}
         for sub in (self.sub1, self.sub2):

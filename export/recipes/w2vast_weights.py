@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .ast import AST
+from export.recipes.ast import AST
 
 W2V_HINT = (
     "set w2v_* in --recipe-config to the checkpoint's sizes (base: the defaults; large: w2v_hidden 1024, "
@@ -43,7 +43,7 @@ ORIGINAL_AST = [
 
 def load_wav2vec2(module, path: str) -> dict:
     """Hugging Face (Wav2Vec2Model, ForPreTraining, ForCTC, ...) or fairseq wav2vec 2.0 weights."""
-    from ..pretrained import load_matching, read_layout, rename, weight_norm_to_weight
+    from export.pretrained import load_matching, read_layout, rename, weight_norm_to_weight
 
     sd, hf = read_layout(
         path, "feature_extractor.conv_layers.0.conv.weight", "feature_extractor.conv_layers.0.0.weight", "wav2vec 2.0"
@@ -58,7 +58,7 @@ def load_ast(module: AST, path: str, cfg) -> dict:
     """Hugging Face ASTModel / ASTForAudioClassification or the AST repository's weights. Position
     embeddings trained on another input length are cut to this window's patch grid from the middle
     (shorter windows, as the AST code does) or interpolated (longer ones)."""
-    from ..pretrained import load_matching, read_layout, rename
+    from export.pretrained import load_matching, read_layout, rename
 
     sd, hf = read_layout(
         path,

@@ -1,0 +1,1 @@
+"""Health: systemd notify and watchdog, Prometheus metrics, the container health check."""

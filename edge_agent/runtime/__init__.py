@@ -1,0 +1,1 @@
+"""The running agent: machine streams, the processing loop, operator commands, reloads."""

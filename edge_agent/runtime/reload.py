@@ -1,0 +1,52 @@
+"""SIGHUP: the running agent re-reads its banks and the config settings that can change without a
+restart (hop, k, alarm rules, silence timeout); other changes are named in a log line."""
+
+from __future__ import annotations
+
+import logging
+
+from edge_agent.config import load_config
+from edge_agent.scoring.bank import BankError, load_machine_bank
+
+log = logging.getLogger("edge_agent.runtime.agent")
+
+
+def reload_agent(agent) -> None:
+    """SIGHUP: re-read banks, and the config settings that can change without a restart
+    (hop, k, alarm rules, silence timeout). Other changes are named in a log line."""
+
+    state_dir = agent.cfg.resolved_state_dir()
+    if agent.config_path is not None:
+        try:
+            new = load_config(agent.config_path)
+        except Exception as e:  # noqa: BLE001 - a bad edit must not stop a running agent
+            log.error("reload: keeping the running config: %s", e)
+            new = None
+        if new is not None:
+            for key in ("model", "engine", "mqtt", "metrics", "state_dir", "node_id"):
+                if getattr(new, key) != getattr(agent.cfg, key):
+                    log.warning("reload: '%s' changed; that needs a restart (systemctl restart edge-agent)", key)
+            if set(new.machines) != set(agent.cfg.machines):
+                log.warning("reload: machines were added or removed; that needs a restart")
+            for m, s in agent.streams.items():
+                if m in new.machines:
+                    mc = new.machines[m]
+                    if mc.input != s.cfg.input:
+                        log.warning("reload: machines.%s.input changed; that needs a restart", m)
+                    mc = mc.model_copy(update={"input": s.cfg.input})
+                    s.apply_config(mc)
+                    agent.cfg.machines[m] = mc
+    for m, s in agent.streams.items():
+        try:
+            bank = load_machine_bank(state_dir, m, agent.bundle)
+        except BankError as e:
+            log.error("reload: %s: keeping the running bank: %s", m, e)
+            continue
+        s.set_bank(bank)
+        log.info(
+            "reload: %s: %s",
+            m,
+            f"bank version {bank.version}, threshold {bank.threshold:.4f}" if bank else "no bank (uncalibrated)",
+        )
+        agent.attach_learner(s)
+        agent.publish_state(s, "reloaded")
