@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from edge_agent.engine import OnnxEngine  # noqa: E402
 from edge_agent.model.blas import single_thread_blas  # noqa: E402
 from edge_agent.model.bundle import Bundle  # noqa: E402
+from edge_agent.runtime.sink import Sink, WindowEvent  # noqa: E402
 from edge_agent.scoring.bank import knn_distance  # noqa: E402
 
 DEMO = ROOT / "edge_agent" / "demo_clips"
@@ -232,7 +233,7 @@ def bench_process(
 def bench_streams(counts: list[int], seconds: float) -> dict:
     """Streams one process keeps up with: N machines replaying in real time, hop 1 s."""
     from edge_agent.config import parse_config
-    from edge_agent.runtime.agent import Agent
+    from edge_agent.runtime.daemon import agent_from_config
 
     bundle = Bundle.load("default")
     engine = OnnxEngine(bundle, "cpu")
@@ -252,15 +253,7 @@ def bench_streams(counts: list[int], seconds: float) -> dict:
                 },
             }
         )
-
-        class Null:
-            def handle(self, *a):
-                pass
-
-            def close(self):
-                pass
-
-        agent = Agent.from_config(cfg, [Null()], bundle=bundle, engine=engine)
+        agent = agent_from_config(cfg, [Sink()], bundle=bundle, engine=engine)
         th = threading.Thread(target=agent.run, daemon=True)
         th.start()
         time.sleep(seconds)
@@ -356,6 +349,17 @@ def bench_projection_quality(bundle: Bundle, compact_dim: int = 64) -> dict:
     return out
 
 
+class _Starts(Sink):
+    """Stream offsets at which alarms started."""
+
+    def __init__(self):
+        self.offsets: list[float] = []
+
+    def window(self, ev: WindowEvent) -> None:
+        if ev.decision is not None and ev.decision.kind == "start":
+            self.offsets.append(ev.offset)
+
+
 def bench_latency(repeats: int) -> dict:
     """First anomalous sample into the ring -> alarm message received from a real Mosquitto."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -388,15 +392,12 @@ def bench_latency(repeats: int) -> dict:
         sub = Subscriber(broker.port, "edge-agent/bench/fan01/alarm")
         got: list[float] = []
         sub.c.on_message = lambda c, u, m, got=got: got.append(time.time()) if b'"start"' in m.payload else None
-        daemon = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine)  # the production wiring
+        starts = _Starts()
+        # the production wiring
+        daemon = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine, sinks=(starts,))
         agent, pub = daemon.agent, daemon.durable
         pub.connected.wait(10)
-        raised_at_offset = []
-        agent.on_window.append(
-            lambda s, w, score, d, out=raised_at_offset: (
-                out.append(w.offset) if d is not None and d.kind == "start" else None
-            )
-        )
+        raised_at_offset = starts.offsets
         th = threading.Thread(target=agent.run, daemon=True)
         th.start()
         th.join(60)

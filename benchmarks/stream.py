@@ -48,7 +48,8 @@ from edge_agent.audio.wavio import read_wav, wav_info  # noqa: E402
 from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
 from edge_agent.model.bundle import Bundle  # noqa: E402
-from edge_agent.runtime.agent import Agent  # noqa: E402
+from edge_agent.runtime.daemon import agent_from_config  # noqa: E402
+from edge_agent.runtime.sink import Sink, WindowEvent  # noqa: E402
 from edge_agent.scoring.bank import MemoryBank, bank_path  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -117,16 +118,16 @@ class StreamRun:
     extra: dict = field(default_factory=dict)
 
 
-class _Recorder:
-    def __init__(self, agent):
+class _Recorder(Sink):
+    def __init__(self):
         self.offset, self.alarms, self._open = 0.0, [], None
         self.offsets, self.scores, self.recordings = [], [], []
-        agent.on_window.append(self._window)
 
-    def _window(self, stream, w, score, decision):
+    def window(self, w: WindowEvent):
+        decision = w.decision
         self.offset = w.offset
         self.offsets.append(w.offset)
-        self.scores.append(score)
+        self.scores.append(w.score)
         self.recordings.append(int(w.recording.split("_", 1)[0]))
         if decision is not None and decision.kind == "start":
             self._open = w.offset
@@ -163,10 +164,8 @@ def replay(bundle: Bundle, engine, bank: MemoryBank, files: list[Path], alarm: d
                 "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}},
             }
         )
-        agent = Agent.from_config(cfg, [], bundle=bundle, engine=engine)
-        rec = _Recorder(agent)
-        agent.sinks.append(rec)
-        agent.run()
+        rec = _Recorder()
+        agent_from_config(cfg, [rec], bundle=bundle, engine=engine).run()
     return StreamRun(np.array(rec.offsets), np.array(rec.scores), np.array(rec.recordings), rec.alarms, spans)
 
 

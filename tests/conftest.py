@@ -170,14 +170,31 @@ def _enrolled(tmp_path_factory, name: str, *options) -> Path:
     return st
 
 
-@pytest.fixture(scope="module")
-def calibrated(tmp_path_factory) -> Path:
-    """fan01 enrolled at the default budget (one per test module)."""
+@pytest.fixture(scope="session")
+def _calibrated_once(tmp_path_factory) -> Path:
     return _enrolled(tmp_path_factory, "fan01-state")
 
 
-@pytest.fixture(scope="module")
-def sensitive(tmp_path_factory) -> Path:
-    """fan01 enrolled with the demo's threshold (90th percentile), so that a single anomalous clip
-    raises an alarm at once (one per test module)."""
+@pytest.fixture(scope="session")
+def _sensitive_once(tmp_path_factory) -> Path:
     return _enrolled(tmp_path_factory, "sensitive", "--percentile", "0.9")
+
+
+def _module_copy(tmp_path_factory, src: Path, name: str) -> Path:
+    """A module's own copy of a state directory enrolled once per session: agents write into it."""
+    dst = tmp_path_factory.mktemp(name) / "state"
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, _calibrated_once) -> Path:
+    """fan01 enrolled at the default budget (a copy per test module)."""
+    return _module_copy(tmp_path_factory, _calibrated_once, "fan01-state")
+
+
+@pytest.fixture(scope="module")
+def sensitive(tmp_path_factory, _sensitive_once) -> Path:
+    """fan01 enrolled with the demo's threshold (90th percentile), so that a single anomalous clip
+    raises an alarm at once (a copy per test module)."""
+    return _module_copy(tmp_path_factory, _sensitive_once, "sensitive")

@@ -10,7 +10,8 @@ from edge_agent.audio.capture import CaptureSource, find_device
 from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.wavio import read_wav, write_wav
 from edge_agent.config import parse_config
-from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.daemon import agent_from_config
+from edge_agent.runtime.sink import Sink
 from tests.conftest import DEMO
 
 
@@ -164,13 +165,10 @@ def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
     )
     states = []
 
-    class Rec:
+    class Rec(Sink):
         def handle(self, kind, machine, p):
             if kind == "state":
                 states.append((p["state"], p.get("reason", "")))
-
-        def close(self):
-            pass
 
     srcs = []
 
@@ -179,7 +177,7 @@ def test_device_that_vanishes_turns_no_audio_then_recovers(pulse, tmp_path):
         srcs.append(s)
         return s
 
-    agent = Agent.from_config(cfg, [Rec()], source_factory=source_factory)
+    agent = agent_from_config(cfg, [Rec()], source_factory=source_factory)
     th = threading.Thread(target=agent.run, daemon=True)
     th.start()
     try:

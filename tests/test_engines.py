@@ -115,12 +115,12 @@ def test_the_agent_engine_spins_only_when_windows_come_back_to_back(tmp_path, in
     (docs/performance.md), so a real-time agent turns it off; a replay as fast as it can be scored
     keeps it (it runs batches back to back)."""
     from edge_agent.config import parse_config
-    from edge_agent.runtime.agent import Agent
+    from edge_agent.runtime.daemon import agent_from_config
 
     demo = Path(__file__).resolve().parent.parent / "edge_agent" / "demo_clips"
     machines = {f"m{i}": {"input": {**inp, "file": str(demo / inp["file"])}} for i, inp in enumerate(inputs)}
     cfg = parse_config({"state_dir": str(tmp_path), "model": "fast", "engine": "cpu", "machines": machines})
-    agent = Agent.from_config(cfg, [])
+    agent = agent_from_config(cfg, [])
     assert _spins(agent.engine) is spins
     assert _spins(OnnxEngine(Bundle.load("fast"), "cpu")) is True  # calibration and evaluation: back to back
     # and the agent keeps no memory arena nor memory pattern (9 + 4.5 MB of a fast replay's batches

@@ -19,7 +19,8 @@ import tomllib
 
 from edge_agent.config import parse_config
 from edge_agent.health.monitor import Health, SystemdNotify, start_metrics
-from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.daemon import agent_from_config
+from edge_agent.runtime.sink import Sink
 from tests.brokers import Subscriber, broker, free_port  # noqa: F401 - fixture
 from tests.conftest import DEMO, ROOT
 from tests.test_run_replay import cli, spawn
@@ -113,16 +114,13 @@ class NotifySocket:
         self.sock.close()
 
 
-class StateRecorder:
+class StateRecorder(Sink):
     def __init__(self):
         self.states = []
 
     def handle(self, kind, machine, p):
         if kind == "state":
             self.states.append(p["state"])
-
-    def close(self):
-        pass
 
 
 def _agent(tmp_path, silence=1.5, metrics=None):
@@ -139,7 +137,7 @@ def _agent(tmp_path, silence=1.5, metrics=None):
     if metrics:
         cfg["metrics"] = {"listen": metrics}
     rec = StateRecorder()
-    return Agent.from_config(parse_config(cfg), [rec]), rec
+    return agent_from_config(parse_config(cfg), [rec]), rec
 
 
 def test_notify_protocol_and_watchdog_stops_when_the_replay_stalls(tmp_path, monkeypatch):
@@ -147,7 +145,8 @@ def test_notify_protocol_and_watchdog_stops_when_the_replay_stalls(tmp_path, mon
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "4000000")  # ping every 2 s
     agent, rec = _agent(tmp_path)
-    health = Health(agent, SystemdNotify())
+    health = Health(agent.streams, agent.faults, SystemdNotify())
+    agent.sinks.append(health)
     th = threading.Thread(target=agent.run, daemon=True)
     th.start()
     try:
@@ -189,7 +188,8 @@ def test_metrics_endpoint_scraped_and_parsed(tmp_path):
     r = cli("calibrate", "--machine", "fan01", "--from", DEMO / "enrol", "--state-dir", tmp_path / "st", "--no-plot")
     assert r.returncode == 0, r.stderr
     agent, _ = _agent(tmp_path)
-    server = start_metrics(agent, f"127.0.0.1:{port}")
+    server = start_metrics(agent.streams, agent.faults, f"127.0.0.1:{port}")
+    agent.sinks.append(server)  # engine batch times
     th = threading.Thread(target=agent.run, daemon=True)
     th.start()
     try:

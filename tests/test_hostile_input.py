@@ -227,14 +227,14 @@ def test_a_dead_thread_fails_the_watchdog_metrics_and_healthcheck(tmp_path, cali
 
     run = Running(_config(tmp_path / "c.yaml", calibrated, loop=True), learning=False)
     port = free_port()
-    server = start_metrics(run.agent, f"127.0.0.1:{port}")
+    server = start_metrics(run.agent.streams, run.agent.faults, f"127.0.0.1:{port}")
     try:
         assert wait_for(lambda: run.agent.stats.windows > 2, 60)
         assert check(f"http://127.0.0.1:{port}/metrics")[0]
         run.agent.faults.mark_dead("paho-mqtt-client-x", "RuntimeError: boom")
         ok, msg = check(f"http://127.0.0.1:{port}/metrics")
         assert not ok and "thread(s) ended by an exception: paho-mqtt-client-x" in msg
-        assert "thread paho-mqtt-client-x died" in Health(run.agent).progress()
+        assert "thread paho-mqtt-client-x died" in Health(run.agent.streams, run.agent.faults).progress()
     finally:
         server.shutdown()
         run.stop()

@@ -104,7 +104,9 @@ def _pub(port: int, tmp_path, faults: Faults, **mqtt) -> MQTTPublisher:
             "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt},
         }
     )
-    return MQTTPublisher(cfg, Outbox(tmp_path / "outbox.sqlite"), ["m1"], "default", faults=faults)
+    return MQTTPublisher(
+        cfg, Outbox(tmp_path / "outbox.sqlite"), ["m1"], {"name": "default", "version": "t"}, faults=faults
+    )
 
 
 @pytest.mark.parametrize("callback", ["_on_connect", "_on_message", "_on_publish", "_on_disconnect"])
@@ -191,7 +193,7 @@ def test_paho_network_thread_that_dies_is_seen_and_restarted(broker, tmp_path, m
 
 
 def test_publisher_refuses_tls_files_that_are_not_pem(tmp_path):
-    from edge_agent.publish.mqtt import MQTTConfigError
+    from edge_agent.publish.mqtt_setup import MQTTConfigError
 
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate\n")

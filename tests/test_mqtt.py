@@ -148,7 +148,9 @@ def _publisher(port, state: Path, states=None, **mqtt):
             "mqtt": {"host": "127.0.0.1", "port": port, "keepalive": 5, **mqtt},
         }
     )
-    return MQTTPublisher(cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], "default", states=states)
+    return MQTTPublisher(
+        cfg, Outbox(state / "outbox.sqlite"), ["m1", "m2"], {"name": "default", "version": "t"}, states=states
+    )
 
 
 def _alarm(machine: str, i: int) -> dict:
@@ -295,7 +297,7 @@ def test_tls_with_password_from_systemd_credentials(secure_broker, tmp_path, mon
             },
         }
     )
-    pub = MQTTPublisher(cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["m1"], "default")
+    pub = MQTTPublisher(cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["m1"], {"name": "default", "version": "t"})
     pub.start()
     try:
         assert pub.connected.wait(15), pub.last_error
@@ -442,7 +444,7 @@ def test_alarms_reach_the_broker_when_the_disk_is_full(broker, tmp_path, caplog)
                 outbox._db.execute("INSERT INTO filler VALUES (zeroblob(3000))")
         except sqlite3.OperationalError as e:
             assert "full" in str(e)
-        pub = MQTTPublisher(cfg, outbox, ["m1"], "default", client_factory=FlakyClient)
+        pub = MQTTPublisher(cfg, outbox, ["m1"], {"name": "default", "version": "t"}, client_factory=FlakyClient)
         pub.start()
         assert pub.connected.wait(10)
         sent = [_alarm("m1", i) for i in range(30)]

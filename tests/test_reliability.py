@@ -65,7 +65,9 @@ def test_rows_wait_for_their_own_puback_across_the_message_id_wrap(broker, tmp_p
 def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthcheck(tmp_path, caplog, host, expect):
     from edge_agent.health.check import check
     from edge_agent.health.monitor import start_metrics
-    from edge_agent.runtime.agent import Agent
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.runtime.agent import Agent, stream_state
+    from edge_agent.runtime.daemon import open_agent_engine, open_streams
 
     port, mport = free_port(), free_port()  # nothing listens on `port`
     cfg = parse_config(
@@ -77,13 +79,12 @@ def test_an_unreachable_broker_is_reported_in_logs_status_metrics_and_healthchec
             "mqtt": {"host": host, "port": port},
         }
     )
-    agent = Agent.from_config(cfg, [])
-    pub = MQTTPublisher(
-        cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["fan01"], "default", states=agent.current_states
-    )
-    agent.sinks.append(pub)
-    agent.status_sources.append(pub.status_line)
-    server = start_metrics(agent, f"127.0.0.1:{mport}", pub)
+    bundle = Bundle.load(cfg.model)
+    streams, info = open_streams(cfg, bundle), bundle.describe()
+    states = lambda: [(m, stream_state(s, info)) for m, s in streams.items()]  # noqa: E731
+    pub = MQTTPublisher(cfg, Outbox(tmp_path / "st" / "outbox.sqlite"), ["fan01"], info, states=states)
+    agent = Agent(cfg, bundle, open_agent_engine(cfg, bundle), streams, [pub])
+    server = start_metrics(streams, agent.faults, f"127.0.0.1:{mport}", pub)
     with caplog.at_level(logging.INFO, logger="edge_agent.mqtt"):
         pub.handle("alarm", "fan01", _alarm("fan01", 1))  # waiting before the first attempt
         pub.start()
@@ -359,9 +360,9 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
 
     from edge_agent.cli.run import install_signals as _install_signals
     from edge_agent.config import load_config
-    from edge_agent.runtime.agent import Agent
+    from edge_agent.runtime.daemon import agent_from_config
 
-    agent = Agent.from_config(load_config(_config(tmp_path / "c.yaml", calibrated, DEMO / "replay")), [])
+    agent = agent_from_config(load_config(_config(tmp_path / "c.yaml", calibrated, DEMO / "replay")), [])
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         _install_signals(agent)
@@ -371,7 +372,8 @@ def test_signal_handlers_take_no_lock_the_interrupted_loop_may_hold(calibrated, 
             signal.signal(s, h)
 
     def interrupted_wait():
-        with agent.stop_event._cond, agent.reload_requested._cond, agent._wake._cond:  # what wait()/clear() hold
+        # what wait()/clear() hold
+        with agent.stop_event._cond, agent.reload_requested._cond, agent.commands._wakeup._cond:
             for h, signum in zip(handlers, (signal.SIGHUP, signal.SIGTERM)):
                 h(signum, None)
 

@@ -28,11 +28,12 @@ class Alarms:
         emit: Callable[[str, str, dict], None],
         model_info: dict,
         evidence: Optional[EvidenceRecorder] = None,
+        evidence_url: Optional[str] = None,
     ):
         self.emit, self.model_info, self.evidence = emit, model_info, evidence
         self.open = OpenAlarmStore(state_dir)
         self.lifecycles = LifecycleStore(state_dir)
-        self.evidence_base_url: Optional[str] = None  # the status page's address, when it is on
+        self.evidence_base_url = evidence_url  # the status page's address, when it is on
 
     def evidence_of(self, machine: str, alarm_id: str) -> Optional[dict]:
         """The alarm's evidence files, and their URLs on the status page when it is on."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.audio.wavio import wav_info
+from edge_agent.runtime.sink import Sink, WindowEvent
 
 CLIPS = Path(__file__).parent.parent / "demo_clips"
 MACHINE = "demo-fan"
@@ -69,6 +70,7 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
                 "state_dir": state,
                 # the demo's state is a temporary folder, deleted at the end: no evidence files to name
                 "evidence": {"enabled": False},
+                "status_interval_seconds": 1e9,  # no periodic status lines between the demo's own
                 "machines": {
                     MACHINE: {"input": {"file": str(CLIPS / "replay"), "realtime": realtime}, "hop_seconds": 1.0}
                 },
@@ -110,25 +112,12 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
         for t0, t1, f in segs:
             say(f"   {t0:5.1f}-{t1:5.1f} s  {f.name}")
         say("3) what the agent decides (one line per window; '*' = above threshold):")
-        agent = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine).agent
-        agent.sinks.append(ConsoleSink(out=out))
-        agent.status_interval = 1e9
-        per_seg: dict[Path, list[float]] = {f: [] for _, _, f in segs}
         thr = res.bank.threshold
-
-        def on_window(stream, w, score, decision):
-            start = w.offset - fe.window_seconds
-            seg = next((f for t0, t1, f in segs if t0 <= start + fe.window_seconds / 2 < t1), segs[-1][2])
-            per_seg[seg].append(score)
-            bar = "#" * int(max(0, min(40, 20 * score / max(thr, 1e-9))))
-            say(
-                f"   {start:5.1f}-{w.offset:5.1f} s  score {score:.4f} {'*' if score > thr else ' '} {bar:<40} "
-                f"{stream.state}"
-            )
-
-        agent.on_window.append(on_window)
-        recorder = _AlarmRecorder(agent)
-        agent.sinks.append(recorder)
+        lines = _ScoreLines(segs, fe.window_seconds, thr, say)
+        recorder = _AlarmRecorder()
+        sinks = (ConsoleSink(out=out), lines, recorder)
+        agent = build_daemon(cfg, console=False, health=False, bundle=bundle, engine=engine, sinks=sinks).agent
+        per_seg = lines.per_seg
         rc = agent.run()
         alarms = recorder.events
         say("4) summary per clip:")
@@ -146,23 +135,38 @@ def run_demo(realtime: bool = False, model: str = "default", out=None) -> int:
         return rc
 
 
-class _AlarmRecorder:
+class _ScoreLines(Sink):
+    """One line per window, with a bar, and each clip's scores for the summary."""
+
+    def __init__(self, segs: list, window_seconds: float, thr: float, say):
+        self.segs, self.window_seconds, self.thr, self.say = segs, window_seconds, thr, say
+        self.per_seg: dict[Path, list[float]] = {f: [] for _, _, f in segs}
+
+    def window(self, ev: WindowEvent) -> None:
+        start = ev.offset - self.window_seconds
+        mid = start + self.window_seconds / 2
+        seg = next((f for t0, t1, f in self.segs if t0 <= mid < t1), self.segs[-1][2])
+        self.per_seg[seg].append(ev.score)
+        bar = "#" * int(max(0, min(40, 20 * ev.score / max(self.thr, 1e-9))))
+        self.say(
+            f"   {start:5.1f}-{ev.offset:5.1f} s  score {ev.score:.4f} {'*' if ev.score > self.thr else ' '} "
+            f"{bar:<40} {ev.state}"
+        )
+
+
+class _AlarmRecorder(Sink):
     """Keeps alarm events with the stream time at which they were raised."""
 
-    def __init__(self, agent):
+    def __init__(self):
         self.events: list[tuple[float, dict]] = []
         self._offset = 0.0
-        agent.on_window.append(self._track)
 
-    def _track(self, stream, w, score, decision):
-        self._offset = w.offset
+    def window(self, ev: WindowEvent) -> None:
+        self._offset = ev.offset
 
     def handle(self, kind, machine, payload):
         if kind == "alarm":
             self.events.append((self._offset, payload))
-
-    def close(self):
-        pass
 
 
 def _spans(events: list[tuple[float, dict]]) -> list[tuple[float, float]]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Optional
 
 from edge_agent.alarms.lifecycle import LIFECYCLE_STATES
-from edge_agent.runtime.agent import Agent
-from edge_agent.runtime.stream import STATES
+from edge_agent.clock import SYSTEM, Clock
+from edge_agent.faults import Faults
+from edge_agent.runtime.sink import AgentView, Sink
+from edge_agent.runtime.stream import STATES, MachineStream
 
 log = logging.getLogger("edge_agent.health.monitor")
 
@@ -38,9 +39,17 @@ class SystemdNotify:
             self._n.notify(msg)
 
 
-class Health:
-    def __init__(self, agent: Agent, notify: Optional[SystemdNotify] = None):
-        self.agent = agent
+class Health(Sink):
+    """A sink of the agent: READY when it is ready, WATCHDOG while it makes progress, STATUS lines."""
+
+    def __init__(
+        self,
+        streams: dict[str, MachineStream],
+        faults: Faults,
+        notify: Optional[SystemdNotify] = None,
+        clock: Clock = SYSTEM,
+    ):
+        self.streams, self.faults, self.clock = streams, faults, clock
         self.notify = notify or SystemdNotify()
         self._last_frames: dict[str, int] = {}
         self._last_windows = -1
@@ -48,31 +57,30 @@ class Health:
         self._last_status = 0.0
         self.pings = 0
         self.stalled_reason: Optional[str] = None
-        agent.on_ready.append(self._ready)
-        agent.on_tick.append(self._tick)
-        agent.on_stop.append(self._stopping)
+        self._status: list[str] = []  # the other sinks' status lines (broker and outbox), as last seen
 
-    def _ready(self, agent: Agent) -> None:
+    def ready(self, agent: AgentView) -> None:
         # Agent.start has loaded the banks and warmed the engine up before calling us.
-        log.info("ready: %d machine(s)", len(agent.streams))
+        log.info("ready: %d machine(s)", len(self.streams))
+        self._status = _sink_lines(agent)
         self.notify.send("READY=1\nSTATUS=" + self.summary())
-        self._last_check = time.monotonic()
+        self._last_check = self.clock.monotonic()
         self._snapshot()
 
     def _snapshot(self) -> None:
-        self._last_frames = {m: s.stats().frames_written for m, s in self.agent.streams.items()}
+        self._last_frames = {m: s.stats().frames_written for m, s in self.streams.items()}
         self._last_windows = self.windows()
 
     def windows(self) -> int:
         """Windows taken from every stream: scored, or seen while uncalibrated, silent or off."""
-        return sum(s.stats().windows_processed for s in self.agent.streams.values())
+        return sum(s.stats().windows_processed for s in self.streams.values())
 
     def progress(self) -> Optional[str]:
         """None while audio and inference advance and no thread has died; else what is wrong."""
-        dead = self.agent.faults.problem()
+        dead = self.faults.problem()
         if dead:
             return dead
-        for m, s in self.agent.streams.items():
+        for m, s in self.streams.items():
             st = s.stats()
             if st.finished:
                 continue
@@ -82,10 +90,10 @@ class Health:
             return "no windows scored"
         return None
 
-    def _tick(self, agent: Agent) -> None:
-        now = time.monotonic()
+    def tick(self, agent: AgentView) -> None:
+        now = self.clock.monotonic()
         # Judge progress over at least two hops, so that the wait between windows is not a stall.
-        hop = max((s.cfg.hop_seconds for s in agent.streams.values()), default=1.0)
+        hop = max((s.cfg.hop_seconds for s in self.streams.values()), default=1.0)
         interval = max(self.notify.watchdog_interval or 5.0, 2 * hop)
         if now - self._last_check >= interval:
             reason = self.progress()
@@ -106,22 +114,41 @@ class Health:
             self._last_check = now
         if now - self._last_status >= STATUS_EVERY:
             self._last_status = now
+            self._status = _sink_lines(agent)
             self.notify.send("STATUS=" + self.summary())
 
     def summary(self) -> str:
-        parts = [f() for f in self.agent.status_sources]  # broker and outbox first: cut last when long
-        for m, s in self.agent.streams.items():
+        parts = list(self._status)  # broker and outbox first: cut last when long
+        for m, s in self.streams.items():
             st = s.stats()
             score = f" {st.last_score:.3f}" if st.last_score is not None else ""
             parts.append(f"{m} {st.state}{score}")
         return "; ".join(parts)[:200]
 
-    def _stopping(self, agent: Agent) -> None:
+    def stopping(self, agent: AgentView) -> None:
         self.notify.send("STOPPING=1\nSTATUS=stopping: flushing alarms")
 
 
-def start_metrics(agent: Agent, listen: str, publisher=None):
-    """Prometheus endpoint on ``host:port``; values are read from the agent when scraped.
+def _sink_lines(agent: AgentView) -> list[str]:
+    return [line for s in agent.sinks if (line := s.status_line())]
+
+
+class Metrics(Sink):
+    """The Prometheus endpoint as a sink: engine batch times into a histogram; the rest is read from
+    the streams when scraped."""
+
+    def __init__(self, server, latency):
+        self.server, self._latency = server, latency
+
+    def batch(self, windows: int, seconds: float) -> None:
+        self._latency.observe(seconds)
+
+    def shutdown(self) -> None:
+        self.server.shutdown()
+
+
+def start_metrics(streams: dict[str, MachineStream], faults: Faults, listen: str, publisher=None) -> Metrics:
+    """Prometheus endpoint on ``host:port``; values are read from the streams when scraped.
     ``publisher``: the durable sink (MQTT publisher or outbox-only), for outbox and broker metrics."""
     from prometheus_client import CollectorRegistry, Histogram, start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -136,7 +163,6 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
         registry=registry,
         buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
     )
-    agent.on_batch.append(lambda n, seconds: latency.observe(seconds))
 
     class AgentCollector:
         def collect(self):
@@ -158,7 +184,7 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
             alarm = GaugeMetricFamily(
                 "edge_agent_alarm_state", "1 for the latest alarm's ISA-18.2 state", labels=["machine", "state"]
             )
-            for m, s in agent.streams.items():
+            for m, s in streams.items():
                 st = s.stats()
                 windows.add_metric([m], st.windows_processed)
                 overruns.add_metric([m], st.overruns)
@@ -179,10 +205,10 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
                 "NaN/Inf audio samples replaced by silence",
                 labels=["machine"],
             )
-            for m, s in agent.streams.items():
+            for m, s in streams.items():
                 nonfinite.add_metric([m], s.nonfinite_samples)
             yield from (windows, overruns, score, thr, level, state, learning, alarm, nonfinite)
-            counts, dead = agent.faults.snapshot()
+            counts, dead = faults.snapshot()
             errors = CounterMetricFamily(
                 "edge_agent_thread_errors", "Exceptions caught and logged, by where they happened", labels=["place"]
             )
@@ -231,4 +257,4 @@ def start_metrics(agent: Agent, listen: str, publisher=None):
     registry.register(AgentCollector())
     server, thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
     log.info("metrics on http://%s:%s/metrics", host or "127.0.0.1", port)
-    return server
+    return Metrics(server, latency)

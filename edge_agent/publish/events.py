@@ -138,3 +138,17 @@ def score_payload(
     p = base(machine, ts, score, threshold, model, bank_version)
     p.update({"type": "score", "level_dbfs": _r(level_dbfs)})
     return p
+
+
+class ScoreThrottle:
+    """Score telemetry at most once per machine every ``interval`` seconds of window time."""
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def due(self, machine: str, ts: float) -> bool:
+        if ts - self._last.get(machine, 0.0) < self.interval:
+            return False
+        self._last[machine] = ts
+        return True

@@ -30,22 +30,21 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable, Optional
 
 from edge_agent import strict_json
-from edge_agent.config import Config, MQTTConfig
-from edge_agent.credentials import read_secret
-from edge_agent.errors import UserError
+from edge_agent.config import Config
 from edge_agent.faults import Faults
+from edge_agent.publish import events
 from edge_agent.publish.connect_errors import describe_connect_error
 from edge_agent.publish.discovery import Topics, discovery_payloads
+from edge_agent.publish.mqtt_setup import secure
 from edge_agent.publish.outbox import Outbox
+from edge_agent.runtime.sink import Sink, WindowEvent
 
 log = logging.getLogger("edge_agent.mqtt")
 
@@ -53,19 +52,7 @@ MAX_HANDED = 50  # rows handed to paho and not yet acknowledged
 FAIL_LOG_EVERY = 60.0  # seconds between repeated "cannot reach the broker" lines
 
 
-class MQTTConfigError(UserError):
-    pass
-
-
-def read_password(cfg: MQTTConfig) -> Optional[str]:
-    """From ``password_file``, else systemd's ``$CREDENTIALS_DIRECTORY/mqtt_password``; never from YAML."""
-    try:
-        return read_secret(cfg.password_file, "mqtt_password", "mqtt.password_file")
-    except UserError as e:
-        raise MQTTConfigError(str(e)) from None
-
-
-class MQTTPublisher:
+class MQTTPublisher(Sink):
     """A sink for the agent: outbox first, then the broker."""
 
     def __init__(
@@ -73,10 +60,11 @@ class MQTTPublisher:
         cfg: Config,
         outbox: Outbox,
         machines: list[str],
-        model_name: str = "",
+        model_info: Optional[dict] = None,
         states: Optional[Callable[[], list[tuple[str, dict]]]] = None,
         client_factory=None,
         faults: Optional[Faults] = None,
+        on_command: Optional[Callable[..., None]] = None,
     ):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -85,10 +73,11 @@ class MQTTPublisher:
         self.outbox = outbox
         self.faults = faults or Faults()
         self.machines = machines
-        self.model_name = model_name
+        self.model_info = model_info or {"name": "", "version": ""}
         self.states = states  # current retained state per machine, re-published on every connect
         # CommandDesk.submit(machine, payload, source, reply, retained=) for each command; None: ignored
-        self.on_command: Optional[Callable[..., None]] = None
+        self.on_command = on_command
+        self._scores = events.ScoreThrottle(self.mq.score_interval_seconds)
         self.topics = Topics(self.mq.topic_prefix, cfg.node_id, self.mq.homeassistant.discovery_prefix)
         self.connected = threading.Event()
         self.connects = 0
@@ -122,27 +111,7 @@ class MQTTPublisher:
         c.reconnect_delay_set(1, max(1, int(round(self.mq.reconnect_max_seconds))))
         c.max_inflight_messages_set(20)
         c.will_set(self.topics.status, "offline", qos=1, retain=True)
-        if self.mq.username:
-            c.username_pw_set(self.mq.username, read_password(self.mq))
-        if self.mq.tls is not None:
-            t = self.mq.tls
-            for key in ("ca_file", "cert_file", "key_file"):
-                v = getattr(t, key)
-                if v is not None and not Path(v).is_file():
-                    raise MQTTConfigError(f"mqtt.tls.{key}: {v} does not exist")
-            try:
-                c.tls_set(
-                    ca_certs=str(t.ca_file) if t.ca_file else None,
-                    certfile=str(t.cert_file) if t.cert_file else None,
-                    keyfile=str(t.key_file) if t.key_file else None,
-                )
-            except (ssl.SSLError, OSError, ValueError) as e:
-                raise MQTTConfigError(
-                    f"mqtt.tls: cannot use the CA, certificate or key ({e}); they must be PEM files "
-                    "(ca_file: the CA certificate that signed the broker's; cert_file and key_file: the agent's own)"
-                ) from None
-            if t.insecure:
-                c.tls_insecure_set(True)
+        secure(c, self.mq)  # credentials and TLS
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -207,6 +176,13 @@ class MQTTPublisher:
     def handle(self, kind: str, machine: str, payload: dict) -> None:
         self.outbox.put(machine, kind, payload)
         self._wake.set()
+
+    def window(self, ev: WindowEvent) -> None:
+        if self._scores.due(ev.machine, ev.ts):  # telemetry, at most one per score_interval_seconds
+            p = events.score_payload(
+                ev.machine, ev.ts, ev.score, ev.threshold, self.model_info, ev.bank_version, ev.level_dbfs
+            )
+            self.handle("score", ev.machine, p)
 
     # -- paho callbacks (paho's network thread) --------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -343,7 +319,11 @@ class MQTTPublisher:
         ha = self.mq.homeassistant
         for machine in self.machines:
             confs = discovery_payloads(
-                self.topics, machine, self.model_name, commands=self.mq.commands, shelve_minutes=ha.shelve_minutes
+                self.topics,
+                machine,
+                self.model_info["name"],
+                commands=self.mq.commands,
+                shelve_minutes=ha.shelve_minutes,
             )
             for topic, conf in confs.items():
                 self.client.publish(topic, json.dumps(conf) if conf is not None else b"", qos=1, retain=True)

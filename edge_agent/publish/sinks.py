@@ -1,30 +1,25 @@
-"""Where the agent's events go: the ``Sink`` protocol, the console, and the outbox alone when no
-broker is configured (``mqtt.MQTTPublisher`` is the third sink)."""
+"""Sinks for the agent's events (``runtime/sink.py``): the console, and the outbox alone when no
+broker is configured (``mqtt.MQTTPublisher`` is the third)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Protocol
 
 from edge_agent.config import Config
 from edge_agent.publish import events
 from edge_agent.publish.outbox import Outbox
+from edge_agent.runtime.sink import Sink, WindowEvent
 from edge_agent.scoring.bands import describe as describe_explanation
 from edge_agent.state.paths import outbox_path
 
 
-class Sink(Protocol):
-    def handle(self, kind: str, machine: str, payload: dict) -> None: ...
+class ConsoleSink(Sink):
+    """Alarm events and state changes as one line each on stdout; with ``scores`` (``run --scores``),
+    every window's score too."""
 
-    def close(self) -> None: ...
-
-
-class ConsoleSink:
-    """Alarm events and state changes as one line each on stdout; with ``window`` hooked to the
-    agent's ``on_window`` (``run --scores``), every window's score too."""
-
-    def __init__(self, out=None):
+    def __init__(self, out=None, scores: bool = False):
         self.out = out or sys.stdout
+        self.scores = scores
 
     def handle(self, kind: str, machine: str, p: dict) -> None:
         if kind == "alarm":
@@ -47,25 +42,23 @@ class ConsoleSink:
             return
         print(line, file=self.out, flush=True)
 
-    def window(self, stream, w, score: float, decision) -> None:
-        thr = stream.threshold  # in force: the calibrated one times the operator's scale
+    def window(self, ev: WindowEvent) -> None:
+        if not self.scores:
+            return
+        thr = ev.threshold  # in force: the calibrated one times the operator's scale
         print(
-            f"{events.iso(w.ts)} {stream.machine}: score {score:.4f} {'>' if score > thr else '<='} threshold "
-            f"{thr:.4f} "
-            f"level {w.level_dbfs:.1f} dBFS {stream.state}",
+            f"{events.iso(ev.ts)} {ev.machine}: score {ev.score:.4f} {'>' if ev.score > thr else '<='} threshold "
+            f"{thr:.4f} level {ev.level_dbfs:.1f} dBFS {ev.state}",
             file=self.out,
             flush=True,
         )
-
-    def close(self) -> None:
-        pass
 
 
 def open_outbox(cfg: Config) -> Outbox:
     return Outbox(outbox_path(cfg.resolved_state_dir()), cfg.outbox.max_rows, cfg.outbox.max_age_days * 86400)
 
 
-class OutboxOnlySink:
+class OutboxOnlySink(Sink):
     """Without a broker: alarms and states are kept in the outbox, to be delivered once one is configured."""
 
     def __init__(self, outbox: Outbox):

@@ -2,8 +2,12 @@
 
 One processing thread pumps all streams, batches the windows that are ready together (from any
 machine) through the front end and the engine, scores each against its machine's bank and feeds
-the detector. Audio arrives on the sources' own threads. Sinks (console, MQTT outbox) receive
-alarm, state and score payloads.
+the detector. Audio arrives on the sources' own threads. Everything the agent does goes out
+through its sinks (``runtime/sink.py``), given to the constructor with the command desk, the
+learners and the clock; nothing is attached from outside.
+
+One window's path, top to bottom: ``step`` (pump, gate) -> ``_score`` (front end, engine, score
+heads) -> ``_decide`` (detector) -> ``Alarms`` and the sinks.
 """
 
 from __future__ import annotations
@@ -19,19 +23,21 @@ import numpy as np
 
 from edge_agent.alarms.dispatch import Alarms
 from edge_agent.alarms.evidence import EvidenceRecorder
-from edge_agent.audio import open_source
-from edge_agent.config import Config, realtime_only, require_machines
-from edge_agent.engine import Engine, open_engine
+from edge_agent.clock import SYSTEM, Clock
+from edge_agent.config import Config
+from edge_agent.engine import Engine
 from edge_agent.faults import Faults
 from edge_agent.model.bundle import Bundle
 from edge_agent.model.outputs import with_indicators
 from edge_agent.model.stream_frontend import stack_features
 from edge_agent.publish import events
+from edge_agent.runtime.commands import CommandDesk
 from edge_agent.runtime.heap import trim
+from edge_agent.runtime.learner import Learner
 from edge_agent.runtime.reload import reload_agent
 from edge_agent.runtime.replay_report import ReplayError, replay_summary, unscored_replay
+from edge_agent.runtime.sink import Sink
 from edge_agent.runtime.stream import MachineStream, Window
-from edge_agent.scoring.bank import load_machine_bank
 
 log = logging.getLogger("edge_agent.runtime.agent")
 
@@ -43,6 +49,9 @@ MAX_BATCH = 4
 # after POLL_SECONDS; live audio at most IDLE_MAX_SECONDS later (the latency of a command or a signal).
 POLL_SECONDS = 0.02
 IDLE_MAX_SECONDS = 0.25
+
+# a machine's stream -> its learner, or None without a learning period (calibration.learning.learner_factory)
+LearnerFactory = Callable[[MachineStream], Optional[Learner]]
 
 
 @dataclass
@@ -62,63 +71,39 @@ class Agent:
         bundle: Bundle,
         engine: Engine,
         streams: dict[str, MachineStream],
-        sinks: list,
-        status_interval: Optional[float] = None,
+        sinks: list[Sink],
+        *,
+        commands: Optional[CommandDesk] = None,
+        learners: Optional[LearnerFactory] = None,
+        config_path: Optional[Path] = None,
+        evidence_url: Optional[str] = None,
         faults: Optional[Faults] = None,
+        clock: Clock = SYSTEM,
     ):
-        self.cfg, self.bundle, self.engine, self.streams, self.sinks = cfg, bundle, engine, streams, sinks
+        self.cfg, self.bundle, self.engine, self.streams = cfg, bundle, engine, streams
+        self.sinks = list(sinks)  # in order: the durable one first, so what the console shows is already kept
         self.faults = faults or Faults()  # exceptions of every thread, for logs, metrics and health
+        self.clock = clock
         self.frontend = bundle.frontend
         self.model_info = bundle.describe()
-        self.status_interval = status_interval if status_interval is not None else cfg.status_interval_seconds
+        self.status_interval = cfg.status_interval_seconds
         self.stats = Stats()
         self.stop_event = threading.Event()
-        self._wake = threading.Event()  # ends the loop's idle wait early: a stop, a command (``wake``)
-        self.on_ready: list[Callable[["Agent"], None]] = []
-        self.on_tick: list[Callable[["Agent"], None]] = []
-        self.on_window: list[Callable] = []  # (stream, window, score, decision or None) after each scored window
-        self.on_batch: list[Callable[[int, float], None]] = []  # (windows, seconds) after each engine batch
-        self.on_stop: list[Callable[["Agent"], None]] = []
-        self.on_closed: list[Callable[[], None]] = []  # after the sinks are closed (the state_dir lock)
+        # operator commands (MQTT, the status page) run on this thread between steps; a command wakes the loop
+        self.commands = commands or CommandDesk()
+        self.learner_factory = learners
+        self.config_path = config_path  # re-read on SIGHUP
         # Set by signal handlers. A handler runs in the main thread between two bytecodes, possibly while
         # that thread holds the lock inside stop_event.wait(); Event.set() there deadlocks (the Python
         # docs warn against locks in handlers). So a handler only stores a name here; run() acts on it.
         self.signalled: Optional[str] = None
         self.reload_signalled = False
         self.reload_requested = threading.Event()
-        self.config_path: Optional[Path] = None
-        self.status_sources: list[Callable[[], str]] = []  # extra status lines (broker state and outbox)
-        # machine stream -> its learner or None (calibration.learning.learner_factory, wired by the CLI)
-        self.learner_factory: Optional[Callable[[MachineStream], object]] = None
         self.evidence = EvidenceRecorder.for_agent(cfg, self.frontend, self.faults)
-        self.alarms = Alarms(cfg.resolved_state_dir(), self._emit, self.model_info, self.evidence)
-        # operator commands (MQTT, the status page), run on this thread between steps (commands.py)
-        self.commands = None
-        self._last_status = time.monotonic()
-        self._last_score_pub: dict[str, float] = {}
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        sinks: list,
-        source_factory=open_source,
-        bundle: Optional[Bundle] = None,
-        engine: Optional[Engine] = None,
-    ) -> "Agent":
-        require_machines(cfg)
-        bundle = bundle or Bundle.load(cfg.model)
-        # no memory arena nor memory pattern: they held the largest batch's buffers for good (9 + 4.5 MB
-        # of a fast replay, default model)
-        engine = engine or open_engine(bundle, cfg.engine, spin=not realtime_only(cfg), arena=False)
-        state_dir = cfg.resolved_state_dir()
-        streams = {}
-        for name, mc in cfg.machines.items():
-            bank = load_machine_bank(state_dir, name, bundle)
-            streams[name] = MachineStream(
-                name, mc, source_factory(name, mc, bundle.frontend.sample_rate), bundle.frontend, bank
-            )
-        return cls(cfg, bundle, engine, streams, sinks)
+        self.alarms = Alarms(cfg.resolved_state_dir(), self._emit, self.model_info, self.evidence, evidence_url)
+        self._last_status = clock.monotonic()
+        for s in streams.values():
+            self.attach_learner(s)  # at once: the very first state a broker sees is already ``learning``
 
     # -- output ----------------------------------------------------------------------------
     def _emit(self, kind: str, machine: str, payload: dict) -> None:
@@ -128,19 +113,16 @@ class Agent:
             except Exception:  # noqa: BLE001 - one broken sink must not stop detection
                 log.exception("sink %s failed on a %s event", type(s).__name__, kind)
 
+    def _tell(self, what: str, *args) -> None:
+        """Every sink's ``what`` (window, batch, ready, tick, stopping, close), each on its own."""
+        for s in self.sinks:
+            try:
+                getattr(s, what)(*args)
+            except Exception as e:  # noqa: BLE001 - one broken sink must not stop detection
+                self.faults.record(f"sink {type(s).__name__}.{what}", e)
+
     def state_of(self, s: MachineStream, reason: str = "") -> dict:
-        b = s.bank
-        return events.state_payload(
-            s.machine,
-            s.state,
-            s.clock(),
-            s.last_score,
-            s.threshold,
-            self.model_info,
-            b.version if b else None,
-            reason or s.reason,
-            s.lifecycle,
-        )
+        return stream_state(s, self.model_info, reason)
 
     def _close_open_alarms(self, reason: str, name_recording: bool = False) -> None:
         for s in self.streams.values():
@@ -150,10 +132,6 @@ class Agent:
 
     def publish_state(self, s: MachineStream, reason: str = "") -> None:
         self._emit("state", s.machine, self.state_of(s, reason))
-
-    def current_states(self) -> list[tuple[str, dict]]:
-        """The retained state of every machine, as it is now (re-published on every MQTT connect)."""
-        return [(m, self.state_of(s)) for m, s in self.streams.items()]
 
     # -- main loop -------------------------------------------------------------------------
     def start(self) -> None:
@@ -174,16 +152,15 @@ class Agent:
             s.started()
             self.alarms.close_orphaned(s)
             self.publish_state(s, "" if s.calibrated or s.learner is not None else "no bank: run edge-agent calibrate")
-        for cb in self.on_ready:
-            cb(self)
+        self._tell("ready", self)
 
     def stop(self) -> None:
         self.stop_event.set()
-        self._wake.set()
+        self.commands.wake()
 
     def wake(self) -> None:
-        """Run the loop now (a command is waiting); safe from any thread but a signal handler."""
-        self._wake.set()
+        """Run the loop now; safe from any thread but a signal handler."""
+        self.commands.wake()
 
     def idle_seconds(self) -> float:
         """How long the loop may sleep when nothing was ready: until the stream nearest its next window
@@ -203,7 +180,7 @@ class Agent:
 
     def step(self) -> int:
         """Pump every stream once and score what is ready. Returns the number of windows scored."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ready: list[Window] = []
         for s in self.streams.values():
             ready += s.pump(now)
@@ -231,15 +208,13 @@ class Agent:
         scored += self._score(pending)
         for st in self.alarms.expire_shelves(self.streams.values()):
             self.publish_state(st, "the shelf expired: monitoring again")
-        if self.commands is not None:
-            self.commands.run_pending(self)
-        if time.monotonic() - self._last_status >= self.status_interval:
-            self._last_status = time.monotonic()
+        self.commands.run_pending(self)
+        if self.clock.monotonic() - self._last_status >= self.status_interval:
+            self._last_status = self.clock.monotonic()
             for line in self.status_lines():
                 log.info("%s", line)
             trim()
-        for cb in self.on_tick:
-            cb(self)
+        self._tell("tick", self)
         return scored
 
     def _score(self, windows: list[Window]) -> int:
@@ -251,8 +226,7 @@ class Agent:
             took = time.perf_counter() - t
             out = with_indicators(out, np.stack([w.samples for w in batch]))
             self.stats.record(len(batch))
-            for cb in self.on_batch:
-                cb(len(batch), took)
+            self._tell("batch", len(batch), took)
             for j, w in enumerate(batch):
                 self._keep(w)
                 self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
@@ -284,13 +258,6 @@ class Agent:
             log.info("%s: sound is back (%s)", s.machine, s.state)
             self.publish_state(s, "sound is back")
 
-    def use_learners(self, factory: Callable[[MachineStream], object]) -> None:
-        """Commissioning: ``factory`` gives each machine its learner (or None); attached at once, so
-        the very first state a broker sees is already ``learning``."""
-        self.learner_factory = factory
-        for s in self.streams.values():
-            self.attach_learner(s)
-
     def attach_learner(self, s: MachineStream) -> None:
         if self.learner_factory is None or s.learner is not None:
             return
@@ -317,7 +284,7 @@ class Agent:
         if s.learner is not None:
             self._learn(w, outputs)
             return
-        score = s.score(outputs)
+        score = s.score(outputs)  # the machine's score head (scoring/heads)
         if not s.finite_score(score):  # never decided on, never published as NaN
             return
         before = s.state
@@ -328,24 +295,13 @@ class Agent:
                 self.evidence.alarm_started(s.machine, d.alarm_id, w.offset - (w.ts - d.started_at), s.threshold)
         if d is not None:
             self.alarms.emit_decision(s, d)
-        for cb in self.on_window:
-            cb(s, w, score, d)
+        self._tell("window", s.event(w, score, d))
         if s.state != before:
             self.publish_state(s)
-        interval = self.cfg.mqtt.score_interval_seconds if self.cfg.mqtt else 10.0
-        last = self._last_score_pub.get(s.machine, 0.0)
-        if w.ts - last >= interval:
-            self._last_score_pub[s.machine] = w.ts
-            self._emit(
-                "score",
-                s.machine,
-                events.score_payload(
-                    s.machine, w.ts, score, s.threshold, self.model_info, s.bank.version, w.level_dbfs
-                ),
-            )
 
     def status_lines(self) -> list[str]:
-        return [f() for f in self.status_sources] + [s.status_line() for s in self.streams.values()]
+        lines = [line for sink in self.sinks if (line := sink.status_line())]  # broker and outbox first
+        return lines + [s.status_line() for s in self.streams.values()]
 
     def run(self) -> int:
         self.start()
@@ -365,31 +321,29 @@ class Agent:
                     if self.done():
                         self._finish_replays()
                         break
-                    self._wake.wait(self.idle_seconds())
-                    self._wake.clear()
+                    self.commands.idle(self.idle_seconds())
         finally:
-            for cb in self.on_stop:
-                cb(self)
-            for s in self.streams.values():
-                s.source.stop()
-            try:
-                self.step()  # score the windows that were already captured
-            except Exception:  # noqa: BLE001 - stopping must go on
-                log.exception("scoring the last windows failed")
-            self._close_open_alarms("agent stopped")
-            if self.evidence is not None:
-                self.evidence.close()  # what is held of alarms still waiting for their post-roll
-            for s in self.streams.values():
-                if s.learner is not None:
-                    s.learner.save()  # the next start resumes the period
-            for sink in self.sinks:
-                sink.close()
-            for cb in self.on_closed:
-                cb()
+            self._tell("stopping", self)
+            self._shut_down()
         unscored = [u for s in self.streams.values() if (u := unscored_replay(s))]
         if unscored:
             raise ReplayError("nothing was scored for " + "; ".join(unscored))
         return 0
+
+    def _shut_down(self) -> None:
+        for s in self.streams.values():
+            s.source.stop()
+        try:
+            self.step()  # score the windows that were already captured
+        except Exception:  # noqa: BLE001 - stopping must go on
+            log.exception("scoring the last windows failed")
+        self._close_open_alarms("agent stopped")
+        if self.evidence is not None:
+            self.evidence.close()  # what is held of alarms still waiting for their post-roll
+        for s in self.streams.values():
+            if s.learner is not None:
+                s.learner.save()  # the next start resumes the period
+        self._tell("close")  # in order: the last one may release the state dir
 
     def _finish_replays(self) -> None:
         """End of recorded input: close open alarms (complete events offline), summarise each machine."""
@@ -398,3 +352,19 @@ class Agent:
             for line in (s.tally.summary(s.machine) if s.recordings.applied else None, replay_summary(s)):
                 if line:
                     log.info("%s", line)
+
+
+def stream_state(s: MachineStream, model_info: dict, reason: str = "") -> dict:
+    """A machine's retained state payload, as it is now."""
+    b = s.bank
+    return events.state_payload(
+        s.machine,
+        s.state,
+        s.clock(),
+        s.last_score,
+        s.threshold,
+        model_info,
+        b.version if b else None,
+        reason or s.reason,
+        s.lifecycle,
+    )

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -25,7 +25,30 @@ from edge_agent.config import MIN_LEARN_SECONDS
 from edge_agent.publish import events
 from edge_agent.runtime.learn_request import learnable_score, request_learning
 
+if TYPE_CHECKING:
+    from edge_agent.alarms.dispatch import Alarms
+    from edge_agent.config import Config
+    from edge_agent.faults import Faults
+    from edge_agent.runtime.stream import MachineStream
+
 log = logging.getLogger("edge_agent.runtime.commands")
+
+
+class CommandTarget(Protocol):
+    """What a command may touch: the agent, seen from here (``runtime.agent.Agent`` is one)."""
+
+    cfg: "Config"
+    streams: dict[str, "MachineStream"]
+    alarms: "Alarms"
+    faults: "Faults"
+    learner_factory: Optional[Callable]
+
+    def state_of(self, s: "MachineStream", reason: str = "") -> dict: ...
+
+    def publish_state(self, s: "MachineStream", reason: str = "") -> None: ...
+
+    def attach_learner(self, s: "MachineStream") -> None: ...
+
 
 MAX_PAYLOAD = 4096
 MAX_SHELVE_MINUTES = 7 * 24 * 60  # a week; shelve again for longer
@@ -119,9 +142,17 @@ class _Pending:
 class CommandDesk:
     """Commands from any thread, run on the agent's thread."""
 
-    def __init__(self, max_pending: int = 100, wake: Callable[[], None] = lambda: None):
+    def __init__(self, max_pending: int = 100):
         self._q: queue.Queue[_Pending] = queue.Queue(max_pending)
-        self._wake = wake  # the agent's loop may be in its idle wait
+        self._wakeup = threading.Event()  # ends the agent loop's idle wait: a command, a stop
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def idle(self, seconds: float) -> None:
+        """The agent loop's wait for more audio, cut short by a command or a stop."""
+        self._wakeup.wait(seconds)
+        self._wakeup.clear()
 
     def submit(
         self,
@@ -144,7 +175,7 @@ class CommandDesk:
             return
         try:
             self._q.put_nowait(_Pending(machine, raw, source, reply))
-            self._wake()
+            self.wake()
         except queue.Full:
             reply(_failure(machine, raw, "too many commands waiting; try again shortly"))
 
@@ -161,7 +192,7 @@ class CommandDesk:
             return _failure(machine, raw, "the agent did not answer in time (is it stopping?)")
         return box[0]
 
-    def run_pending(self, agent) -> int:
+    def run_pending(self, agent: CommandTarget) -> int:
         n = 0
         while True:
             try:
@@ -186,7 +217,7 @@ def _failure(machine: str, raw, why: str) -> dict:
     return events.command_result_payload(machine, time.time(), None, request_id_of(raw), False, why)
 
 
-def execute(agent, machine: str, raw: Union[bytes, str], source: str) -> dict:
+def execute(agent: CommandTarget, machine: str, raw: Union[bytes, str], source: str) -> dict:
     """Run one command against the agent (on its thread) and return its result payload."""
     rid = request_id_of(raw)
     s = agent.streams.get(machine)
@@ -208,14 +239,16 @@ def execute(agent, machine: str, raw: Union[bytes, str], source: str) -> dict:
     return _result(agent, machine, cmd.command, rid, True, text)
 
 
-def _result(agent, machine: str, command: Optional[str], rid: Optional[str], ok: bool, text: str) -> dict[str, Any]:
+def _result(
+    agent: Optional[CommandTarget], machine: str, command: Optional[str], rid: Optional[str], ok: bool, text: str
+) -> dict[str, Any]:
     s = agent.streams[machine] if agent is not None else None
     state = agent.state_of(s) if s is not None else None
     ts = s.clock() if s is not None else time.time()
     return events.command_result_payload(machine, ts, command, rid, ok, text, state)
 
 
-def _apply(agent, s, cmd, source: str) -> str:
+def _apply(agent: CommandTarget, s: "MachineStream", cmd, source: str) -> str:
     alarms = agent.alarms
     if isinstance(cmd, Acknowledge):
         return alarms.acknowledge(s, source, cmd.alarm_id)

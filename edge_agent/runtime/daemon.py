@@ -1,9 +1,12 @@
 """Assembling the running agent: machine streams, the durable sink (MQTT or the outbox alone), the
-console, health (systemd notify, watchdog) and metrics. The CLI's ``run``, the demo and the
-benchmarks build the daemon here, so there is one wiring.
+console, the status page, health (systemd notify, watchdog) and metrics. The CLI's ``run``, the
+demo and the benchmarks build the daemon here, so there is one wiring.
 
-The runtime never imports calibration; a learning period's learners come in through
-``learner_factory`` (``calibration.learning.learner_factory``, passed by the CLI).
+Everything is made before the agent and handed to its constructor: the streams, the command desk
+(which MQTT and the page submit to), the sinks in order (the durable one first: an event shown on
+the console is already kept; the one that releases the state dir last). The runtime never imports
+calibration; a learning period's learners come in through ``learner_factory``
+(``calibration.learning.learner_factory``, passed by the CLI).
 """
 
 from __future__ import annotations
@@ -15,16 +18,20 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edge_agent.audio import open_source
-from edge_agent.config import Config, usable_state_dir
-from edge_agent.engine import Engine
+from edge_agent.clock import SYSTEM, Clock
+from edge_agent.config import Config, realtime_only, require_machines, usable_state_dir
+from edge_agent.engine import Engine, open_engine
 from edge_agent.errors import UserError
-from edge_agent.faults import install_excepthook, remove_excepthook
+from edge_agent.faults import Faults, install_excepthook, remove_excepthook
 from edge_agent.model.bundle import Bundle
 from edge_agent.publish.mqtt import MQTTPublisher
 from edge_agent.publish.outbox import Outbox
 from edge_agent.publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
-from edge_agent.runtime.agent import Agent
+from edge_agent.runtime.agent import Agent, LearnerFactory, stream_state
 from edge_agent.runtime.commands import CommandDesk
+from edge_agent.runtime.sink import Sink
+from edge_agent.runtime.stream import MachineStream
+from edge_agent.scoring.bank import load_machine_bank
 from edge_agent.state.lock import StateLock
 
 log = logging.getLogger("edge_agent.runtime.daemon")
@@ -34,9 +41,62 @@ log = logging.getLogger("edge_agent.runtime.daemon")
 class Daemon:
     agent: Agent
     outbox: Outbox
-    durable: object  # MQTTPublisher, or OutboxOnlySink without an mqtt section
+    durable: Sink  # MQTTPublisher, or OutboxOnlySink without an mqtt section
     console: Optional[ConsoleSink]
-    page: Optional[object] = None  # web.page.StatusPage when web.listen is configured
+    page: Optional[Sink] = None  # web.page.StatusPage when web.listen is configured
+
+
+def open_agent_engine(cfg: Config, bundle: Bundle) -> Engine:
+    # no memory arena nor memory pattern: they held the largest batch's buffers for good (9 + 4.5 MB
+    # of a fast replay, default model)
+    return open_engine(bundle, cfg.engine, spin=not realtime_only(cfg), arena=False)
+
+
+def open_streams(
+    cfg: Config, bundle: Bundle, source_factory=open_source, clock: Clock = SYSTEM
+) -> dict[str, MachineStream]:
+    """Each configured machine's stream: its input opened (not started) and its bank loaded."""
+    require_machines(cfg)
+    state_dir = cfg.resolved_state_dir()
+    return {
+        name: MachineStream(
+            name,
+            mc,
+            source_factory(name, mc, bundle.frontend.sample_rate),
+            bundle.frontend,
+            load_machine_bank(state_dir, name, bundle),
+            clock=clock,
+        )
+        for name, mc in cfg.machines.items()
+    }
+
+
+def agent_from_config(
+    cfg: Config,
+    sinks: list[Sink],
+    source_factory=open_source,
+    bundle: Optional[Bundle] = None,
+    engine: Optional[Engine] = None,
+    clock: Clock = SYSTEM,
+    **kw,
+) -> Agent:
+    """An agent with the given sinks only (no state-dir lock, MQTT, page or health): replays in
+    benchmarks and tests."""
+    bundle = bundle or Bundle.load(cfg.model)
+    engine = engine or open_agent_engine(cfg, bundle)
+    streams = open_streams(cfg, bundle, source_factory, clock)
+    return Agent(cfg, bundle, engine, streams, sinks, clock=clock, **kw)
+
+
+class _Release(Sink):
+    """The last sink: after every other one has closed, the excepthook goes and the state dir is free."""
+
+    def __init__(self, lock: StateLock, faults: Faults):
+        self.lock, self.faults = lock, faults
+
+    def close(self) -> None:
+        remove_excepthook(self.faults)
+        self.lock.release()
 
 
 def build_daemon(
@@ -45,68 +105,83 @@ def build_daemon(
     config_path: Optional[Path] = None,
     print_scores: bool = False,
     console: bool = True,
-    learner_factory: Optional[Callable[[Config, Bundle], Callable]] = None,
+    learner_factory: Optional[Callable[[Config, Bundle], LearnerFactory]] = None,
     bundle: Optional[Bundle] = None,
     engine: Optional[Engine] = None,
     source_factory=open_source,
     health: bool = True,
+    sinks: tuple[Sink, ...] = (),
+    clock: Clock = SYSTEM,
 ) -> Daemon:
     """The agent with every sink attached and started (the MQTT client connects in the background);
-    ``agent.run()`` is all that is left to do."""
+    ``agent.run()`` is all that is left to do. ``sinks``: more, after the built-in ones."""
     state_dir = usable_state_dir(cfg.resolved_state_dir())  # before anything is loaded: a message, not a traceback
     with ExitStack() as on_failure:
         lock = StateLock.acquire(state_dir)  # one agent per folder
         on_failure.callback(lock.release)
-        agent = Agent.from_config(cfg, [], source_factory=source_factory, bundle=bundle, engine=engine)
-        agent.config_path = config_path
-        if learner_factory is not None:
-            agent.use_learners(learner_factory(cfg, agent.bundle))
-        con = ConsoleSink() if console else None
-        if con is not None and print_scores:
-            agent.on_window.append(con.window)
+        bundle = bundle or Bundle.load(cfg.model)
+        engine = engine or open_agent_engine(cfg, bundle)
+        streams = open_streams(cfg, bundle, source_factory, clock)
+        faults = Faults()  # exceptions of every thread, for logs, metrics and health
+        model_info = bundle.describe()
+        desk = CommandDesk()  # MQTT and the status page hand their commands to the agent's thread
         outbox = open_outbox(cfg)
         if cfg.mqtt is not None:
             durable = MQTTPublisher(
-                cfg, outbox, list(cfg.machines), agent.bundle.name, states=agent.current_states, faults=agent.faults
+                cfg,
+                outbox,
+                list(cfg.machines),
+                model_info,
+                states=lambda: [(m, stream_state(s, model_info)) for m, s in streams.items()],
+                faults=faults,
+                on_command=desk.submit if cfg.mqtt.commands else None,
             )
         else:
             log.info("no mqtt section: alarms go to the console and the outbox %s", outbox.path)
             durable = OutboxOnlySink(outbox)
-        # The durable sink first: an event printed on the console is already in the outbox.
-        agent.sinks += [durable] + ([con] if con is not None else [])
-        agent.status_sources.append(durable.status_line)
-        # MQTT and the status page hand their commands to the agent's thread, and wake it
-        agent.commands = CommandDesk(wake=agent.wake)
+        out: list[Sink] = [durable]
+        con = ConsoleSink(scores=print_scores) if console else None
+        out += [con] if con is not None else []
         page = None
         if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
             from edge_agent.web.page import StatusPage
 
-            page = StatusPage(agent, cfg.web)
+            page = StatusPage(cfg, streams, model_info, faults, desk)
             page.start()
-            agent.sinks.append(page)
-            agent.on_window.append(page.board.window)
-            agent.alarms.evidence_base_url = page.url
-        if isinstance(durable, MQTTPublisher):
-            if cfg.mqtt.commands:
-                durable.on_command = agent.commands.submit
-                log.info(
-                    "MQTT: operator commands are ON (anyone allowed to publish to the command topics can use them)"
-                )
-            durable.start()
+            on_failure.callback(page.close)
+            out.append(page)
         if health:
             from edge_agent.health.monitor import Health, start_metrics
 
-            Health(agent)
+            out.append(Health(streams, faults, clock=clock))
             if cfg.metrics is not None:
                 try:
-                    start_metrics(agent, cfg.metrics.listen, durable)
+                    out.append(start_metrics(streams, faults, cfg.metrics.listen, durable))
                 except OSError as e:
                     raise UserError(
                         f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})"
                     ) from None
+        out += [*sinks, _Release(lock, faults)]  # the lock is held until every sink has closed
+        agent = Agent(
+            cfg,
+            bundle,
+            engine,
+            streams,
+            out,
+            commands=desk,
+            learners=learner_factory(cfg, bundle) if learner_factory is not None else None,
+            config_path=config_path,
+            evidence_url=page.url if page is not None else None,
+            faults=faults,
+            clock=clock,
+        )
+        if isinstance(durable, MQTTPublisher):
+            if cfg.mqtt.commands:
+                log.info(
+                    "MQTT: operator commands are ON (anyone allowed to publish to the command topics can use them)"
+                )
+            durable.start()
         # An exception that ends any thread (a library's too) is logged, counted and shown in health
-        install_excepthook(agent.faults)
-        agent.on_closed.append(lambda: remove_excepthook(agent.faults))
-        agent.on_closed.append(lock.release)  # held until the agent has closed its sinks
+        install_excepthook(faults)
         on_failure.pop_all()
         return Daemon(agent, outbox, durable, con, page)

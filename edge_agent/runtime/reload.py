@@ -4,14 +4,33 @@ restart (hop, k, alarm rules, silence timeout); other changes are named in a log
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Protocol
 
-from edge_agent.config import load_config
+from edge_agent.config import Config, load_config
 from edge_agent.scoring.bank import BankError, load_machine_bank
+
+if TYPE_CHECKING:
+    from edge_agent.model.bundle import Bundle
+    from edge_agent.runtime.stream import MachineStream
 
 log = logging.getLogger("edge_agent.runtime.agent")
 
 
-def reload_agent(agent) -> None:
+class Reloadable(Protocol):
+    """What a reload changes: the agent, seen from here (``runtime.agent.Agent`` is one)."""
+
+    cfg: Config
+    config_path: Optional[Path]
+    bundle: "Bundle"
+    streams: dict[str, "MachineStream"]
+
+    def attach_learner(self, s: "MachineStream") -> None: ...
+
+    def publish_state(self, s: "MachineStream", reason: str = "") -> None: ...
+
+
+def reload_agent(agent: Reloadable) -> None:
     """SIGHUP: re-read banks, and the config settings that can change without a restart
     (hop, k, alarm rules, silence timeout). Other changes are named in a log line."""
 

@@ -8,7 +8,6 @@ live and recorded audio are scored the same way.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Optional
 
 import numpy as np
@@ -17,10 +16,12 @@ from edge_agent.alarms.lifecycle import Lifecycle
 from edge_agent.audio import AudioSource, Windower
 from edge_agent.audio.convert import SILENT_PEAK, finite, level_dbfs, prepare
 from edge_agent.audio.recordings import Recordings, Tally
+from edge_agent.clock import SYSTEM, Clock
 from edge_agent.config import MachineConfig
 from edge_agent.model.frontend import Frontend
 from edge_agent.model.stream_frontend import StreamFrontend
-from edge_agent.runtime.stream_records import StreamStats, Window
+from edge_agent.runtime.learner import Learner
+from edge_agent.runtime.stream_records import StreamStats, Window, WindowEvent
 from edge_agent.scoring.bank import MemoryBank
 from edge_agent.scoring.detector import Decision, Detector
 
@@ -40,7 +41,9 @@ class MachineStream:
         bank: Optional[MemoryBank],
         window_seconds: Optional[float] = None,
         lifecycle: Optional[Lifecycle] = None,
+        clock: Clock = SYSTEM,
     ):
+        self._clock = clock
         self.machine, self.cfg, self.source, self.frontend, self.bank = machine, cfg, source, frontend, bank
         self.features = StreamFrontend(frontend)
         self.window_seconds = window_seconds or frontend.window_seconds
@@ -55,16 +58,14 @@ class MachineStream:
         self.alarms_raised = 0
         self.last_ts: Optional[float] = None
         self.last_level_dbfs: Optional[float] = None
-        self.last_frames_at = time.monotonic()
+        self.last_frames_at = self._clock.monotonic()
         self.no_audio = False  # no frames arrive (set by the agent's liveness check)
         self.no_audio_reason = ""
         self.condition: Optional[str] = None  # "silent" or "off" while the windows say so, else None
         self.condition_reason = ""
         self.settled_at = float("-inf")  # stream offset from which windows hold no gated audio
-        # While learning (commissioning), windows go to this instead of the detector: it has
-        # add(embeddings, level_dbfs, indicators) -> new bank or None, progress(), describe() and save().
-        self.learner = None
-        self.wall_start = time.time()
+        self.learner: Optional[Learner] = None  # while learning, windows go to it instead of the detector
+        self.wall_start = self._clock.time()
         self._overruns_logged = 0
         self.recordings = Recordings()  # where each recording (a replayed file) begins
         self.tally = Tally()  # what the current recording gave, as decided (the replay's summary lines)
@@ -81,7 +82,7 @@ class MachineStream:
     def clock(self) -> float:
         if self.stream_clocked:
             return self.last_ts or self.wall_start
-        return time.time()
+        return self._clock.time()
 
     @property
     def threshold(self) -> Optional[float]:
@@ -207,7 +208,7 @@ class MachineStream:
 
     def pump(self, now: Optional[float] = None) -> list[Window]:
         """Read what the source delivered and return the windows that are complete."""
-        now = time.monotonic() if now is None else now
+        now = self._clock.monotonic() if now is None else now
         frames, bad = finite(self.source.ring.read())
         if bad:
             if not self.nonfinite_samples:
@@ -227,7 +228,7 @@ class MachineStream:
         if len(frames):
             self.last_frames_at = now
         out = []
-        wall = time.time()
+        wall = self._clock.time()
         stream_clock = self.stream_clocked
         position = self.source.ring.frames_read - len(frames)
         w = self._windower(position)
@@ -280,7 +281,7 @@ class MachineStream:
 
     def started(self) -> None:
         """The source has just started: wall clock and silence are timed from now, not from loading."""
-        self.wall_start, self.last_frames_at = time.time(), time.monotonic()
+        self.wall_start, self.last_frames_at = self._clock.time(), self._clock.monotonic()
 
     def seconds_to_next_window(self) -> Optional[float]:
         """Seconds of audio the source still has to deliver before the next window is complete;
@@ -298,7 +299,7 @@ class MachineStream:
 
     def update_liveness(self, now: Optional[float] = None) -> bool:
         """Enter or leave ``no_audio`` from the frames' arrival; True when that changed."""
-        now = time.monotonic() if now is None else now
+        now = self._clock.monotonic() if now is None else now
         reason = self.check_liveness(now)
         if reason and not self.no_audio:
             self.no_audio, self.no_audio_reason = True, reason
@@ -310,7 +311,7 @@ class MachineStream:
 
     def check_liveness(self, now: Optional[float] = None) -> Optional[str]:
         """Return a reason when no frames have arrived for ``silence_seconds``."""
-        now = time.monotonic() if now is None else now
+        now = self._clock.monotonic() if now is None else now
         limit = self.cfg.input.silence_seconds
         if self.source.finished:
             return None
@@ -337,6 +338,12 @@ class MachineStream:
         self.tally.score(score, d is not None and d.kind == "start")
         return d
 
+    def event(self, w: Window, score: float, d: Optional[Decision]) -> WindowEvent:
+        """What the sinks learn of a scored window: the threshold in force (operator's scale included)."""
+        b = self.bank
+        thr, ver = self.threshold, b.version if b else None
+        return WindowEvent(self.machine, w.ts, w.offset, w.recording, score, thr, w.level_dbfs, self.state, ver, d)
+
     def next_recording(self, name: str) -> str:
         """The decisions have reached recording ``name``: what the last one gave, as a line."""
         line, self.tally = self.tally.summary(self.machine), Tally(name)
@@ -347,7 +354,7 @@ class MachineStream:
         self.windows_processed += 1
         self.tally.windows += 1
 
-    def attach_learner(self, learner) -> bool:
+    def attach_learner(self, learner: Optional[Learner]) -> bool:
         """Commissioning: windows go to ``learner`` (None: none) instead of the detector until it
         hands back a bank. True when one was attached."""
         self.learner = learner

@@ -1,11 +1,15 @@
-"""What a machine's stream hands out: its windows, and snapshots of its state for health and metrics."""
+"""What a machine's stream hands out: its windows, what came of each (for the sinks), and snapshots of
+its state for health and metrics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge_agent.scoring.detector import Decision
 
 
 @dataclass(frozen=True)
@@ -41,3 +45,19 @@ class Window:
     def features(self) -> dict[str, np.ndarray]:
         """The model inputs of this window, reusing the frames it shares with its stream's previous one."""
         return self.stream.features(self.samples, self.start)
+
+
+@dataclass(frozen=True)
+class WindowEvent:
+    """One scored window of one machine, as the sinks see it."""
+
+    machine: str
+    ts: float  # wall-clock time of the window's end
+    offset: float  # stream seconds at the window's end
+    recording: str  # the recording it belongs to ("" for live input)
+    score: float
+    threshold: Optional[float]  # in force: the calibrated one times the operator's scale
+    level_dbfs: float
+    state: str  # the machine's state after the decision
+    bank_version: Optional[int]
+    decision: Optional["Decision"]  # an alarm start, update or end, else None

@@ -1,9 +1,9 @@
 """What the status page shows, kept as the agent runs: per machine the last hour of window scores
 (with the threshold in force and the level), its latest retained state, and its recent alarms.
 
-It is a sink (``handle``: state and alarm payloads, the same ones MQTT gets) and an ``on_window``
-hook of the agent (every scored window); the agent's thread writes, the web server's threads read,
-under one lock. Memory is bounded: an hour of points and ``MAX_ALARMS`` alarms per machine.
+The page hands it the agent's state and alarm payloads (the same ones MQTT gets) and every scored
+window; the agent's thread writes, the web server's threads read, under one lock. Memory is
+bounded: an hour of points and ``MAX_ALARMS`` alarms per machine.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from typing import Optional
+
+from edge_agent.runtime.sink import WindowEvent
 
 HISTORY_SECONDS = 3600.0
 MAX_ALARMS = 20
@@ -45,14 +47,11 @@ class StatusBoard:
                 while len(book) > MAX_ALARMS:
                     book.popitem(last=False)
 
-    def window(self, stream, w, score: float, decision) -> None:
+    def window(self, ev: WindowEvent) -> None:
         with self._lock:
-            q = self.points.get(stream.machine)
+            q = self.points.get(ev.machine)
             if q is not None:
-                q.append((w.ts, score, stream.threshold, w.level_dbfs))
-
-    def close(self) -> None:
-        pass
+                q.append((ev.ts, ev.score, ev.threshold, ev.level_dbfs))
 
     # -- readers (the web server's threads) --------------------------------------------------------
     def scores(self, machine: str, after: float = float("-inf")) -> list[list]:

@@ -29,12 +29,14 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import bottle
 
 from edge_agent import strict_json
-from edge_agent.config import WebConfig
+from edge_agent.config import Config
 from edge_agent.credentials import read_secret
 from edge_agent.errors import UserError
 from edge_agent.faults import Faults
 from edge_agent.publish import events
-from edge_agent.runtime.commands import MAX_PAYLOAD
+from edge_agent.runtime.commands import MAX_PAYLOAD, CommandDesk
+from edge_agent.runtime.sink import Sink, WindowEvent
+from edge_agent.runtime.stream import MachineStream
 from edge_agent.state.paths import evidence_dir
 from edge_agent.web.board import StatusBoard
 
@@ -99,18 +101,30 @@ class _Handler(WSGIRequestHandler):
         log.debug("%s %s", self.address_string(), fmt % args)
 
 
-class StatusPage:
-    """A sink of the agent (it keeps the board) that serves the page on its own threads."""
+class StatusPage(Sink):
+    """A sink of the agent (it keeps the board) that serves the page on its own threads. It reads
+    the streams' live figures and hands the controls to the command desk, which runs them on the
+    agent's thread."""
 
-    def __init__(self, agent, cfg: WebConfig):
-        self.agent, self.cfg = agent, cfg
-        self.board = StatusBoard(list(agent.streams), {m: s.cfg.hop_seconds for m, s in agent.streams.items()})
-        self.password = read_secret(cfg.password_file, "web_password", "web.password_file") or None
-        if self.password is None and cfg.password_file is not None:
-            log.warning("web.password_file %s is empty: the page's controls are off", cfg.password_file)
+    def __init__(
+        self,
+        cfg: Config,
+        streams: dict[str, MachineStream],
+        model_info: dict,
+        faults: Faults,
+        commands: CommandDesk,
+    ):
+        assert cfg.web is not None
+        self.node, self.cfg = cfg.node_id, cfg.web
+        self.streams, self.model_info, self.faults, self.commands = streams, model_info, faults, commands
+        self.board = StatusBoard(list(streams), {m: s.cfg.hop_seconds for m, s in streams.items()})
+        web = cfg.web
+        self.password = read_secret(web.password_file, "web_password", "web.password_file") or None
+        if self.password is None and web.password_file is not None:
+            log.warning("web.password_file %s is empty: the page's controls are off", web.password_file)
         self._auth_lock = threading.Lock()
         self._auth_closed_until = 0.0  # after a wrong password, every client waits (monotonic time)
-        self.evidence_dir = evidence_dir(agent.cfg.resolved_state_dir())
+        self.evidence_dir = evidence_dir(cfg.resolved_state_dir())
         self.app = self._routes()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -136,7 +150,7 @@ class StatusPage:
             self._server = make_server(host, port, self.app, server_class=server_class, handler_class=_Handler)
         except OSError as e:
             raise UserError(f"web.listen {self.cfg.listen}: cannot listen there ({e.strerror})") from None
-        faults = self.agent.faults
+        faults = self.faults
         self._server.faults = faults
         self._stopping = threading.Event()
         serve = faults.supervise("status page", self._server.serve_forever, self._stopping)
@@ -152,6 +166,9 @@ class StatusPage:
     def handle(self, kind: str, machine: str, payload: dict) -> None:
         self.board.handle(kind, machine, payload)
 
+    def window(self, ev: WindowEvent) -> None:
+        self.board.window(ev)
+
     def close(self) -> None:
         if self._server is not None:
             self._stopping.set()
@@ -164,7 +181,7 @@ class StatusPage:
         app = bottle.Bottle()
         app.uninstall(bottle.JSONPlugin)  # for one that never writes NaN (JSON.parse refuses the document)
         app.install(bottle.JSONPlugin(json_dumps=strict_json.dumps))
-        agent, board = self.agent, self.board
+        streams, board = self.streams, self.board
 
         def guarded(callback):  # a route that raises is logged and counted, and answered with a 500
             def route(*a, **kw):
@@ -173,7 +190,7 @@ class StatusPage:
                 except bottle.HTTPResponse:
                     raise
                 except Exception as e:  # noqa: BLE001
-                    agent.faults.record("status page request", e)
+                    self.faults.record("status page request", e)
                     return _error(500, "the agent failed to answer; see its log")
 
             return route
@@ -198,16 +215,16 @@ class StatusPage:
         @app.get("/api/status")
         def _status():
             return {
-                "node": agent.cfg.node_id,
-                "model": {"name": agent.model_info["name"], "version": agent.model_info["version"]},
+                "node": self.node,
+                "model": {"name": self.model_info["name"], "version": self.model_info["version"]},
                 "controls": self.password is not None,
                 "ts": events.iso(time.time()),
-                "machines": [self._machine(m, s) for m, s in agent.streams.items()],
+                "machines": [self._machine(m, s) for m, s in streams.items()],
             }
 
         @app.get("/api/machines/<machine>/scores")
         def _scores(machine):
-            if machine not in agent.streams:
+            if machine not in streams:
                 return _error(404, f"unknown machine {machine!r}")
             try:
                 after = float(bottle.request.query.get("after") or "-inf")
@@ -218,7 +235,7 @@ class StatusPage:
         @app.get("/evidence/<machine>/<name>")
         def _evidence(machine, name):
             path = self.evidence_dir / machine / name
-            if machine not in agent.streams or not EVIDENCE_FILE.fullmatch(name) or path.is_symlink():
+            if machine not in streams or not EVIDENCE_FILE.fullmatch(name) or path.is_symlink():
                 return _error(404, "no such evidence")  # a link could point anywhere: only files the agent wrote
             return bottle.static_file(name, root=str(self.evidence_dir / machine))
 
@@ -230,8 +247,8 @@ class StatusPage:
             if refused:
                 return _error(*refused)
             raw = bottle.request.body.read(MAX_PAYLOAD + 1)
-            result = agent.commands.call(machine, raw, "web")
-            bottle.response.status = 200 if result["ok"] else 404 if machine not in agent.streams else 400
+            result = self.commands.call(machine, raw, "web")
+            bottle.response.status = 200 if result["ok"] else 404 if machine not in streams else 400
             return result
 
         return app

@@ -1,0 +1,24 @@
+"""What a learning period (``calibration.learning``) gives the runtime, which never imports it: a
+``Learner`` per machine, made by the factory the CLI passes in (``runtime.agent.LearnerFactory``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edge_agent.scoring.bank import MemoryBank
+
+
+class Learner(Protocol):
+    def add(self, embedding: np.ndarray, level_dbfs: float, indicators: np.ndarray) -> Optional["MemoryBank"]:
+        """One window of normal sound; the new bank when the period is over, else None."""
+
+    def progress(self) -> float:
+        """Share of the period done, 0 to 1."""
+
+    def describe(self) -> str: ...
+
+    def save(self) -> None:
+        """Keep what was learnt so far: the next start resumes the period."""
