@@ -160,14 +160,13 @@ class Alarms:
 def explanation(s) -> Optional[dict]:
     """What changed in the window that raised the alarm, against the enrolled sound (``bands.py``);
     None for a bank without a band profile (calibrated by an older version, or learned)."""
-    prof = s.bank.meta.get("bands") if s.bank is not None else None
-    if not prof or s.last_samples is None:
+    info = s.bank.info if s.bank is not None else None
+    if info is None or info.bands is None or s.last_samples is None:
         return None
-    levels = s.bank.meta.get("levels_dbfs") or {}
-    median = levels.get("median")
+    median = info.levels_dbfs.median if info.levels_dbfs is not None else None
     try:
         change = level_dbfs(s.last_samples) - median if median is not None else None
-        return explain(prof, s.last_samples, change)
+        return explain(info.bands.model_dump(), s.last_samples, change)
     except Exception as e:  # noqa: BLE001 - the alarm goes out without its explanation
         log.error("%s: cannot explain the alarm (%s)", s.machine, e)
         return None

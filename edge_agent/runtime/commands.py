@@ -265,7 +265,7 @@ def _apply(agent: CommandTarget, s: "MachineStream", cmd, source: str) -> str:
         if agent.learner_factory is None:
             raise CommandError("this agent was started without the learning period (edge-agent run has it)")
         alarms.end(s, s.clock(), f"learning started by {source}")
-        head = learnable_score(s.bank.meta.get("score")) if s.bank is not None else None
+        head = learnable_score(s.bank.info.score) if s.bank is not None else None
         request_learning(agent.cfg.resolved_state_dir(), s.machine, cmd.hours * 3600.0, head)
         s.attach_learner(None)  # a period under way starts afresh
         agent.attach_learner(s)

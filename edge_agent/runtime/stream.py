@@ -103,6 +103,7 @@ class MachineStream:
 
     def set_bank(self, bank: Optional[MemoryBank]) -> None:
         self.bank = bank
+        self.levels = bank.info.levels_dbfs if bank is not None else None  # the enrolled level range
         if bank is not None and bank.threshold is not None:
             a = self.cfg.alarm
             self.detector = Detector(
@@ -161,10 +162,9 @@ class MachineStream:
     def off_level(self) -> Optional[float]:
         """Below this level (dBFS) the machine counts as off: the enrolled range's low end minus the
         margin. None without a margin or for a bank that has no level range (older banks)."""
-        levels = self.bank.meta.get("levels_dbfs") if self.bank is not None else None
-        if not levels or self.cfg.off_margin_db is None:
+        if self.levels is None or self.cfg.off_margin_db is None:
             return None
-        return float(levels["low"]) - self.cfg.off_margin_db
+        return self.levels.low - self.cfg.off_margin_db
 
     def gate(self, w: Window) -> bool:
         """Whether to score a window. Before any score is taken, a window may say "silent" (digital
@@ -178,7 +178,7 @@ class MachineStream:
             off = self.off_level()
             back = off is not None and self.condition == "off" and w.level_dbfs < off + OFF_HYSTERESIS_DB
             if off is not None and (w.level_dbfs < off or back):
-                low = self.bank.meta["levels_dbfs"]["low"]
+                low = self.levels.low
                 cond, why = (
                     "off",
                     (

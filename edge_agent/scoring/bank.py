@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from edge_agent.errors import UserError
-from edge_agent.scoring.bank_meta import BANK_FORMAT, check_meta
+from edge_agent.scoring.bank_meta import BANK_FORMAT, BankMeta, check_meta
 from edge_agent.scoring.heads import Scorer
 from edge_agent.state.atomic import atomic_write
 from edge_agent.state.paths import bank_path
@@ -198,10 +198,8 @@ class MemoryBank:
             raise BankError("bank embeddings are not a matrix; recalibrate")
 
     # -- storage ---------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
+    def _stored_meta(self) -> dict:
+        return {
             "format": BANK_FORMAT,
             "model_sha256": self.model_sha256,
             "model_name": self.model_name,
@@ -212,6 +210,17 @@ class MemoryBank:
             "domain_stats": self.domain_stats,
             **self.meta,
         }
+
+    @property
+    def info(self) -> BankMeta:
+        """The metadata as the typed contract (``bank_meta.BankMeta``), parsed at each call: the
+        runtime reads it when a bank comes into force or an alarm starts, never per window."""
+        return BankMeta.model_validate(self._stored_meta())
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = self._stored_meta()
         check_meta(meta, "bank metadata")  # the contract the runtime reads back (bank_meta.py)
         with atomic_write(path) as f:
             np.savez(
