@@ -13,6 +13,8 @@ from edge_agent.audio import open_source
 from edge_agent.audio.convert import level_dbfs, prepare
 from edge_agent.config import Config
 
+NO_AUDIO_SECONDS = 15.0  # a dead input must not hang calibration
+
 
 def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=sys.stderr) -> np.ndarray:
     """Record from the machine's configured input with a progress bar and a level meter."""
@@ -34,16 +36,16 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
         file=out,
         bar_format="{l_bar}{bar}| {n:.1f}/{total} s {postfix}",
     )
-    t_end = time.monotonic() + seconds + 30.0  # a dead input must not hang calibration
+    last_audio = time.monotonic()  # an input that delivers nothing for this long ends the recording
     try:
-        while got < seconds and time.monotonic() < t_end:
+        while got < seconds and time.monotonic() - last_audio < NO_AUDIO_SECONDS:
             src.ring.wait(0.2)
             frames = src.ring.read()
             if not len(frames):
                 if src.error:
                     bar.set_postfix_str(f"input problem: {src.error}")
                 continue
-            rate = src.sample_rate
+            rate, last_audio = src.sample_rate, time.monotonic()
             chunks.append(prepare(frames, rate, model_rate, mc.input.channel))
             got += len(frames) / rate
             db = level_dbfs(frames)
@@ -59,7 +61,7 @@ def record_live(cfg: Config, machine: str, seconds: float, model_rate: int, out=
         src.stop()
     if not chunks:
         raise CalibrationError(
-            f"no audio arrived from the input of {machine} ({src.error or 'nothing delivered'}); check 'edge-agent "
-            "devices'"
+            f"no audio arrived from the input of {machine} ({src.error or 'nothing delivered'}); check it with "
+            + ("'edge-agent probe URL'" if mc.input.url else "'edge-agent devices'")
         )
     return np.concatenate(chunks)

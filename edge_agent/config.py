@@ -10,21 +10,19 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_agent.config_input import DAY, InputConfig
 from edge_agent.config_values import check_host, check_listen, check_topic_levels
 from edge_agent.errors import UserError
 
 DEFAULT_CONFIG_PATHS = ("/etc/edge-agent/config.yaml",)
 SMOOTH_SECONDS = 4.0  # running median over 4 s of hops (5 windows at hop 1 s)
 # Bounds of what the agent accepts (hostile or mistyped values are refused at load, exit 2)
-DAY = 86400.0
 MIN_HOP_SECONDS, MAX_HOP_SECONDS = 0.05, 60.0
-MAX_SAMPLE_RATE = 384_000  # Hz: the highest audio interfaces deliver
-MAX_CHANNELS = 64
 MAX_RULE_WINDOWS = 1000
 MIN_LEARN_SECONDS, MAX_LEARN_SECONDS = 60.0, 90 * DAY
 MAX_CONFIG_BYTES = 1 << 20
@@ -37,32 +35,6 @@ class ConfigError(UserError):
 class _Strict(BaseModel):
     # allow_inf_nan=False: every number is finite (.inf and .nan are valid YAML floats)
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
-
-
-class InputConfig(_Strict):
-    device: Optional[Union[int, str]] = None  # name substring or PortAudio index
-    file: Optional[Path] = None  # a WAV file or a directory of WAVs, replayed through the same path
-    realtime: bool = True
-    loop: bool = False
-    # a folder's files are consecutive pieces of one recording: windows may span them (else each
-    # file is its own recording, and nothing carries over from one to the next)
-    continuous: bool = False
-    channel: Union[int, Literal["mix"]] = "mix"
-    sample_rate: Optional[int] = Field(default=None, gt=0, le=MAX_SAMPLE_RATE)  # ask the device for this rate
-    silence_seconds: float = Field(default=10.0, gt=0, le=DAY)  # digital silence this long -> no_audio
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "InputConfig":
-        if self.device is not None and self.file is not None:
-            raise ValueError("give either 'device' or 'file', not both")
-        return self
-
-    @field_validator("channel")
-    @classmethod
-    def _channel(cls, v):
-        if isinstance(v, int) and not 0 <= v < MAX_CHANNELS:
-            raise ValueError(f"channel index must be 0-{MAX_CHANNELS - 1}, or 'mix'")
-        return v
 
 
 class AlarmConfig(_Strict):

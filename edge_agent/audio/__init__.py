@@ -1,5 +1,6 @@
-"""Audio input: sources that fill a ring buffer (live capture, WAV replay), conversion to the
-model's rate and channel, windows, WAV files and devices. Knows nothing of models or alarms."""
+"""Audio input: sources that fill a ring buffer (live capture, WAV replay, network streams),
+conversion to the model's rate and channel, windows, WAV files and devices. Knows nothing of
+models or alarms."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ __all__ = ["AudioDeviceError", "AudioSource", "Windower", "frame_windows", "open
 
 
 def open_source(machine: str, mc: "MachineConfig", model_rate: int) -> AudioSource:
-    """The source a machine's ``input`` section asks for: a WAV replay, or live capture (asking the
-    device for the model's rate unless ``sample_rate`` is set)."""
+    """The source a machine's ``input`` section asks for: a WAV replay, a network stream, or live
+    capture (asking the device for the model's rate unless ``sample_rate`` is set)."""
     inp = mc.input
+    if inp.url is not None:
+        from edge_agent.audio.network_sources import open_network_source
+
+        return open_network_source(machine, inp, model_rate)
     if inp.file is not None:
         from edge_agent.audio.replay import ReplaySource
         from edge_agent.audio.wavio import AudioFileError

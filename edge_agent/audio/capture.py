@@ -73,6 +73,14 @@ class CaptureSource(AudioSource):
         self.opened = threading.Event()
         self.reopen_count = 0
 
+    @property
+    def online(self) -> bool:
+        return self.opened.is_set()
+
+    @property
+    def address(self) -> str:
+        return f"device {self.device_spec if self.device_spec is not None else 'default'}"
+
     def _negotiate(self, index: Optional[int]) -> tuple[int, int]:
         info = self._sd.query_devices(index, "input")
         max_ch = int(info["max_input_channels"])

@@ -66,6 +66,10 @@ class ReplaySource(AudioSource):
                 errors.append(str(e))
         raise AudioFileError(f"{self.path}: no readable WAV files ({'; '.join(errors)})")
 
+    @property
+    def address(self) -> str:
+        return str(self.path)
+
     def recording_starts(self, since: int = 0) -> list[tuple[int, str]]:
         if self.continuous:
             return [(0, str(self.path.name))]

@@ -41,6 +41,19 @@ class AudioSource:
         self._thread = threading.Thread(target=target, name=f"audio-{self.name}", daemon=True)
         self._thread.start()
 
+    @property
+    def online(self) -> bool:
+        """Delivering audio (or able to): a device that is open, a network stream that is connected."""
+        return self.error is None
+
+    def input_info(self) -> dict:
+        """What the retained state, the page and the metrics say of this input."""
+        return {"online": bool(self.online), "address": self.address, "error": self.error}
+
+    @property
+    def address(self) -> str:
+        return self.name
+
     def recording_starts(self, since: int = 0) -> list[tuple[int, str]]:
         """(stream position in frames, name) where each recording begins, from position ``since`` on.
         A live input is one recording; a folder replay starts a new one at every file (``ReplaySource``)."""

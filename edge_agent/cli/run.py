@@ -1,4 +1,4 @@
-"""``run`` (the daemon) and ``devices``."""
+"""``run`` (the daemon), ``devices`` and ``probe``."""
 
 from __future__ import annotations
 
@@ -32,6 +32,23 @@ def add_parsers(command) -> None:
         "use the index or a part of the name as machines.<id>.input.device.",
     )
     v.set_defaults(func=cmd_devices)
+
+    p = command(
+        "probe",
+        help="say what a network audio URL carries",
+        description="Connect to an RTSP camera, an HTTP(S) stream, a raw PCM sender (tcp://) or a Wyoming mic "
+        "(wyoming://) and list its streams: codec, sample rate, channels. Use it to check an input before "
+        "putting its URL in machines.<id>.input.url.",
+    )
+    p.add_argument("url", help="e.g. rtsp://camera1/stream1, http://host/live.mp3, wyoming://10.0.0.8:10600")
+    p.add_argument("--username", help="user for rtsp(s):// and http(s):// (not in the URL)")
+    p.add_argument("--password-file", type=Path, help="file holding the password (never on the command line)")
+    p.add_argument(
+        "--raw",
+        metavar="FORMAT:RATE:CHANNELS",
+        help="what a tcp:// sender sends, e.g. s16le:16000:1 (raw PCM has no header to say so)",
+    )
+    p.set_defaults(func=cmd_probe)
 
 
 def cmd_run(a) -> int:
@@ -78,4 +95,28 @@ def cmd_devices(a) -> int:
             f"{r['index']:>5}  {r['channels']:>8}  {r['rate']:>7.0f}  "
             f"{r['name']}{'  (default)' if r['default'] else ''}"
         )
+    return 0
+
+
+def cmd_probe(a) -> int:
+    from edge_agent.audio.probe import probe
+    from edge_agent.credentials import read_secret
+    from edge_agent.errors import UserError
+
+    raw = None
+    if a.raw:
+        parts = a.raw.split(":")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise UserError(f"--raw {a.raw!r}: give FORMAT:RATE:CHANNELS, e.g. s16le:16000:1")
+        raw = {"format": parts[0], "rate": int(parts[1]), "channels": int(parts[2])}
+    password = read_secret(a.password_file, "probe_password", "--password-file") if a.password_file else None
+    streams = probe(a.url, a.username, password, raw)
+    audio = [s for s in streams if s["kind"] == "audio"]
+    for s in streams:
+        rate = f"{s['sample_rate']} Hz" if s["sample_rate"] else "-"
+        print(f"{s['kind']:<6} {s['codec']:<12} {rate:>9}  {s['channels'] or '-'} channel(s)")
+    if not audio:
+        print("no audio track: the agent cannot listen to this URL")
+        return 1
+    print("the agent takes the first audio track, converted to the model's rate; input.channel picks a channel")
     return 0

@@ -205,9 +205,19 @@ def start_metrics(streams: dict[str, MachineStream], faults: Faults, listen: str
                 "NaN/Inf audio samples replaced by silence",
                 labels=["machine"],
             )
+            online = GaugeMetricFamily(
+                "edge_agent_input_online",
+                "1 while the machine's input delivers (or can deliver) audio",
+                labels=["machine"],
+            )
+            failures = CounterMetricFamily(
+                "edge_agent_input_failures", "Network input connections that failed or ended", labels=["machine"]
+            )
             for m, s in streams.items():
                 nonfinite.add_metric([m], s.nonfinite_samples)
-            yield from (windows, overruns, score, thr, level, state, learning, alarm, nonfinite)
+                online.add_metric([m], 1.0 if s.source.online else 0.0)
+                failures.add_metric([m], getattr(s.source, "failures", 0))
+            yield from (windows, overruns, score, thr, level, state, learning, alarm, nonfinite, online, failures)
             counts, dead = faults.snapshot()
             errors = CounterMetricFamily(
                 "edge_agent_thread_errors", "Exceptions caught and logged, by where they happened", labels=["place"]

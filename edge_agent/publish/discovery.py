@@ -88,6 +88,18 @@ def discovery_payloads(
             "device": device,
             **avail,
         },
+        # the input (a microphone, a camera's stream, a Wyoming mic): is audio coming in?
+        topics.discovery_config("binary_sensor", machine, "input"): {
+            "name": f"{machine} audio input",
+            "unique_id": f"edge_agent_{node}_{machine}_input",
+            "device_class": "connectivity",
+            "state_topic": topics.machine(machine, "state"),
+            "value_template": "{{ 'ON' if value_json.input is defined and value_json.input.online else 'OFF' }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device": device,
+            **avail,
+        },
         # the latest alarm's ISA-18.2 state: normal, unacknowledged, acknowledged, returned_unacknowledged
         topics.discovery_config("sensor", machine, "alarm"): {
             "name": f"{machine} alarm state",

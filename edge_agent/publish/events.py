@@ -85,9 +85,11 @@ def state_payload(
     bank_version: Optional[int],
     reason: str = "",
     lifecycle=None,
+    input_info: Optional[dict] = None,
 ) -> dict[str, Any]:
-    """``lifecycle`` (``alarm_states.Lifecycle``) adds the latest alarm's ISA-18.2 state, the shelf
-    and the operator's threshold scale."""
+    """``lifecycle`` (``alarms.lifecycle.Lifecycle``) adds the latest alarm's ISA-18.2 state, the
+    shelf and the operator's threshold scale; ``input_info`` the input's address and whether it is
+    online (with the reason when it is not)."""
     p = base(machine, ts, score, threshold, model, bank_version)
     p.update({"type": "state", "state": state})
     if reason:
@@ -96,6 +98,8 @@ def state_payload(
         p["alarm"] = lifecycle.describe(iso)
         p["shelved_until"] = iso(lifecycle.shelved_until) if lifecycle.shelved_until is not None else None
         p["threshold_scale"] = lifecycle.threshold_scale
+    if input_info is not None:
+        p["input"] = input_info
     return p
 
 

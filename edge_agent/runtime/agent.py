@@ -367,4 +367,5 @@ def stream_state(s: MachineStream, model_info: dict, reason: str = "") -> dict:
         b.version if b else None,
         reason or s.reason,
         s.lifecycle,
+        s.source.input_info(),
     )

@@ -277,6 +277,7 @@ class StatusPage(Sink):
             "threshold": st.threshold,
             "level_dbfs": st.last_level_dbfs,
             "learning_progress": st.learning_progress,
+            "input": s.source.input_info(),
             "alarm": retained.get("alarm"),
             "shelved_until": retained.get("shelved_until"),
             "threshold_scale": retained.get("threshold_scale", 1.0),

@@ -53,6 +53,12 @@ function render(m) {
     reason = `learning: ${(100 * m.learning_progress).toFixed(0)} %`;
   }
   $(el, ".reason").textContent = reason;
+  const inp = m.input || {};
+  $(el, ".address").textContent = inp.address || "";
+  const online = $(el, ".online");
+  online.textContent = inp.online ? "online" : `offline${inp.error ? ": " + inp.error : ""}`;
+  online.className = `online badge ${inp.online ? "input-online" : "input-offline"}`;
+  el.dataset.inputOnline = inp.online ? "yes" : "no";
   $(el, ".score").textContent = fmt(m.score, 4);
   $(el, ".threshold").textContent = fmt(m.threshold, 4);
   $(el, ".level").textContent = m.level_dbfs === null ? "-" : `${fmt(m.level_dbfs, 1)} dBFS`;
