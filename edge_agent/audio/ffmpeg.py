@@ -19,7 +19,6 @@ import select
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from typing import Iterator, Optional, Union
 from urllib.parse import urlsplit
@@ -112,6 +111,7 @@ class FFmpegSource(NetworkSource):
 
     def _connect(self) -> Iterator[np.ndarray]:
         self._messages.clear()
+        self._said = b""
         proc = subprocess.Popen(
             self.command,
             stdin=subprocess.DEVNULL,
@@ -121,20 +121,21 @@ class FFmpegSource(NetworkSource):
             bufsize=0,
         )
         self.proc = proc
-        reader = threading.Thread(target=self._read_messages, args=(proc,), name=f"ffmpeg-log-{self.name}", daemon=True)
-        reader.start()
         frame_bytes = 4 * self.channels
         want = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
-        fd = proc.stdout.fileno()
+        out, err = proc.stdout.fileno(), proc.stderr.fileno()
+        watch = [out, err]  # the decoder's messages are read here too: no thread per source for them
         pending, last = b"", time.monotonic()
         try:
             while not self._stop.is_set():
-                ready, _, _ = select.select([fd], [], [], 0.25)
-                if not ready:
+                ready, _, _ = select.select(watch, [], [], 0.25)
+                if err in ready and not self._take_messages(os.read(err, 4096)):
+                    watch.remove(err)
+                if out not in ready:
                     if time.monotonic() - last > STALL_SECONDS:
                         raise InputError(f"nothing received for {STALL_SECONDS:.0f} s")
                     continue
-                chunk = os.read(fd, want)
+                chunk = os.read(out, want)
                 if not chunk:
                     break
                 pending, last = pending + chunk, time.monotonic()
@@ -144,17 +145,25 @@ class FFmpegSource(NetworkSource):
                     pending = pending[n:]
                     yield frames
         finally:
-            self._end(proc, reader)
+            self._end(proc, err if err in watch else None)
         if not self._stop.is_set():
             raise InputError(self._why_ended(proc))
 
-    def _read_messages(self, proc: subprocess.Popen) -> None:
-        for line in iter(proc.stderr.readline, b""):
+    def _take_messages(self, data: bytes) -> bool:
+        """Keep the decoder's last lines (credentials scrubbed); False at the end of its messages."""
+        if not data:
+            data, ended = b"\n", True
+        else:
+            ended = False
+        *lines, self._said = (self._said + data).split(b"\n")
+        self._said = self._said[-4096:]  # a line without an end is bounded too
+        for line in lines:
             text = line.decode("utf-8", "replace").strip().replace(self._url, self.shown_url)
             text = plain(scrub(text, self._secrets))
             if text:
                 self._messages.append(text)
                 log.debug("%s: ffmpeg: %s", self.name, text)
+        return not ended
 
     def _why_ended(self, proc: subprocess.Popen) -> str:
         said = "; ".join(dict.fromkeys(self._messages)) if self._messages else ""
@@ -165,7 +174,7 @@ class FFmpegSource(NetworkSource):
             return f"the decoder stopped: {said[-300:]}"
         return f"the server ended the stream (decoder exit code {proc.returncode})"
 
-    def _end(self, proc: subprocess.Popen, reader: threading.Thread) -> None:
+    def _end(self, proc: subprocess.Popen, err: Optional[int]) -> None:
         """The decoder and its group go, now."""
         if proc.poll() is None:
             try:
@@ -176,7 +185,10 @@ class FFmpegSource(NetworkSource):
             proc.wait(5.0)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not wait
             pass
-        reader.join(2.0)  # its last messages say why
+        while err is not None:  # its last messages say why it ended
+            ready, _, _ = select.select([err], [], [], 1.0)
+            if not ready or not self._take_messages(os.read(err, 4096)):
+                break
         for f in (proc.stdout, proc.stderr):
             try:
                 f.close()
