@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from edge_agent import __version__
-from edge_agent.cli import calibrate, demo, model, run
+from edge_agent.cli import calibrate, demo, model, report, run
 from edge_agent.cli.common import UsageError, setup_logging
 from edge_agent.errors import UserError
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parsers(command)
     calibrate.add_parsers(command, common)
     model.add_parsers(command)
+    report.add_parsers(command)
     return p
 
 

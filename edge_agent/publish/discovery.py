@@ -100,6 +100,18 @@ def discovery_payloads(
             "device": device,
             **avail,
         },
+        # the trends' severity: "watch" while the normal score drifts toward the threshold over days
+        topics.discovery_config("sensor", machine, "severity"): {
+            "name": f"{machine} severity",
+            "unique_id": f"edge_agent_{node}_{machine}_severity",
+            "state_topic": topics.machine(machine, "state"),
+            "value_template": "{{ value_json.severity if value_json.severity is defined else 'normal' }}",
+            "device_class": "enum",
+            "options": ["normal", "watch"],
+            "json_attributes_topic": topics.machine(machine, "state"),
+            "device": device,
+            **avail,
+        },
         # the latest alarm's ISA-18.2 state: normal, unacknowledged, acknowledged, returned_unacknowledged
         topics.discovery_config("sensor", machine, "alarm"): {
             "name": f"{machine} alarm state",

@@ -86,6 +86,7 @@ def state_payload(
     reason: str = "",
     lifecycle=None,
     input_info: Optional[dict] = None,
+    severity: Optional[tuple[str, str]] = None,
 ) -> dict[str, Any]:
     """``lifecycle`` (``alarms.lifecycle.Lifecycle``) adds the latest alarm's ISA-18.2 state, the
     shelf and the operator's threshold scale; ``input_info`` the input's address and whether it is
@@ -100,6 +101,10 @@ def state_payload(
         p["threshold_scale"] = lifecycle.threshold_scale
     if input_info is not None:
         p["input"] = input_info
+    if severity is not None:  # the trends' "watch": the normal score drifting toward the threshold over days
+        p["severity"] = severity[0]
+        if severity[1]:
+            p["severity_reason"] = severity[1]
     return p
 
 

@@ -79,6 +79,7 @@ class Agent:
         evidence_url: Optional[str] = None,
         faults: Optional[Faults] = None,
         clock: Clock = SYSTEM,
+        severity: Optional[Callable[[str], tuple[str, str]]] = None,
     ):
         self.cfg, self.bundle, self.engine, self.streams = cfg, bundle, engine, streams
         self.sinks = list(sinks)  # in order: the durable one first, so what the console shows is already kept
@@ -93,6 +94,7 @@ class Agent:
         self.commands = commands or CommandDesk()
         self.learner_factory = learners
         self.config_path = config_path  # re-read on SIGHUP
+        self.severity = severity  # machine -> ("watch", why) or ("normal", ""): the trends (trends/recorder.py)
         # Set by signal handlers. A handler runs in the main thread between two bytecodes, possibly while
         # that thread holds the lock inside stop_event.wait(); Event.set() there deadlocks (the Python
         # docs warn against locks in handlers). So a handler only stores a name here; run() acts on it.
@@ -122,7 +124,7 @@ class Agent:
                 self.faults.record(f"sink {type(s).__name__}.{what}", e)
 
     def state_of(self, s: MachineStream, reason: str = "") -> dict:
-        return stream_state(s, self.model_info, reason)
+        return stream_state(s, self.model_info, reason, self.severity)
 
     def _close_open_alarms(self, reason: str, name_recording: bool = False) -> None:
         for s in self.streams.values():
@@ -354,8 +356,8 @@ class Agent:
                     log.info("%s", line)
 
 
-def stream_state(s: MachineStream, model_info: dict, reason: str = "") -> dict:
-    """A machine's retained state payload, as it is now."""
+def stream_state(s: MachineStream, model_info: dict, reason: str = "", severity=None) -> dict:
+    """A machine's retained state payload, as it is now (``severity``: machine -> (level, why))."""
     b = s.bank
     return events.state_payload(
         s.machine,
@@ -368,4 +370,5 @@ def stream_state(s: MachineStream, model_info: dict, reason: str = "") -> dict:
         reason or s.reason,
         s.lifecycle,
         s.source.input_info(),
+        severity(s.machine) if severity is not None else None,
     )

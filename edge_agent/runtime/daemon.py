@@ -33,6 +33,9 @@ from edge_agent.runtime.sink import Sink
 from edge_agent.runtime.stream import MachineStream
 from edge_agent.scoring.bank import load_machine_bank
 from edge_agent.state.lock import StateLock
+from edge_agent.state.paths import trends_path
+from edge_agent.trends.recorder import TrendRecorder
+from edge_agent.trends.store import TrendStore
 
 log = logging.getLogger("edge_agent.runtime.daemon")
 
@@ -125,6 +128,8 @@ def build_daemon(
         faults = Faults()  # exceptions of every thread, for logs, metrics and health
         model_info = bundle.describe()
         desk = CommandDesk()  # MQTT and the status page hand their commands to the agent's thread
+        trends = TrendRecorder(TrendStore(trends_path(state_dir)), list(streams), clock)
+        on_failure.callback(trends.store.close)
         outbox = open_outbox(cfg)
         if cfg.mqtt is not None:
             durable = MQTTPublisher(
@@ -132,7 +137,7 @@ def build_daemon(
                 outbox,
                 list(cfg.machines),
                 model_info,
-                states=lambda: [(m, stream_state(s, model_info)) for m, s in streams.items()],
+                states=lambda: [(m, stream_state(s, model_info, severity=trends.severity)) for m, s in streams.items()],
                 faults=faults,
                 on_command=desk.submit if cfg.mqtt.commands else None,
             )
@@ -161,7 +166,7 @@ def build_daemon(
                     raise UserError(
                         f"metrics.listen {cfg.metrics.listen}: cannot listen there ({e.strerror})"
                     ) from None
-        out += [*sinks, _Release(lock, faults)]  # the lock is held until every sink has closed
+        out += [trends, *sinks, _Release(lock, faults)]  # the lock is held until every sink has closed
         agent = Agent(
             cfg,
             bundle,
@@ -174,6 +179,7 @@ def build_daemon(
             evidence_url=page.url if page is not None else None,
             faults=faults,
             clock=clock,
+            severity=trends.severity,
         )
         if isinstance(durable, MQTTPublisher):
             if cfg.mqtt.commands:

@@ -23,6 +23,8 @@ class AgentView(Protocol):
     streams: dict[str, "MachineStream"]
     sinks: list["Sink"]
 
+    def publish_state(self, s: "MachineStream", reason: str = "") -> None: ...
+
 
 class Sink:
     def handle(self, kind: str, machine: str, payload: dict) -> None:

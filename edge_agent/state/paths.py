@@ -6,6 +6,7 @@
 <state_dir>/operator/<machine>.json                acknowledgement, shelf, threshold scale
 <state_dir>/evidence/<machine>/<alarm_id>.wav|.png each alarm's evidence
 <state_dir>/outbox.sqlite                          events on their way to the broker
+<state_dir>/trends.sqlite                          hourly statistics per machine (about 120 days)
 <state_dir>/edge-agent.lock                        one agent per state directory
 """
 
@@ -39,6 +40,10 @@ def operator_dir(state_dir: Path) -> Path:
 
 def evidence_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "evidence"
+
+
+def trends_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "trends.sqlite"
 
 
 def outbox_path(state_dir: Path) -> Path:

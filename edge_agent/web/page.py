@@ -278,6 +278,8 @@ class StatusPage(Sink):
             "level_dbfs": st.last_level_dbfs,
             "learning_progress": st.learning_progress,
             "input": s.source.input_info(),
+            "severity": retained.get("severity", "normal"),
+            "severity_reason": retained.get("severity_reason", ""),
             "alarm": retained.get("alarm"),
             "shelved_until": retained.get("shelved_until"),
             "threshold_scale": retained.get("threshold_scale", 1.0),

@@ -59,6 +59,11 @@ function render(m) {
   online.textContent = inp.online ? "online" : `offline${inp.error ? ": " + inp.error : ""}`;
   online.className = `online badge ${inp.online ? "input-online" : "input-offline"}`;
   el.dataset.inputOnline = inp.online ? "yes" : "no";
+  const sev = $(el, ".severity");
+  sev.hidden = m.severity !== "watch";
+  sev.textContent = "watch";
+  sev.title = m.severity_reason || "";
+  el.dataset.severity = m.severity || "normal";
   $(el, ".score").textContent = fmt(m.score, 4);
   $(el, ".threshold").textContent = fmt(m.threshold, 4);
   $(el, ".level").textContent = m.level_dbfs === null ? "-" : `${fmt(m.level_dbfs, 1)} dBFS`;
