@@ -28,7 +28,7 @@ def test_bad_values_are_explained():
         parse_config({"machines": {"fan01": {"hop_seconds": -1}}})
     with pytest.raises(ConfigError, match="raise_after .* cannot exceed of_last"):
         parse_config({"machines": {"fan01": {"alarm": {"raise_after": 6, "of_last": 5}}}})
-    with pytest.raises(ConfigError, match="either 'device' or 'file'"):
+    with pytest.raises(ConfigError, match="give one of 'device', 'file' or 'url'"):
         parse_config({"machines": {"fan01": {"input": {"device": 1, "file": "x.wav"}}}})
     with pytest.raises(ConfigError, match="engine"):
         parse_config({"engine": "gpu"})

@@ -58,9 +58,13 @@ def test_payloads_have_exactly_the_documented_shape():
     assert [shape(p) for p in (start, update, end)] == [shape(p) for p in docs["alarm"]]
     active = Lifecycle()
     active.alarm_started("a" * 32)
-    st = events.state_payload("fan01", "anomaly", 1.0e9, 0.1, 0.2, MODEL, 1, "", active)
+    online = {"online": True, "address": "rtsp://cam1/stream1", "error": None}
+    st = events.state_payload("fan01", "anomaly", 1.0e9, 0.1, 0.2, MODEL, 1, "", active, online, ("normal", ""))
     assert shape(st) == shape(docs["state"][0])
-    quiet = events.state_payload("fan01", "no_audio", 1.0e9, 0.1, 0.2, MODEL, 1, "why", Lifecycle())
+    offline = {"online": False, "address": "rtsp://cam1/stream1", "error": "connection refused"}
+    quiet = events.state_payload(
+        "fan01", "no_audio", 1.0e9, 0.1, 0.2, MODEL, 1, "why", Lifecycle(), offline, ("normal", "")
+    )
     assert shape(quiet) == shape(docs["state"][1])
     acked = Lifecycle()
     acked.alarm_started("a" * 32)
