@@ -151,7 +151,7 @@ def build_daemon(
         if cfg.web is not None:  # before the broker connects: a port in use stops the start cleanly
             from edge_agent.web.page import StatusPage
 
-            page = StatusPage(cfg, streams, model_info, faults, desk)
+            page = StatusPage(cfg, streams, model_info, faults, desk, trends)
             page.start()
             on_failure.callback(page.close)
             out.append(page)

@@ -37,6 +37,17 @@ class _Bucket:
             self.thresholds.append(ev.threshold)
         self.hour.windows += 1
 
+    def snapshot(self) -> Hour:
+        """This hour so far, without closing it (read from the page's threads: copies first)."""
+        part = _Bucket(self.hour.machine, self.hour.hour, self.before)
+        part.scores, part.levels, part.thresholds = list(self.scores), list(self.levels), list(self.thresholds)
+        part.hour.windows, part.hour.alarms, part.hour.seconds = (
+            self.hour.windows,
+            self.hour.alarms,
+            dict(self.hour.seconds),
+        )
+        return part.done()
+
     def done(self) -> Hour:
         h = self.hour
         if self.scores:
@@ -78,6 +89,14 @@ class TrendRecorder(Sink):
     def severity(self, machine: str) -> tuple[str, str]:
         """("watch", why) or ("normal", "")."""
         return self._severity.get(machine, ("normal", ""))
+
+    def history(self, machine: str, since: float) -> list[Hour]:
+        """The machine's hours since ``since``, the one under way included (for the status page)."""
+        hours = self.store.hours(machine, since=since)
+        b = self._buckets.get(machine)
+        if b is not None and not b.empty:
+            hours = [h for h in hours if h.hour != b.hour.hour] + [b.snapshot()]
+        return hours
 
     # -- sink ------------------------------------------------------------------------------------
     def handle(self, kind: str, machine: str, payload: dict) -> None:

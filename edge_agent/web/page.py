@@ -47,6 +47,7 @@ EVIDENCE_FILE = re.compile(r"[0-9a-f]{32}\.(wav|png)")
 MAX_CONNECTIONS = 32  # open at once; the page polls with one or two per browser
 REQUEST_TIMEOUT = 30.0
 AUTH_PAUSE = 1.0
+TREND_RANGES = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; media-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -113,10 +114,12 @@ class StatusPage(Sink):
         model_info: dict,
         faults: Faults,
         commands: CommandDesk,
+        trends=None,
     ):
         assert cfg.web is not None
         self.node, self.cfg = cfg.node_id, cfg.web
         self.streams, self.model_info, self.faults, self.commands = streams, model_info, faults, commands
+        self.trends = trends  # trends.recorder.TrendRecorder: the hourly history of every machine
         self.board = StatusBoard(list(streams), {m: s.cfg.hop_seconds for m, s in streams.items()})
         web = cfg.web
         self.password = read_secret(web.password_file, "web_password", "web.password_file") or None
@@ -232,6 +235,17 @@ class StatusPage(Sink):
                 return _error(400, "after: a number of seconds (unix time) is expected")
             return {"machine": machine, "points": board.scores(machine, after)}
 
+        @app.get("/api/machines/<machine>/trend")
+        def _trend(machine):
+            if machine not in streams:
+                return _error(404, f"unknown machine {machine!r}")
+            span = TREND_RANGES.get(bottle.request.query.get("range") or "day")
+            if span is None:
+                return _error(400, f"range: one of {', '.join(TREND_RANGES)}")
+            now = time.time()
+            hours = self.trends.history(machine, now - span) if self.trends is not None else []
+            return {"machine": machine, "since": now - span, "until": now, "hours": [_hour_row(h) for h in hours]}
+
         @app.get("/evidence/<machine>/<name>")
         def _evidence(machine, name):
             path = self.evidence_dir / machine / name
@@ -284,6 +298,10 @@ class StatusPage(Sink):
             "shelved_until": retained.get("shelved_until"),
             "threshold_scale": retained.get("threshold_scale", 1.0),
             "alarms": [self._with_readiness(m, a) for a in self.board.recent_alarms(m)],
+            # the overview's sparkline: the last day's hourly median scores
+            "day": [[h.hour, _r(h.score_median)] for h in self.trends.history(m, time.time() - 86400)]
+            if self.trends is not None
+            else [],
         }
 
     def _with_readiness(self, m: str, a: dict) -> dict:
@@ -298,6 +316,14 @@ class StatusPage(Sink):
                 **({"error": ev["error"]} if ev.get("error") else {}),
             }
         return a
+
+
+def _r(x):
+    return None if x is None else round(float(x), 6)
+
+
+def _hour_row(h) -> list:
+    return [h.hour, _r(h.score_median), _r(h.score_p95), _r(h.threshold), h.alarms]
 
 
 def _host_port(listen: str) -> tuple[str, int]:

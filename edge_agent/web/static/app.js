@@ -6,7 +6,20 @@
 const POLL_MS = 2000;
 const HOUR = 3600;
 const cards = new Map(); // machine -> {el, points, lastTs}
+const tiles = new Map(); // machine -> the overview's tile
+const DETAIL_ALL_UP_TO = 4; // up to this many machines every detail shows; beyond, the one picked
 let controls = false;
+let firstPoll = true;
+
+function selected() {
+  const m = /^#m=(.+)$/.exec(location.hash);
+  return m ? decodeURIComponent(m[1]) : null;
+}
+
+function shown(machine, count) {
+  const s = selected();
+  return s ? s === machine : count <= DETAIL_ALL_UP_TO;
+}
 
 function $(root, sel) { return root.querySelector(sel); }
 
@@ -30,10 +43,99 @@ function card(m) {
   for (const b of el.querySelectorAll("button[data-command]")) {
     b.addEventListener("click", () => command(m.machine, b.dataset.command, el));
   }
+  for (const b of el.querySelectorAll("button[data-range]")) {
+    b.addEventListener("click", () => trend(cards.get(m.machine), m.machine, b.dataset.range));
+  }
   document.getElementById("machines").appendChild(el);
   c = { el, points: [], lastTs: null, alarms: new Map() };
   cards.set(m.machine, c);
   return c;
+}
+
+function tile(m) {
+  let el = tiles.get(m.machine);
+  if (!el) {
+    el = document.getElementById("machine-tile").content.firstElementChild.cloneNode(true);
+    el.dataset.machine = m.machine;
+    $(el, ".name").textContent = m.machine;
+    el.addEventListener("click", () => { location.hash = `m=${encodeURIComponent(m.machine)}`; });
+    document.getElementById("overview").appendChild(el);
+    tiles.set(m.machine, el);
+  }
+  const state = $(el, ".state");
+  state.textContent = m.state;
+  state.className = `state badge state-${m.state}`;
+  const alarm = (m.alarm && m.alarm.state) || "normal";
+  const a = $(el, ".alarm-state");
+  a.textContent = alarm.replace("_", " ");
+  a.className = `alarm-state badge alarm-${alarm}`;
+  $(el, ".severity").hidden = m.severity !== "watch";
+  el.dataset.state = m.state;
+  el.dataset.severity = m.severity || "normal";
+  const last = m.alarms.length ? m.alarms[0] : null;
+  $(el, ".last-alarm").textContent = last ? `last alarm ${when(last.started_at)}` : "no alarm since the agent started";
+  spark($(el, ".spark"), m.day || [], m.threshold);
+}
+
+// The last day's hourly median scores (and the threshold) as a small line: a drift shows at a glance.
+function spark(canvas, pts, thr) {
+  const g = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height;
+  g.clearRect(0, 0, W, H);
+  const vals = pts.map((p) => p[1]).filter((v) => v !== null);
+  if (!vals.length) return;
+  const hi = Math.max(...vals, thr || 0) * 1.1 || 1;
+  const t1 = Math.floor(Date.now() / 1000 / HOUR) * HOUR, t0 = t1 - 23 * HOUR;
+  const x = (t) => 2 + ((t - t0) / (23 * HOUR)) * (W - 4);
+  const y = (v) => H - 2 - (v / hi) * (H - 4);
+  if (thr) {
+    g.strokeStyle = "#d62828";
+    g.setLineDash([4, 3]);
+    g.beginPath(); g.moveTo(0, y(thr)); g.lineTo(W, y(thr)); g.stroke();
+    g.setLineDash([]);
+  }
+  g.strokeStyle = "#2060c0";
+  g.lineWidth = 1.5;
+  g.beginPath();
+  let on = false;
+  for (const p of pts) {
+    if (p[1] === null) { on = false; continue; }
+    on ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]));
+    on = true;
+  }
+  g.stroke();
+}
+
+async function trend(c, machine, range) {
+  const r = await getJSON(`/api/machines/${encodeURIComponent(machine)}/trend?range=${range}`);
+  const canvas = $(c.el, ".trend");
+  canvas.hidden = false;
+  c.el.dataset.trendHours = String(r.hours.length);
+  const g = canvas.getContext("2d");
+  const W = canvas.width, H = canvas.height, pad = 4;
+  g.clearRect(0, 0, W, H);
+  if (!r.hours.length) return;
+  const t0 = r.since, t1 = r.until;
+  let hi = 0;
+  for (const h of r.hours) hi = Math.max(hi, h[2] || 0, h[3] || 0);
+  hi = hi * 1.1 || 1;
+  const x = (t) => pad + ((t - t0) / Math.max(1, t1 - t0)) * (W - 2 * pad);
+  const y = (v) => H - pad - (v / hi) * (H - 2 * pad);
+  for (const [col, k, dash] of [["#9bb7e0", 2, []], ["#2060c0", 1, []], ["#d62828", 3, [6, 4]]]) {
+    g.strokeStyle = col;
+    g.setLineDash(dash);
+    g.beginPath();
+    let on = false;
+    for (const h of r.hours) {
+      if (h[k] === null) { on = false; continue; }
+      on ? g.lineTo(x(h[0]), y(h[k])) : g.moveTo(x(h[0]), y(h[k]));
+      on = true;
+    }
+    g.stroke();
+  }
+  g.setLineDash([]);
+  g.fillStyle = "#d62828";
+  for (const h of r.hours) if (h[4]) g.fillRect(x(h[0]) - 1, 0, 2, 6); // hours with an alarm
 }
 
 function render(m) {
@@ -198,20 +300,42 @@ async function poll() {
     controls = s.controls;
     document.getElementById("login").hidden = !controls;
     document.getElementById("readonly").hidden = controls;
+    const count = s.machines.length;
+    document.getElementById("overview").hidden = count <= 1 || selected() !== null;
+    document.getElementById("back").hidden = selected() === null;
+    const polls = [];
     for (const m of s.machines) {
       lastSeen.set(m.machine, m);
+      tile(m);
       render(m);
-      await updateScores(m);
+      const c = cards.get(m.machine);
+      c.el.hidden = !shown(m.machine, count);
+      if (!c.el.hidden) polls.push(updateScores(m)); // only what is shown polls its scores
     }
+    await Promise.all(polls);
     document.body.dataset.loaded = "true";
+    if (firstPoll) {
+      firstPoll = false;
+      window.edgeAgentLoadedMs = performance.now(); // benchmarks/page.py reads it
+    }
   } catch (e) {
     document.getElementById("offline").hidden = false;
   }
-  setTimeout(poll, POLL_MS);
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, POLL_MS);
 }
+
+let pollTimer = null;
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("password").value = sessionStorage.getItem("edge-agent-password") || "";
   document.getElementById("login").addEventListener("submit", (e) => e.preventDefault());
+  window.addEventListener("hashchange", () => {
+    window.scrollTo(0, 0);
+    const s = selected();
+    if (s && cards.get(s)) trend(cards.get(s), s, "day");
+    clearTimeout(pollTimer);
+    poll();
+  });
   poll();
 });
