@@ -199,7 +199,7 @@ def test_calibrate_records_from_a_url(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"state_dir: {tmp_path / 'st'}\nmachines:\n  mic:\n    input: {{url: '{server.url}'}}\n")
     try:
-        r = cli("calibrate", "--machine", "mic", "--config", cfg, "--seconds", "10", "--no-plot", "--percentile", "0.9")
+        r = cli("calibrate", "--machine", "mic", "--config", cfg, "--seconds", "8", "--no-plot", "--percentile", "0.9")
     finally:
         server.stop()
     assert r.returncode == 0, r.stderr[-2000:]

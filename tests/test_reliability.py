@@ -237,10 +237,10 @@ def test_after_an_outage_the_backlog_goes_before_the_state_and_within_seconds(br
         broker.stop()
         assert _wait(lambda: not pub.connected.is_set(), 10)
         sent = []
-        for i in range(30):  # alarms raised during a 17 s outage
-            sent.append(_alarm("m1", i))
+        for i in range(30):  # alarms raised during an outage long enough for the back-off to reach its cap
+            sent.append(_alarm("m1", i))  # (1 + 2 + 4 s, then mqtt.reconnect_max_seconds: 5 s)
             pub.handle("alarm", "m1", sent[-1])
-        time.sleep(17.0)
+        time.sleep(9.0)
         broker.start()
         back = time.monotonic()
         assert _wait(lambda: pub.outbox.depth() == 0, 30)
