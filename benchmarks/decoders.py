@@ -10,10 +10,6 @@ shared libraries split among them). PyAV is not a dependency of the project: ``p
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import os
-import platform
 import subprocess
 import sys
 import threading
@@ -23,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.network import CLIP, _cpu_pss  # noqa: E402
+from benchmarks.network import CLIP, _cpu_pss, write_results  # noqa: E402
 from edge_agent.audio.ffmpeg import ffmpeg_command  # noqa: E402
 
 
@@ -144,18 +140,7 @@ def main(argv=None) -> int:
     finally:
         server.kill()
         server.wait(10)
-    a.out.write_text(
-        json.dumps(
-            {
-                "date": _dt.date.today().isoformat(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                "seconds": a.seconds,
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
-    print(f"written {a.out}")
+    write_results(a.out, seconds=a.seconds, rows=rows)
     return 0
 
 

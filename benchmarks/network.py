@@ -74,11 +74,29 @@ def _windows(port: int) -> dict[str, float]:
     }
 
 
+def start_agent(tmp: Path, cfg: dict) -> subprocess.Popen:
+    """``edge-agent run`` on ``cfg`` (written to tmp/c.yaml), quiet."""
+    import yaml
+
+    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))",
+         "run", "--config", str(tmp / "c.yaml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def write_results(path: Path, **fields) -> None:
+    """The JSON a benchmark leaves: the date and the machine first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    path.write_text(json.dumps({"date": _dt.date.today().isoformat(), "machine": machine, **fields}, indent=1))
+    print(f"written {path}")
+
+
 def run(kind: str, n: int, seconds: float, bundle: Bundle) -> dict:
     """``edge-agent run`` with N machines on one server's streams: its CPU and memory with its
     decoders, and whether every machine gets a window a second."""
-    import yaml
-
     from tests.brokers import free_port
 
     port, mport = free_port(), free_port()
@@ -97,12 +115,7 @@ def run(kind: str, n: int, seconds: float, bundle: Bundle) -> dict:
         "metrics": {"listen": f"127.0.0.1:{mport}"},
         "machines": {m: {"input": KINDS[kind](port)} for m in machines},
     }
-    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
-    agent = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))",
-         "run", "--config", str(tmp / "c.yaml")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    agent = start_agent(tmp, cfg)
     try:
         time.sleep(8.0 + n / 16)  # start-up, connections, first windows
         procs = [agent.pid, *_children(agent.pid)]
@@ -165,19 +178,7 @@ def main(argv=None) -> int:
                 f"{r['seconds']} s) |",
                 flush=True,
             )
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(
-        json.dumps(
-            {
-                "date": _dt.date.today().isoformat(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                "model": bundle.describe(),
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
-    print(f"written {a.out}")
+    write_results(a.out, model=bundle.describe(), rows=rows)
     return 0
 
 

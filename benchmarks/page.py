@@ -8,13 +8,9 @@ polled, and screenshots of the overview and of one machine's detail for the docs
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.network import _children, _cpu_pss  # noqa: E402
+from benchmarks.network import _children, _cpu_pss, start_agent, write_results  # noqa: E402
 from benchmarks.speed import DEMO, _state_dir_with_bank  # noqa: E402
 from edge_agent.model.bundle import Bundle  # noqa: E402
 
@@ -54,7 +50,6 @@ def main(argv=None) -> int:
     if not (CHROMIUM and CHROMEDRIVER):
         print("chromium and chromium-driver are needed (apt-get install chromium chromium-driver)")
         return 2
-    import yaml
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -75,12 +70,7 @@ def main(argv=None) -> int:
             for i, m in enumerate(machines)
         },
     }
-    (tmp / "c.yaml").write_text(yaml.safe_dump(cfg))
-    agent = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from edge_agent.cli import main; sys.exit(main(sys.argv[1:]))",
-         "run", "--config", str(tmp / "c.yaml")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    agent = start_agent(tmp, cfg)
     url = f"http://127.0.0.1:{port}/"
     loads, pss = [], []
     try:
@@ -129,16 +119,7 @@ def main(argv=None) -> int:
     print("| machines | page load (median of {}) | slowest | agent memory while polled (PSS, max) |".format(a.loads))
     print("|---|---|---|---|")
     print(f"| {a.machines} | {r['load_ms_median']} ms | {r['load_ms_max']} ms | {r['agent_pss_mb_max']} MB |")
-    a.out.write_text(
-        json.dumps(
-            {
-                "date": _dt.date.today().isoformat(),
-                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-                **r,
-            },
-            indent=1,
-        )
-    )
+    write_results(a.out, **r)
     print(f"written {a.out} and {a.images}/page-overview.png, page-detail.png")
     return 0
 

@@ -78,6 +78,15 @@ def test_the_page_api_is_read_only_without_a_password_and_serves_only_evidence(b
         assert _get(url + "/evidence/fan01/..%2Fbank.npz")[0] == 404
         assert _get(url + "/evidence/nosuch/" + "0" * 32 + ".wav")[0] == 404
         assert _get(url + "/api/machines/nosuch/scores")[0] == 404
+        # the enrolled normal clips, for A/B listening: served, and nothing else from that folder
+        assert m["normal_clips"] == [f"/normal/fan01/normal-{i}.wav" for i in (1, 2, 3)]
+        status, headers, clip = _get(url + m["normal_clips"][0])
+        assert status == 200 and clip[:4] == b"RIFF" and headers["Content-Type"].startswith("audio/")
+        assert _get(url + "/normal/fan01/..%2Fbank.npz")[0] == 404
+        assert _get(url + "/normal/nosuch/normal-1.wav")[0] == 404
+        trend = json.loads(_get(url + "/api/machines/fan01/trend?range=week")[2])
+        assert trend["hours"] and trend["hours"][-1][1] is not None  # the hour under way
+        assert _get(url + "/api/machines/fan01/trend?range=year")[0] == 400
         body = json.dumps({"command": "shelve", "minutes": 5}).encode()
         status, _, answer = _get(url + "/api/machines/fan01/command", body, {"Authorization": "Bearer x"})
         assert status == 403 and "web.password_file" in json.loads(answer)["error"]
@@ -145,6 +154,10 @@ def test_in_a_real_browser_an_alarm_appears_its_evidence_plays_and_acknowledge_r
         wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1", audio))
         duration = chromium.execute_script("return arguments[0].duration", audio)
         assert 5.0 <= duration <= 7.0  # pre 4 s + post 2 s
+        # and the enrolled normal sound beside it, to compare
+        normal = card.find_element(By.CSS_SELECTOR, ".normal audio")
+        wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1", normal))
+        assert 9.0 <= chromium.execute_script("return arguments[0].duration", normal) <= 10.5
         img = card.find_element(By.CSS_SELECTOR, ".alarms li .evidence img")
         wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img))
 

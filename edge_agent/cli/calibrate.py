@@ -219,6 +219,7 @@ def cmd_calibrate(a) -> int:
     _report_left_out(c.skipped, c.outliers, a.keep_outliers)
     res = c.result
     res.bank.save(path)
+    _keep_normal(a, state_dir, bundle, recording, req.channel, c)
     plot = None
     if a.plot:
         from calibration.report import plot_enrolment
@@ -241,6 +242,18 @@ def cmd_calibrate(a) -> int:
             "for live monitoring leave --percentile out (default: 1 false alarm a week)"
         )
     return 0
+
+
+def _keep_normal(a, state_dir, bundle, recording, channel, c) -> None:
+    """A few enrolled normal clips beside the bank, for the status page's A/B listening."""
+    from calibration.normal_clips import keep_normal_clips
+    from edge_agent.audio.wavio import iter_wavs
+
+    left_out = {str(p) for p, _ in c.skipped} | {str(o.clip) for _, o in c.outliers if not a.keep_outliers}
+    files = [f for f in iter_wavs(a.from_paths or ()) if not ({str(f), f.name, f.stem} & left_out)]
+    kept = keep_normal_clips(state_dir, a.machine, bundle.frontend.sample_rate, files, recording, channel)
+    if kept:
+        print(f"kept {len(kept)} normal clip(s) for A/B listening on the status page in {kept[0].parent}")
 
 
 def _report_left_out(skipped, outliers, kept: bool) -> None:

@@ -2,6 +2,7 @@
 
 <state_dir>/machines/<machine>/bank.npz            the bank (calibrate, the learning period)
 <state_dir>/machines/<machine>/learning.json|.npz  a learning period asked for or under way
+<state_dir>/machines/<machine>/normal/normal-N.wav a few enrolled normal clips (A/B listening on the page)
 <state_dir>/alarms/<machine>.json                  an alarm open when the agent stopped
 <state_dir>/operator/<machine>.json                acknowledgement, shelf, threshold scale
 <state_dir>/evidence/<machine>/<alarm_id>.wav|.png each alarm's evidence
@@ -19,6 +20,10 @@ LOCK_NAME = "edge-agent.lock"
 
 def machine_dir(state_dir: Path, machine: str) -> Path:
     return Path(state_dir) / "machines" / machine
+
+
+def normal_dir(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "normal"
 
 
 def bank_path(state_dir: Path, machine: str) -> Path:

@@ -37,13 +37,14 @@ from edge_agent.publish import events
 from edge_agent.runtime.commands import MAX_PAYLOAD, CommandDesk
 from edge_agent.runtime.sink import Sink, WindowEvent
 from edge_agent.runtime.stream import MachineStream
-from edge_agent.state.paths import evidence_dir
+from edge_agent.state.paths import evidence_dir, normal_dir
 from edge_agent.web.board import StatusBoard
 
 log = logging.getLogger("edge_agent.web")
 
 STATIC = Path(str(resources.files("edge_agent.web") / "static"))
 EVIDENCE_FILE = re.compile(r"[0-9a-f]{32}\.(wav|png)")
+NORMAL_FILE = re.compile(r"normal-[0-9]\.wav")
 MAX_CONNECTIONS = 32  # open at once; the page polls with one or two per browser
 REQUEST_TIMEOUT = 30.0
 AUTH_PAUSE = 1.0
@@ -127,7 +128,8 @@ class StatusPage(Sink):
             log.warning("web.password_file %s is empty: the page's controls are off", web.password_file)
         self._auth_lock = threading.Lock()
         self._auth_closed_until = 0.0  # after a wrong password, every client waits (monotonic time)
-        self.evidence_dir = evidence_dir(cfg.resolved_state_dir())
+        self.state_dir = cfg.resolved_state_dir()
+        self.evidence_dir = evidence_dir(self.state_dir)
         self.app = self._routes()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
@@ -253,6 +255,13 @@ class StatusPage(Sink):
                 return _error(404, "no such evidence")  # a link could point anywhere: only files the agent wrote
             return bottle.static_file(name, root=str(self.evidence_dir / machine))
 
+        @app.get("/normal/<machine>/<name>")
+        def _normal(machine, name):
+            folder = normal_dir(self.state_dir, machine)
+            if machine not in streams or not NORMAL_FILE.fullmatch(name) or (folder / name).is_symlink():
+                return _error(404, "no such clip")
+            return bottle.static_file(name, root=str(folder))
+
         @app.post("/api/machines/<machine>/command")
         def _command(machine):
             if self.password is None:
@@ -298,6 +307,10 @@ class StatusPage(Sink):
             "shelved_until": retained.get("shelved_until"),
             "threshold_scale": retained.get("threshold_scale", 1.0),
             "alarms": [self._with_readiness(m, a) for a in self.board.recent_alarms(m)],
+            # enrolled normal sound, to play next to an alarm's evidence (calibration/normal_clips.py)
+            "normal_clips": [
+                f"/normal/{m}/{p.name}" for p in sorted(normal_dir(self.state_dir, m).glob("normal-*.wav"))
+            ],
             # the overview's sparkline: the last day's hourly median scores
             "day": [[h.hour, _r(h.score_median)] for h in self.trends.history(m, time.time() - 86400)]
             if self.trends is not None

@@ -62,16 +62,7 @@ function tile(m) {
     document.getElementById("overview").appendChild(el);
     tiles.set(m.machine, el);
   }
-  const state = $(el, ".state");
-  state.textContent = m.state;
-  state.className = `state badge state-${m.state}`;
-  const alarm = (m.alarm && m.alarm.state) || "normal";
-  const a = $(el, ".alarm-state");
-  a.textContent = alarm.replace("_", " ");
-  a.className = `alarm-state badge alarm-${alarm}`;
-  $(el, ".severity").hidden = m.severity !== "watch";
-  el.dataset.state = m.state;
-  el.dataset.severity = m.severity || "normal";
+  badges(el, m);
   const last = m.alarms.length ? m.alarms[0] : null;
   $(el, ".last-alarm").textContent = last ? `last alarm ${when(last.started_at)}` : "no alarm since the agent started";
   spark($(el, ".spark"), m.day || [], m.threshold);
@@ -138,9 +129,8 @@ async function trend(c, machine, range) {
   for (const h of r.hours) if (h[4]) g.fillRect(x(h[0]) - 1, 0, 2, 6); // hours with an alarm
 }
 
-function render(m) {
-  const c = card(m);
-  const el = c.el;
+// The state, alarm-state and severity badges of a tile or a detail card, and the data-* the tests read
+function badges(el, m) {
   const state = $(el, ".state");
   state.textContent = m.state;
   state.className = `state badge state-${m.state}`;
@@ -148,8 +138,18 @@ function render(m) {
   const a = $(el, ".alarm-state");
   a.textContent = alarm.replace("_", " ");
   a.className = `alarm-state badge alarm-${alarm}`;
+  const sev = $(el, ".severity");
+  sev.hidden = m.severity !== "watch";
+  sev.title = m.severity_reason || "";
   el.dataset.state = m.state;
   el.dataset.alarmState = alarm;
+  el.dataset.severity = m.severity || "normal";
+}
+
+function render(m) {
+  const c = card(m);
+  const el = c.el;
+  badges(el, m);
   let reason = m.reason || "";
   if (m.learning_progress !== null && m.learning_progress !== undefined && !reason) {
     reason = `learning: ${(100 * m.learning_progress).toFixed(0)} %`;
@@ -161,17 +161,29 @@ function render(m) {
   online.textContent = inp.online ? "online" : `offline${inp.error ? ": " + inp.error : ""}`;
   online.className = `online badge ${inp.online ? "input-online" : "input-offline"}`;
   el.dataset.inputOnline = inp.online ? "yes" : "no";
-  const sev = $(el, ".severity");
-  sev.hidden = m.severity !== "watch";
-  sev.textContent = "watch";
-  sev.title = m.severity_reason || "";
-  el.dataset.severity = m.severity || "normal";
   $(el, ".score").textContent = fmt(m.score, 4);
   $(el, ".threshold").textContent = fmt(m.threshold, 4);
   $(el, ".level").textContent = m.level_dbfs === null ? "-" : `${fmt(m.level_dbfs, 1)} dBFS`;
   $(el, ".scale").textContent = m.threshold_scale !== 1 ? `(threshold x${m.threshold_scale} by an operator)` : "";
   for (const b of el.querySelectorAll(".controls button, .controls input")) b.disabled = !controls;
   renderAlarms(c, m);
+  renderNormal(c, m.normal_clips || []);
+}
+
+// A/B listening: the enrolled normal clips, created once (re-creating would stop one playing)
+function renderNormal(c, urls) {
+  const p = $(c.el, ".normal");
+  p.hidden = !urls.length;
+  if (p.dataset.urls === urls.join(" ")) return;
+  p.dataset.urls = urls.join(" ");
+  for (const old of p.querySelectorAll("audio")) old.remove();
+  for (const u of urls) {
+    const audio = document.createElement("audio");
+    audio.controls = true;
+    audio.preload = "metadata";
+    audio.src = u;
+    p.appendChild(audio);
+  }
 }
 
 function renderAlarms(c, m) {
