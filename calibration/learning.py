@@ -23,6 +23,8 @@ import numpy as np
 
 from edge_agent.config import parse_duration
 from edge_agent.runtime.learn_request import learning_paths, read_request, request_learning
+from edge_agent.scoring.bands import band_levels
+from edge_agent.scoring.bands import profile as band_profile
 from edge_agent.scoring.bank import MemoryBank, bank_path
 from edge_agent.state.atomic import atomic_write
 
@@ -33,6 +35,7 @@ log = logging.getLogger("edge_agent.learning")
 MIN_BLOCK_SECONDS, MAX_BLOCK_SECONDS = 5.0, 60.0
 MAX_WINDOWS = 3600
 SAVE_EVERY_SECONDS = 300.0
+BAND_EVERY = 10  # band levels of one window in ten: the profile needs a sample, not every window
 
 
 class Learner:
@@ -58,11 +61,13 @@ class Learner:
         self.blocks: list[np.ndarray] = []  # the reservoir: (windows, dim) per block
         self.levels: list[np.ndarray] = []
         self.indicators: list[np.ndarray] = []  # (windows, 3) per block, for the indicators head
+        self.bands: list[np.ndarray] = []  # third-octave levels of some windows per block (an alarm's explanation)
         self.score = score  # the head the learned bank scores with (None: the bundle's own)
         self.blocks_seen = 0
         self._block: list[np.ndarray] = []
         self._block_levels: list[float] = []
         self._block_indicators: list[np.ndarray] = []
+        self._block_bands: list[np.ndarray] = []
         self._rng = rng or np.random.default_rng()
         self._last_step = 0
 
@@ -84,6 +89,7 @@ class Learner:
                 lr.indicators = (
                     [z[f"ind_{i}"] for i in range(n)] if all(f"ind_{i}" in z.files for i in range(n)) else []
                 )
+                lr.bands = [z[f"band_{i}"] for i in range(n)] if all(f"band_{i}" in z.files for i in range(n)) else []
         lr._last_step = int(10 * lr.progress())
         if lr.done:
             log.info("%s: resuming the learning period at %s", machine, lr.describe())
@@ -91,10 +97,16 @@ class Learner:
 
     # -- the agent's seam ----------------------------------------------------------------------
     def add(
-        self, embeddings: np.ndarray, level_dbfs: float, indicators: Optional[np.ndarray] = None
+        self,
+        embeddings: np.ndarray,
+        level_dbfs: float,
+        indicators: Optional[np.ndarray] = None,
+        samples: Optional[np.ndarray] = None,
     ) -> Optional[MemoryBank]:
-        """One window's embeddings, level and indicators (``edge_agent.model.indicators``); returns the new
-        bank when the period is complete."""
+        """One window's embeddings, level, indicators (``edge_agent.model.indicators``) and audio (the
+        band levels of every ``BAND_EVERY``-th window); returns the new bank when the period is complete."""
+        if samples is not None and len(self._block) % BAND_EVERY == 0:
+            self._block_bands.append(band_levels(samples, self.bundle.frontend.sample_rate)[0].astype(np.float32))
         self._block.append(np.asarray(embeddings, dtype=np.float32).reshape(-1, embeddings.shape[-1]))
         self._block_levels.append(level_dbfs)
         if indicators is not None:
@@ -136,6 +148,7 @@ class Learner:
                 **{f"emb_{i}": b for i, b in enumerate(self.blocks)},
                 **{f"lev_{i}": v for i, v in enumerate(self.levels)},
                 **{f"ind_{i}": v for i, v in enumerate(self.indicators)},
+                **{f"band_{i}": v for i, v in enumerate(self.bands)},
             )
         state = {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}
         with atomic_write(meta, "w") as f:
@@ -150,19 +163,26 @@ class Learner:
         inds = np.stack(self._block_indicators) if len(self._block_indicators) == len(self._block) else None
         if inds is None or len(self.indicators) != len(self.blocks):
             self.indicators, inds = [], None
-        self._block, self._block_levels, self._block_indicators = [], [], []
+        bands = np.stack(self._block_bands) if self._block_bands else None
+        if bands is None or len(self.bands) != len(self.blocks):
+            self.bands, bands = [], None
+        self._block, self._block_levels, self._block_indicators, self._block_bands = [], [], [], []
         self.blocks_seen += 1
         if len(self.blocks) < self.max_blocks:  # reservoir sampling (algorithm R): every block equally likely kept
             self.blocks.append(block)
             self.levels.append(levels)
             if inds is not None:
                 self.indicators.append(inds)
+            if bands is not None:
+                self.bands.append(bands)
         else:
             j = int(self._rng.integers(0, self.blocks_seen))
             if j < self.max_blocks:
                 self.blocks[j], self.levels[j] = block, levels
                 if inds is not None:
                     self.indicators[j] = inds
+                if bands is not None:
+                    self.bands[j] = bands
         if self.blocks_seen % max(1, int(SAVE_EVERY_SECONDS / self.block_seconds)) == 0:
             self.save()
 
@@ -183,6 +203,9 @@ class Learner:
         self._apply_score(res, per_window)
         bank = res.bank
         bank.meta["levels_dbfs"] = level_range(self.levels)
+        prof = band_profile(np.concatenate(self.bands), self.bundle.frontend.sample_rate) if self.bands else None
+        if prof is not None:  # what an alarm of the learned bank is explained against
+            bank.meta["bands"] = prof
         bank.meta["learned"] = {
             "seconds": self.done,
             "blocks_seen": self.blocks_seen,

@@ -52,6 +52,7 @@ def test_learning_then_monitoring_then_an_alarm_on_a_real_broker(broker, tmp_pat
     assert any("50 %" in m["reason"] for m in learning)  # progress on the retained state
     bank = MemoryBank.load(bank_path(tmp_path / "st", "fan01"))
     assert bank.meta["learned"]["seconds"] == pytest.approx(90) and bank.meta["levels_dbfs"]["windows"] == 90
+    assert bank.info.bands is not None and len(bank.info.bands.median_db) == len(bank.info.bands.centres_hz)
     assert not (tmp_path / "st" / "machines" / "fan01" / "learning.json").exists()
     sub.close()
 

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
 
 
 class Learner(Protocol):
-    def add(self, embedding: np.ndarray, level_dbfs: float, indicators: np.ndarray) -> Optional["MemoryBank"]:
-        """One window of normal sound; the new bank when the period is over, else None."""
+    def add(
+        self, embedding: np.ndarray, level_dbfs: float, indicators: np.ndarray, samples: Optional[np.ndarray] = None
+    ) -> Optional["MemoryBank"]:
+        """One window of normal sound (``samples``: its audio at the model's rate, for the band
+        profile an alarm is explained against); the new bank when the period is over, else None."""
 
     def progress(self) -> float:
         """Share of the period done, 0 to 1."""

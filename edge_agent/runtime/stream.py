@@ -364,7 +364,7 @@ class MachineStream:
         """Give a window to the learner; when the learning period ends, its bank takes over (returned)."""
         self.windows_processed += 1
         self.last_ts = w.ts
-        bank = self.learner.add(embedding, w.level_dbfs, indicators)
+        bank = self.learner.add(embedding, w.level_dbfs, indicators, w.samples)
         if bank is not None:
             self.learner = None
             self.set_bank(bank)
