@@ -86,6 +86,7 @@ class Running:
     """The production wiring (build_daemon: MQTT, commands, learning) with the agent on a thread."""
 
     def __init__(self, cfg_path, learning: bool = True):
+        from calibration.feedback import feedback_factory
         from calibration.learning import learner_factory
 
         self.cfg = load_config(cfg_path)
@@ -95,6 +96,7 @@ class Running:
             console=False,
             health=False,
             learner_factory=learner_factory if learning else None,
+            feedback_factory=feedback_factory,
         )
         self.agent = self.daemon.agent
         self.thread = threading.Thread(target=self.agent.run, daemon=True)

@@ -30,7 +30,7 @@ def documented_examples() -> dict[str, list[dict]]:
     text = (ROOT / "docs" / "mqtt.md").read_text()
     out: dict[str, list[dict]] = {}
     for kind, block in re.findall(
-        r"Topic `[^`]*/(alarm|state|score|command/result)`:\n\n```json\n(.*?)\n```", text, re.S
+        r"Topic `[^`]*/(alarm|state|score|command/result|feedback)`:\n\n```json\n(.*?)\n```", text, re.S
     ):
         out.setdefault(kind, []).append(json.loads(block))
     return out
@@ -74,6 +74,16 @@ def test_payloads_have_exactly_the_documented_shape():
     refused = events.command_result_payload("fan01", 1.0e9, "shelve", None, False, "minutes: ...", after)
     assert [shape(ok), shape(refused)] == [shape(p) for p in docs["command/result"]]
     assert shape(events.score_payload("fan01", 1.0e9, 0.1, 0.2, MODEL, 1, -30.0)) == shape(docs["score"][0])
+    info = {"action": "normal", "feedback_id": "f" * 12, "by": "mqtt", "at": 1.0e9, "threshold_before": 0.1}
+    info |= {
+        "threshold_after": 0.12,
+        "bank_version": 2,
+        "alarm_id": "a" * 32,
+        "note": "",
+        "windows": 12,
+        "message": "m",
+    }
+    assert shape(events.feedback_payload("fan01", 1.0e9, info)) == shape(docs["feedback"][0])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", start["ts"])
 
 
@@ -326,7 +336,7 @@ def test_home_assistant_discovery_and_rebirth(broker, tmp_path):  # noqa: F811
         assert removed == {
             f"homeassistant/{c}/n1/{m}_{e}/config"
             for m in ("m1", "m2")
-            for c, e in (("button", "acknowledge"), ("switch", "shelve"))
+            for c, e in (("button", "acknowledge"), ("button", "normal"), ("switch", "shelve"))
         }
         alarm_state = configs["homeassistant/sensor/n1/m1_alarm/config"]
         assert alarm_state["options"] == ["normal", "unacknowledged", "acknowledged", "returned_unacknowledged"]
@@ -381,6 +391,8 @@ def test_home_assistant_gets_acknowledge_and_shelve_controls_with_commands_on(br
         button = configs["homeassistant/button/n1/m1_acknowledge/config"]
         assert button["command_topic"] == "edge-agent/n1/m1/command"
         assert json.loads(button["payload_press"]) == {"command": "acknowledge"}
+        normal = configs["homeassistant/button/n1/m1_normal/config"]  # "the last alarm was normal"
+        assert json.loads(normal["payload_press"]) == {"command": "normal"}
         switch = configs["homeassistant/switch/n1/m2_shelve/config"]
         assert (
             switch["command_topic"] == "edge-agent/n1/m2/command" and switch["state_topic"] == "edge-agent/n1/m2/state"

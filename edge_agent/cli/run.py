@@ -52,6 +52,7 @@ def add_parsers(command) -> None:
 
 
 def cmd_run(a) -> int:
+    from calibration.feedback import feedback_factory
     from calibration.learning import learner_factory
     from edge_agent.model.blas import single_thread_blas
     from edge_agent.runtime.heap import fix_mmap_threshold
@@ -63,7 +64,11 @@ def cmd_run(a) -> int:
     from edge_agent.runtime.daemon import build_daemon
 
     daemon = build_daemon(
-        load_config(a.config), config_path=a.config, print_scores=a.scores, learner_factory=learner_factory
+        load_config(a.config),
+        config_path=a.config,
+        print_scores=a.scores,
+        learner_factory=learner_factory,
+        feedback_factory=feedback_factory,
     )
     install_signals(daemon.agent)
     return daemon.agent.run()

@@ -136,6 +136,20 @@ def discovery_payloads(
             if commands
             else None
         ),
+        topics.discovery_config("button", machine, "normal"): (
+            {
+                "name": f"{machine} last alarm was normal",
+                "unique_id": f"edge_agent_{node}_{machine}_normal",
+                "icon": "mdi:check-circle-outline",
+                "command_topic": topics.machine(machine, "command"),
+                "payload_press": json.dumps({"command": "normal"}),
+                "qos": 1,
+                "device": device,
+                **avail,
+            }
+            if commands
+            else None
+        ),
         topics.discovery_config("switch", machine, "shelve"): (
             {
                 "name": f"{machine} shelved",

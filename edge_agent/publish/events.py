@@ -108,6 +108,12 @@ def state_payload(
     return p
 
 
+def feedback_payload(machine: str, ts: float, info: dict) -> dict[str, Any]:
+    """An operator's "normal" or its undo (calibration/feedback.py says what ``info`` holds)."""
+    return {"schema": SCHEMA, "event_id": uuid.uuid4().hex, "ts": iso(ts), "machine": machine, "type": "feedback",
+            **info}  # fmt: skip
+
+
 def command_result_payload(
     machine: str,
     ts: float,

@@ -36,8 +36,8 @@ class OutboxError(UserError):
     """The outbox file cannot be opened (exit code 2, with what to do)."""
 
 
-KINDS = ("alarm", "state", "score")
-DROP_ORDER = ("score", "state", "alarm")  # what goes first when the outbox is full
+KINDS = ("alarm", "state", "score", "feedback")
+DROP_ORDER = ("score", "state", "feedback", "alarm")  # what goes first when the outbox is full
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ class ConsoleSink(Sink):
             line = f"{p['ts']} {machine}: ALARM {p['event'].upper()} {p['alarm_id'][:8]} {detail}"
         elif kind == "state":
             line = f"{p['ts']} {machine}: state {p['state']}" + (f" ({p['reason']})" if p.get("reason") else "")
+        elif kind == "feedback":
+            line = f"{p['ts']} {machine}: FEEDBACK {p['action'].upper()} by {p['by']}: {p['message']}"
         else:
             return
         print(line, file=self.out, flush=True)
@@ -65,7 +67,7 @@ class OutboxOnlySink(Sink):
         self.outbox = outbox
 
     def handle(self, kind: str, machine: str, payload: dict) -> None:
-        if kind in ("alarm", "state"):
+        if kind in ("alarm", "state", "feedback"):
             self.outbox.put(machine, kind, payload)
 
     def status_line(self) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from edge_agent.alarms.alarm_windows import AlarmWindows
 from edge_agent.alarms.dispatch import Alarms
 from edge_agent.alarms.evidence import EvidenceRecorder
 from edge_agent.clock import SYSTEM, Clock
@@ -33,7 +34,7 @@ from edge_agent.model.stream_frontend import stack_features
 from edge_agent.publish import events
 from edge_agent.runtime.commands import CommandDesk
 from edge_agent.runtime.heap import trim
-from edge_agent.runtime.learner import Learner
+from edge_agent.runtime.learner import FeedbackEnroller, Learner
 from edge_agent.runtime.reload import reload_agent
 from edge_agent.runtime.replay_report import ReplayError, replay_summary, unscored_replay
 from edge_agent.runtime.sink import Sink
@@ -80,6 +81,7 @@ class Agent:
         faults: Optional[Faults] = None,
         clock: Clock = SYSTEM,
         severity: Optional[Callable[[str], tuple[str, str]]] = None,
+        feedback: Optional[FeedbackEnroller] = None,
     ):
         self.cfg, self.bundle, self.engine, self.streams = cfg, bundle, engine, streams
         self.sinks = list(sinks)  # in order: the durable one first, so what the console shows is already kept
@@ -95,6 +97,8 @@ class Agent:
         self.learner_factory = learners
         self.config_path = config_path  # re-read on SIGHUP
         self.severity = severity  # machine -> ("watch", why) or ("normal", ""): the trends (trends/recorder.py)
+        self.feedback = feedback  # "that was normal": the alarm's windows join the bank (calibration.feedback)
+        self.alarm_windows = AlarmWindows()
         # Set by signal handlers. A handler runs in the main thread between two bytecodes, possibly while
         # that thread holds the lock inside stop_event.wait(); Event.set() there deadlocks (the Python
         # docs warn against locks in handlers). So a handler only stores a name here; run() acts on it.
@@ -108,6 +112,10 @@ class Agent:
             self.attach_learner(s)  # at once: the very first state a broker sees is already ``learning``
 
     # -- output ----------------------------------------------------------------------------
+    def emit(self, kind: str, machine: str, payload: dict) -> None:
+        """An event to every sink (alarm, state, feedback)."""
+        self._emit(kind, machine, payload)
+
     def _emit(self, kind: str, machine: str, payload: dict) -> None:
         for s in self.sinks:
             try:
@@ -297,6 +305,9 @@ class Agent:
                 self.evidence.alarm_started(s.machine, d.alarm_id, w.offset - (w.ts - d.started_at), s.threshold)
         if d is not None:
             self.alarms.emit_decision(s, d)
+        det = s.detector
+        active = det.alarm_id if det is not None and det.active else None
+        self.alarm_windows.window(s.machine, w.ts, outputs["embedding"][0], active)
         self._tell("window", s.event(w, score, d))
         if s.state != before:
             self.publish_state(s)

@@ -42,6 +42,10 @@ class CommandTarget(Protocol):
     alarms: "Alarms"
     faults: "Faults"
     learner_factory: Optional[Callable]
+    feedback: Any
+    alarm_windows: Any
+
+    def emit(self, kind: str, machine: str, payload: dict) -> None: ...
 
     def state_of(self, s: "MachineStream", reason: str = "") -> dict: ...
 
@@ -54,7 +58,7 @@ MAX_PAYLOAD = 4096
 MAX_SHELVE_MINUTES = 7 * 24 * 60  # a week; shelve again for longer
 MAX_LEARN_HOURS = 90 * 24
 SCALE_RANGE = (0.25, 4.0)
-COMMANDS = ("acknowledge", "shelve", "unshelve", "learn", "threshold")
+COMMANDS = ("acknowledge", "shelve", "unshelve", "learn", "threshold", "normal", "undo")
 EXAMPLE = '{"command": "acknowledge"}'
 
 
@@ -89,7 +93,25 @@ class Threshold(_Command):
     scale: float = Field(ge=SCALE_RANGE[0], le=SCALE_RANGE[1])  # times the calibrated threshold; 1 restores it
 
 
-Command = Annotated[Union[Acknowledge, Shelve, Unshelve, Learn, Threshold], Field(discriminator="command")]
+class Normal(_Command):
+    """That alarm was the machine's normal sound: its windows join the bank (the latest alarm
+    when ``alarm_id`` is left out)."""
+
+    command: Literal["normal"]
+    alarm_id: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{4,32}$")
+    note: str = Field(default="", max_length=200)
+
+
+class Undo(_Command):
+    """Take the last "normal" back (``feedback_id``: say which, to be sure it is that one)."""
+
+    command: Literal["undo"]
+    feedback_id: Optional[str] = Field(default=None, pattern=r"^[0-9a-f]{4,32}$")
+
+
+Command = Annotated[
+    Union[Acknowledge, Shelve, Unshelve, Learn, Threshold, Normal, Undo], Field(discriminator="command")
+]
 _ADAPTER = TypeAdapter(Command)
 
 
@@ -272,4 +294,32 @@ def _apply(agent: CommandTarget, s: "MachineStream", cmd, source: str) -> str:
         if s.learner is None:
             raise CommandError("the learning request was written but no learner took it; see the agent's log")
         return f"learning for {cmd.hours:g} h: no alarms until it is over"
+    if isinstance(cmd, (Normal, Undo)):
+        return _feedback(agent, s, cmd, source)
     raise CommandError(f"unknown command {cmd.command!r}")  # unreachable: parse_command checked it
+
+
+def _feedback(agent: CommandTarget, s: "MachineStream", cmd, source: str) -> str:
+    """ "That was normal" and its undo: the new bank comes into force at once, and a ``feedback``
+    event says what changed (who, when, the threshold before and after)."""
+    if agent.feedback is None:
+        raise CommandError("this agent was started without feedback (edge-agent run has it)")
+    if s.bank is None:
+        raise CommandError("the machine has no bank yet: calibrate it first")
+    try:
+        if isinstance(cmd, Normal):
+            alarm_id, emb = agent.alarm_windows.of(s.machine, cmd.alarm_id)
+            if emb is None:
+                which = f"alarm {cmd.alarm_id}" if cmd.alarm_id else "any alarm"
+                raise CommandError(f"no windows kept for {which} (the agent keeps the last 10 alarms of this run)")
+            if s.detector is not None and s.detector.alarm_id == alarm_id:
+                agent.alarms.end(s, s.clock(), f"marked normal by {source}")
+            bank, info = agent.feedback.normal(s.machine, s.bank, alarm_id, emb, source, cmd.note)
+            agent.alarm_windows.forget(s.machine, alarm_id)
+        else:
+            bank, info = agent.feedback.undo(s.machine, s.bank, cmd.feedback_id, source)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    s.set_bank(bank)
+    agent.emit("feedback", s.machine, events.feedback_payload(s.machine, s.clock(), info))
+    return info["message"]

@@ -29,6 +29,7 @@ from edge_agent.publish.outbox import Outbox
 from edge_agent.publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
 from edge_agent.runtime.agent import Agent, LearnerFactory, stream_state
 from edge_agent.runtime.commands import CommandDesk
+from edge_agent.runtime.learner import FeedbackEnroller
 from edge_agent.runtime.sink import Sink
 from edge_agent.runtime.stream import MachineStream
 from edge_agent.scoring.bank import load_machine_bank
@@ -109,6 +110,7 @@ def build_daemon(
     print_scores: bool = False,
     console: bool = True,
     learner_factory: Optional[Callable[[Config, Bundle], LearnerFactory]] = None,
+    feedback_factory: Optional[Callable[[Config, Bundle], FeedbackEnroller]] = None,
     bundle: Optional[Bundle] = None,
     engine: Optional[Engine] = None,
     source_factory=open_source,
@@ -180,6 +182,7 @@ def build_daemon(
             faults=faults,
             clock=clock,
             severity=trends.severity,
+            feedback=feedback_factory(cfg, bundle) if feedback_factory is not None else None,
         )
         if isinstance(durable, MQTTPublisher):
             if cfg.mqtt.commands:

@@ -25,3 +25,17 @@ class Learner(Protocol):
 
     def save(self) -> None:
         """Keep what was learnt so far: the next start resumes the period."""
+
+
+class FeedbackEnroller(Protocol):
+    """ "That was normal" (``calibration.feedback``): an alarm's windows join the machine's bank
+    and the threshold is fitted again; ``undo`` takes the last such feedback back exactly. Each
+    returns the machine's new bank and what happened, in words; ValueError says why not."""
+
+    def normal(
+        self, machine: str, bank: "MemoryBank", alarm_id: str, embeddings: np.ndarray, by: str, note: str
+    ) -> tuple["MemoryBank", dict]: ...
+
+    def undo(
+        self, machine: str, bank: "MemoryBank", feedback_id: Optional[str], by: str
+    ) -> tuple["MemoryBank", dict]: ...

@@ -3,6 +3,8 @@
 <state_dir>/machines/<machine>/bank.npz            the bank (calibrate, the learning period)
 <state_dir>/machines/<machine>/learning.json|.npz  a learning period asked for or under way
 <state_dir>/machines/<machine>/normal/normal-N.wav a few enrolled normal clips (A/B listening on the page)
+<state_dir>/machines/<machine>/feedback.jsonl      the audit log of "normal" and "undo" (who, when, why)
+<state_dir>/machines/<machine>/feedback/<id>.npz   the bank as it was before feedback <id> (for undo)
 <state_dir>/alarms/<machine>.json                  an alarm open when the agent stopped
 <state_dir>/operator/<machine>.json                acknowledgement, shelf, threshold scale
 <state_dir>/evidence/<machine>/<alarm_id>.wav|.png each alarm's evidence
@@ -24,6 +26,14 @@ def machine_dir(state_dir: Path, machine: str) -> Path:
 
 def normal_dir(state_dir: Path, machine: str) -> Path:
     return machine_dir(state_dir, machine) / "normal"
+
+
+def feedback_dir(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "feedback"
+
+
+def feedback_log(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "feedback.jsonl"
 
 
 def bank_path(state_dir: Path, machine: str) -> Path:

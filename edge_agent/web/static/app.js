@@ -165,7 +165,7 @@ function render(m) {
   $(el, ".threshold").textContent = fmt(m.threshold, 4);
   $(el, ".level").textContent = m.level_dbfs === null ? "-" : `${fmt(m.level_dbfs, 1)} dBFS`;
   $(el, ".scale").textContent = m.threshold_scale !== 1 ? `(threshold x${m.threshold_scale} by an operator)` : "";
-  for (const b of el.querySelectorAll(".controls button, .controls input")) b.disabled = !controls;
+  for (const b of el.querySelectorAll(".controls button, .controls input, .mark-normal")) b.disabled = !controls;
   renderAlarms(c, m);
   renderNormal(c, m.normal_clips || []);
 }
@@ -195,7 +195,12 @@ function renderAlarms(c, m) {
     if (!li) {
       li = document.createElement("li");
       li.dataset.alarmId = a.alarm_id;
-      li.innerHTML = '<span class="what"></span><div class="changed"></div><div class="evidence"></div>';
+      li.innerHTML =
+        '<span class="what"></span> <button class="mark-normal" type="button">this was normal</button>' +
+        '<div class="changed"></div><div class="evidence"></div>';
+      const id = a.alarm_id;
+      $(li, ".mark-normal").addEventListener("click", () => command(m.machine, "normal", c.el, { alarm_id: id }));
+      $(li, ".mark-normal").disabled = !controls;
       list.prepend(li);
       c.alarms.set(a.alarm_id, li);
     }
@@ -276,9 +281,9 @@ function draw(canvas, pts) {
   g.setLineDash([]);
 }
 
-async function command(machine, name, el) {
+async function command(machine, name, el, extra) {
   const result = $(el, ".result");
-  const body = { command: name };
+  const body = { command: name, ...(extra || {}) };
   if (name === "shelve") body.minutes = Number($(el, ".minutes").value);
   const password = document.getElementById("password").value;
   sessionStorage.setItem("edge-agent-password", password);
