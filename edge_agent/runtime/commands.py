@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Optional, P
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from edge_agent import strict_json
+from edge_agent.alarms.alarm_windows import MAX_ALARMS
 from edge_agent.alarms.lifecycle import LifecycleError
 from edge_agent.config import MIN_LEARN_SECONDS
 from edge_agent.publish import events
@@ -311,7 +312,9 @@ def _feedback(agent: CommandTarget, s: "MachineStream", cmd, source: str) -> str
             alarm_id, emb = agent.alarm_windows.of(s.machine, cmd.alarm_id)
             if emb is None:
                 which = f"alarm {cmd.alarm_id}" if cmd.alarm_id else "any alarm"
-                raise CommandError(f"no windows kept for {which} (the agent keeps the last 10 alarms of this run)")
+                raise CommandError(
+                    f"no windows kept for {which} (the agent keeps the last {MAX_ALARMS} alarms of this run)"
+                )
             if s.detector is not None and s.detector.alarm_id == alarm_id:
                 agent.alarms.end(s, s.clock(), f"marked normal by {source}")
             bank, info = agent.feedback.normal(s.machine, s.bank, alarm_id, emb, source, cmd.note)
