@@ -25,11 +25,11 @@ from benchmarks.stream import (  # noqa: E402
     poisson_rate,
     policy_for,
     replay,
+    replay_setup,
 )
 from calibration.feedback import Feedback  # noqa: E402
 from calibration.service import enrol_paths  # noqa: E402
-from edge_agent.audio.wavio import wav_info  # noqa: E402
-from edge_agent.config import AlarmConfig, parse_config  # noqa: E402
+from edge_agent.config import AlarmConfig  # noqa: E402
 from edge_agent.engine import OnnxEngine  # noqa: E402
 from edge_agent.model.bundle import Bundle  # noqa: E402
 from edge_agent.runtime.commands import CommandDesk  # noqa: E402
@@ -60,22 +60,7 @@ def with_feedback(bundle, engine, bank: MemoryBank, files: list[Path], alarm: di
     """The normal stream with the operator: (alarm offsets, answers, the bank at the end, spans)."""
     with tempfile.TemporaryDirectory(prefix="feedback-") as d:
         d = Path(d)
-        bank.save(bank_path(d, "m"))
-        (d / "replay").mkdir()
-        spans, t = [], 0.0
-        for i, f in enumerate(files):
-            (d / "replay" / f"{i:05d}_{f.name}").symlink_to(f.resolve())
-            sec = wav_info(f).seconds
-            spans.append((t, t + sec, f))
-            t += sec
-        cfg = parse_config(
-            {
-                "state_dir": str(d),
-                "engine": "cpu",
-                "status_interval_seconds": 1e9,
-                "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}},
-            }
-        )
+        cfg, spans = replay_setup(d, bank, files, alarm)
         desk = CommandDesk()
         op = _Operator(desk)
         agent_from_config(

@@ -145,25 +145,31 @@ class _Recorder(Sink):
         pass
 
 
+def replay_setup(d: Path, bank: MemoryBank, files: list[Path], alarm: dict):
+    """State dir ``d`` with machine "m" (``bank``) replaying ``files`` in order as fast as they can
+    be scored, each its own recording: (config, where each file lies in the stream)."""
+    bank.save(bank_path(d, "m"))
+    (d / "replay").mkdir()
+    spans, t = [], 0.0
+    for i, f in enumerate(files):
+        (d / "replay" / f"{i:05d}_{f.name}").symlink_to(f.resolve())
+        sec = wav_info(f).seconds
+        spans.append((t, t + sec, f))
+        t += sec
+    cfg = parse_config(
+        {
+            "state_dir": str(d),
+            "engine": "cpu",
+            "status_interval_seconds": 1e9,
+            "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}},
+        }
+    )
+    return cfg, spans
+
+
 def replay(bundle: Bundle, engine, bank: MemoryBank, files: list[Path], alarm: dict) -> StreamRun:
     with tempfile.TemporaryDirectory(prefix="stream-") as d:
-        d = Path(d)
-        bank.save(bank_path(d, "m"))
-        (d / "replay").mkdir()
-        spans, t = [], 0.0
-        for i, f in enumerate(files):
-            (d / "replay" / f"{i:05d}_{f.name}").symlink_to(f.resolve())
-            sec = wav_info(f).seconds
-            spans.append((t, t + sec, f))
-            t += sec
-        cfg = parse_config(
-            {
-                "state_dir": str(d),
-                "engine": "cpu",
-                "status_interval_seconds": 1e9,
-                "machines": {"m": {"input": {"file": str(d / "replay"), "realtime": False}, "alarm": alarm}},
-            }
-        )
+        cfg, spans = replay_setup(Path(d), bank, files, alarm)
         rec = _Recorder()
         agent_from_config(cfg, [rec], bundle=bundle, engine=engine).run()
     return StreamRun(np.array(rec.offsets), np.array(rec.scores), np.array(rec.recordings), rec.alarms, spans)
