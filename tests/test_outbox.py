@@ -137,7 +137,8 @@ def test_a_full_outbox_in_memory_drops_telemetry_first(tmp_path):
         ob.put("m1", "score", {"i": i, "pad": "x" * 3000})
     for i in range(5, 9):
         ob.put("m1", "alarm", {"i": i, "pad": "x" * 3000})
-    assert ob.depth() == 6 and ob.depth("alarm") == 5 and ob.dropped == {"alarm": 0, "state": 0, "score": 3}
+    assert ob.depth() == 6 and ob.depth("alarm") == 5
+    assert ob.dropped == {"alarm": 0, "state": 0, "score": 3, "feedback": 0}
     assert [r.data["i"] for r in ob.pending()] == [0, 4, 5, 6, 7, 8]
 
 
