@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edge_agent.audio.network import InputError, NetworkSource
+from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.urls import scrub
 
 log = logging.getLogger("edge_agent.audio.network")
@@ -44,11 +45,24 @@ KNOWN_MESSAGES = (
 _PREFIX = re.compile(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*")
 
 
-def ffmpeg_binary() -> str:
-    exe = shutil.which("ffmpeg")
+def binary(name: str = "ffmpeg") -> str:
+    """ffmpeg's (or ffprobe's) path; not installed: a message at start (exit 2), not a reconnect loop."""
+    exe = shutil.which(name)
     if exe is None:
-        raise InputError("ffmpeg is not installed (apt-get install ffmpeg): it decodes network streams")
+        raise AudioDeviceError(f"{name} is not installed (apt-get install ffmpeg): it decodes network streams")
     return exe
+
+
+def input_options(url: str, transport: str = "tcp", raw: Optional[dict] = None, timeout_us: int = IO_TIMEOUT_US):
+    """What ffmpeg and ffprobe are told before the URL: the I/O timeout (RTSP's own option and
+    transport, or the protocol's), and a raw PCM sender's format, which it cannot say itself."""
+    if urlsplit(url).scheme in ("rtsp", "rtsps"):
+        opts = ["-rtsp_transport", transport, "-timeout", str(timeout_us)]
+    else:
+        opts = ["-rw_timeout", str(timeout_us)]
+    if raw is not None:
+        opts += ["-f", raw["format"], "-ar", str(raw["rate"]), "-ac", str(raw["channels"])]
+    return opts
 
 
 def ffmpeg_command(
@@ -56,14 +70,7 @@ def ffmpeg_command(
 ) -> list[str]:
     """The decoder's command line: ``url`` in, float32 frames at ``rate`` out on stdout, one channel
     for ``mix`` (ffmpeg's downmix) or channels 0..``channel`` (the stream picks ``channel``)."""
-    scheme = urlsplit(url).scheme
-    cmd = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error"]
-    if scheme in ("rtsp", "rtsps"):
-        cmd += ["-rtsp_transport", transport, "-timeout", str(IO_TIMEOUT_US)]
-    else:
-        cmd += ["-rw_timeout", str(IO_TIMEOUT_US)]
-    if raw is not None:
-        cmd += ["-f", raw["format"], "-ar", str(raw["rate"]), "-ac", str(raw["channels"])]
+    cmd = [binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *input_options(url, transport, raw)]
     cmd += ["-i", url, "-vn", "-sn", "-dn", "-map", "0:a:0"]
     if channel == "mix":
         cmd += ["-ac", "1"]
@@ -106,8 +113,8 @@ class FFmpegSource(NetworkSource):
         super().__init__(name, shown_url, rate, out_channels(channel), max_backoff)
         self._url, self._secrets = url, tuple(s for s in secrets if s)
         self.command = ffmpeg_command(url, rate, channel, transport, raw)
-        self.proc: Optional[subprocess.Popen] = None
         self._messages: collections.deque[str] = collections.deque(maxlen=5)
+        self._said = b""  # the decoder's message line not yet ended
 
     def _connect(self) -> Iterator[np.ndarray]:
         self._messages.clear()
@@ -120,7 +127,6 @@ class FFmpegSource(NetworkSource):
             preexec_fn=_die_with_parent,
             bufsize=0,
         )
-        self.proc = proc
         frame_bytes = 4 * self.channels
         want = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
         out, err = proc.stdout.fileno(), proc.stderr.fileno()
@@ -194,4 +200,3 @@ class FFmpegSource(NetworkSource):
                 f.close()
             except OSError:
                 pass
-        self.proc = None

@@ -5,7 +5,7 @@ again from 1 s after a connection that delivered audio for ``HEALTHY_SECONDS``.
 
 A subclass's ``_connect`` yields blocks of float32 frames until the connection ends (by raising
 ``InputError`` with what happened); this class runs it, fills the ring, and keeps the state that
-health, metrics and the status page show (``online``, ``error``, ``connects``).
+health, metrics and the status page show (``online``, ``error``, ``failures``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class NetworkSource(AudioSource):
         self.ring = RingBuffer(int(RING_SECONDS * sample_rate), channels)
         self.max_backoff = max_backoff
         self._online = False
-        self.connects = 0
         self.failures = 0
 
     @property
@@ -66,7 +65,6 @@ class NetworkSource(AudioSource):
                     if connected_at is None:
                         connected_at = time.monotonic()
                         self._online, self.error = True, None
-                        self.connects += 1
                         log.info("%s: receiving audio from %s (%d Hz)", self.name, self.shown_url, self.sample_rate)
                     self.ring.write(block)  # NaN/Inf are the stream's to repair, as for every source
                     if self._stop.is_set():

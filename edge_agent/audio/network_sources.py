@@ -3,12 +3,10 @@ the Wyoming client for ``wyoming://``; the password put into the URL only here."
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from edge_agent.audio.network import NetworkSource
-from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.urls import redacted, with_credentials
 from edge_agent.credentials import read_secret
 
@@ -28,12 +26,8 @@ def open_network_source(machine: str, inp: "InputConfig", model_rate: int) -> Ne
         from edge_agent.audio.wyoming_source import WyomingSource
 
         return WyomingSource(machine, u.hostname, u.port, shown, model_rate, inp.reconnect_max_seconds)
-    from edge_agent.audio.ffmpeg import FFmpegSource
+    from edge_agent.audio.ffmpeg import FFmpegSource  # its command line needs ffmpeg: a message at start
 
-    if shutil.which("ffmpeg") is None:  # a message at start, not a reconnect loop
-        raise AudioDeviceError(
-            f"machines.{machine}.input.url: ffmpeg decodes network streams; install it (apt-get install ffmpeg)"
-        )
     password = password_of(machine, inp) if u.scheme in ("rtsp", "rtsps", "http", "https") else None
     url = with_credentials(inp.url, inp.username, password)
     return FFmpegSource(

@@ -5,12 +5,11 @@ audio event instead (ffprobe does not speak the protocol)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from typing import Optional
 from urllib.parse import urlsplit
 
-from edge_agent.audio.ffmpeg import plain
+from edge_agent.audio.ffmpeg import binary, input_options, plain
 from edge_agent.audio.source import AudioDeviceError
 from edge_agent.audio.urls import redacted, scrub, with_credentials
 from edge_agent.config_input import check_url
@@ -27,17 +26,9 @@ def probe(url: str, username: Optional[str] = None, password: Optional[str] = No
         raise AudioDeviceError(f"{url}: {e}") from None
     if urlsplit(url).scheme == "wyoming":
         return _probe_wyoming(url)
-    exe = shutil.which("ffprobe")
-    if exe is None:
-        raise AudioDeviceError("ffprobe is not installed (apt-get install ffmpeg)")
     full = with_credentials(url, username, password)
-    cmd = [exe, "-v", "error", "-show_streams", "-of", "json"]
-    if urlsplit(url).scheme in ("rtsp", "rtsps"):
-        cmd += ["-rtsp_transport", "tcp", "-timeout", str(int(TIMEOUT_SECONDS * 1e6))]
-    else:
-        cmd += ["-rw_timeout", str(int(TIMEOUT_SECONDS * 1e6))]
-    if raw is not None:
-        cmd += ["-f", raw["format"], "-ar", str(raw["rate"]), "-ac", str(raw["channels"])]
+    cmd = [binary("ffprobe"), "-v", "error", "-show_streams", "-of", "json"]
+    cmd += input_options(url, "tcp", raw, int(TIMEOUT_SECONDS * 1e6))
     try:
         r = subprocess.run(cmd + [full], capture_output=True, text=True, timeout=TIMEOUT_SECONDS + 5)
     except subprocess.TimeoutExpired:

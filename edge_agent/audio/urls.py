@@ -12,11 +12,7 @@ def redacted(url: str) -> str:
     u = urlsplit(url)
     if u.username is None and u.password is None:
         return url
-    host = u.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{u.port}" if u.port is not None else "")
-    return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+    return _with_netloc(u, "")
 
 
 def with_credentials(url: str, username: Optional[str], password: Optional[str]) -> str:
@@ -25,11 +21,16 @@ def with_credentials(url: str, username: Optional[str], password: Optional[str])
     user = username if username is not None else u.username
     if user is None and password is None:
         return url
+    auth = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "")
+    return _with_netloc(u, auth + "@")
+
+
+def _with_netloc(u, auth: str) -> str:
+    """``u`` with ``auth`` ("user:password@" or "") before its host and port."""
     host = u.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    auth = quote(user or "", safe="") + (":" + quote(password, safe="") if password is not None else "")
-    netloc = f"{auth}@{host}" + (f":{u.port}" if u.port is not None else "")
+    netloc = auth + host + (f":{u.port}" if u.port is not None else "")
     return urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
 
 

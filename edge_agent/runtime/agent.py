@@ -168,10 +168,6 @@ class Agent:
         self.stop_event.set()
         self.commands.wake()
 
-    def wake(self) -> None:
-        """Run the loop now; safe from any thread but a signal handler."""
-        self.commands.wake()
-
     def idle_seconds(self) -> float:
         """How long the loop may sleep when nothing was ready: until the stream nearest its next window
         has the audio for it (a fast replay: a short poll), at most IDLE_MAX_SECONDS (liveness, shelves,

@@ -6,6 +6,7 @@ own wall-clock hours (a replay faster than real time lands in the hours it ran i
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Optional
 
 import numpy as np
@@ -40,12 +41,8 @@ class _Bucket:
     def snapshot(self) -> Hour:
         """This hour so far, without closing it (read from the page's threads: copies first)."""
         part = _Bucket(self.hour.machine, self.hour.hour, self.before)
+        part.hour = replace(self.hour, seconds=dict(self.hour.seconds))
         part.scores, part.levels, part.thresholds = list(self.scores), list(self.levels), list(self.thresholds)
-        part.hour.windows, part.hour.alarms, part.hour.seconds = (
-            self.hour.windows,
-            self.hour.alarms,
-            dict(self.hour.seconds),
-        )
         return part.done()
 
     def done(self) -> Hour:

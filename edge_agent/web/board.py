@@ -61,7 +61,11 @@ class StatusBoard:
             return []
         horizon = pts[-1][0] - HISTORY_SECONDS
         # compared as sent (ms): a client's ``after`` is a rounded time, and must not return its own point
-        return [[round(t, 3), _r(s), _r(th), _r(lv, 1)] for t, s, th, lv in pts if round(t, 3) > after and t >= horizon]
+        return [
+            [round(t, 3), rounded(s), rounded(th), rounded(lv, 1)]
+            for t, s, th, lv in pts
+            if round(t, 3) > after and t >= horizon
+        ]
 
     def recent_alarms(self, machine: str) -> list[dict]:
         with self._lock:
@@ -73,5 +77,5 @@ class StatusBoard:
             return self.states.get(machine)
 
 
-def _r(x, nd: int = 6):
+def rounded(x, nd: int = 6):
     return None if x is None else round(float(x), nd)

@@ -38,7 +38,7 @@ from edge_agent.runtime.commands import MAX_PAYLOAD, CommandDesk
 from edge_agent.runtime.sink import Sink, WindowEvent
 from edge_agent.runtime.stream import MachineStream
 from edge_agent.state.paths import evidence_dir, normal_dir
-from edge_agent.web.board import StatusBoard
+from edge_agent.web.board import StatusBoard, rounded
 
 log = logging.getLogger("edge_agent.web")
 
@@ -312,7 +312,7 @@ class StatusPage(Sink):
                 f"/normal/{m}/{p.name}" for p in sorted(normal_dir(self.state_dir, m).glob("normal-*.wav"))
             ],
             # the overview's sparkline: the last day's hourly median scores
-            "day": [[h.hour, _r(h.score_median)] for h in self.trends.history(m, time.time() - 86400)]
+            "day": [[h.hour, rounded(h.score_median)] for h in self.trends.history(m, time.time() - 86400)]
             if self.trends is not None
             else [],
         }
@@ -331,12 +331,8 @@ class StatusPage(Sink):
         return a
 
 
-def _r(x):
-    return None if x is None else round(float(x), 6)
-
-
 def _hour_row(h) -> list:
-    return [h.hour, _r(h.score_median), _r(h.score_p95), _r(h.threshold), h.alarms]
+    return [h.hour, rounded(h.score_median), rounded(h.score_p95), rounded(h.threshold), h.alarms]
 
 
 def _host_port(listen: str) -> tuple[str, int]:
