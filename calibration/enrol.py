@@ -126,6 +126,24 @@ def pick_threshold(scores: np.ndarray, policy: ThresholdPolicy, groups: Optional
     return fit, float(thr), rule, 24 * per_hour, info
 
 
+def apply_threshold(
+    res: "EnrolResult", scores: np.ndarray, policy: ThresholdPolicy, groups: Optional[np.ndarray] = None
+) -> None:
+    """Fit the threshold on ``scores`` (each window's clip in ``groups``, for the alarm rule) and
+    put it in the bank with how it was fitted."""
+    fit, thr, rule, rate, info = pick_threshold(scores, policy, groups)
+    res.bank.threshold = float(thr)
+    res.bank.meta.update(
+        {
+            "fit": fit.to_dict(),
+            "threshold_rule": {**rule, **policy.rule()},
+            "expected_alarms_per_day": rate,
+            "alarm_rate": info,
+        }
+    )
+    res.fit, res.expected_alarms_per_day = fit, rate
+
+
 def use_heads(
     res: "EnrolResult",
     members: list[dict],
@@ -148,21 +166,9 @@ def use_heads(
         )
     # clips the model was trained on are left out of the fit here too, when they line up
     fitted = res.fitted if res.fitted is not None and len(res.fitted) == len(combined) else slice(None)
-    fit, thr, rule, rate, info = pick_threshold(
-        combined[fitted], policy, None if groups is None else np.asarray(groups)[fitted]
-    )
-    b = res.bank
-    b.threshold = float(thr)
-    b.meta.update(
-        {
-            "score": spec,
-            "fit": fit.to_dict(),
-            "threshold_rule": {**rule, **policy.rule()},
-            "expected_alarms_per_day": rate,
-            "alarm_rate": info,
-        }
-    )
-    res.loo_scores, res.loo_domains, res.fit, res.expected_alarms_per_day = combined, domains, fit, rate
+    apply_threshold(res, combined[fitted], policy, None if groups is None else np.asarray(groups)[fitted])
+    res.bank.meta["score"] = spec
+    res.loo_scores, res.loo_domains = combined, domains
     res.loo_groups = None if groups is None else np.asarray(groups)
     if isinstance(fitted, slice):  # the selection did not line up with these windows
         res.fitted = None

@@ -91,7 +91,7 @@ class Feedback:
     def _fit_without_feedback(res, policy) -> None:
         """The threshold on the enrolled sound's held-out scores alone (with the feedback entries in
         the bank, which is what lowers the scores of sound like them)."""
-        from calibration.enrol import fit_selection, pick_threshold
+        from calibration.enrol import apply_threshold, fit_selection
 
         if res.loo_groups is None:
             return
@@ -103,14 +103,7 @@ class Feedback:
         # the feedback clips, never heard, would otherwise be all the fit sees
         clips = np.char.partition(groups.astype(str), ":")[:, 2]
         fitted, _ = fit_selection(clips, set(res.bank.meta.get("heard_in_training", [])))
-        fit, thr, rule, rate, info = pick_threshold(scores[fitted], policy, groups[fitted])
-        b = res.bank
-        b.threshold = float(thr)
-        b.meta.update(
-            {"fit": fit.to_dict(), "threshold_rule": {**rule, **policy.rule()}, "expected_alarms_per_day": rate,
-             "alarm_rate": info}
-        )  # fmt: skip
-        res.expected_alarms_per_day = rate
+        apply_threshold(res, scores[fitted], policy, groups[fitted])
 
     def undo(self, machine: str, bank: MemoryBank, feedback_id: Optional[str], by: str):
         open_ids = self._open(machine)
