@@ -133,14 +133,8 @@ def apply_threshold(
     put it in the bank with how it was fitted."""
     fit, thr, rule, rate, info = pick_threshold(scores, policy, groups)
     res.bank.threshold = float(thr)
-    res.bank.meta.update(
-        {
-            "fit": fit.to_dict(),
-            "threshold_rule": {**rule, **policy.rule()},
-            "expected_alarms_per_day": rate,
-            "alarm_rate": info,
-        }
-    )
+    how = {"fit": fit.to_dict(), "threshold_rule": {**rule, **policy.rule()}, "expected_alarms_per_day": rate}
+    res.bank.meta.update(how, alarm_rate=info)
     res.fit, res.expected_alarms_per_day = fit, rate
 
 

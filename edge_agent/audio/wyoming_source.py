@@ -17,6 +17,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from edge_agent.audio.network import InputError, NetworkSource
+from edge_agent.config_input import MAX_CHANNELS, MAX_SAMPLE_RATE
 
 MAX_HEADER = 64 * 1024  # bytes of one JSON header line
 MAX_DATA = 64 * 1024
@@ -73,7 +74,7 @@ def _check_format(rate, width, channels) -> tuple[int, int, int]:
         rate, width, channels = int(rate), int(width), int(channels)
     except (TypeError, ValueError):
         raise InputError("the server's audio format is not numbers") from None
-    if not 1 <= rate <= 384_000 or width not in WIDTHS or not 1 <= channels <= 64:
+    if not 1 <= rate <= MAX_SAMPLE_RATE or width not in WIDTHS or not 1 <= channels <= MAX_CHANNELS:
         raise InputError(f"the server's audio format is out of range ({rate} Hz, {width} bytes, {channels} channels)")
     return rate, width, channels
 
