@@ -1,5 +1,6 @@
-"""Fuzz tests of every parser of untrusted input: operator commands, the config loader, the WAV
-reader and the learning request, plus the JSON the agent writes. Each input gets a result or the
+"""Fuzz tests of every parser of untrusted input: operator commands, the config loader (network
+input URLs included), the WAV reader, the learning request and a Wyoming server's events, plus the
+JSON the agent writes. Each input gets a result or the
 parser's own error (exit 2 at the CLI), never another exception.
 
 Hypothesis runs derandomized (a fixed seed derived from each test), with a bounded number of
@@ -14,7 +15,7 @@ import math
 import wave
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge_agent import strict_json
@@ -82,7 +83,14 @@ _BASE = {
             "learn": "24h",
             "off_margin_db": 20,
             "k": 1,
-        }
+        },
+        "pcm01": {  # a network input: its URL, raw format and back-off are fuzzed too
+            "input": {
+                "url": "tcp://10.0.0.7:5000",
+                "raw": {"format": "s16le", "rate": 16000, "channels": 1},
+                "reconnect_max_seconds": 30,
+            }
+        },
     },
     "mqtt": {
         "host": "localhost",
@@ -119,6 +127,77 @@ def _with(doc, path, value):
     if isinstance(node, dict):
         node[path[-1]] = value
     return doc
+
+
+URL_PARTS = st.sampled_from(
+    ["rtsp://", "rtsps://", "http://", "https://", "tcp://", "wyoming://", "ftp://", "", "user:pw@", "u@", "[::1]",
+     "cam1", "10.0.0.7", ":554", ":0", ":99999", ":x", "/stream1", "?a=b", "#f", " ", "\n", "%00", "\x00", "é"]
+)  # fmt: skip
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.one_of(st.lists(URL_PARTS, max_size=6).map("".join), st.text(max_size=80)))
+def test_input_urls_are_accepted_or_refused_with_a_reason(url):
+    from urllib.parse import urlsplit
+
+    from edge_agent.audio.urls import redacted, with_credentials
+    from edge_agent.config_input import URL_SCHEMES, check_url
+
+    try:
+        check_url(url)
+    except ValueError as e:
+        assert str(e)
+        return
+    u = urlsplit(url)
+    assert u.scheme in URL_SCHEMES and u.hostname and u.password is None
+    full = with_credentials(url, "viewer", "s3cret:/@pw")
+    assert urlsplit(full).password is not None and "s3cret" not in redacted(full)
+
+
+@settings(FUZZ, max_examples=300)
+@given(
+    st.one_of(
+        st.binary(max_size=3000),
+        st.lists(  # headers with a payload, some announcing more than comes (a server that hangs up)
+            st.tuples(documents, st.binary(max_size=64), st.integers(0, 3)).map(
+                lambda d: (
+                    json.dumps(
+                        d[0] if not isinstance(d[0], dict) else {**d[0], "payload_length": len(d[1]) + d[2]}
+                    ).encode()
+                    + b"\n"
+                    + d[1]
+                )
+            ),
+            max_size=4,
+        ).map(b"".join),
+    )
+)
+@example(b'{"type": "audio-chunk", "payload_length": 10}\nabc')
+@example(b'{"type": "audio-start", "data_length": 8}\n{"ra')
+def test_wyoming_events_are_read_or_refused(raw):
+    """Whatever a server sends: events, the end of the stream, or InputError; never another
+    exception, and never more than the bounds allow."""
+    import asyncio
+
+    from edge_agent.audio.network import InputError
+    from edge_agent.audio.wyoming_source import MAX_HEADER, read_event
+
+    async def read_all():
+        reader = asyncio.StreamReader(limit=MAX_HEADER)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        events = []
+        while (ev := await read_event(reader)) is not None:
+            events.append(ev)
+        return events
+
+    try:
+        events = asyncio.run(read_all())
+    except InputError as e:
+        assert str(e)
+        return
+    for ev in events:
+        assert isinstance(ev.type, str) and isinstance(ev.data, dict)
 
 
 @settings(FUZZ, max_examples=400)

@@ -50,12 +50,16 @@ async def read_event(reader: asyncio.StreamReader):
         raise InputError(f"the server sent something that is not the Wyoming protocol ({e})") from None
     if not 0 <= data_length <= MAX_DATA or not 0 <= payload_length <= MAX_PAYLOAD:
         raise InputError(f"the server announced {data_length + payload_length} bytes for one event: refused")
-    if data_length:
+    try:
+        extra = await reader.readexactly(data_length) if data_length else None
+        payload = await reader.readexactly(payload_length) if payload_length else None
+    except asyncio.IncompleteReadError:
+        raise InputError("the server closed the connection inside an event") from None
+    if extra is not None:
         try:
-            data.update(json.loads(await reader.readexactly(data_length)))
+            data.update(json.loads(extra))
         except (ValueError, TypeError, AttributeError) as e:
             raise InputError(f"the server sent event data that is not JSON ({e})") from None
-    payload = await reader.readexactly(payload_length) if payload_length else None
     return Event(type=kind, data=data, payload=payload)
 
 
