@@ -32,6 +32,9 @@ from edge_agent.scoring.heads import REGISTRY, parse_score
 
 log = logging.getLogger("edge_agent.evaluate")
 
+# evaluate --adapt: (machine folder, name, train clips) -> (adapted engine or None, what adaptation did)
+Adapter = Callable[[Path, str, list], tuple[Optional[object], dict]]
+
 
 @dataclass
 class MachineResult:
@@ -42,6 +45,7 @@ class MachineResult:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     threshold: float = float("nan")
     enrol: Optional[EnrolResult] = None
+    adaptation: Optional[dict] = None  # evaluate --adapt: what adapting this machine's model did
 
 
 class ClipEmbedder:
@@ -128,6 +132,7 @@ def evaluate_machine(
     progress: Optional[Callable[[int], None]] = None,
     name: Optional[str] = None,
     score: Optional[str] = None,
+    adapter: Optional[Adapter] = None,
 ) -> MachineResult:
     idx = index_dataset(machine_dir)
     for p, why in idx.skipped:
@@ -138,6 +143,12 @@ def evaluate_machine(
         raise ValueError(f"{machine_dir}: needs at least 2 normal clips in train/ to build a bank, found {len(train)}")
     if not test:
         raise ValueError(f"{machine_dir}: no labelled clips in test/")
+    adaptation = None
+    if adapter is not None:  # first-shot protocol: the model adapted on this machine's train clips
+        own, adaptation = adapter(machine_dir, name or machine_dir.name, train)
+        if own is not None:
+            embedder = ClipEmbedder(own, own.bundle.frontend, embedder.hop / embedder.frontend.sample_rate)
+            model = own.bundle
     class_name = None
     class_heads = [h for h in parse_score(score or model.manifest.score.head) if REGISTRY[h].needs_class]
     if class_heads:
@@ -167,7 +178,14 @@ def evaluate_machine(
         sections[sec] = section_scores(y, scores[m], np.array([c.domain for c in test])[m], scores[m] > bank.threshold)
     values = [v for s in sections.values() for k_, v in s.items() if k_.startswith(("auc", "pauc"))]
     return MachineResult(
-        name or machine_dir.name, sections, harmonic_mean(values), test, scores, float(bank.threshold), result
+        name or machine_dir.name,
+        sections,
+        harmonic_mean(values),
+        test,
+        scores,
+        float(bank.threshold),
+        result,
+        adaptation,
     )
 
 
@@ -210,7 +228,15 @@ def evaluate(
         "model": {"name": model.name, "version": model.version, "sha256": model.sha256},
         "clip_rule": "mean of window scores (hop as configured); decision: clip score > bank threshold",
         "hop_seconds": embedder.hop / embedder.frontend.sample_rate,
-        "machines": {r.machine: {"hmean": r.hmean, "threshold": r.threshold, "sections": r.sections} for r in results},
+        "machines": {
+            r.machine: {
+                "hmean": r.hmean,
+                "threshold": r.threshold,
+                "sections": r.sections,
+                **({"adaptation": r.adaptation} if r.adaptation is not None else {}),
+            }
+            for r in results
+        },
         "hmean": harmonic_mean(values) if values else float("nan"),
     }
     if out_dir is not None:

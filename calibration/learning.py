@@ -21,6 +21,8 @@ from typing import Optional
 
 import numpy as np
 
+from calibration.adapt_audio import MIN_PIECES
+from calibration.adapt_sample import AudioSample, adapt_command, start_adaptation
 from edge_agent.config import parse_duration
 from edge_agent.runtime.learn_request import learning_paths, read_request, request_learning
 from edge_agent.scoring.bands import band_levels
@@ -52,6 +54,7 @@ class Learner:
         seconds: float,
         rng: Optional[np.random.Generator] = None,
         score: Optional[str] = None,
+        adapt: Optional[dict] = None,
     ):
         self.machine, self.state_dir, self.bundle, self.policy = machine, Path(state_dir), bundle, policy
         self.hop, self.seconds = hop_seconds, seconds
@@ -70,15 +73,26 @@ class Learner:
         self._block_bands: list[np.ndarray] = []
         self._rng = rng or np.random.default_rng()
         self._last_step = 0
+        # --adapt: {"corpus": [...], "config": path, "model": name, "reload": callable}; a sample of the audio
+        self.adapt = adapt
+        self.sample: Optional[AudioSample] = None
+        if adapt is not None:
+            fe = bundle.frontend
+            self.sample = AudioSample(
+                state_dir, machine, fe.sample_rate, fe.window_seconds, hop_seconds, self.block_seconds, self._rng
+            )
 
     @classmethod
-    def resume(cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float) -> Optional["Learner"]:
+    def resume(
+        cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float, adapt: Optional[dict] = None
+    ) -> Optional["Learner"]:
         """The learner of a machine with a learning request or a period under way, else None."""
         meta, data = learning_paths(state_dir, machine)
         m = read_request(meta)  # checked: a bad file is set aside, never a crash loop
         if m is None:
             return None
-        lr = cls(machine, state_dir, bundle, policy, hop_seconds, m.seconds, score=m.score)
+        adapt = {**(adapt or {}), "corpus": list(m.corpus), "steps": m.adapt_steps} if m.adapt else None
+        lr = cls(machine, state_dir, bundle, policy, hop_seconds, m.seconds, score=m.score, adapt=adapt)
         lr.done, lr.blocks_seen = m.done, m.blocks_seen
         if data.is_file():
             with np.load(data, allow_pickle=False) as z:
@@ -105,6 +119,8 @@ class Learner:
     ) -> Optional[MemoryBank]:
         """One window's embeddings, level, indicators (``edge_agent.model.indicators``) and audio (the
         band levels of every ``BAND_EVERY``-th window); returns the new bank when the period is complete."""
+        if self.sample is not None:
+            self.sample.add(samples)
         if samples is not None and len(self._block) % BAND_EVERY == 0:
             self._block_bands.append(band_levels(samples, self.bundle.frontend.sample_rate)[0].astype(np.float32))
         self._block.append(np.asarray(embeddings, dtype=np.float32).reshape(-1, embeddings.shape[-1]))
@@ -152,7 +168,11 @@ class Learner:
             )
         state = {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}
         with atomic_write(meta, "w") as f:
-            json.dump({**state, "score": self.score} if self.score else state, f)
+            a = self.adapt
+            extra = (
+                {"adapt": True, "corpus": a.get("corpus", []), "adapt_steps": a.get("steps")} if a is not None else {}
+            )
+            json.dump({**state, **extra, "score": self.score} if self.score else {**state, **extra}, f)
 
     # -- inside ----------------------------------------------------------------------------------
     def _close_block(self) -> None:
@@ -168,6 +188,8 @@ class Learner:
             self.bands, bands = [], None
         self._block, self._block_levels, self._block_indicators, self._block_bands = [], [], [], []
         self.blocks_seen += 1
+        if self.sample is not None:
+            self.sample.close_block(self.blocks_seen)
         if len(self.blocks) < self.max_blocks:  # reservoir sampling (algorithm R): every block equally likely kept
             self.blocks.append(block)
             self.levels.append(levels)
@@ -223,7 +245,29 @@ class Learner:
             bank.threshold,
             res.expected_alarms_per_day,
         )
+        self._adapt()
         return bank
+
+    def _adapt(self) -> None:
+        """--adapt: the model adapted to the kept sample, in a child process (calibration/adapt_sample.py)."""
+        if self.sample is None:
+            return
+        pieces = self.sample.pieces()
+        if len(pieces) < MIN_PIECES:
+            log.warning("%s: %d piece(s) of audio kept: too few to adapt the model on", self.machine, len(pieces))
+            return
+        a = self.adapt
+        cmd = adapt_command(
+            self.machine,
+            self.state_dir,
+            self.sample.dir,
+            a.get("model") or str(self.bundle.path),
+            a.get("config"),
+            tuple(a.get("corpus", ())),
+            self.score,
+            a.get("steps"),
+        )
+        start_adaptation(cmd, self.sample.dir, self.machine, a.get("reload"))
 
     def _apply_score(self, res, per_window: int) -> None:
         """The asked head on the learned bank (the k-NN needs nothing more), each block a clip of the
@@ -260,14 +304,14 @@ def _span(seconds: float) -> str:
     )
 
 
-def learner_factory(cfg, bundle):
+def learner_factory(cfg, bundle, config_path=None):
     """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
     config for a machine that has no bank yet), or None."""
     from calibration.policy import threshold_policy
 
     state_dir = cfg.resolved_state_dir()
 
-    def make(stream) -> Optional[Learner]:
+    def make(stream, reload=None) -> Optional[Learner]:
         mc = stream.cfg
         if not learning_paths(state_dir, stream.machine)[0].is_file() and stream.bank is None and mc.learn:
             request_learning(state_dir, stream.machine, parse_duration(mc.learn))
@@ -275,6 +319,7 @@ def learner_factory(cfg, bundle):
                 "%s: no bank yet and learn: %s in the config: starting the learning period", stream.machine, mc.learn
             )
         policy = threshold_policy(None, None, mc.hop_seconds, mc.alarm)
-        return Learner.resume(stream.machine, state_dir, bundle, policy, mc.hop_seconds)
+        adapt = {"config": config_path, "model": cfg.model, "reload": reload}  # used when a request says --adapt
+        return Learner.resume(stream.machine, state_dir, bundle, policy, mc.hop_seconds, adapt)
 
     return make

@@ -78,6 +78,22 @@ def bootstrap_hmean(y_true, scores, domains, n: int = 1000, seed: int = 0) -> tu
     )
 
 
+def bootstrap_hmean_difference(y_true, scores_a, scores_b, domains, n: int = 1000, seed: int = 0):
+    """95 % interval of h-mean(b) - h-mean(a) on the same clips, resampled together (paired): two
+    systems' intervals overlap far more often than their difference is in doubt."""
+    y_true, domains = np.asarray(y_true).astype(int), np.asarray(domains)
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    strata = [np.where((y_true == c) & (domains == d))[0] for c in (0, 1) for d in np.unique(domains)]
+
+    def diff(idx):
+        return (
+            section_scores(y_true[idx], b[idx], domains[idx])["hmean"]
+            - section_scores(y_true[idx], a[idx], domains[idx])["hmean"]
+        )
+
+    return _stratified_interval(strata, diff, n, seed)
+
+
 def bootstrap_auc(y_true, scores, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95 % interval of an AUC, resampling normal and anomalous clips separately."""
     y_true, scores = np.asarray(y_true).astype(int), np.asarray(scores, dtype=np.float64)

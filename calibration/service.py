@@ -47,6 +47,7 @@ class CalibrationRequest:
     normalise_domains: bool = False
     keep_outliers: bool = False
     find_outliers: bool = True  # False: no search at all (evaluation keeps and reports no outliers)
+    heard: frozenset[str] = frozenset()  # clips (or chunks) the model learnt besides its bundle's list (--adapt)
     progress: bool = True
 
 
@@ -115,7 +116,7 @@ def calibrate(req: CalibrationRequest, engine, existing: Optional[MemoryBank] = 
         existing = None
     enr = to_enrolments(per_domain)
     trained_on = bundle.trained_on()
-    heard = frozenset(g for g, fp in fingerprints.items() if fp in trained_on)
+    heard = frozenset(g for g, fp in fingerprints.items() if fp in trained_on) | req.heard
     if all(REGISTRY[m["kind"]].model_free for m in members):
         heard = frozenset()  # the model's training cannot flatter a score that does not use the model
     try:

@@ -290,6 +290,24 @@ def test_learning_requests_are_used_or_set_aside(tmp_path_factory, raw):
         assert 60 <= req.seconds <= 90 * 86400 and math.isfinite(req.done)
 
 
+@settings(FUZZ, max_examples=150)
+@given(
+    st.fixed_dictionaries(
+        {"seconds": st.just(3600)},
+        optional={"adapt": documents, "corpus": documents, "adapt_steps": documents},
+    )
+)
+def test_learning_requests_with_adaptation_are_bounded_or_set_aside(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("learn") / "learning.json"
+    path.write_text(json.dumps(doc))
+    req = read_request(path)
+    if req is None:
+        assert path.with_name("learning.json.invalid").is_file()
+        return
+    assert isinstance(req.adapt, bool) and len(req.corpus) <= 8 and all(len(c) <= 1000 for c in req.corpus)
+    assert req.adapt_steps is None or 1 <= req.adapt_steps <= 100_000
+
+
 @settings(FUZZ, max_examples=200)
 @given(documents)
 def test_written_json_is_always_strict(doc):

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from edge_agent import __version__
-from edge_agent.cli import calibrate, demo, model, report, run
+from edge_agent.cli import calibrate, demo, evaluate, model, report, run
 from edge_agent.cli.common import UsageError, setup_logging
 from edge_agent.errors import UserError
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parsers(command)
     demo.add_parsers(command)
     calibrate.add_parsers(command, common)
+    evaluate.add_parsers(command)
     model.add_parsers(command)
     report.add_parsers(command)
     return p

@@ -1,4 +1,4 @@
-"""``calibrate``, ``bank show`` and ``evaluate``: the calibration library (``calibration.service``)
+"""``calibrate`` and ``bank show``: the calibration library (``calibration.service``)
 behind a command line."""
 
 from __future__ import annotations
@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import edge_agent.cli.adapt as adapt_cli
+from edge_agent.cli.adapt import add_options as adapt_options
 from edge_agent.cli.common import UsageError, help_of
 from edge_agent.config import Config, check_machine_id, default_state_dir, load_config, parse_duration, usable_state_dir
 from edge_agent.model.bundle import Bundle
 from edge_agent.scoring.bank import MemoryBank, bank_path
+from edge_agent.state.paths import model_dir
 
 SCORE_HELP = (
     "score head (default: the bundle's own, k-NN for most): knn (distance to the bank, any machine); classifier "
@@ -118,6 +121,7 @@ def add_parsers(command, common) -> None:
         help="hop between windows in seconds (default: the machine's hop_seconds, 1.0)",
     )
     c.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the score histogram PNG")
+    adapt_options(c)
     c.set_defaults(func=cmd_calibrate)
 
     b = command("bank", help="inspect memory banks", description="Inspect the memory banks that calibrate wrote.")
@@ -134,34 +138,6 @@ def add_parsers(command, common) -> None:
     bs.add_argument("--config", type=Path, help="config file whose state_dir holds the bank (optional)")
     bs.add_argument("--state-dir", type=Path, help="state directory (default: the config's, else the standard rule)")
     bs.set_defaults(func=cmd_bank_show)
-
-    e = command(
-        "evaluate",
-        help="DCASE-style scores on a dataset folder",
-        description="For every machine folder (<machine>/train, <machine>/test) under DATA_DIR: build the bank from "
-        "train/ as calibrate does, score test/ as the runtime does, and report AUC (source, target), pAUC, "
-        "harmonic mean, precision/recall/F1, DCASE submission CSVs and ROC plots.",
-    )
-    e.add_argument("data_dir", type=Path, metavar="DATA_DIR")
-    e.add_argument("--model", default="default", help="bundle name or directory")
-    e.add_argument("--out", type=Path, default=None, help="output folder (default ./evaluation-<model>)")
-    e.add_argument("--hop", type=float, default=1.0, help="hop between windows in seconds (default 1.0)")
-    e.add_argument("--engine", default="cpu", help="engine: auto, cpu, cuda, tensorrt (default cpu)")
-    e.add_argument(
-        "--centres", type=int, default=16, help="k-means centres per machine for the source domain (default 16)"
-    )
-    e.add_argument(
-        "--normalise-domains",
-        action="store_true",
-        help="z-score each domain's distances with its enrolment statistics before taking the minimum",
-    )
-    e.add_argument(
-        "--score",
-        default=None,
-        metavar="HEAD[+HEAD...]",
-        help=SCORE_HELP + "; heads that need a class take the class whose group|section matches the machine folder",
-    )
-    e.set_defaults(func=cmd_evaluate)
 
 
 def cmd_calibrate(a) -> int:
@@ -188,7 +164,13 @@ def cmd_calibrate(a) -> int:
     engine = open_engine(bundle, cfg.engine if cfg else "auto")
     recording = None if a.from_paths else record_live(cfg, a.machine, a.seconds, bundle.frontend.sample_rate)
     path = bank_path(state_dir, a.machine)
-    existing = MemoryBank.load(path) if path.exists() and not a.replace else None
+    existing = MemoryBank.load(path) if path.exists() and not (a.replace or a.adapt) else None
+    staged, heard = None, frozenset()
+    if a.adapt:
+        bundle, engine, staged, heard = _adapt(a, cfg, bundle, engine, recording, state_dir)
+        if staged is None and a.only_if_adapted:
+            print(f"the bank of {a.machine} is unchanged (--only-if-adapted)")
+            return 0
     policy = threshold_policy(
         a.percentile, a.false_alarms_per_day, hop, mc.alarm if mc else None, a.false_alarms_per_week
     )
@@ -210,15 +192,21 @@ def cmd_calibrate(a) -> int:
         k=mc.k if mc else 1,
         normalise_domains=a.normalise_domains,
         keep_outliers=a.keep_outliers,
+        heard=heard,
     )
     try:
         c = calibrate(req, engine, existing)
     except CalibrationError as e:
         _report_left_out(e.skipped, e.outliers, a.keep_outliers)
+        adapt_cli.discard(staged)
         raise
     _report_left_out(c.skipped, c.outliers, a.keep_outliers)
     res = c.result
+    if staged is not None:  # the model first: a bank is only ever in force with the model it names
+        adapt_cli.install(staged, model_dir(state_dir, a.machine))
     res.bank.save(path)
+    if a.adapt and staged is None:
+        adapt_cli.discard(model_dir(state_dir, a.machine))  # an earlier adapted model no bank needs any more
     _keep_normal(a, state_dir, bundle, recording, req.channel, c)
     plot = None
     if a.plot:
@@ -242,6 +230,31 @@ def cmd_calibrate(a) -> int:
             "for live monitoring leave --percentile out (default: 1 false alarm a week)"
         )
     return 0
+
+
+def _adapt(a, cfg, bundle, engine, recording, state_dir):
+    """--adapt: (bundle, engine, staged model folder or None, clips the adapted model learnt)."""
+    from calibration.adapt_audio import pieces_from_paths, pieces_from_recording
+    from edge_agent.engine import open_engine
+
+    s = adapt_cli.settings(a)
+    adapt_cli.generic_only(bundle)
+    fe = bundle.frontend
+    mc = cfg.machines.get(a.machine) if cfg else None
+    if recording is not None:
+        pieces = pieces_from_recording(recording, fe.sample_rate, a.domain or "source")
+    else:
+        channel = mc.input.channel if mc else "mix"
+        pieces, _ = pieces_from_paths(a.from_paths, fe.sample_rate, fe.window_seconds, channel, a.domain)
+    staged = model_dir(state_dir, a.machine).with_name("model.new")
+    adapt_cli.discard(staged)
+    outcome = adapt_cli.adapt(engine, pieces, a.machine, staged, s, tuple(a.from_paths or ()), a.adapt_always)
+    print(outcome.describe() + (" (--adapt-always: used anyway)" if a.adapt_always and not outcome.kept else ""))
+    if outcome.bundle_dir is None:
+        return bundle, engine, None, frozenset()
+    own = Bundle.load(staged)
+    print(f"enrolling with the adapted model {own.name} (its threshold is fitted on the held-out audio)")
+    return own, open_engine(own, cfg.engine if cfg else "auto"), staged, frozenset(p.group for p in outcome.learn)
 
 
 def _keep_normal(a, state_dir, bundle, recording, channel, c) -> None:
@@ -315,7 +328,11 @@ def request_learn(a) -> int:
                 f"--learn with --score {a.score}: a learning period scores with {' or '.join(learnable)} "
                 "(or both, joined by '+'); for another head, calibrate from recordings (--from or --seconds)"
             )
-    path = request_learning(writable_state_dir(a, cfg), a.machine, seconds, a.score)
+    if a.adapt:
+        adapt_cli.settings(a)  # the agent adapts in a child process: the train extra must be there
+    path = request_learning(
+        writable_state_dir(a, cfg), a.machine, seconds, a.score, a.adapt, a.corpus, a.adapt_steps if a.adapt else None
+    )
     print(
         f"learning requested for {a.machine}: {a.learn} of its own sound ({path})"
         + (f", its bank to score with {a.score}" if a.score else "")
@@ -323,6 +340,12 @@ def request_learn(a) -> int:
         "its next "
         "start or reload (systemctl reload edge-agent); until it is over the machine is 'learning' and raises no "
         "alarms."
+        + (
+            " At its end the agent adapts the model to a sample of that sound and switches to it if the check keeps "
+            "it (docs/model.md, 'Field adaptation')."
+            if a.adapt
+            else ""
+        )
     )
     return 0
 
@@ -336,32 +359,4 @@ def cmd_bank_show(a) -> int:
     bank = MemoryBank.load(path)
     plot = path.with_name("calibration.png")
     print(summary_table(a.machine, bank, path, plot if plot.exists() else None))
-    return 0
-
-
-def cmd_evaluate(a) -> int:
-    from calibration.evaluate import ClipEmbedder, evaluate
-    from calibration.report import markdown_table
-    from edge_agent.engine import open_engine
-
-    if not a.data_dir.is_dir():
-        raise UsageError(f"DATA_DIR {a.data_dir}: no such directory")
-    bundle = Bundle.load(a.model)
-    engine = open_engine(bundle, a.engine)
-    out = a.out or Path(f"evaluation-{bundle.name}")
-    try:
-        r = evaluate(
-            a.data_dir,
-            ClipEmbedder(engine, bundle.frontend, a.hop),
-            bundle,
-            out,
-            progress=True,
-            n_centres=a.centres,
-            normalise_domains=a.normalise_domains,
-            score=a.score,
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    sys.stdout.write(markdown_table(r["summary"]))
-    print(f"wrote {out}/results.json, results.md, DCASE CSVs and ROC plots")
     return 0

@@ -52,6 +52,8 @@ def add_parsers(command) -> None:
 
 
 def cmd_run(a) -> int:
+    from functools import partial
+
     from calibration.feedback import feedback_factory
     from calibration.learning import learner_factory
     from edge_agent.model.blas import single_thread_blas
@@ -67,7 +69,7 @@ def cmd_run(a) -> int:
         load_config(a.config),
         config_path=a.config,
         print_scores=a.scores,
-        learner_factory=learner_factory,
+        learner_factory=partial(learner_factory, config_path=a.config),
         feedback_factory=feedback_factory,
     )
     install_signals(daemon.agent)

@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edge_agent.errors import UserError
 from edge_agent.model.frontend import Frontend
@@ -127,6 +127,22 @@ class Bundle:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+def adapted_bundle(path: Path, generic: Bundle) -> Optional[Bundle]:
+    """The adapted copy of ``generic`` at ``path`` (``calibrate --adapt`` writes one per machine), or
+    None when there is none or it was adapted from another model. It must hear what the generic
+    model hears: same front end, inputs and embedding size, so its windows batch with the others'."""
+    if not (Path(path) / MANIFEST).is_file():
+        return None
+    own = Bundle.load(path)
+    origin = (own.manifest.adapted or {}).get("from", {})
+    if origin.get("sha256") != generic.sha256:
+        return None
+    m, g = own.manifest, generic.manifest
+    if (m.frontend, m.inputs, m.embedding_dim) != (g.frontend, g.inputs, g.embedding_dim):
+        raise BundleError(f"{path}: adapted model does not take the same input as {generic.name}; recalibrate")
+    return own
 
 
 TRAINING_CLIPS = "training_clips.txt"

@@ -82,6 +82,9 @@ class Manifest(_Strict):
     parity_max_abs_diff: Optional[float] = None
     # set by ``edge-agent quantize``: how the weights and activations were quantised, on what windows
     quantization: Optional[dict[str, Any]] = None
+    # set by ``calibrate --adapt``: the model this one was fine-tuned from (name, version, sha256), the
+    # machine and audio it learnt, and the label-free check that kept it (export/adapt.py)
+    adapted: Optional[dict[str, Any]] = None
     files: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -35,6 +35,7 @@ from edge_agent.publish import events
 from edge_agent.runtime.commands import CommandDesk
 from edge_agent.runtime.heap import trim
 from edge_agent.runtime.learner import FeedbackEnroller, Learner
+from edge_agent.runtime.models import Models
 from edge_agent.runtime.reload import reload_agent
 from edge_agent.runtime.replay_report import ReplayError, replay_summary, unscored_replay
 from edge_agent.runtime.sink import Sink
@@ -52,7 +53,7 @@ POLL_SECONDS = 0.02
 IDLE_MAX_SECONDS = 0.25
 
 # a machine's stream -> its learner, or None without a learning period (calibration.learning.learner_factory)
-LearnerFactory = Callable[[MachineStream], Optional[Learner]]
+LearnerFactory = Callable[[MachineStream, Callable[[], None]], Optional[Learner]]
 
 
 @dataclass
@@ -82,8 +83,10 @@ class Agent:
         clock: Clock = SYSTEM,
         severity: Optional[Callable[[str], tuple[str, str]]] = None,
         feedback: Optional[FeedbackEnroller] = None,
+        models: Optional[Models] = None,
     ):
         self.cfg, self.bundle, self.engine, self.streams = cfg, bundle, engine, streams
+        self.models = models or Models(cfg, bundle, engine)  # machines' adapted models (runtime/models.py)
         self.sinks = list(sinks)  # in order: the durable one first, so what the console shows is already kept
         self.faults = faults or Faults()  # exceptions of every thread, for logs, metrics and health
         self.clock = clock
@@ -109,6 +112,7 @@ class Agent:
         self.alarms = Alarms(cfg.resolved_state_dir(), self._emit, self.model_info, self.evidence, evidence_url)
         self._last_status = clock.monotonic()
         for s in streams.values():
+            self.use_model(s)
             self.attach_learner(s)  # at once: the very first state a broker sees is already ``learning``
 
     # -- output ----------------------------------------------------------------------------
@@ -224,11 +228,20 @@ class Agent:
         return scored
 
     def _score(self, windows: list[Window]) -> int:
-        """Front end, engine (batches of windows from any machine) and decisions, in order."""
+        """Front end, engine (batches of windows from any machine) and decisions, in order. Machines
+        with an adapted model have their own engine; each machine's windows stay in order."""
+        groups: dict[int, list[Window]] = {}
+        for w in windows:
+            groups.setdefault(id(w.stream.engine), []).append(w)
+        for group in groups.values():
+            self._score_batches(group, group[0].stream.engine or self.engine)
+        return len(windows)
+
+    def _score_batches(self, windows: list[Window], engine: Engine) -> None:
         for i in range(0, len(windows), MAX_BATCH):
             batch = windows[i : i + MAX_BATCH]
             t = time.perf_counter()
-            out = self.engine.infer(stack_features([w.features() for w in batch]))
+            out = engine.infer(stack_features([w.features() for w in batch]))
             took = time.perf_counter() - t
             out = with_indicators(out, np.stack([w.samples for w in batch]))
             self.stats.record(len(batch))
@@ -236,7 +249,6 @@ class Agent:
             for j, w in enumerate(batch):
                 self._keep(w)
                 self._decide(w, {k: v[j : j + 1] for k, v in out.items()})
-        return len(windows)
 
     def _keep(self, w: Window) -> None:
         """The window's audio into its machine's evidence history, in decision order: a fast replay
@@ -264,10 +276,15 @@ class Agent:
             log.info("%s: sound is back (%s)", s.machine, s.state)
             self.publish_state(s, "sound is back")
 
+    def use_model(self, s: MachineStream) -> None:
+        """The engine for the machine's bank: its adapted model's, or (None) the shared one."""
+        s.engine = None if s.learner is not None else self.models.engine_for(s.machine, s.bank)
+
     def attach_learner(self, s: MachineStream) -> None:
         if self.learner_factory is None or s.learner is not None:
             return
-        if s.attach_learner(self.learner_factory(s)):
+        if s.attach_learner(self.learner_factory(s, self.reload_requested.set)):  # a reload: adaptation done
+            s.engine = None  # a learning period learns the shared model's embeddings
             log.info("%s: learning: no alarms until the period is over (%s)", s.machine, s.learner.describe())
 
     def _learn(self, w: Window, outputs: dict[str, np.ndarray]) -> None:
@@ -281,6 +298,7 @@ class Agent:
             self.publish_state(s, f"learning failed ({e}); the machine keeps its previous bank, if any")
             return
         if bank is not None:
+            self.use_model(s)
             self.publish_state(s, f"learning done: monitoring (threshold {bank.threshold:.4f})")
         elif int(10 * s.learner.progress()) != step:
             self.publish_state(s)  # progress in 10 % steps on the retained state

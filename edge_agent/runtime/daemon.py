@@ -19,8 +19,8 @@ from typing import Callable, Optional
 
 from edge_agent.audio import open_source
 from edge_agent.clock import SYSTEM, Clock
-from edge_agent.config import Config, realtime_only, require_machines, usable_state_dir
-from edge_agent.engine import Engine, open_engine
+from edge_agent.config import Config, require_machines, usable_state_dir
+from edge_agent.engine import Engine
 from edge_agent.errors import UserError
 from edge_agent.faults import Faults, install_excepthook, remove_excepthook
 from edge_agent.model.bundle import Bundle
@@ -30,6 +30,7 @@ from edge_agent.publish.sinks import ConsoleSink, OutboxOnlySink, open_outbox
 from edge_agent.runtime.agent import Agent, LearnerFactory, stream_state
 from edge_agent.runtime.commands import CommandDesk
 from edge_agent.runtime.learner import FeedbackEnroller
+from edge_agent.runtime.models import open_agent_engine
 from edge_agent.runtime.sink import Sink
 from edge_agent.runtime.stream import MachineStream
 from edge_agent.scoring.bank import load_machine_bank
@@ -48,12 +49,6 @@ class Daemon:
     durable: Sink  # MQTTPublisher, or OutboxOnlySink without an mqtt section
     console: Optional[ConsoleSink]
     page: Optional[Sink] = None  # web.page.StatusPage when web.listen is configured
-
-
-def open_agent_engine(cfg: Config, bundle: Bundle) -> Engine:
-    # no memory arena nor memory pattern: they held the largest batch's buffers for good (9 + 4.5 MB
-    # of a fast replay, default model)
-    return open_engine(bundle, cfg.engine, spin=not realtime_only(cfg), arena=False)
 
 
 def open_streams(

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +29,10 @@ class LearningRequest(BaseModel):
     done: float = Field(default=0.0, ge=0)
     blocks_seen: int = Field(default=0, ge=0)
     score: Optional[str] = Field(default=None, max_length=100)
+    # calibrate --learn --adapt: keep a sample of the audio and adapt the model to it at the end
+    adapt: bool = False
+    corpus: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=8)
+    adapt_steps: Optional[int] = Field(default=None, ge=1, le=100_000)
 
 
 def read_request(path: Path) -> Optional[LearningRequest]:
@@ -60,13 +64,24 @@ def read_request(path: Path) -> Optional[LearningRequest]:
         return None
 
 
-def request_learning(state_dir: Path, machine: str, seconds: float, score: Optional[str] = None) -> Path:
+def request_learning(
+    state_dir: Path,
+    machine: str,
+    seconds: float,
+    score: Optional[str] = None,
+    adapt: bool = False,
+    corpus=(),
+    adapt_steps: Optional[int] = None,
+) -> Path:
     """Write (or restart) a learning request for the running agent; ``score``: the head the learned
-    bank scores with (``calibrate --score``; None: the bundle's own)."""
+    bank scores with (``calibrate --score``; None: the bundle's own); ``adapt``: adapt the model to a
+    sample of the period's audio at its end (``corpus``: other machines' clips for that)."""
     learn_seconds(seconds)
     meta, data = learning_paths(state_dir, machine)
     data.unlink(missing_ok=True)
     req = {"seconds": seconds, "done": 0.0, "requested": time.time(), "blocks_seen": 0}
+    if adapt:
+        req.update(adapt=True, corpus=[str(c) for c in corpus], adapt_steps=adapt_steps)
     with atomic_write(meta, "w") as f:
         json.dump({**req, "score": score} if score else req, f)
     return meta

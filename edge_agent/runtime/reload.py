@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
 from edge_agent.config import Config, load_config
+from edge_agent.model.bundle import BundleError
 from edge_agent.scoring.bank import BankError, load_machine_bank
 
 if TYPE_CHECKING:
+    from edge_agent.faults import Faults
     from edge_agent.model.bundle import Bundle
     from edge_agent.runtime.stream import MachineStream
 
@@ -25,7 +27,11 @@ class Reloadable(Protocol):
     bundle: "Bundle"
     streams: dict[str, "MachineStream"]
 
+    faults: "Faults"
+
     def attach_learner(self, s: "MachineStream") -> None: ...
+
+    def use_model(self, s: "MachineStream") -> None: ...
 
     def publish_state(self, s: "MachineStream", reason: str = "") -> None: ...
 
@@ -58,10 +64,18 @@ def reload_agent(agent: Reloadable) -> None:
     for m, s in agent.streams.items():
         try:
             bank = load_machine_bank(state_dir, m, agent.bundle)
-        except BankError as e:
+        except (BankError, BundleError) as e:
             log.error("reload: %s: keeping the running bank: %s", m, e)
             continue
+        before = s.bank, s.engine
         s.set_bank(bank)
+        try:
+            agent.use_model(s)  # a bank made with an adapted model brings that model's engine
+        except Exception as e:  # noqa: BLE001 - an adapted model that cannot be opened: the running one stays
+            agent.faults.record(f"reload: {m}: adapted model", e, "keeping the running bank")
+            s.set_bank(before[0])
+            s.engine = before[1]
+            continue
         log.info(
             "reload: %s: %s",
             m,

@@ -18,6 +18,7 @@ from edge_agent.audio.convert import SILENT_PEAK, finite, level_dbfs, prepare
 from edge_agent.audio.recordings import Recordings, Tally
 from edge_agent.clock import SYSTEM, Clock
 from edge_agent.config import MachineConfig
+from edge_agent.engine import Engine
 from edge_agent.model.frontend import Frontend
 from edge_agent.model.stream_frontend import StreamFrontend
 from edge_agent.runtime.learner import Learner
@@ -65,6 +66,7 @@ class MachineStream:
         self.condition_reason = ""
         self.settled_at = float("-inf")  # stream offset from which windows hold no gated audio
         self.learner: Optional[Learner] = None  # while learning, windows go to it instead of the detector
+        self.engine: Optional[Engine] = None  # the adapted model's engine when the bank needs it, else shared
         self.wall_start = self._clock.time()
         self._overruns_logged = 0
         self.recordings = Recordings()  # where each recording (a replayed file) begins

@@ -22,7 +22,7 @@ from edge_agent.errors import UserError
 from edge_agent.scoring.bank_meta import BANK_FORMAT, BankMeta, check_meta
 from edge_agent.scoring.heads import Scorer
 from edge_agent.state.atomic import atomic_write
-from edge_agent.state.paths import bank_path
+from edge_agent.state.paths import bank_path, model_dir
 
 if TYPE_CHECKING:
     from edge_agent.model.bundle import Bundle
@@ -313,15 +313,28 @@ def combine_domains(dists: dict[str, np.ndarray], stats: dict[str, tuple[float, 
 
 
 def load_machine_bank(state_dir: Path, machine: str, bundle: "Bundle") -> Optional[MemoryBank]:
-    """The bank calibrate wrote for ``machine``, checked against the running model; None if there is none."""
+    """The bank calibrate wrote for ``machine``, checked against the model it was made with: the
+    running model, or the machine's adapted copy of it (``machine_model``); None if there is none."""
     p = bank_path(state_dir, machine)
     if not p.is_file():
         return None
     bank = MemoryBank.load(p)
-    bank.check_model(bundle.sha256, f"of machine {machine}")
-    if bank.embeddings.shape[1] % bundle.embedding_dim:
+    model = machine_model(state_dir, machine, bundle, bank)
+    bank.check_model(model.sha256, f"of machine {machine}")
+    if bank.embeddings.shape[1] % model.embedding_dim:
         raise BankError(
             f"bank of machine {machine} has {bank.embeddings.shape[1]}-d embeddings, the model makes "
-            f"{bundle.embedding_dim}; recalibrate"
+            f"{model.embedding_dim}; recalibrate"
         )
     return bank
+
+
+def machine_model(state_dir: Path, machine: str, bundle: "Bundle", bank: Optional[MemoryBank]) -> "Bundle":
+    """The model ``bank`` was made with: the machine's adapted copy of ``bundle`` when the bank names
+    it (calibrate --adapt), else ``bundle``."""
+    from edge_agent.model.bundle import adapted_bundle
+
+    if bank is None or bank.model_sha256 == bundle.sha256:
+        return bundle
+    own = adapted_bundle(model_dir(state_dir, machine), bundle)
+    return own if own is not None and own.sha256 == bank.model_sha256 else bundle

@@ -3,6 +3,8 @@
 <state_dir>/machines/<machine>/bank.npz            the bank (calibrate, the learning period)
 <state_dir>/machines/<machine>/learning.json|.npz  a learning period asked for or under way
 <state_dir>/machines/<machine>/normal/normal-N.wav a few enrolled normal clips (A/B listening on the page)
+<state_dir>/machines/<machine>/model/              the machine's adapted model (calibrate --adapt), a bundle
+<state_dir>/machines/<machine>/adapt/piece-N.wav   audio a learning period keeps to adapt on (--adapt)
 <state_dir>/machines/<machine>/feedback.jsonl      the audit log of "normal" and "undo" (who, when, why)
 <state_dir>/machines/<machine>/feedback/<id>.npz   the bank as it was before feedback <id> (for undo)
 <state_dir>/alarms/<machine>.json                  an alarm open when the agent stopped
@@ -26,6 +28,14 @@ def machine_dir(state_dir: Path, machine: str) -> Path:
 
 def normal_dir(state_dir: Path, machine: str) -> Path:
     return machine_dir(state_dir, machine) / "normal"
+
+
+def model_dir(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "model"
+
+
+def adapt_audio_dir(state_dir: Path, machine: str) -> Path:
+    return machine_dir(state_dir, machine) / "adapt"
 
 
 def feedback_dir(state_dir: Path, machine: str) -> Path:
