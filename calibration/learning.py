@@ -21,7 +21,6 @@ from typing import Optional
 
 import numpy as np
 
-from calibration.adapt_audio import MIN_PIECES
 from calibration.adapt_sample import AudioSample, adapt_command, start_adaptation
 from edge_agent.config import parse_duration
 from edge_agent.runtime.learn_request import learning_paths, read_request, request_learning
@@ -252,6 +251,8 @@ class Learner:
         """--adapt: the model adapted to the kept sample, in a child process (calibration/adapt_sample.py)."""
         if self.sample is None:
             return
+        from calibration.adapt_audio import MIN_PIECES  # here: it brings the calibration code the agent never needs
+
         pieces = self.sample.pieces()
         if len(pieces) < MIN_PIECES:
             log.warning("%s: %d piece(s) of audio kept: too few to adapt the model on", self.machine, len(pieces))
