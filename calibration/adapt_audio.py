@@ -10,9 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from calibration.dataset import LabelError, parse_path
 from calibration.embed import LIVE_CHUNK_SECONDS, CalibrationError
-from calibration.vetting import check_clip
+from calibration.vetting import check_clip, usable_clips
 from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
 
@@ -30,17 +29,7 @@ class Piece:
 def pieces_from_paths(paths, sample_rate: int, window_seconds: float, channel="mix", domain=None):
     """Vetted normal clips as pieces, in file-name order: (pieces, skipped (path, reason))."""
     pieces, skipped = [], []
-    for f in iter_wavs(paths):
-        try:
-            if parse_path(f).condition == "anomaly":
-                skipped.append((f, "labelled anomalous in its file name; only normal sound is learnt"))
-                continue
-        except LabelError:
-            pass
-        c = check_clip(f, sample_rate, window_seconds, channel, domain)
-        if not c.ok:
-            skipped.append((f, c.reason))
-            continue
+    for f, c in usable_clips(iter_wavs(paths), sample_rate, window_seconds, channel, domain, skipped, "learnt"):
         pieces.append(Piece(c.audio.astype(np.float32, copy=False), str(f), c.domain, c.fingerprint))
     return pieces, skipped
 

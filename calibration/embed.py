@@ -9,9 +9,8 @@ from typing import Optional
 
 import numpy as np
 
-from calibration.dataset import LabelError, parse_path
 from calibration.enrol import Enrolment
-from calibration.vetting import check_clip
+from calibration.vetting import usable_clips
 from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
 from edge_agent.audio.windows import frame_windows
@@ -92,17 +91,8 @@ def embed_files(
         raise CalibrationError(f"no WAV files in {', '.join(map(str, paths))}")
     gather = _Gather(engine, hop_samples, outputs_out, levels_out, bands_out)
     skipped: list[tuple[Path, str]] = []
-    for f in tqdm(files, desc=desc, unit="clip", file=sys.stderr, disable=not progress):
-        try:
-            if parse_path(f).condition == "anomaly":
-                skipped.append((f, "labelled anomalous in its file name; only normal sound is enrolled"))
-                continue
-        except LabelError:
-            pass
-        c = check_clip(f, fe.sample_rate, fe.window_seconds, channel, domain)
-        if not c.ok:
-            skipped.append((f, c.reason))
-            continue
+    bar = tqdm(files, desc=desc, unit="clip", file=sys.stderr, disable=not progress)
+    for f, c in usable_clips(bar, fe.sample_rate, fe.window_seconds, channel, domain, skipped):
         gather.add(c.domain, str(f), c.audio)
         if fingerprints_out is not None:
             fingerprints_out[str(f)] = c.fingerprint

@@ -105,3 +105,21 @@ def check_clip(
     except ValueError as e:
         return ClipCheck(path, False, str(e))
     return ClipCheck(path, True, domain=domain, audio=mono, fingerprint=audio_fingerprint(x, sr))
+
+
+def usable_clips(files, sample_rate: int, window_seconds: float, channel, domain, skipped: list, use="enrolled"):
+    """Each normal clip of ``files`` that can be used, read and vetted: (path, ClipCheck); the others
+    are added to ``skipped`` with the reason (anomalous by its file name, unreadable, silent, clipped,
+    too short). ``use``: what is done with normal sound, for the message."""
+    for f in files:
+        try:
+            if parse_path(f).condition == "anomaly":
+                skipped.append((f, f"labelled anomalous in its file name; only normal sound is {use}"))
+                continue
+        except LabelError:
+            pass
+        c = check_clip(f, sample_rate, window_seconds, channel, domain)
+        if not c.ok:
+            skipped.append((f, c.reason))
+            continue
+        yield f, c
