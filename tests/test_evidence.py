@@ -21,23 +21,24 @@ from tests.test_run_replay import cli
 
 def test_history_rebuilds_the_stream_from_overlapping_windows():
     sr = 100
-    x = np.arange(3000, dtype=np.float32)  # 30 s, each sample its own index
+    x = np.arange(3000, dtype=np.float32) / 32767  # 30 s, each sample its own index as 16-bit PCM
     h = History(sr, seconds=12.0)
     for i, w in enumerate(frame_windows(x, 2 * sr, sr)):  # 2 s windows, hop 1 s
         h.add(w, offset=2.0 + i)
     assert h.end == 30.0
+    pcm = np.arange(3000, dtype=np.int16)  # held as the 16-bit samples the WAV gets
     got, first = h.audio(20.0, 25.0)
-    assert first == 20.0 and np.array_equal(got, x[2000:2500])
+    assert first == 20.0 and got.dtype == np.int16 and np.array_equal(got, pcm[2000:2500])
     got, first = h.audio(0.0, 40.0)  # clipped to what is held: at least the last 12 s
-    assert 17.0 <= first <= 18.0 and got[-1] == x[-1] and np.array_equal(got, x[int(first * sr) :])
+    assert 17.0 <= first <= 18.0 and got[-1] == pcm[-1] and np.array_equal(got, pcm[int(first * sr) :])
 
 
 def test_history_after_a_gap_takes_the_whole_window():
     h = History(10, seconds=60.0)
-    h.add(np.ones(20, np.float32), offset=2.0)
-    h.add(np.full(20, 2.0, np.float32), offset=10.0)  # 8 s later: no overlap
+    h.add(np.full(20, 0.25, np.float32), offset=2.0)
+    h.add(np.full(20, 0.5, np.float32), offset=10.0)  # 8 s later: no overlap
     got, _ = h.audio(0.0, 10.0)
-    assert len(got) == 40 and got[-1] == 2.0
+    assert len(got) == 40 and got[0] == round(0.25 * 32767) and got[-1] == round(0.5 * 32767)
 
 
 def test_history_holds_copies_not_the_blocks_the_windows_were_cut_from():
