@@ -12,7 +12,7 @@ sound (``calibrate --adapt``, ``evaluate --adapt``, the end of a learning period
   number of steps: the time does not grow with the audio, and the audio itself is bounded.
 - Export: ONNX with the generic model's inputs and outputs, parity checked against PyTorch; the
   manifest says what the model was adapted from and on. It is kept only when the label-free check
-  (``calibration.adapt_check``) on held-out audio says it is not worse than the generic model.
+  (``calibration.adapt_check``) on held-out audio says it is better than the generic model.
 """
 
 from __future__ import annotations
