@@ -21,9 +21,9 @@ def add_options(p, evaluate: bool = False) -> None:
             "check keeps it (docs/model.md, 'Field adaptation')"
             if evaluate
             else "first fine-tune a copy of the model on this machine's audio and enrol with it, if a label-free check "
-            "on held-out audio says it hears synthetic faults better than the generic model, beyond the check's noise (else the generic "
-            "model is enrolled as usual); the copy is kept beside the bank and 'run' picks it up at its next start or "
-            "reload. Starts a new bank"
+            "on held-out audio says it hears synthetic faults better than the generic model, beyond the check's "
+            "noise (else the generic model is enrolled as usual); the copy is kept beside the bank and 'run' picks it "
+            "up at its next start or reload. Starts a new bank"
         ),
     )
     g.add_argument(
