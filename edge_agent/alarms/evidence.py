@@ -39,8 +39,7 @@ SUFFIXES = (".wav", ".png")
 class History:
     """The last ``seconds`` of one stream's audio and scores. Overlapping windows each add only the
     samples past the previous window's end; after a gap (a stall, a stopped source) the whole window.
-    The audio is held as the 16-bit samples the evidence WAV gets: half the memory of float32 for
-    every machine, and nothing the WAV could have held is lost."""
+    Held as the 16-bit samples the WAV gets: half the memory of float32, nothing the WAV holds lost."""
 
     def __init__(self, sample_rate: int, seconds: float):
         self.sample_rate = sample_rate
@@ -77,8 +76,7 @@ class History:
             self.scores.popleft()
 
     def audio(self, start: float, stop: float) -> tuple[np.ndarray, float]:
-        """Audio (16-bit samples) between two stream offsets, clipped to what is held; returns it and
-        its start offset."""
+        """16-bit audio between two stream offsets, clipped to what is held, and its start offset."""
         if not self.chunks:
             return np.zeros(0, np.int16), start
         x = np.concatenate(self.chunks)
