@@ -10,9 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from calibration.embed import LIVE_CHUNK_SECONDS, CalibrationError
+from calibration.embed import CalibrationError, recording_chunks
 from calibration.vetting import check_clip, usable_clips
-from edge_agent.audio.convert import SILENT_PEAK
 from edge_agent.audio.wavio import iter_wavs
 
 MIN_PIECES = 4  # at least 3 to learn from and 1 to check on
@@ -34,15 +33,13 @@ def pieces_from_paths(paths, sample_rate: int, window_seconds: float, channel="m
     return pieces, skipped
 
 
-def pieces_from_recording(x: np.ndarray, sample_rate: int, domain: str = "source", prefix: str = "chunk"):
+def pieces_from_recording(x: np.ndarray, sample_rate: int, window_samples: int, domain: str = "source"):
     """A recording cut into the chunks calibration treats as clips (silent ones left out)."""
-    n = int(LIVE_CHUNK_SECONDS * sample_rate)
-    out = []
-    for i, s in enumerate(range(0, len(x) - n + 1, n)):
-        a = np.asarray(x[s : s + n], dtype=np.float32)
-        if float(np.abs(a).max()) >= SILENT_PEAK:
-            out.append(Piece(a, f"{prefix}{i}", domain))
-    return out
+    return [
+        Piece(np.asarray(a, dtype=np.float32), group, domain)
+        for group, _, a, silent in recording_chunks(x, sample_rate, window_samples)
+        if not silent
+    ]
 
 
 def bounded(pieces: list[Piece], max_seconds: float, sample_rate: int, rng: np.random.Generator) -> list[Piece]:

@@ -18,7 +18,7 @@ how it did on recorded faults).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -81,8 +81,11 @@ class ModelCheck:
     scores: tuple[np.ndarray, np.ndarray] = field(repr=False, default=(np.zeros(0), np.zeros(0)))
 
 
-def check_model(embed: Embed, learn: np.ndarray, held: np.ndarray, changed: np.ndarray, kinds) -> ModelCheck:
-    bank = embed(learn)
+def check_model(
+    embed: Embed, learn: np.ndarray, held: np.ndarray, changed: np.ndarray, kinds, bank: Optional[np.ndarray] = None
+) -> ModelCheck:
+    """``bank``: the embeddings of ``learn`` when they are already at hand."""
+    bank = embed(learn) if bank is None else bank
     normal, anomal = knn_scores(bank, embed(held)), knn_scores(bank, embed(changed))
     by = {k: _auc(normal, anomal[kinds == k]) for k in FAULTS if (kinds == k).any()}
     return ModelCheck(_auc(normal, anomal), by, float(np.median(normal)), (normal, anomal))
@@ -106,11 +109,18 @@ def paired_interval(a: ModelCheck, b: ModelCheck, seed: int = 0) -> tuple[float,
 
 
 def compare(
-    generic: Embed, adapted: Embed, learn: np.ndarray, held: np.ndarray, sample_rate: int, seed: int = 0
+    generic: Embed,
+    adapted: Embed,
+    learn: np.ndarray,
+    held: np.ndarray,
+    sample_rate: int,
+    seed: int = 0,
+    generic_bank: Optional[np.ndarray] = None,
 ) -> dict:
-    """The check on both models: AUCs, per-fault AUCs, the interval of the difference and the verdict."""
+    """The check on both models: AUCs, per-fault AUCs, the interval of the difference and the verdict.
+    ``generic_bank``: the generic model's embeddings of ``learn``, when already computed."""
     changed, kinds = faulted(held, sample_rate, seed)
-    g = check_model(generic, learn, held, changed, kinds)
+    g = check_model(generic, learn, held, changed, kinds, generic_bank)
     a = check_model(adapted, learn, held, changed, kinds)
     lo, hi = paired_interval(g, a, seed)
     return {

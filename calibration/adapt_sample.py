@@ -11,23 +11,26 @@ At the end of the period the machine starts monitoring with the bank learnt from
 at once, and the adaptation runs as ``edge-agent calibrate --adapt --only-if-adapted`` in a child
 process (the agent itself never loads PyTorch). When that keeps an adapted model, it writes the
 model and its bank, and the agent reloads the machine; when not, nothing changes. The sample is
-deleted once the adaptation has run.
+deleted once the adaptation has run; after a failure it stays for the retry the log names.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
 from edge_agent.audio.wavio import write_wav
+from edge_agent.faults import Faults
 from edge_agent.state.paths import adapt_audio_dir
 
 log = logging.getLogger("edge_agent.learning")
@@ -80,64 +83,56 @@ class AudioSample:
         return sorted(self.dir.glob("piece-*.wav")) if self.dir.is_dir() else []
 
 
-def adapt_command(
-    machine: str,
-    state_dir: Path,
-    sample_dir: Path,
-    model: str,
-    config: Optional[Path],
-    corpus: tuple[str, ...] = (),
-    score: Optional[str] = None,
-    steps: Optional[int] = None,
-) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_agent.cli",
-        "calibrate",
-        "--machine",
-        machine,
-        "--from",
-        str(sample_dir),
-        "--state-dir",
-        str(state_dir),
-        "--model",
-        model,
-        "--adapt",
-        "--only-if-adapted",
-        "--no-plot",
-    ]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    if corpus:
-        cmd += ["--corpus", *corpus]
+@dataclass(frozen=True)
+class Adaptation:
+    """What the end of a learning period with ``--adapt`` needs: the request's settings and the
+    agent's wiring (its model, config, a reload to ask for, the faults a failure is counted in)."""
+
+    model: Optional[str] = None  # the running model, a name or a folder (None: the learner's bundle folder)
+    config: Optional[Path] = None
+    corpus: tuple[str, ...] = ()
+    steps: Optional[int] = None
+    reload: Optional[Callable[[], None]] = None
+    faults: Optional[Faults] = None
+
+
+def adapt_command(machine: str, state_dir: Path, sample_dir: Path, model: str, a: Adaptation, score=None) -> list[str]:
+    cmd = [sys.executable, "-m", "edge_agent.cli", "calibrate", "--machine", machine, "--from", str(sample_dir),
+           "--state-dir", str(state_dir), "--model", model, "--adapt", "--only-if-adapted", "--no-plot"]  # fmt: skip
+    if a.config is not None:
+        cmd += ["--config", str(a.config)]
+    if a.corpus:
+        cmd += ["--corpus", *a.corpus]
     if score:
         cmd += ["--score", score]
-    if steps:
-        cmd += ["--adapt-steps", str(steps)]
+    if a.steps:
+        cmd += ["--adapt-steps", str(a.steps)]
     return cmd
 
 
-def start_adaptation(cmd: list[str], sample_dir: Path, machine: str, reload: Optional[Callable[[], None]]):
+def start_adaptation(cmd: list[str], sample_dir: Path, machine: str, a: Adaptation) -> threading.Thread:
     """Run the adaptation in a child process on a thread of its own; ask for a reload when it is done.
-    A failure is logged with the child's last words and raised in the thread (the agent's fault
-    hook counts it and health shows it); the machine keeps monitoring with its learnt bank."""
+    A failure is logged with the child's last words and the command to run by hand, and counted in
+    the agent's faults; it is not a dead thread (the machine keeps monitoring with its learnt bank,
+    and the sample stays for a retry)."""
+    by_hand = "edge-agent " + shlex.join(cmd[3:])
 
     def job() -> None:
-        log.info("%s: adapting the model to the learnt audio (%s)", machine, " ".join(cmd[3:]))
+        log.info("%s: adapting the model to the learnt audio (%s)", machine, by_hand)
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
             raise RuntimeError(
                 f"{machine}: adaptation failed (exit {p.returncode}): {' | '.join(tail)}; the learnt bank stays. "
-                f"To try again: {' '.join(cmd[3:])}"
+                f"To try again: {by_hand}"
             )
         lines = [line for line in p.stdout.splitlines() if line.startswith("adapted model")]
         log.info("%s: %s", machine, lines[-1] if lines else "adaptation done")
         shutil.rmtree(sample_dir, ignore_errors=True)
-        if reload is not None:
-            reload()
+        if a.reload is not None:
+            a.reload()
 
-    t = threading.Thread(target=job, name=f"adapt-{machine}", daemon=True)
+    body = a.faults.guard(f"{machine}: adaptation")(job) if a.faults is not None else job
+    t = threading.Thread(target=body, name=f"adapt-{machine}", daemon=True)
     t.start()
     return t

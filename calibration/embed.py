@@ -122,17 +122,29 @@ def embed_recording(
     """A live recording as chunks of ``LIVE_CHUNK_SECONDS`` (silent chunks skipped), in the shape
     ``embed_files`` returns."""
     fe = engine.bundle.frontend
-    chunk = int(LIVE_CHUNK_SECONDS * fe.sample_rate)
     gather = _Gather(engine, hop_samples, outputs_out, levels_out, bands_out)
     skipped = []
+    for group, start, piece, silent in recording_chunks(x, fe.sample_rate, fe.window_samples):
+        if silent:
+            skipped.append((Path(f"recording[{start:.0f}s]"), "silent (digital silence or a muted input)"))
+        else:
+            gather.add(domain, group, piece)
+    return gather.per_domain, skipped
+
+
+def recording_chunks(x: np.ndarray, sample_rate: int, window_samples: int):
+    """A recording as the chunks that act as its clips: (group, start in s, audio, silent) for every
+    ``LIVE_CHUNK_SECONDS``; a last piece shorter than a window is left out, unless no sound came
+    before it (then the whole recording is one group). Enrolment and adaptation cut alike, so the
+    chunks an adapted model learnt are the ones its threshold fit leaves out."""
+    chunk = int(LIVE_CHUNK_SECONDS * sample_rate)
+    sound = False
     for i, s in enumerate(range(0, len(x), chunk)):
         piece = x[s : s + chunk]
-        if len(piece) < fe.window_samples:
-            if gather.per_domain:
-                break
+        if len(piece) < window_samples:
+            if sound:
+                return
             piece = x  # a recording shorter than one chunk is one group
-        if float(np.abs(piece).max()) < SILENT_PEAK:
-            skipped.append((Path(f"recording[{s / fe.sample_rate:.0f}s]"), "silent (digital silence or a muted input)"))
-            continue
-        gather.add(domain, f"chunk{i}", piece)
-    return gather.per_domain, skipped
+        silent = float(np.abs(piece).max()) < SILENT_PEAK
+        sound = sound or not silent
+        yield f"chunk{i}", s / sample_rate, piece, silent

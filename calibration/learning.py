@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from calibration.adapt_sample import AudioSample, adapt_command, start_adaptation
+from calibration.adapt_sample import Adaptation, AudioSample, adapt_command, start_adaptation
 from edge_agent.config import parse_duration
 from edge_agent.runtime.learn_request import learning_paths, read_request, request_learning
 from edge_agent.scoring.bands import band_levels
@@ -53,7 +54,7 @@ class Learner:
         seconds: float,
         rng: Optional[np.random.Generator] = None,
         score: Optional[str] = None,
-        adapt: Optional[dict] = None,
+        adapt: Optional[Adaptation] = None,
     ):
         self.machine, self.state_dir, self.bundle, self.policy = machine, Path(state_dir), bundle, policy
         self.hop, self.seconds = hop_seconds, seconds
@@ -72,8 +73,7 @@ class Learner:
         self._block_bands: list[np.ndarray] = []
         self._rng = rng or np.random.default_rng()
         self._last_step = 0
-        # --adapt: {"corpus": [...], "config": path, "model": name, "reload": callable}; a sample of the audio
-        self.adapt = adapt
+        self.adapt = adapt  # --adapt: a sample of the audio is kept, and the model adapted to it at the end
         self.sample: Optional[AudioSample] = None
         if adapt is not None:
             fe = bundle.frontend
@@ -83,14 +83,14 @@ class Learner:
 
     @classmethod
     def resume(
-        cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float, adapt: Optional[dict] = None
+        cls, machine: str, state_dir: Path, bundle, policy, hop_seconds: float, adapt: Optional[Adaptation] = None
     ) -> Optional["Learner"]:
         """The learner of a machine with a learning request or a period under way, else None."""
         meta, data = learning_paths(state_dir, machine)
         m = read_request(meta)  # checked: a bad file is set aside, never a crash loop
         if m is None:
             return None
-        adapt = {**(adapt or {}), "corpus": list(m.corpus), "steps": m.adapt_steps} if m.adapt else None
+        adapt = replace(adapt or Adaptation(), corpus=tuple(m.corpus), steps=m.adapt_steps) if m.adapt else None
         lr = cls(machine, state_dir, bundle, policy, hop_seconds, m.seconds, score=m.score, adapt=adapt)
         lr.done, lr.blocks_seen = m.done, m.blocks_seen
         if data.is_file():
@@ -166,12 +166,12 @@ class Learner:
                 **{f"band_{i}": v for i, v in enumerate(self.bands)},
             )
         state = {"seconds": self.seconds, "done": self.done, "blocks_seen": self.blocks_seen, "saved": time.time()}
+        if self.adapt is not None:
+            state.update(adapt=True, corpus=list(self.adapt.corpus), adapt_steps=self.adapt.steps)
+        if self.score:
+            state["score"] = self.score
         with atomic_write(meta, "w") as f:
-            a = self.adapt
-            extra = (
-                {"adapt": True, "corpus": a.get("corpus", []), "adapt_steps": a.get("steps")} if a is not None else {}
-            )
-            json.dump({**state, **extra, "score": self.score} if self.score else {**state, **extra}, f)
+            json.dump(state, f)
 
     # -- inside ----------------------------------------------------------------------------------
     def _close_block(self) -> None:
@@ -257,18 +257,9 @@ class Learner:
         if len(pieces) < MIN_PIECES:
             log.warning("%s: %d piece(s) of audio kept: too few to adapt the model on", self.machine, len(pieces))
             return
-        a = self.adapt
-        cmd = adapt_command(
-            self.machine,
-            self.state_dir,
-            self.sample.dir,
-            a.get("model") or str(self.bundle.path),
-            a.get("config"),
-            tuple(a.get("corpus", ())),
-            self.score,
-            a.get("steps"),
-        )
-        start_adaptation(cmd, self.sample.dir, self.machine, a.get("reload"))
+        model = self.adapt.model or str(self.bundle.path)
+        cmd = adapt_command(self.machine, self.state_dir, self.sample.dir, model, self.adapt, self.score)
+        start_adaptation(cmd, self.sample.dir, self.machine, self.adapt)
 
     def _apply_score(self, res, per_window: int) -> None:
         """The asked head on the learned bank (the k-NN needs nothing more), each block a clip of the
@@ -305,7 +296,7 @@ def _span(seconds: float) -> str:
     )
 
 
-def learner_factory(cfg, bundle, config_path=None):
+def learner_factory(cfg, bundle, config_path=None, faults=None):
     """For the agent: each machine's learner (a request or a period under way, or ``learn:`` in the
     config for a machine that has no bank yet), or None."""
     from calibration.policy import threshold_policy
@@ -320,7 +311,7 @@ def learner_factory(cfg, bundle, config_path=None):
                 "%s: no bank yet and learn: %s in the config: starting the learning period", stream.machine, mc.learn
             )
         policy = threshold_policy(None, None, mc.hop_seconds, mc.alarm)
-        adapt = {"config": config_path, "model": cfg.model, "reload": reload}  # used when a request says --adapt
+        adapt = Adaptation(cfg.model, config_path, reload=reload, faults=faults)  # used when a request says --adapt
         return Learner.resume(stream.machine, state_dir, bundle, policy, mc.hop_seconds, adapt)
 
     return make

@@ -98,12 +98,14 @@ def pick_device(kind: str) -> torch.device:
     return torch.device(kind)
 
 
-def piece_classes(engine, pieces: list[Piece], k: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Pseudo-attributes: k-means clusters of the pieces' mean generic embeddings, per domain."""
+def piece_classes(engine, pieces: list[Piece], k: int, seed: int) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+    """Pseudo-attributes: k-means clusters of the pieces' mean generic embeddings, per domain. Also
+    returns each piece's generic embeddings (a window a second), which the check's bank reuses."""
     from sklearn.cluster import KMeans
 
     fe = engine.bundle.frontend
-    means = np.stack([infer_signal(engine, fe, p.audio, fe.sample_rate)["embedding"].mean(0) for p in pieces])
+    embs = [infer_signal(engine, fe, p.audio, fe.sample_rate)["embedding"] for p in pieces]
+    means = np.stack([e.mean(0) for e in embs])
     labels, names = np.zeros(len(pieces), dtype=int), []
     for d in dict.fromkeys(p.domain for p in pieces):
         idx = np.array([i for i, p in enumerate(pieces) if p.domain == d])
@@ -111,7 +113,7 @@ def piece_classes(engine, pieces: list[Piece], k: int, seed: int) -> tuple[np.nd
         cl = KMeans(kd, n_init=10, random_state=seed).fit_predict(means[idx]) if kd > 1 else np.zeros(len(idx), int)
         labels[idx] = cl + len(names)
         names += [f"{d}/cluster{j}" for j in range(kd)]
-    return labels, names
+    return labels, names, embs
 
 
 class Sampler:
@@ -128,18 +130,26 @@ class Sampler:
         return np.stack(wins), self.labels[idx] + sp * self.n_base
 
 
-def _windows(pieces: list[Piece], n: int, hop: int, limit: int, rng) -> np.ndarray:
-    """Up to ``limit`` windows (hop ``hop``) of the pieces, drawn evenly; only the drawn ones are cut."""
+def _windows(pieces: list[Piece], n: int, hop: int, limit: int, rng) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Up to ``limit`` windows (hop ``hop``) of the pieces, drawn evenly, and which they are (piece,
+    window of the piece); only the drawn ones are cut."""
     counts = np.array([max(1, (len(p.audio) - n) // hop + 1) for p in pieces])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     total = int(counts.sum())
     pick = np.arange(total) if total <= limit else np.sort(rng.choice(total, limit, replace=False))
-    out = []
+    out, where = [], []
     for j in pick:
         i = int(np.searchsorted(starts, j, side="right") - 1)
-        s = int(j - starts[i]) * hop
-        out.append(frame_windows(pieces[i].audio[s : s + n], n, n)[0])
-    return np.stack(out)
+        k = int(j - starts[i])
+        out.append(frame_windows(pieces[i].audio[k * hop : k * hop + n], n, n)[0])
+        where.append((i, k))
+    return np.stack(out), where
+
+
+def _embedding(model, feats: dict, names, out_index: int, device):
+    """The network's embedding output for a batch of front-end features."""
+    y = model(*(torch.from_numpy(feats[n]).to(device) for n in names))
+    return y[out_index] if isinstance(y, (tuple, list)) else y
 
 
 def _embedder(model, frontend, names, out_index, device) -> Callable[[np.ndarray], np.ndarray]:
@@ -148,9 +158,7 @@ def _embedder(model, frontend, names, out_index, device) -> Callable[[np.ndarray
         outs = []
         with torch.no_grad():
             for i in range(0, len(windows), 64):
-                f = frontend(windows[i : i + 64])
-                y = model(*(torch.from_numpy(f[n]).to(device) for n in names))
-                y = y[out_index] if isinstance(y, (tuple, list)) else y
+                y = _embedding(model, frontend(windows[i : i + 64]), names, out_index, device)
                 outs.append(torch.nn.functional.normalize(y, dim=1).cpu().numpy())
         return np.concatenate(outs)
 
@@ -180,7 +188,7 @@ def adapt_machine(
     model = torch_model(bundle.model_path).to(device)  # first: a graph it cannot read is refused at once
     pieces = bounded(pieces, settings.max_minutes * 60, fe.sample_rate, rng)
     learn, held = split_held_out(pieces, settings.hold_out)
-    labels, classes = piece_classes(engine, learn, settings.pseudo_k, settings.seed)
+    labels, classes, learnt_generic = piece_classes(engine, learn, settings.pseudo_k, settings.seed)
     speeds = (1.0, 1.0 - settings.speed, 1.0 + settings.speed) if settings.augment else (1.0,)
     n_machine = len(classes) * len(speeds)
     names = [f"{machine}:{c}" + (f"@x{s:g}" if s != 1.0 else "") for s in speeds for c in classes]
@@ -205,9 +213,7 @@ def adapt_machine(
         if other is not None:
             w2, y2 = other.draw(settings.batch_size - half)
             w, y = np.concatenate([w, w2]), np.concatenate([y, y2])
-        f = fe(w)
-        out = model(*(torch.from_numpy(f[n]).to(device) for n in inputs))
-        emb = out[out_index] if isinstance(out, (tuple, list)) else out
+        emb = _embedding(model, fe(w), inputs, out_index, device)
         target = torch.nn.functional.one_hot(torch.from_numpy(y).to(device), len(names)).float()
         loss = head(emb, target)
         opt.zero_grad()
@@ -220,10 +226,12 @@ def adapt_machine(
     model = model.cpu().eval()
     # the check: a bank of learnt windows, held-out windows as they are and with a synthetic fault
     hop = fe.sample_rate  # one window a second, as the runtime's default hop
-    bank_w = _windows(learn, fe.window_samples, hop, settings.bank_windows, rng)
-    held_w = _windows(held, fe.window_samples, hop, settings.check_windows, rng)
+    bank_w, where = _windows(learn, fe.window_samples, hop, settings.bank_windows, rng)
+    held_w, _ = _windows(held, fe.window_samples, hop, settings.check_windows, rng)
     generic = lambda w: np.concatenate([engine.embed(fe(w[i : i + 64])) for i in range(0, len(w), 64)])  # noqa: E731
-    check = compare(generic, _embedder(model, fe, inputs, out_index, "cpu"), bank_w, held_w, fe.sample_rate)
+    generic_bank = np.stack([learnt_generic[i][k] for i, k in where])  # embedded once already, for the clusters
+    adapted = _embedder(model, fe, inputs, out_index, "cpu")
+    check = compare(generic, adapted, bank_w, held_w, fe.sample_rate, generic_bank=generic_bank)
     info = {
         "machine": machine,
         "from": bundle.describe(),

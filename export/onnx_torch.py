@@ -84,7 +84,18 @@ OPS = {
     "Flatten": lambda x, *, axis=1: x.flatten(axis) if axis > 0 else x.reshape(1, -1),
     "Clip": lambda x, lo=None, hi=None: torch.clamp(x, lo, hi),
     "Shape": lambda x, **_: torch._shape_as_tensor(x),
+    # axes: a constant input from opset 13 on, read when the graph is loaded
+    "Unsqueeze": lambda x, *, axes: _unsqueeze(x, axes),
+    # what F.normalize leaves: a norm expanded to its input's shape before a division; broadcasting does
+    # the same and keeps the batch size free when the module is traced back to ONNX (checked at load)
+    "Expand": lambda x: x,
 }
+
+
+def _unsqueeze(x, axes):
+    for ax in sorted(a % (x.dim() + len(axes)) for a in axes):
+        x = x.unsqueeze(ax)
+    return x
 
 
 class OnnxModule(torch.nn.Module):
@@ -94,11 +105,11 @@ class OnnxModule(torch.nn.Module):
     def __init__(self, model: onnx.ModelProto):
         super().__init__()
         g = model.graph
-        unknown = sorted({n.op_type for n in g.node} - set(OPS) - {"Constant", "Unsqueeze", "Expand"})
+        known = {*OPS, "Constant"}  # constants become buffers
+        unknown = sorted({n.op_type for n in g.node} - known)
         if unknown:
             raise UnsupportedGraph(
-                f"adaptation can read graphs of {', '.join(sorted({*OPS, 'Constant', 'Unsqueeze', 'Expand'}))}; "
-                f"this one also has {', '.join(unknown)}"
+                f"adaptation can read graphs of {', '.join(sorted(known))}; this one also has {', '.join(unknown)}"
             )
         stats = {n.input[i] for n in g.node if n.op_type == "BatchNormalization" for i in (3, 4)}
         self.names: dict[str, str] = {}  # ONNX value name -> attribute holding it
@@ -117,12 +128,10 @@ class OnnxModule(torch.nn.Module):
             if n.op_type == "Constant":
                 continue
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-            ins = [x for x in n.input]
-            if n.op_type == "Unsqueeze":  # axes are a constant input from opset 13 on
-                attrs["axes"] = [int(v) for v in self._constant(ins.pop(1))] if len(ins) > 1 else attrs["axes"]
-            if n.op_type == "Expand":
-                # what F.normalize leaves: a norm expanded to its input's shape before a division; broadcasting
-                # does the same and keeps the batch size free when the module is traced back to ONNX
+            ins = list(n.input)
+            if n.op_type == "Unsqueeze" and len(ins) > 1:
+                attrs["axes"] = [int(v) for v in self._constant(ins.pop(1))]
+            if n.op_type == "Expand":  # the shape input is dropped: only broadcasting consumers may follow
                 if not consumers.get(n.output[0], set()) <= ELEMENTWISE:
                     raise UnsupportedGraph("Expand feeding an operator that does not broadcast")
                 ins = ins[:1]
@@ -147,15 +156,7 @@ class OnnxModule(torch.nn.Module):
             args = [env[x] if x in env else getattr(self, self.names[x]) if x else None for x in ins]
             while args and args[-1] is None:  # omitted optional inputs at the end
                 args.pop()
-            if op == "Unsqueeze":
-                y = args[0]
-                for ax in sorted(a % (y.dim() + len(attrs["axes"])) for a in attrs["axes"]):
-                    y = y.unsqueeze(ax)
-            elif op == "Expand":
-                y = args[0]
-            else:
-                y = OPS[op](*args, **attrs)
-            env[outs[0]] = y
+            env[outs[0]] = OPS[op](*args, **attrs)
         out = [env[o] for o in self.output_names]
         return out[0] if len(out) == 1 else tuple(out)
 

@@ -265,3 +265,51 @@ def test_a_graph_with_an_operator_it_cannot_read_is_refused_by_name():
     with pytest.raises(UnsupportedGraph, match="also has Tanh"):
         OnnxModule(helper.make_model(g))
     assert onnx.checker.check_model(helper.make_model(g)) is None
+
+
+def test_the_end_of_period_adaptation_counts_a_failure_without_a_dead_thread(tmp_path):
+    """A child that fails is a counted fault with the command to run by hand, never a dead thread
+    (health would restart a monitoring agent for an optional job); the sample stays for the retry.
+    One that succeeds deletes the sample and asks for a reload."""
+    import sys
+    import threading
+
+    from calibration.adapt_sample import Adaptation, adapt_command, start_adaptation
+    from edge_agent.faults import Faults
+
+    sample = tmp_path / "adapt"
+    sample.mkdir()
+    faults, reloads = Faults(), threading.Event()
+    a = Adaptation(config=tmp_path / "c.yaml", corpus=("/data/dcase",), steps=7, reload=reloads.set, faults=faults)
+    cmd = adapt_command("fan01", tmp_path, sample, "default", a, "knn+indicators")
+    assert cmd[3:] == [
+        "calibrate", "--machine", "fan01", "--from", str(sample), "--state-dir", str(tmp_path), "--model", "default",
+        "--adapt", "--only-if-adapted", "--no-plot", "--config", str(tmp_path / "c.yaml"), "--corpus", "/data/dcase",
+        "--score", "knn+indicators", "--adapt-steps", "7",
+    ]  # fmt: skip
+    fail = [sys.executable, "-c", "import sys; print('no torch here', file=sys.stderr); sys.exit(2)", "calibrate"]
+    start_adaptation(fail, sample, "fan01", a).join(30)
+    assert faults.counts == {"fan01: adaptation": 1} and faults.problem() is None
+    assert (
+        "no torch here" in faults.last["fan01: adaptation"]
+        and "edge-agent calibrate" in faults.last["fan01: adaptation"]
+    )
+    assert sample.is_dir() and not reloads.is_set()
+    ok = [sys.executable, "-c", "print('adapted model kept (check)')", "calibrate"]
+    start_adaptation(ok, sample, "fan01", a).join(30)
+    assert reloads.is_set() and not sample.exists() and faults.total() == 1
+
+
+def test_adaptation_cuts_a_recording_into_the_chunks_enrolment_uses(tmp_path):
+    from calibration.adapt_audio import pieces_from_recording
+    from calibration.embed import recording_chunks
+
+    files = sorted((DEMO / "enrol").glob("*.wav"))[:2]
+    clips = [read_wav(f)[0] for f in files]
+    clips = [c if c.ndim == 1 else c[:, 0] for c in clips]
+    # sound, five seconds of digital silence, sound, and a 3 s tail (longer than a 2 s window)
+    x = np.concatenate([clips[0], np.zeros(5 * SR, np.float32), clips[1], clips[0][: 3 * SR]]).astype(np.float32)
+    pieces = pieces_from_recording(x, SR, 2 * SR)
+    chunks = list(recording_chunks(x, SR, 2 * SR))
+    assert [p.group for p in pieces] == [g for g, _, _, silent in chunks if not silent]
+    assert "chunk2" not in [p.group for p in pieces] and len(chunks) == 6 and len(pieces[-1].audio) == 3 * SR

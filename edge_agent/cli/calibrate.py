@@ -167,7 +167,7 @@ def cmd_calibrate(a) -> int:
     existing = MemoryBank.load(path) if path.exists() and not (a.replace or a.adapt) else None
     staged, heard = None, frozenset()
     if a.adapt:
-        bundle, engine, staged, heard = _adapt(a, cfg, bundle, engine, recording, state_dir)
+        bundle, engine, staged, heard = _adapt(a, cfg, mc, bundle, engine, recording, state_dir)
         if staged is None and a.only_if_adapted:
             print(f"the bank of {a.machine} is unchanged (--only-if-adapted)")
             return 0
@@ -232,7 +232,7 @@ def cmd_calibrate(a) -> int:
     return 0
 
 
-def _adapt(a, cfg, bundle, engine, recording, state_dir):
+def _adapt(a, cfg, mc, bundle, engine, recording, state_dir):
     """--adapt: (bundle, engine, staged model folder or None, clips the adapted model learnt)."""
     from calibration.adapt_audio import pieces_from_paths, pieces_from_recording
     from edge_agent.engine import open_engine
@@ -240,9 +240,8 @@ def _adapt(a, cfg, bundle, engine, recording, state_dir):
     s = adapt_cli.settings(a)
     adapt_cli.generic_only(bundle)
     fe = bundle.frontend
-    mc = cfg.machines.get(a.machine) if cfg else None
     if recording is not None:
-        pieces = pieces_from_recording(recording, fe.sample_rate, a.domain or "source")
+        pieces = pieces_from_recording(recording, fe.sample_rate, fe.window_samples, a.domain or "source")
     else:
         channel = mc.input.channel if mc else "mix"
         pieces, _ = pieces_from_paths(a.from_paths, fe.sample_rate, fe.window_seconds, channel, a.domain)

@@ -52,6 +52,22 @@ def discovery_payloads(
         "sw_version": __version__,
     }
     avail = {"availability_topic": topics.status, "payload_available": "online", "payload_not_available": "offline"}
+
+    def button(command: str, label: str, extra: Optional[dict] = None) -> Optional[dict]:
+        """A button that publishes ``command`` to the machine's command topic (None: commands off)."""
+        if not commands:
+            return None
+        return {
+            "name": f"{machine} {label}",
+            "unique_id": f"edge_agent_{node}_{machine}_{command}",
+            **(extra or {}),
+            "command_topic": topics.machine(machine, "command"),
+            "payload_press": json.dumps({"command": command}),
+            "qos": 1,
+            "device": device,
+            **avail,
+        }
+
     return {
         topics.discovery_config("binary_sensor", machine): {
             "name": f"{machine} abnormal sound",
@@ -123,32 +139,9 @@ def discovery_payloads(
             "device": device,
             **avail,
         },
-        topics.discovery_config("button", machine, "acknowledge"): (
-            {
-                "name": f"{machine} acknowledge alarm",
-                "unique_id": f"edge_agent_{node}_{machine}_acknowledge",
-                "command_topic": topics.machine(machine, "command"),
-                "payload_press": json.dumps({"command": "acknowledge"}),
-                "qos": 1,
-                "device": device,
-                **avail,
-            }
-            if commands
-            else None
-        ),
-        topics.discovery_config("button", machine, "normal"): (
-            {
-                "name": f"{machine} last alarm was normal",
-                "unique_id": f"edge_agent_{node}_{machine}_normal",
-                "icon": "mdi:check-circle-outline",
-                "command_topic": topics.machine(machine, "command"),
-                "payload_press": json.dumps({"command": "normal"}),
-                "qos": 1,
-                "device": device,
-                **avail,
-            }
-            if commands
-            else None
+        topics.discovery_config("button", machine, "acknowledge"): button("acknowledge", "acknowledge alarm"),
+        topics.discovery_config("button", machine, "normal"): button(
+            "normal", "last alarm was normal", {"icon": "mdi:check-circle-outline"}
         ),
         topics.discovery_config("switch", machine, "shelve"): (
             {

@@ -83,10 +83,9 @@ class Agent:
         clock: Clock = SYSTEM,
         severity: Optional[Callable[[str], tuple[str, str]]] = None,
         feedback: Optional[FeedbackEnroller] = None,
-        models: Optional[Models] = None,
     ):
         self.cfg, self.bundle, self.engine, self.streams = cfg, bundle, engine, streams
-        self.models = models or Models(cfg, bundle, engine)  # machines' adapted models (runtime/models.py)
+        self.models = Models(cfg, bundle)  # machines' adapted models (runtime/models.py)
         self.sinks = list(sinks)  # in order: the durable one first, so what the console shows is already kept
         self.faults = faults or Faults()  # exceptions of every thread, for logs, metrics and health
         self.clock = clock

@@ -104,7 +104,7 @@ def build_daemon(
     config_path: Optional[Path] = None,
     print_scores: bool = False,
     console: bool = True,
-    learner_factory: Optional[Callable[[Config, Bundle], LearnerFactory]] = None,
+    learner_factory: Optional[Callable[..., LearnerFactory]] = None,  # (cfg, bundle, faults=) -> LearnerFactory
     feedback_factory: Optional[Callable[[Config, Bundle], FeedbackEnroller]] = None,
     bundle: Optional[Bundle] = None,
     engine: Optional[Engine] = None,
@@ -171,7 +171,7 @@ def build_daemon(
             streams,
             out,
             commands=desk,
-            learners=learner_factory(cfg, bundle) if learner_factory is not None else None,
+            learners=learner_factory(cfg, bundle, faults=faults) if learner_factory is not None else None,
             config_path=config_path,
             evidence_url=page.url if page is not None else None,
             faults=faults,
