@@ -25,7 +25,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge_agent.scoring.bank import MemoryBank, bank_path
+from edge_agent.scoring.bank import BankError, MemoryBank, bank_path
 from edge_agent.state.atomic import atomic_write
 from edge_agent.state.paths import feedback_dir, feedback_log
 
@@ -48,6 +48,8 @@ class Feedback:
 
         if bank.info.score is not None:
             raise ValueError("feedback is for banks scored by the k-NN; this one scores otherwise: recalibrate")
+        path = bank_path(self.state_dir, machine)
+        bank = _as_in_its_file(path, bank)
         tgt = bank.enrolled.get("target")
         had = int(sum(str(g).startswith(GROUP) for g in tgt[1])) if tgt is not None else 0
         if had + len(embeddings) > MAX_FEEDBACK_WINDOWS:
@@ -56,7 +58,6 @@ class Feedback:
                 "the machine from recordings of its normal sound instead"
             )
         fid = uuid.uuid4().hex[:12]
-        path = bank_path(self.state_dir, machine)
         backup = feedback_dir(self.state_dir, machine) / f"{fid}.npz"
         backup.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, backup)
@@ -161,6 +162,21 @@ class Feedback:
             f.write(text)
         log.warning("%s: feedback %s %s by %s", machine, action, fid, by)
         return info
+
+
+def _as_in_its_file(path: Path, running: MemoryBank) -> MemoryBank:
+    """The running bank as its file holds it, with the enrolment embeddings the agent does not keep
+    in memory; refused when the file is no longer the bank in force."""
+    try:
+        disk = MemoryBank.load(path)
+    except BankError as e:
+        raise ValueError(str(e)) from None
+    if disk.threshold != running.threshold or not np.array_equal(disk.embeddings, running.embeddings):
+        raise ValueError(
+            f"{path} is not the bank the agent scores with (calibrated since it was loaded?): reload the agent "
+            "(systemctl reload edge-agent, or SIGHUP) and mark the alarm again"
+        )
+    return disk
 
 
 def feedback_factory(cfg, bundle):

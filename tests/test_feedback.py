@@ -30,6 +30,15 @@ def test_normal_joins_the_bank_is_audited_and_undo_restores_it(broker, sensitive
         alarm_id = next(a for a in op.payloads("fan01/alarm") if a["event"] == "start")["alarm_id"]
         r = op.send({"command": "normal", "alarm_id": "0" * 32})
         assert r["ok"] is False and "no windows kept" in r["error"], r
+        # the agent keeps no enrolment embeddings: feedback reads them from the file, which must
+        # still be the bank in force (here a calibrate the agent has not reloaded)
+        assert run.agent.streams["fan01"].bank.enrolled == {}
+        other = MemoryBank.load(bank_path(st, "fan01"))
+        other.threshold *= 2
+        other.save(bank_path(st, "fan01"))
+        r = op.send({"command": "normal", "alarm_id": alarm_id})
+        assert r["ok"] is False and "not the bank the agent scores with" in r["error"], r
+        bank_path(st, "fan01").write_bytes(before)
         r = op.send({"command": "normal", "alarm_id": alarm_id, "note": "a door slam"})
         assert r["ok"] is True and r["message"].startswith("marked normal:"), r
         bank = MemoryBank.load(bank_path(st, "fan01"))
@@ -41,6 +50,7 @@ def test_normal_joins_the_bank_is_audited_and_undo_restores_it(broker, sensitive
         assert ev["action"] == "normal" and ev["by"] == "mqtt" and ev["alarm_id"] == alarm_id
         assert ev["note"] == "a door slam" and ev["threshold_after"] == bank.threshold
         assert run.agent.streams["fan01"].bank.threshold == bank.threshold  # in force at once
+        assert run.agent.streams["fan01"].bank.enrolled == {}
         log = [json.loads(x) for x in feedback_log(st, "fan01").read_text().splitlines()]
         assert [e["action"] for e in log] == ["normal"] and log[0]["feedback_id"] == ev["feedback_id"]
         r = op.send({"command": "undo", "feedback_id": "abcd"})

@@ -14,15 +14,66 @@ from edge_agent.scoring.detector import Detector
 
 def test_ringbuffer_order_wrap_and_overrun():
     rb = RingBuffer(10, 1)
-    rb.write(np.arange(6, dtype=np.float32)[:, None])
-    assert rb.read(4)[:, 0].tolist() == [0, 1, 2, 3]
-    rb.write(np.arange(6, 12, dtype=np.float32)[:, None])  # wraps
-    assert rb.read()[:, 0].tolist() == [4, 5, 6, 7, 8, 9, 10, 11]
-    rb.write(np.arange(100, 125, dtype=np.float32)[:, None])  # more than the capacity: the oldest are lost
-    out = rb.read()[:, 0]
+    k = 1 / 32768  # the ring holds 16-bit samples and gives float32 k / 32768
+    rb.write(np.arange(6, dtype=np.int16)[:, None])
+    assert rb.read(4)[:, 0].tolist() == [0, k, 2 * k, 3 * k]
+    rb.write(np.arange(6, 12, dtype=np.int16)[:, None])  # wraps
+    assert (rb.read()[:, 0] * 32768).tolist() == [4, 5, 6, 7, 8, 9, 10, 11]
+    rb.write(np.arange(100, 125, dtype=np.int16)[:, None])  # more than the capacity: the oldest are lost
+    out = rb.read()[:, 0] * 32768
     assert out.tolist() == list(range(115, 125))
     assert rb.overruns == 1 and rb.frames_lost == 15
-    assert rb.read().shape == (0, 1)
+    assert rb.read().shape == (0, 1) and rb.read().dtype == np.float32
+
+
+def test_ringbuffer_stores_floats_as_16_bit_and_counts_non_finite_samples():
+    rb = RingBuffer(16, 2)
+    pcm = np.array([[-32768, 32767], [-1, 1], [12345, 0]], np.int16)
+    rb.write(pcm.astype(np.float32) / 32768)  # what a float reader of 16-bit audio gives comes back exactly
+    got = rb.read()
+    assert got.dtype == np.float32 and np.array_equal(got * 32768, pcm)
+    rb.write(np.array([[2.0, -3.0], [np.nan, np.inf], [0.25, -np.inf]], np.float32))
+    assert (rb.read() * 32768).tolist() == [[32767, -32768], [0, 0], [8192, 0]]  # clipped; NaN/Inf silence
+    assert rb.nonfinite == 3 and rb._buf.dtype == np.int16
+
+
+def test_a_replay_reads_16_bit_files_as_it_plays_and_delivers_their_samples_exactly(tmp_path):
+    """A 16-bit file of the stream's format is read a block at a time (an hour would otherwise be
+    115 MB), and its samples reach the stream bit for bit; a float file is read whole and stored
+    16-bit, within one step of 1/32768."""
+    import time
+    import tracemalloc
+
+    from scipy.io import wavfile
+
+    from edge_agent.audio.replay import ReplaySource
+    from edge_agent.audio.wavio import pcm16_blocks, write_wav
+
+    sr = 16000
+    x = (np.random.default_rng(0).standard_normal((60 * sr, 1)) * 3000).astype(np.int16)
+    write_wav(tmp_path / "a.wav", x, sr)
+    blocks = pcm16_blocks(tmp_path / "a.wav", 1600, sr, 1)
+    tracemalloc.start()
+    first = next(blocks)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert first.dtype == np.int16 and first.shape == (1600, 1) and peak < 64_000  # the file is 1.9 MB
+    assert np.array_equal(np.concatenate([first, *blocks]), x)
+    assert pcm16_blocks(tmp_path / "a.wav", 1600, 44100, 1) is None  # another format: read whole
+
+    y = np.clip(x[: 5 * sr].astype(np.float32) / 32768 + 1e-5, -1, 1)
+    wavfile.write(tmp_path / "b.wav", sr, y)
+    for f, want, tol in ((tmp_path / "a.wav", x / 32768, 0), (tmp_path / "b.wav", y, 1 / 32768)):
+        src = ReplaySource("m", f, realtime=False)
+        src.start()
+        got, deadline = [], time.monotonic() + 60
+        while not (src.finished and not src.ring.available()) and time.monotonic() < deadline:
+            src.ring.wait(0.05)
+            got.append(src.ring.read())
+        src.stop()
+        got = np.concatenate(got)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert np.abs(got - want).max() <= tol
 
 
 def test_windower_hops_across_pushes():

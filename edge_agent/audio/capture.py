@@ -91,7 +91,7 @@ class CaptureSource(AudioSource):
         channels = self.channel + 1 if isinstance(self.channel, int) else max_ch
         for rate in (self.wanted_rate, int(info["default_samplerate"])):
             try:
-                self._sd.check_input_settings(device=index, channels=channels, samplerate=rate, dtype="float32")
+                self._sd.check_input_settings(device=index, channels=channels, samplerate=rate, dtype="int16")
                 return rate, channels
             except Exception:  # noqa: BLE001 - PortAudio says no with several exception types
                 continue
@@ -122,7 +122,7 @@ class CaptureSource(AudioSource):
                     device=index,
                     channels=channels,
                     samplerate=rate,
-                    dtype="float32",
+                    dtype="int16",
                     blocksize=self.blocksize if self.blocksize is not None else max(1, int(rate * BLOCK_SECONDS)),
                     callback=self._callback,
                 )

@@ -29,6 +29,13 @@ def to_mono(x: np.ndarray, channel: Union[int, str] = "mix") -> np.ndarray:
     return np.ascontiguousarray(x[:, channel])
 
 
+def float_to_pcm16(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Float audio in [-1, 1] -> int16 (k / 32768 gives k back exactly; beyond full scale clipped),
+    and how many NaN/Inf samples it held (stored as 0)."""
+    x, bad = finite(np.asarray(x, dtype=np.float32))
+    return np.rint(np.clip(x, -1.0, 32767 / 32768) * 32768.0).astype(np.int16), bad
+
+
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Polyphase resampling along the last axis (scipy's resample_poly, anti-aliased)."""
     if sr_in == sr_out:

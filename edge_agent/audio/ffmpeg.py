@@ -68,8 +68,9 @@ def input_options(url: str, transport: str = "tcp", raw: Optional[dict] = None, 
 def ffmpeg_command(
     url: str, rate: int, channel: Union[int, str], transport: str = "tcp", raw: Optional[dict] = None
 ) -> list[str]:
-    """The decoder's command line: ``url`` in, float32 frames at ``rate`` out on stdout, one channel
-    for ``mix`` (ffmpeg's downmix) or channels 0..``channel`` (the stream picks ``channel``)."""
+    """The decoder's command line: ``url`` in, 16-bit frames (the ring's format) at ``rate`` out on
+    stdout, one channel for ``mix`` (ffmpeg's downmix) or channels 0..``channel`` (the stream picks
+    ``channel``)."""
     cmd = [binary(), "-nostdin", "-hide_banner", "-loglevel", "error", *input_options(url, transport, raw)]
     cmd += ["-i", url, "-vn", "-sn", "-dn", "-map", "0:a:0"]
     if channel == "mix":
@@ -77,7 +78,7 @@ def ffmpeg_command(
     else:
         n = int(channel) + 1
         cmd += ["-af", f"pan={n}c|" + "|".join(f"c{i}=c{i}" for i in range(n))]
-    return cmd + ["-ar", str(rate), "-f", "f32le", "-c:a", "pcm_f32le", "pipe:1"]
+    return cmd + ["-ar", str(rate), "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"]
 
 
 def plain(message: str) -> str:
@@ -127,7 +128,7 @@ class FFmpegSource(NetworkSource):
             preexec_fn=_die_with_parent,
             bufsize=0,
         )
-        frame_bytes = 4 * self.channels
+        frame_bytes = 2 * self.channels
         want = max(1, int(self.sample_rate * BLOCK_SECONDS)) * frame_bytes
         out, err = proc.stdout.fileno(), proc.stderr.fileno()
         watch = [out, err]  # the decoder's messages are read here too: no thread per source for them
@@ -147,7 +148,7 @@ class FFmpegSource(NetworkSource):
                 pending, last = pending + chunk, time.monotonic()
                 n = len(pending) // frame_bytes * frame_bytes
                 if n:
-                    frames = np.frombuffer(pending[:n], dtype="<f4").reshape(-1, self.channels)
+                    frames = np.frombuffer(pending[:n], dtype="<i2").reshape(-1, self.channels)
                     pending = pending[n:]
                     yield frames
         finally:

@@ -3,9 +3,9 @@ should not is ``no_audio`` with the reason in words (the stream's liveness check
 by itself with an exponential back-off from 1 s up to ``reconnect_max_seconds``, which starts
 again from 1 s after a connection that delivered audio for ``HEALTHY_SECONDS``.
 
-A subclass's ``_connect`` yields blocks of float32 frames until the connection ends (by raising
-``InputError`` with what happened); this class runs it, fills the ring, and keeps the state that
-health, metrics and the status page show (``online``, ``error``, ``failures``).
+A subclass's ``_connect`` yields blocks of frames (16-bit, or float32) until the connection ends
+(by raising ``InputError`` with what happened); this class runs it, fills the ring, and keeps the
+state that health, metrics and the status page show (``online``, ``error``, ``failures``).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class NetworkSource(AudioSource):
                         connected_at = time.monotonic()
                         self._online, self.error = True, None
                         log.info("%s: receiving audio from %s (%d Hz)", self.name, self.shown_url, self.sample_rate)
-                    self.ring.write(block)  # NaN/Inf are the stream's to repair, as for every source
+                    self.ring.write(block)  # NaN/Inf are stored as silence and counted, as for every source
                     if self._stop.is_set():
                         break
                 if not self._stop.is_set():

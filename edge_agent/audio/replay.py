@@ -3,19 +3,20 @@ offline users run the production path."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 from edge_agent.audio.convert import resample, to_mono
 from edge_agent.audio.ringbuffer import RingBuffer
 from edge_agent.audio.source import RING_SECONDS, AudioSource
-from edge_agent.audio.wavio import AudioFileError, WavInfo, iter_wavs, read_wav, wav_info
+from edge_agent.audio.wavio import AudioFileError, WavInfo, iter_wavs, pcm16_blocks, read_wav, wav_info
 
 log = logging.getLogger("edge_agent.audio")
 FILE_STARTS_KEPT = 1000
@@ -82,21 +83,34 @@ class ReplaySource(AudioSource):
             out.append((pos, f.name))
         return out[::-1]
 
+    def _blocks(self, f: Path, block: int) -> Optional[Iterator[np.ndarray]]:
+        """The file's frames, ``block`` at a time: a 16-bit file of the stream's format is read as
+        it plays; any other is read whole and converted. None (logged once) if it cannot be used."""
+        blocks = pcm16_blocks(f, block, self.sample_rate, self.channels)
+        first = next(blocks, None) if blocks is not None else None
+        if first is not None:
+            self.bad_files.discard(str(f))
+            return itertools.chain([first], blocks)
+        x = self._load(f)
+        return None if x is None else (x[s : s + block] for s in range(0, len(x), block))
+
     def _load(self, f: Path) -> Optional[np.ndarray]:
         try:
-            x, sr = read_wav(f)
+            x, sr = read_wav(f, pcm16=True)  # 16-bit files stay 16-bit, the ring's format
         except AudioFileError as e:
             if str(f) not in self.bad_files:  # once per file: a looping replay must not repeat it every pass
                 self.bad_files.add(str(f))
                 log.error("%s: skipping %s", self.name, e)
             return None
         self.bad_files.discard(str(f))
+        if x.dtype == np.int16 and (x.shape[1] != self.channels or sr != self.sample_rate):
+            x = x.astype(np.float32) / 32768.0
         if x.shape[1] != self.channels:
             x = to_mono(x, "mix")[:, None]
             x = np.repeat(x, self.channels, axis=1) if self.channels > 1 else x
         if sr != self.sample_rate:
             x = resample(x.T, sr, self.sample_rate).T
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x)
 
     def _run(self) -> None:
         block = max(1, int(self.block_seconds * self.sample_rate))
@@ -105,16 +119,15 @@ class ReplaySource(AudioSource):
         while not self._stop.is_set():
             before = self.frames_sent
             for f in self.files:
-                x = self._load(f)
-                if x is None:
+                blocks = self._blocks(f, block)
+                if blocks is None:
                     continue
                 self.file_starts.append((f, 0.0, self.frames_sent))
                 log.debug("%s: replaying %s", self.name, f.name)
-                for s in range(0, len(x), block):
+                for s, chunk in enumerate(blocks):
                     while self.stalled.is_set() and not self._stop.is_set():
                         self._stop.wait(0.05)
                         t0 = time.monotonic() - self.frames_sent / self.sample_rate
-                    chunk = x[s : s + block]
                     if self.realtime:
                         # Deliver a block when its last sample would have been recorded, as a device does.
                         delay = t0 + (self.frames_sent + len(chunk)) / self.sample_rate - time.monotonic()

@@ -7,7 +7,7 @@ import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -54,15 +54,46 @@ def _read_pcm16(path: Path) -> Optional[tuple[int, np.ndarray]]:
     return rate, np.frombuffer(raw, dtype="<i2").reshape(-1, channels)
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Return (samples as float32 in [-1, 1], shape (frames, channels)), sample_rate)."""
+def pcm16_blocks(path: Path, block: int, sample_rate: int, channels: int) -> Optional[Iterator[np.ndarray]]:
+    """A 16-bit PCM file of this rate and channel count as int16 blocks of ``block`` frames, read
+    as they are used: a replay holds one block of a file, not the file (an hour of it would be
+    115 MB). None for any other file, or one without frames: ``read_wav`` reads or refuses it whole."""
+    try:
+        w = wave.open(str(path), "rb")
+    except Exception:  # noqa: BLE001 - `wave` raises Error, EOFError, struct.error... on what it cannot read
+        return None
+    if (w.getsampwidth(), w.getframerate(), w.getnchannels()) != (2, sample_rate, channels) or not w.getnframes():
+        w.close()
+        return None
+    return _blocks(w, path, block)
+
+
+def _blocks(w: wave.Wave_read, path: Path, block: int) -> Iterator[np.ndarray]:
+    with w:
+        frames, size, got = w.getnframes(), 2 * w.getnchannels(), 0
+        while got < frames:
+            try:
+                raw = w.readframes(block)
+            except Exception:  # noqa: BLE001 - a chunk damaged after the header: use what came before
+                raw = b""
+            if len(raw) < size:
+                _warn_once(path, f"truncated (the header gives {frames} frames); using the {got} frames it holds")
+                return
+            x = np.frombuffer(raw[: len(raw) // size * size], dtype="<i2").reshape(-1, w.getnchannels())
+            got += len(x)
+            yield x
+
+
+def read_wav(path: str | Path, pcm16: bool = False) -> tuple[np.ndarray, int]:
+    """Return (samples as float32 in [-1, 1], shape (frames, channels)), sample_rate); with
+    ``pcm16``, a 16-bit PCM file's samples as int16 (half the memory: a replay keeps them so)."""
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such file")
     pcm = _read_pcm16(path)
     sr, x = pcm if pcm is not None else _read_with_scipy(path)
     _check_header(path, int(sr), x.shape[1] if x.ndim > 1 else 1)
-    x = _to_float(x, path)
+    x = x if pcm16 and x.dtype == np.int16 else _to_float(x, path)
     if x.ndim == 1:
         x = x[:, None]
     if x.shape[0] == 0:

@@ -64,8 +64,11 @@ async def read_event(reader: asyncio.StreamReader):
 
 
 def pcm_frames(audio: bytes, width: int, channels: int) -> np.ndarray:
-    """Interleaved PCM -> (frames, channels) float32 in [-1, 1]."""
+    """Interleaved PCM -> (frames, channels): 16-bit samples as they are (the ring's format), other
+    widths as float32 in [-1, 1]."""
     x = np.frombuffer(audio[: len(audio) // (width * channels) * width * channels], dtype=WIDTHS[width])
+    if width == 2:
+        return x.reshape(-1, channels)
     if width == 1:
         y = (x.astype(np.float32) - 128.0) / 128.0
     else:

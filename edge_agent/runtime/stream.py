@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_agent.alarms.lifecycle import Lifecycle
 from edge_agent.audio import AudioSource, Windower
-from edge_agent.audio.convert import SILENT_PEAK, finite, level_dbfs, prepare
+from edge_agent.audio.convert import SILENT_PEAK, level_dbfs, prepare
 from edge_agent.audio.recordings import Recordings, Tally
 from edge_agent.clock import SYSTEM, Clock
 from edge_agent.config import MachineConfig
@@ -68,7 +68,7 @@ class MachineStream:
         self.learner: Optional[Learner] = None  # while learning, windows go to it instead of the detector
         self.engine: Optional[Engine] = None  # the adapted model's engine when the bank needs it, else shared
         self.wall_start = self._clock.time()
-        self._overruns_logged = 0
+        self._overruns_logged, self._ring, self._ring_nonfinite = 0, None, 0
         self.recordings = Recordings()  # where each recording (a replayed file) begins
         self.tally = Tally()  # what the current recording gave, as decided (the replay's summary lines)
         self.last_samples: Optional[np.ndarray] = None  # the last decided window (an alarm explains it)
@@ -104,7 +104,7 @@ class MachineStream:
         return self.lifecycle.shelved_until is not None
 
     def set_bank(self, bank: Optional[MemoryBank]) -> None:
-        self.bank = bank
+        self.bank = bank.without_enrolment() if bank is not None else None
         self.levels = bank.info.levels_dbfs if bank is not None else None  # the enrolled level range
         if bank is not None and bank.threshold is not None:
             a = self.cfg.alarm
@@ -211,21 +211,19 @@ class MachineStream:
     def pump(self, now: Optional[float] = None) -> list[Window]:
         """Read what the source delivered and return the windows that are complete."""
         now = self._clock.monotonic() if now is None else now
-        frames, bad = finite(self.source.ring.read())
-        if bad:
+        ring = self.source.ring  # a reopened input brings a new ring, its counts from 0
+        seen = self._ring_nonfinite if ring is self._ring else 0
+        frames, self._ring, self._ring_nonfinite = ring.read(), ring, ring.nonfinite
+        if bad := self._ring_nonfinite - seen:
             if not self.nonfinite_samples:
                 log.warning(
                     "%s: %d NaN/Inf audio sample(s) replaced by silence (counted in metrics)", self.machine, bad
                 )
             self.nonfinite_samples += bad
-        lost = self.source.ring.overruns + self.source.input_overflows
+        lost = ring.overruns + self.source.input_overflows
         if lost != self._overruns_logged:
-            log.warning(
-                "%s: audio overrun (%d so far, %d frames lost): the agent fell behind the input",
-                self.machine,
-                lost,
-                self.source.ring.frames_lost,
-            )
+            what = f"{lost} so far, {ring.frames_lost} frames lost"
+            log.warning("%s: audio overrun (%s): the agent fell behind the input", self.machine, what)
             self._overruns_logged = lost
         if len(frames):
             self.last_frames_at = now

@@ -12,7 +12,7 @@ Stored as one ``.npz`` (arrays, plus a JSON metadata string; never pickle), writ
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -115,8 +115,9 @@ class MemoryBank:
     normalise_domains: bool = False
     domain_stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # domain -> (mean, std)
     meta: dict[str, Any] = field(default_factory=dict)  # fit, counts, time, version, ...
-    # Enrolment embeddings and their clip ids per domain, kept so that a later enrolment can
-    # extend the bank and refit the threshold on everything the machine has been taught.
+    # Enrolment embeddings and their clip ids per domain, kept in the file so that a later enrolment
+    # or feedback can extend the bank and refit the threshold on everything the machine has been
+    # taught. The running agent does not hold them (``without_enrolment``).
     enrolled: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     projection: Optional[Projection] = None  # large banks: k-NN on a PCA of the entries
     _projected: dict = field(default_factory=dict, repr=False, compare=False)  # "all" or domain -> projected entries
@@ -187,6 +188,11 @@ class MemoryBank:
             s = combine_domains(self.domain_distances(rows), self.domain_stats)
         return s.reshape(emb.shape[0], -1).mean(axis=1)
 
+    def without_enrolment(self) -> "MemoryBank":
+        """What scoring needs, without the enrolment embeddings: those are read from the bank's file
+        when feedback needs them, and a learning period's hour of them would be 15 MB a machine."""
+        return replace(self, enrolled={}) if self.enrolled else self
+
     def check_model(self, sha256: str, where: str = "") -> None:
         if self.model_sha256 != sha256:
             raise BankError(
@@ -242,7 +248,8 @@ class MemoryBank:
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> "MemoryBank":
+    def load(cls, path: str | Path, enrolled: bool = True) -> "MemoryBank":
+        """The bank in ``path``, checked; ``enrolled=False`` leaves the enrolment embeddings in the file."""
         path = Path(path)
         if not path.is_file():
             raise BankError(f"no bank at {path}; enrol the machine with 'edge-agent calibrate'")
@@ -252,7 +259,7 @@ class MemoryBank:
                 enrolled = {
                     d: (z[f"enrolled_{d}_emb"], z[f"enrolled_{d}_groups"])
                     for d in DOMAINS
-                    if f"enrolled_{d}_emb" in z.files
+                    if enrolled and f"enrolled_{d}_emb" in z.files
                 }
                 projection = (
                     Projection(z["projection_mean"].astype(np.float32), z["projection_components"].astype(np.float32))
@@ -318,7 +325,7 @@ def load_machine_bank(state_dir: Path, machine: str, bundle: "Bundle") -> Option
     p = bank_path(state_dir, machine)
     if not p.is_file():
         return None
-    bank = MemoryBank.load(p)
+    bank = MemoryBank.load(p, enrolled=False)  # feedback reads them from the file
     model = machine_model(state_dir, machine, bundle, bank)
     bank.check_model(model.sha256, f"of machine {machine}")
     if bank.embeddings.shape[1] % model.embedding_dim:
