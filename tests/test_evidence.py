@@ -21,7 +21,7 @@ from tests.test_run_replay import cli
 
 def test_history_rebuilds_the_stream_from_overlapping_windows():
     sr = 100
-    x = np.arange(3000, dtype=np.float32) / 32767  # 30 s, each sample its own index as 16-bit PCM
+    x = np.arange(3000, dtype=np.float32) / 32768  # 30 s, each sample its own index as 16-bit PCM
     h = History(sr, seconds=12.0)
     for i, w in enumerate(frame_windows(x, 2 * sr, sr)):  # 2 s windows, hop 1 s
         h.add(w, offset=2.0 + i)
@@ -38,7 +38,7 @@ def test_history_after_a_gap_takes_the_whole_window():
     h.add(np.full(20, 0.25, np.float32), offset=2.0)
     h.add(np.full(20, 0.5, np.float32), offset=10.0)  # 8 s later: no overlap
     got, _ = h.audio(0.0, 10.0)
-    assert len(got) == 40 and got[0] == round(0.25 * 32767) and got[-1] == round(0.5 * 32767)
+    assert len(got) == 40 and got[0] == 0.25 * 32768 and got[-1] == 0.5 * 32768
 
 
 def test_history_holds_copies_not_the_blocks_the_windows_were_cut_from():
@@ -194,7 +194,7 @@ def test_a_queued_alarm_holds_its_own_16_bit_samples(tmp_path):
     job = rec._queue.get_nowait()
     pcm = job[1]
     assert pcm.dtype == np.int16 and pcm.base is None and pcm.flags.owndata
-    assert len(pcm) == 100 and np.all(pcm == round(0.25 * 32767))  # the pre-roll, 1 s
+    assert len(pcm) == 100 and np.all(pcm == 0.25 * 32768)  # the pre-roll, 1 s
 
 
 @pytest.mark.parametrize("wait", [True, False])

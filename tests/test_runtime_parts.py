@@ -284,6 +284,9 @@ def test_16_bit_wavs_are_read_and_written_without_scipy_io(tmp_path):
     stereo = np.stack([ref[:1000], -ref[:1000]], axis=1)
     write_wav(tmp_path / "stereo.wav", stereo.astype(np.float32) / 32768.0, sr)
     assert np.array_equal(wavfile.read(tmp_path / "stereo.wav")[1], stereo)
+    loud = np.array([-32768, -32767, -20000, 16385, 20000, 32767], np.int16)  # full scale too
+    write_wav(tmp_path / "loud.wav", loud.astype(np.float32) / 32768.0, sr)
+    assert wavfile.read(tmp_path / "loud.wav")[1].tolist() == loud.tolist()
     wavfile.write(tmp_path / "float.wav", sr, ref.astype(np.float32) / 32768.0)
     np.testing.assert_array_equal(read_wav(tmp_path / "float.wav")[0], x)
     b = demo.read_bytes()

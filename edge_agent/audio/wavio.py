@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from edge_agent.audio.convert import finite
+from edge_agent.audio.convert import finite, float_to_pcm16
 from edge_agent.errors import UserError
 
 log = logging.getLogger("edge_agent.wav")
@@ -178,11 +178,12 @@ def _to_float(x: np.ndarray, path: Path) -> np.ndarray:
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:
-    """Float audio in [-1, 1] -> little-endian int16 samples (a new array); int16 is copied as is."""
+    """Float audio in [-1, 1] -> little-endian int16 samples (a new array), as the ring stores them:
+    16-bit audio read as floats (k / 32768) is written back bit for bit. int16 is copied as is."""
     x = np.asarray(x)
     if x.dtype == np.int16:
         return x.astype("<i2")
-    return np.clip(np.round(np.asarray(x, dtype=np.float32) * 32767.0), -32768, 32767).astype("<i2")
+    return float_to_pcm16(x)[0].astype("<i2", copy=False)
 
 
 def write_wav(path, x: np.ndarray, sample_rate: int) -> None:
