@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge_agent import strict_json
-from edge_agent.audio.wavio import AudioFileError, read_wav, wav_info
+from edge_agent.audio.wavio import AudioFileError, pcm16_blocks, read_wav, wav_info
 from edge_agent.config import Config, ConfigError, load_config, parse_config
 from edge_agent.runtime.commands import COMMANDS, CommandError, parse_command, request_id_of
 from edge_agent.runtime.learn_request import read_request
@@ -276,6 +276,13 @@ def test_wav_files_read_finite_audio_or_say_why(tmp_path_factory, kind, flips, c
     except AudioFileError:
         return
     assert 0 < info.sample_rate <= 768_000 and 0 < info.channels <= 64
+    # a replay reads a 16-bit file of its format a block at a time: int16 blocks, never more than the
+    # header gives, or None (read whole by read_wav above)
+    blocks = pcm16_blocks(path, 1600, info.sample_rate, info.channels)
+    if blocks is not None:
+        got = list(blocks)
+        assert all(b.dtype == np.int16 and b.shape[1] == info.channels and 0 < len(b) <= 1600 for b in got)
+        assert sum(len(b) for b in got) <= info.frames
 
 
 @settings(FUZZ, max_examples=150)

@@ -35,6 +35,7 @@ def test_ringbuffer_stores_floats_as_16_bit_and_counts_non_finite_samples():
     rb.write(np.array([[2.0, -3.0], [np.nan, np.inf], [0.25, -np.inf]], np.float32))
     assert (rb.read() * 32768).tolist() == [[32767, -32768], [0, 0], [8192, 0]]  # clipped; NaN/Inf silence
     assert rb.nonfinite == 3 and rb._buf.dtype == np.int16
+    assert rb.take_nonfinite() == 3 and rb.take_nonfinite() == 0  # each told once
 
 
 def test_a_replay_reads_16_bit_files_as_it_plays_and_delivers_their_samples_exactly(tmp_path):

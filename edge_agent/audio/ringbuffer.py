@@ -31,6 +31,7 @@ class RingBuffer:
         self.overruns = 0  # times the consumer found data overwritten
         self.frames_lost = 0
         self.nonfinite = 0  # NaN/Inf samples written, stored as silence (only the producer changes it)
+        self._nonfinite_taken = 0  # of those, the ones the consumer was told of (only the consumer changes it)
         self._data = threading.Event()
 
     @property
@@ -92,6 +93,11 @@ class RingBuffer:
             self._data.clear()
         out *= 1.0 / 32768.0  # a power of two: exact
         return out
+
+    def take_nonfinite(self) -> int:
+        """NaN/Inf samples written (as silence) since the consumer last asked."""
+        seen, self._nonfinite_taken = self._nonfinite_taken, self.nonfinite
+        return self._nonfinite_taken - seen
 
     def wait(self, timeout: float) -> bool:
         return self._data.wait(timeout)

@@ -68,7 +68,7 @@ class MachineStream:
         self.learner: Optional[Learner] = None  # while learning, windows go to it instead of the detector
         self.engine: Optional[Engine] = None  # the adapted model's engine when the bank needs it, else shared
         self.wall_start = self._clock.time()
-        self._overruns_logged, self._ring, self._ring_nonfinite = 0, None, 0
+        self._overruns_logged = 0
         self.recordings = Recordings()  # where each recording (a replayed file) begins
         self.tally = Tally()  # what the current recording gave, as decided (the replay's summary lines)
         self.last_samples: Optional[np.ndarray] = None  # the last decided window (an alarm explains it)
@@ -211,10 +211,9 @@ class MachineStream:
     def pump(self, now: Optional[float] = None) -> list[Window]:
         """Read what the source delivered and return the windows that are complete."""
         now = self._clock.monotonic() if now is None else now
-        ring = self.source.ring  # a reopened input brings a new ring, its counts from 0
-        seen = self._ring_nonfinite if ring is self._ring else 0
-        frames, self._ring, self._ring_nonfinite = ring.read(), ring, ring.nonfinite
-        if bad := self._ring_nonfinite - seen:
+        ring = self.source.ring  # one read of it: a reopened input brings a new ring
+        frames = ring.read()
+        if bad := ring.take_nonfinite():
             if not self.nonfinite_samples:
                 log.warning(
                     "%s: %d NaN/Inf audio sample(s) replaced by silence (counted in metrics)", self.machine, bad
